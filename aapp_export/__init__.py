@@ -1,0 +1,1 @@
+"""AAPP export: offline side (checkpoint loading, calibration, pruning reference, ONNX graph builder, CLIs)."""

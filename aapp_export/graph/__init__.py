@@ -1,0 +1,1 @@
+"""ONNX graph construction from checkpoint weights (no tracing)."""

@@ -1,0 +1,134 @@
+"""A small ONNX graph builder that streams weights to an external data file.
+
+``GraphBuilder`` emits nodes with ``onnx.helper`` and writes every large initializer straight to
+``<model>.onnx.data`` (page-aligned, so ONNX Runtime can memory-map it) as soon as it is added: the
+process holds one weight at a time, never the whole model. Small constants stay inline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO, Sequence
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper
+
+OPSET = 23
+INLINE_LIMIT = 1024  # bytes; larger tensors go to the external data file
+ALIGN = 4096
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ONNX_DTYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
+
+
+class GraphBuilder:
+    """Accumulates nodes, inputs, outputs and initializers of one graph."""
+
+    def __init__(self, data_file: Path, dtype: str = "fp32") -> None:
+        self.data_path = Path(data_file)
+        self.dtype = dtype
+        self.onnx_dtype = ONNX_DTYPES[dtype]
+        self.torch_dtype = TORCH_DTYPES[dtype]
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._names: dict[str, int] = {}
+        self._file: BinaryIO | None = None
+        self._offset = 0
+        self.scope = ""
+
+    # -- names ---------------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        base = f"{self.scope}{base}"
+        n = self._names.get(base, 0)
+        self._names[base] = n + 1
+        return base if n == 0 else f"{base}_{n}"
+
+    # -- weights and constants -----------------------------------------------------------------
+    def _write_external(self, name: str, raw: bytes, onnx_type: int, dims: Sequence[int]) -> None:
+        if self._file is None:
+            self._file = open(self.data_path, "wb")
+        pad = (-self._offset) % ALIGN
+        if pad:
+            self._file.write(b"\0" * pad)
+            self._offset += pad
+        self._file.write(raw)
+        tensor = TensorProto()
+        tensor.name = name
+        tensor.data_type = onnx_type
+        tensor.dims.extend(int(d) for d in dims)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", self.data_path.name), ("offset", str(self._offset)), ("length", str(len(raw)))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        self._offset += len(raw)
+        self.initializers.append(tensor)
+
+    def weight(self, name: str, tensor: torch.Tensor, *, dtype: str | None = None) -> str:
+        """Add a weight (cast to the graph dtype, or ``dtype``) and return its name."""
+        dtype = dtype or self.dtype
+        t = tensor.detach().to(TORCH_DTYPES[dtype]).contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        name = self.fresh(name)
+        if len(raw) <= INLINE_LIMIT:
+            proto = TensorProto()
+            proto.name, proto.data_type = name, ONNX_DTYPES[dtype]
+            proto.dims.extend(t.shape)
+            proto.raw_data = raw
+            self.initializers.append(proto)
+        else:
+            self._write_external(name, raw, ONNX_DTYPES[dtype], t.shape)
+        return name
+
+    def const(self, name: str, value: np.ndarray | Sequence | float | int, np_dtype=None) -> str:
+        """A constant initializer from numpy data (int64 for shapes, float32 by default)."""
+        arr = np.asarray(value, dtype=np_dtype)
+        name = self.fresh(name)
+        if arr.nbytes > INLINE_LIMIT:
+            self._write_external(name, arr.tobytes(), helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape)
+        else:
+            self.initializers.append(onnx.numpy_helper.from_array(arr, name))
+        return name
+
+    def ints(self, name: str, values: Sequence[int]) -> str:
+        return self.const(name, np.asarray(values, dtype=np.int64))
+
+    def scalar(self, name: str, value: float) -> str:
+        """A scalar in the graph's compute dtype."""
+        return self.weight(name, torch.tensor(value, dtype=torch.float64))
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, *, name: str | None = None,
+           domain: str = "", **attrs) -> str | list[str]:
+        """Add a node; returns its output name (or list of names when ``n_out > 1``)."""
+        base = name or op_type
+        outs = [self.fresh(f"{base}_out{i}" if n_out > 1 else base) for i in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self.fresh(f"{base}_node"),
+                                           domain=domain or None, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def add_input(self, name: str, elem_type: int, shape: Sequence) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+        return name
+
+    def add_output(self, value: str, name: str, elem_type: int, shape: Sequence, *, first: bool = False) -> None:
+        if value != name:
+            self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}_identity"))
+        info = helper.make_tensor_value_info(name, elem_type, list(shape))
+        self.outputs.insert(0, info) if first else self.outputs.append(info)
+
+    def finish(self, graph_name: str, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+        """Close the data file and return the model proto (weights stay external)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        graph = helper.make_graph(self.nodes, graph_name, self.inputs, self.outputs, self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="aapp-export")
+        model.ir_version = 10
+        for key, value in (metadata or {}).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        return model

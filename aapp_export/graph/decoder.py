@@ -1,0 +1,282 @@
+"""The decoder-only LM graph (Gemma 3, Llama, Qwen 2.5), emitted directly from checkpoint weights.
+
+Graph I/O (batch ``B``, new tokens ``S``, cached tokens ``P``, ``T = P + S``):
+
+- inputs: ``input_ids [B,S] int64``, ``attention_mask [B,T] int64`` (1 = real token, cache
+  included), ``position_ids [B,S] int64``, ``past_key_values.{i}.key|value [B,kv_i,P,head_dim]``
+- outputs: ``logits [B,S,V]`` (or ``[B,1,V]`` with ``last_logits_only``),
+  ``present.{i}.key|value [B,kv_i,T,head_dim]``
+
+Attention uses the ONNX ``Attention`` op (opset 23), which takes head counts from tensor shapes,
+so a layer may keep any subset of its heads. ``LayerUnits`` selects, per layer, which query heads
+and MLP channels are built: every unit stays separately addressable for the pruned graphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto
+
+from ..checkpoint import WeightReader
+from ..families import LayerSpec, ModelSpec
+from .builder import ONNX_DTYPES, TORCH_DTYPES, GraphBuilder
+
+INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
+
+
+def past_name(i: int, kind: str) -> str:
+    return f"past_key_values.{i}.{kind}"
+
+
+def present_name(i: int, kind: str) -> str:
+    return f"present.{i}.{kind}"
+
+
+@dataclass(frozen=True)
+class LayerUnits:
+    """The query heads and MLP channels of one layer that the graph computes (None = all)."""
+
+    heads: Sequence[int] | None = None
+    channels: Sequence[int] | None = None
+
+
+@dataclass(frozen=True)
+class DecoderOptions:
+    dtype: str = "fp32"
+    last_logits_only: bool = True
+
+
+class DecoderGraph:
+    """Builds the graph of one model; call ``build()`` once."""
+
+    def __init__(self, spec: ModelSpec, weights: WeightReader, data_file: Path, options: DecoderOptions,
+                 units: Sequence[LayerUnits] | None = None) -> None:
+        self.spec = spec
+        self.w = weights
+        self.opt = options
+        self.b = GraphBuilder(data_file, options.dtype)
+        self.units = list(units) if units is not None else [LayerUnits()] * spec.num_layers
+        self.neg = float(torch.finfo(TORCH_DTYPES[options.dtype]).min)
+
+    # -- small pieces ---------------------------------------------------------------------------
+    def linear(self, x: str, weight_name: str, bias_name: str | None, rows: np.ndarray | None = None,
+               cols: np.ndarray | None = None, label: str = "linear") -> str:
+        """``x @ W[rows][:, cols].T + b[rows]`` with W stored transposed ([in, out]) for MatMul."""
+        w = self.w.get(weight_name)
+        if rows is not None:
+            w = w[torch.as_tensor(rows)]
+        if cols is not None:
+            w = w[:, torch.as_tensor(cols)]
+        y = self.b.op("MatMul", [x, self.b.weight(f"{label}.weight_t", w.t())], name=label)
+        if bias_name is not None:
+            bias = self.w.get(bias_name)
+            if rows is not None:
+                bias = bias[torch.as_tensor(rows)]
+            y = self.b.op("Add", [y, self.b.weight(f"{label}.bias", bias)], name=f"{label}_bias")
+        return y
+
+    def rms_norm(self, x: str, weight_name: str, label: str) -> str:
+        w = self.w.get(weight_name).float() + self.spec.norm_weight_offset
+        return self.b.op("RMSNormalization", [x, self.b.weight(f"{label}.weight", w)], name=label,
+                         axis=-1, epsilon=self.spec.rms_norm_eps)
+
+    def act(self, x: str, label: str) -> str:
+        kind = self.spec.activation
+        if kind == "silu":
+            return self.b.op("Mul", [x, self.b.op("Sigmoid", [x], name=f"{label}_sigmoid")], name=label)
+        return self.b.op("Gelu", [x], name=label, approximate="tanh" if kind == "gelu_tanh" else "none")
+
+    # -- shared per-call tensors ----------------------------------------------------------------
+    def _inputs(self) -> None:
+        b, s = self.b, self.spec
+        b.add_input(INPUT_IDS, TensorProto.INT64, ["batch", "sequence"])
+        b.add_input(ATTENTION_MASK, TensorProto.INT64, ["batch", "total_sequence"])
+        b.add_input(POSITION_IDS, TensorProto.INT64, ["batch", "sequence"])
+        for i, layer in enumerate(s.layers):
+            for kind in ("key", "value"):
+                b.add_input(past_name(i, kind), b.onnx_dtype, ["batch", layer.num_kv_heads, "past_sequence", s.head_dim])
+
+    def _masks(self) -> dict[int | None, str]:
+        """Additive attention masks [B,1,S,T], one per distinct sliding window (None = full)."""
+        b = self.b
+        b.scope = "mask/"
+        zero, one = b.ints("zero", [0]), b.ints("one", [1])
+        total = b.op("Gather", [b.op("Shape", [ATTENTION_MASK]), one], name="total")  # [1]
+        seq = b.op("Gather", [b.op("Shape", [INPUT_IDS]), one], name="seq")
+        past = b.op("Sub", [total, seq], name="past")
+        scalar = lambda t: b.op("Squeeze", [t, zero], name="scalar")  # noqa: E731
+        q_idx = b.op("Range", [scalar(past), scalar(total), scalar(one)], name="q_idx")  # [S]
+        k_idx = b.op("Range", [scalar(zero), scalar(total), scalar(one)], name="k_idx")  # [T]
+        q_col = b.op("Unsqueeze", [q_idx, one], name="q_col")  # [S,1]
+        k_row = b.op("Unsqueeze", [k_idx, zero], name="k_row")  # [1,T]
+        causal = b.op("LessOrEqual", [k_row, q_col], name="causal")  # [S,T]
+        valid = b.op("Cast", [b.op("Unsqueeze", [ATTENTION_MASK, b.ints("axes12", [1, 2])], name="valid_4d")],
+                     to=TensorProto.BOOL, name="valid")  # [B,1,1,T]
+        zero_f, neg_f = b.scalar("zero_f", 0.0), b.scalar("neg_f", self.neg)
+        masks: dict[int | None, str] = {}
+        for window in sorted({l.sliding_window for l in self.spec.layers}, key=lambda w: (w is not None, w or 0)):
+            allowed = causal
+            if window is not None:
+                lower = b.op("Sub", [q_col, b.ints("window", [window])], name=f"lower_w{window}")
+                allowed = b.op("And", [causal, b.op("Greater", [k_row, lower], name=f"in_window_w{window}")],
+                               name=f"causal_w{window}")
+            allowed = b.op("And", [valid, allowed], name=f"allowed_w{window}")  # [B,1,S,T]
+            masks[window] = b.op("Where", [allowed, zero_f, neg_f], name=f"additive_w{window}")
+        b.scope = ""
+        return masks
+
+    def _rope_tables(self) -> dict[int, tuple[str, str]]:
+        """cos and signed sin [B,1,S,D] per distinct rope table (keyed by id of the RopeSpec)."""
+        b = self.b
+        b.scope = "rope/"
+        pos = b.op("Cast", [b.op("Unsqueeze", [POSITION_IDS, b.ints("axis2", [2])], name="pos_col")],
+                   to=TensorProto.FLOAT, name="pos_f")  # [B,S,1]
+        tables: dict[int, tuple[str, str]] = {}
+        seen: list[tuple[object, tuple[str, str]]] = []
+        for layer in self.spec.layers:
+            rope = layer.rope
+            match = next((t for r, t in seen if r is rope), None)
+            if match is None:
+                k = len(seen)
+                freqs = b.op("Mul", [pos, b.const(f"inv_freq{k}", rope.inv_freq.astype(np.float32))], name=f"freqs{k}")
+                emb = b.op("Concat", [freqs, freqs], axis=-1, name=f"emb{k}")  # [B,S,D]
+                cos, sin = b.op("Cos", [emb], name=f"cos{k}"), b.op("Sin", [emb], name=f"sin{k}")
+                if rope.attention_scaling != 1.0:
+                    sc = b.const(f"scaling{k}", np.float32(rope.attention_scaling))
+                    cos, sin = b.op("Mul", [cos, sc], name=f"cos_s{k}"), b.op("Mul", [sin, sc], name=f"sin_s{k}")
+                half = self.spec.head_dim // 2
+                sign = b.const(f"sign{k}", np.concatenate([-np.ones(half), np.ones(half)]).astype(np.float32))
+                sin = b.op("Mul", [sin, sign], name=f"sin_signed{k}")
+                axis1 = b.ints(f"axis1_{k}", [1])
+                out = []
+                for t, nm in ((cos, "cos"), (sin, "sin")):
+                    t = b.op("Unsqueeze", [t, axis1], name=f"{nm}_4d{k}")
+                    if self.opt.dtype != "fp32":
+                        t = b.op("Cast", [t], to=b.onnx_dtype, name=f"{nm}_cast{k}")
+                    out.append(t)
+                match = (out[0], out[1])
+                seen.append((rope, match))
+            tables[layer.index] = match
+        b.scope = ""
+        return tables
+
+    def rotate(self, x: str, cos: str, sin_signed: str, label: str) -> str:
+        """RoPE on [B,H,S,D]: x*cos + rotate_half(x)*sin, with the sign folded into sin."""
+        b = self.b
+        half = self.spec.head_dim // 2
+        x1, x2 = b.op("Split", [x, b.ints(f"{label}_split", [half, half])], n_out=2, axis=-1, name=f"{label}_halves")
+        swapped = b.op("Concat", [x2, x1], axis=-1, name=f"{label}_swap")
+        return b.op("Add", [b.op("Mul", [x, cos], name=f"{label}_cos"), b.op("Mul", [swapped, sin_signed], name=f"{label}_sin")],
+                    name=label)
+
+    # -- blocks ---------------------------------------------------------------------------------
+    def attention(self, x: str, layer: LayerSpec, units: LayerUnits, mask: str, rope: tuple[str, str]) -> str:
+        b, s, i = self.b, self.spec, layer.index
+        d = s.head_dim
+        heads = np.arange(layer.num_heads) if units.heads is None else np.asarray(sorted(units.heads))
+        q_rows = (heads[:, None] * d + np.arange(d)[None, :]).reshape(-1)
+        full = units.heads is None
+        t = lambda part: s.layer_tensor(i, f"self_attn.{part}")  # noqa: E731
+        bias = lambda part: t(f"{part}.bias") if s.qkv_bias else None  # noqa: E731
+        q = self.linear(x, t("q_proj.weight"), bias("q_proj"), None if full else q_rows, label="q_proj")
+        k = self.linear(x, t("k_proj.weight"), bias("k_proj"), label="k_proj")
+        v = self.linear(x, t("v_proj.weight"), bias("v_proj"), label="v_proj")
+        shape = b.ints("heads_shape", [0, 0, -1, d])
+        q, k, v = (b.op("Reshape", [z, shape], name=f"{n}_heads") for z, n in ((q, "q"), (k, "k"), (v, "v")))
+        if s.qk_norm:
+            q = self.rms_norm(q, t("q_norm.weight"), "q_norm")
+            k = self.rms_norm(k, t("k_norm.weight"), "k_norm")
+        perm = [0, 2, 1, 3]
+        q, k, v = (b.op("Transpose", [z], perm=perm, name=f"{n}_bhsd") for z, n in ((q, "q"), (k, "k"), (v, "v")))
+        q = self.rotate(q, rope[0], rope[1], "q_rope")
+        k = self.rotate(k, rope[0], rope[1], "k_rope")
+        attrs = {"scale": s.attention_scale}
+        if s.attn_logit_softcapping:
+            attrs["softcap"] = float(s.attn_logit_softcapping)
+        y, present_k, present_v = b.op("Attention", [q, k, v, mask, past_name(i, "key"), past_name(i, "value")],
+                                       n_out=3, name="attention", **attrs)
+        b.add_output(present_k, present_name(i, "key"), b.onnx_dtype, ["batch", layer.num_kv_heads, "total_sequence", d])
+        b.add_output(present_v, present_name(i, "value"), b.onnx_dtype, ["batch", layer.num_kv_heads, "total_sequence", d])
+        y = b.op("Transpose", [y], perm=perm, name="y_bshd")
+        y = b.op("Reshape", [y, b.ints("merge_shape", [0, 0, -1])], name="y_merged")
+        o_bias = t("o_proj.bias") if s.o_bias else None
+        return self.linear(y, t("o_proj.weight"), o_bias, cols=None if full else q_rows, label="o_proj")
+
+    def mlp(self, x: str, layer: LayerSpec, units: LayerUnits) -> str:
+        s, i = self.spec, layer.index
+        ch = None if units.channels is None else np.asarray(sorted(units.channels))
+        t = lambda part: s.layer_tensor(i, f"mlp.{part}")  # noqa: E731
+        bias = lambda part: t(f"{part}.bias") if s.mlp_bias else None  # noqa: E731
+        gate = self.linear(x, t("gate_proj.weight"), bias("gate_proj"), ch, label="gate_proj")
+        up = self.linear(x, t("up_proj.weight"), bias("up_proj"), ch, label="up_proj")
+        h = self.b.op("Mul", [self.act(gate, "act"), up], name="gated")
+        return self.linear(h, t("down_proj.weight"), bias("down_proj"), cols=ch, label="down_proj")
+
+    def layer(self, x: str, layer: LayerSpec, masks: dict, ropes: dict) -> str:
+        b, s, i = self.b, self.spec, layer.index
+        b.scope = f"layers.{i}/"
+        lt = lambda part: s.layer_tensor(i, part)  # noqa: E731
+        units = self.units[i]
+        h = self.rms_norm(x, lt("input_layernorm.weight"), "input_layernorm")
+        a = self.attention(h, layer, units, masks[layer.sliding_window], ropes[i])
+        if s.sandwich_norms:
+            a = self.rms_norm(a, lt("post_attention_layernorm.weight"), "post_attention_layernorm")
+            pre_mlp = "pre_feedforward_layernorm.weight"
+        else:
+            pre_mlp = "post_attention_layernorm.weight"
+        x = b.op("Add", [x, a], name="attn_residual")
+        m = self.mlp(self.rms_norm(x, lt(pre_mlp), "pre_mlp_norm"), layer, units)
+        if s.sandwich_norms:
+            m = self.rms_norm(m, lt("post_feedforward_layernorm.weight"), "post_feedforward_layernorm")
+        x = b.op("Add", [x, m], name="mlp_residual")
+        b.scope = ""
+        return x
+
+    def build(self, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+        b, s = self.b, self.spec
+        self._inputs()
+        masks, ropes = self._masks(), self._rope_tables()
+        embed = self.w.get(s.tensor("embed_tokens.weight"))
+        embed_name = b.weight("embed_tokens.weight", embed)
+        x = b.op("Gather", [embed_name, INPUT_IDS], name="embed")
+        if s.embed_scale is not None:
+            scale = float(torch.tensor(s.embed_scale, dtype=b.torch_dtype).float())  # rounded like transformers
+            x = b.op("Mul", [x, b.scalar("embed_scale", scale)], name="embed_scaled")
+        for layer in s.layers:
+            x = self.layer(x, layer, masks, ropes)
+        if self.opt.last_logits_only:
+            x = b.op("Slice", [x, b.ints("last_start", [-1]), b.ints("last_end", [2**62]), b.ints("seq_axis", [1])],
+                     name="last_position")
+        x = self.rms_norm(x, s.tensor("norm.weight"), "final_norm")
+        if s.tie_word_embeddings:  # one copy of the embedding, used transposed by Gemm
+            flat = b.op("Reshape", [x, b.ints("flat_shape", [-1, s.hidden_size])], name="final_flat")
+            logits = b.op("Gemm", [flat, embed_name], transB=1, name="lm_head")
+            bs = b.op("Slice", [b.op("Shape", [x], name="hidden_shape"), b.ints("zero0", [0]), b.ints("two", [2])],
+                      name="batch_seq")
+            logits = b.op("Reshape", [logits, b.op("Concat", [bs, b.ints("vocab", [s.vocab_size])], axis=0,
+                                                    name="logits_shape")], name="logits_3d")
+        else:
+            logits = self.linear(x, s.lm_head_name, None, label="lm_head")
+        if s.final_logit_softcapping:
+            cap = b.scalar("final_softcap", float(s.final_logit_softcapping))
+            logits = b.op("Mul", [b.op("Tanh", [b.op("Div", [logits, cap], name="capped")], name="tanh_cap"), cap],
+                          name="softcapped")
+        b.add_output(logits, LOGITS, b.onnx_dtype, ["batch", 1 if self.opt.last_logits_only else "sequence", s.vocab_size],
+                     first=True)
+        return b.finish(f"aapp_{s.family}", metadata)
+
+
+def build_decoder(spec: ModelSpec, weights: WeightReader, model_path: Path, options: DecoderOptions,
+                  units: Sequence[LayerUnits] | None = None, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    """Build the graph, writing weights to ``<model_path>.data``; returns the (small) model proto."""
+    data_file = Path(str(model_path) + ".data")
+    return DecoderGraph(spec, weights, data_file, options, units).build(metadata)
+
+
+__all__ = ["build_decoder", "DecoderOptions", "LayerUnits", "ONNX_DTYPES", "past_name", "present_name"]
