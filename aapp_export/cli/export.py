@@ -1,0 +1,40 @@
+"""``aapp-export``: checkpoint (alias | hub id | local dir) -> model dir with ONNX graph and manifest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aapp-export", description="Export an LLM checkpoint to an AAPP model dir.")
+    p.add_argument("--model", default="demo",
+                   help="alias (demo, gemma3, gemma3-1b, llama2, qwen2.5), hub id (org/name) or local directory "
+                        "(default: demo, the bundled model)")
+    p.add_argument("--out", required=True, help="output graph path DIR/model.onnx (or DIR); DIR becomes the model dir")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--all-logits", action="store_true", help="output logits for every position, not only the last")
+    p.add_argument("--allow-pickle", action="store_true", help="accept .bin (pickle) checkpoints you trust")
+    p.add_argument("--no-check", action="store_true", help="skip onnx.checker")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from ..export import ExportOptions, export_model
+
+        opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits,
+                             allow_pickle=args.allow_pickle, check=not args.no_check)
+        export_model(args.model, args.out, opts, log=lambda m: print(m, file=sys.stderr))
+        return 0
+
+    return run_cli("aapp-export", body, args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Export a checkpoint to a model dir: ONNX graph + external weights, tokenizer, chat template, manifest.
+
+Everything is written into a temporary sibling directory that is renamed over the target only at
+the end, so a crash never leaves a half-written model dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+
+from aapp_runtime.manifest import MANIFEST_NAME, write_manifest
+
+from . import __version__
+from .checkpoint import ResolvedCheckpoint, WeightReader, resolve_checkpoint
+from .errors import CheckpointError, ExportError, InputError
+from .families import ModelSpec, load_model_spec
+from .graph.builder import OPSET, TORCH_DTYPES
+from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    dtype: str = "fp32"
+    last_logits_only: bool = True
+    allow_pickle: bool = False
+    check: bool = True
+
+
+def split_out(out: str | Path) -> tuple[Path, str]:
+    """``--out`` is ``DIR/model.onnx`` (or just ``DIR``): the model dir and the graph file name."""
+    out = Path(out)
+    if out.suffix == ".onnx":
+        return out.parent, out.name
+    return out, "model.onnx"
+
+
+def _special_token_text(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _chat_template(src: Path) -> str | None:
+    """The chat template of a checkpoint, wherever transformers put it."""
+    jinja = src / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        f = src / name
+        if f.is_file():
+            template = json.loads(f.read_text()).get("chat_template")
+            if isinstance(template, list):  # named templates: take "default"
+                template = next((t["template"] for t in template if t.get("name") == "default"), None)
+            if template:
+                return template
+    return None
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> dict[str, Any]:
+    """Tokenizer files and chat template into the model dir; returns the manifest's tokenizer entry."""
+    if not (src / "tokenizer.json").is_file():
+        try:  # e.g. only a sentencepiece tokenizer.model: let transformers convert it
+            from transformers import AutoTokenizer
+
+            AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(dst))
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{src} has no tokenizer.json and transformers could not convert its tokenizer "
+                                  f"({exc}); add tokenizer.json to the checkpoint") from exc
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file() and not (dst / name).exists():
+            shutil.copyfile(src / name, dst / name)
+    entry: dict[str, Any] = {"file": "tokenizer.json", "chat_template": None, "special_tokens": {}}
+    template = _chat_template(src)
+    if template:
+        (dst / "chat_template.jinja").write_text(template)
+        entry["chat_template"] = "chat_template.jinja"
+    cfg_file = dst / "tokenizer_config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+            text = _special_token_text(cfg.get(key))
+            if text is not None:
+                entry["special_tokens"][key] = text
+    return entry
+
+
+def _eos_ids(src: Path, spec: ModelSpec) -> list[int]:
+    ids = set(spec.eos_token_ids)
+    gen = src / "generation_config.json"
+    if gen.is_file():
+        value = json.loads(gen.read_text()).get("eos_token_id")
+        ids |= set(value if isinstance(value, list) else [value] if value is not None else [])
+    return sorted(int(i) for i in ids)
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+    import transformers
+
+    return {"aapp_export": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "transformers": transformers.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _manifest_body(spec: ModelSpec, ckpt: ResolvedCheckpoint, opts: ExportOptions, graph_file: str,
+                   tokenizer: dict[str, Any], eos: list[int]) -> dict[str, Any]:
+    return {
+        "family": spec.family,
+        "source": ckpt.source,
+        "dtype": opts.dtype,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "producer": _versions(),
+        "dims": {
+            "vocab_size": spec.vocab_size,
+            "hidden_size": spec.hidden_size,
+            "head_dim": spec.head_dim,
+            "num_layers": spec.num_layers,
+            "num_heads": [l.num_heads for l in spec.layers],
+            "num_kv_heads": [l.num_kv_heads for l in spec.layers],
+            "intermediate_size": [l.intermediate_size for l in spec.layers],
+            "layer_types": [l.kind for l in spec.layers],
+            "sliding_window": [l.sliding_window for l in spec.layers],
+            "max_position_embeddings": spec.max_position_embeddings,
+        },
+        "graph": {
+            "file": graph_file,
+            "data_file": graph_file + ".data",
+            "opset": OPSET,
+            "last_logits_only": opts.last_logits_only,
+            "input_ids": INPUT_IDS,
+            "attention_mask": ATTENTION_MASK,
+            "position_ids": POSITION_IDS,
+            "logits": LOGITS,
+            "past_key": "past_key_values.{i}.key",
+            "past_value": "past_key_values.{i}.value",
+            "present_key": "present.{i}.key",
+            "present_value": "present.{i}.value",
+        },
+        "tokens": {"bos": spec.bos_token_id, "eos": eos, "pad": spec.pad_token_id},
+        "tokenizer": tokenizer,
+        "pruning": {"mode": "dense", "protected_units": None},
+        "calibration": None,
+    }
+
+
+def export_model(model: str, out: str | Path, options: ExportOptions = ExportOptions(),
+                 log: Callable[[str], None] = print) -> Path:
+    """Export ``model`` (alias, hub id or directory) to ``out`` (``DIR/model.onnx``); returns DIR."""
+    if options.dtype not in TORCH_DTYPES:
+        raise InputError(f"--dtype {options.dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
+    out_dir, graph_file = split_out(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out}: {out_dir} exists and is not a directory; choose another path")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file():
+        raise ExportError(f"--out {out}: {out_dir} is a non-empty directory that is not a model dir; "
+                          "choose an empty or new directory")
+    ckpt = resolve_checkpoint(model)
+    reader = WeightReader(ckpt.path, allow_pickle=options.allow_pickle)
+    spec = load_model_spec(ckpt.path, reader)
+    log(f"exporting {ckpt.source} ({spec.family}, {spec.num_layers} layers, hidden {spec.hidden_size}) "
+        f"as {options.dtype} to {out_dir / graph_file}")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        graph_path = tmp / graph_file
+        proto = build_decoder(spec, reader, graph_path, DecoderOptions(options.dtype, options.last_logits_only),
+                              metadata={"aapp.family": spec.family, "aapp.source": ckpt.source})
+        onnx.save(proto, str(graph_path))
+        if options.check:
+            onnx.checker.check_model(str(graph_path))
+        tokenizer = _copy_tokenizer(ckpt.path, tmp)
+        body = _manifest_body(spec, ckpt, options, graph_file, tokenizer, _eos_ids(ckpt.path, spec))
+        files = [graph_file, graph_file + ".data", "tokenizer.json"]
+        if tokenizer["chat_template"]:
+            files.append(tokenizer["chat_template"])
+        write_manifest(tmp, body, files)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"wrote {out_dir} ({sum(f.stat().st_size for f in out_dir.iterdir()) / 1e6:.1f} MB)")
+    return out_dir
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an earlier export at ``target`` is removed only after the move."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

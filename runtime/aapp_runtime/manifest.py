@@ -1,0 +1,120 @@
+"""The model-directory contract: ``aapp.json``, its schema version and its checksums.
+
+The exporter writes the manifest through ``write_manifest``; the runtime reads it with
+``Manifest.load``, which refuses another major version, missing files and (by default) files whose
+size or checksum changed since export. Hashing a multi-GB weight file takes a while, so the default
+check hashes the graph and tokenizer files and compares the weight file's size; ``verify="full"``
+hashes everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelDirError
+
+MANIFEST_NAME = "aapp.json"
+MANIFEST_FORMAT = "aapp-model"
+MANIFEST_VERSION = 1
+LARGE_FILE = 64 * 1024 * 1024  # files above this are size-checked unless verify="full"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def write_manifest(directory: Path, data: dict[str, Any], checksum_files: list[str]) -> Path:
+    """Write ``aapp.json`` with format/version and the checksums of ``checksum_files``."""
+    directory = Path(directory)
+    body = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, **data}
+    body["files"] = {name: file_record(directory / name) for name in checksum_files}
+    path = directory / MANIFEST_NAME
+    path.write_text(json.dumps(body, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated ``aapp.json``; ``data`` is the parsed JSON."""
+
+    directory: Path
+    data: dict[str, Any]
+
+    @classmethod
+    def load(cls, directory: str | Path, verify: str = "fast") -> "Manifest":
+        """Read and check a model directory. ``verify``: "none", "fast" (default) or "full"."""
+        directory = Path(directory)
+        path = directory / MANIFEST_NAME
+        if not directory.is_dir():
+            raise ModelDirError(f"model dir {directory} does not exist: export one with `aapp-export --out {directory}/model.onnx`")
+        if not path.is_file():
+            raise ModelDirError(f"{path} is missing: {directory} is not an exported model dir (run aapp-export)")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelDirError(f"{path} is not valid JSON ({exc}): re-export the model") from exc
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ModelDirError(f"{path}: field 'format' is {data.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+        version = data.get("version")
+        if version != MANIFEST_VERSION:
+            raise ModelDirError(
+                f"{path}: manifest version {version!r} but this runtime reads version {MANIFEST_VERSION}; "
+                "re-export the model with the matching aapp-export, or install the matching aapp-runtime"
+            )
+        for key in ("family", "graph", "dims", "tokens", "files"):
+            if key not in data:
+                raise ModelDirError(f"{path}: required field {key!r} is missing; re-export the model")
+        manifest = cls(directory, data)
+        if verify != "none":
+            manifest.verify(full=verify == "full")
+        return manifest
+
+    def verify(self, full: bool = False) -> None:
+        for name, record in self.data["files"].items():
+            f = self.directory / name
+            if not f.is_file():
+                raise ModelDirError(f"{f} is listed in {MANIFEST_NAME} but missing: copy the whole model dir")
+            size = f.stat().st_size
+            if size != record["bytes"]:
+                raise ModelDirError(
+                    f"{f} has {size} bytes but {MANIFEST_NAME} records {record['bytes']}: the file is truncated "
+                    "or from another export; re-export or re-copy the model dir"
+                )
+            if (full or size <= LARGE_FILE) and sha256_file(f) != record["sha256"]:
+                raise ModelDirError(
+                    f"{f} does not match the checksum in {MANIFEST_NAME}: the file was changed or corrupted; "
+                    "re-export or re-copy the model dir"
+                )
+
+    # -- convenient views --------------------------------------------------------------------------
+    @property
+    def graph(self) -> dict[str, Any]:
+        return self.data["graph"]
+
+    @property
+    def dims(self) -> dict[str, Any]:
+        return self.data["dims"]
+
+    @property
+    def tokens(self) -> dict[str, Any]:
+        return self.data["tokens"]
+
+    @property
+    def model_path(self) -> Path:
+        return self.directory / self.graph["file"]
+
+    @property
+    def dtype(self) -> str:
+        return self.data.get("dtype", "fp32")

@@ -1,0 +1,201 @@
+"""``Session``: load an exported model dir and generate text on ONNX Runtime.
+
+Generation is a prefill of the whole prompt followed by one-token decode steps. The KV cache never
+leaves the device: ``present.*`` outputs are bound with IOBinding and fed back as the next step's
+``past_key_values.*`` as ``OrtValue``s (on CUDA they stay in GPU memory; only the last-position
+logits are copied to the host).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .chat import TextCodec
+from .errors import InputError
+from .manifest import Manifest
+from .providers import open_session
+from .sampling import Sampler, SamplingParams
+
+NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16}
+
+Prompt = str | Sequence[dict[str, Any]] | Sequence[int]
+
+
+@dataclass
+class GenerationResult:
+    """New tokens only; timings in milliseconds measured around the ORT runs."""
+
+    text: str
+    tokens: list[int]
+    prompt_tokens: int
+    provider: str
+    finish_reason: str  # "eos" | "stop" | "length"
+    prefill_ms: float
+    decode_ms: list[float] = field(default_factory=list)
+
+    @property
+    def decode_ms_per_token(self) -> float:
+        return float(np.median(self.decode_ms)) if self.decode_ms else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "tokens": self.tokens, "provider": self.provider,
+                "prefill_ms": round(self.prefill_ms, 3), "decode_ms_per_token": round(self.decode_ms_per_token, 3),
+                "prompt_tokens": self.prompt_tokens, "finish_reason": self.finish_reason}
+
+
+class _Stream:
+    """Internal state of one generation: KV OrtValues, positions, timings."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.prefill_ms = 0.0
+        self.decode_ms: list[float] = []
+        self.finish_reason = "length"
+        self.text = ""
+
+
+class Session:
+    """An exported model on one execution provider.
+
+    ``provider``: "auto" (CUDA when usable, else CPU; ``provider_reason`` says why), "cuda" (error
+    when CUDA is unusable) or "cpu".
+    """
+
+    def __init__(self, model_dir: str | Path, provider: str = "auto", *, threads: int | None = None,
+                 verify: str = "fast") -> None:
+        self.manifest = Manifest.load(model_dir, verify=verify)
+        m = self.manifest
+        self.ort_session, choice = open_session(m.model_path, provider, threads)
+        self.provider, self.provider_reason = choice.name, choice.reason
+        self.device = "cuda" if self.provider == "cuda" else "cpu"
+        tok = m.data.get("tokenizer", {})
+        self.codec = TextCodec(m.directory, tok.get("file", "tokenizer.json"), tok.get("chat_template"),
+                               tok.get("special_tokens", {}))
+        g = m.graph
+        self.num_layers = int(m.dims["num_layers"])
+        self.kv_heads = list(m.dims["num_kv_heads"])
+        self.head_dim = int(m.dims["head_dim"])
+        self.context_length = int(m.dims["max_position_embeddings"])
+        self.eos_ids = set(m.tokens.get("eos", []))
+        self._np_dtype = NUMPY_DTYPES.get(m.dtype, np.float32)
+        self._past_names = [(g["past_key"].format(i=i), g["past_value"].format(i=i)) for i in range(self.num_layers)]
+        self._present_names = [(g["present_key"].format(i=i), g["present_value"].format(i=i))
+                               for i in range(self.num_layers)]
+        self._outputs = [o.name for o in self.ort_session.get_outputs()]
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def tokenize(self, prompt: Prompt, chat: bool | None = None) -> list[int]:
+        """Token ids of a prompt: a string (chat-formatted when the model has a template, unless
+        ``chat=False``), a list of chat messages, or a list of token ids (used as is)."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise InputError("the prompt is empty: pass some text, chat messages or token ids")
+            use_chat = self.codec.template is not None if chat is None else chat
+            ids = (self.codec.encode_chat([{"role": "user", "content": prompt}]) if use_chat
+                   else self.codec.encode(prompt))
+        elif len(prompt) == 0:
+            raise InputError("the prompt is empty: pass some text, chat messages or token ids")
+        elif all(isinstance(t, (int, np.integer)) for t in prompt):
+            ids = [int(t) for t in prompt]
+            vocab = int(self.manifest.dims["vocab_size"])
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise InputError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+        elif all(isinstance(m, dict) for m in prompt):
+            ids = self.codec.encode_chat(list(prompt))
+        else:
+            raise InputError("prompt must be a string, a list of {'role','content'} messages, or a list of token ids")
+        if len(ids) >= self.context_length:
+            raise InputError(f"the prompt has {len(ids)} tokens but the model's context is {self.context_length}: "
+                             "shorten the prompt")
+        return ids
+
+    # -- one graph run ------------------------------------------------------------------------------
+    def _empty_past(self, kv_heads: int) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.zeros((1, kv_heads, 0, self.head_dim), self._np_dtype), self.device, 0)
+
+    def _run(self, ids: list[int], start: int, past: list[tuple[ort.OrtValue, ort.OrtValue]]
+             ) -> tuple[np.ndarray, list[tuple[ort.OrtValue, ort.OrtValue]]]:
+        """Run ``ids`` at positions ``start..``; returns last-position logits [V] and the new KV."""
+        n = len(ids)
+        b = self.ort_session.io_binding()
+        b.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
+        b.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
+        b.bind_cpu_input("position_ids", np.arange(start, start + n, dtype=np.int64)[None, :])
+        for (pk, pv), (vk, vv) in zip(self._past_names, past):
+            b.bind_ortvalue_input(pk, vk)
+            b.bind_ortvalue_input(pv, vv)
+        for name in self._outputs:
+            b.bind_output(name, self.device)
+        self.ort_session.run_with_iobinding(b)
+        outs = dict(zip(self._outputs, b.get_outputs()))
+        logits = outs[self.manifest.graph["logits"]].numpy()[0, -1]
+        present = [(outs[k], outs[v]) for k, v in self._present_names]
+        return logits.astype(np.float32, copy=False), present
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Last-position logits [vocab] of a prefill over ``token_ids`` (for checks)."""
+        ids = self.tokenize(list(token_ids))
+        logits, _ = self._run(ids, 0, [(self._empty_past(h), self._empty_past(h)) for h in self.kv_heads])
+        return logits
+
+    # -- generation ------------------------------------------------------------------------------
+    def _generate(self, ids: list[int], state: _Stream, max_new_tokens: int, sampler: Sampler,
+                  stop: Sequence[str]) -> Iterator[str]:
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens={max_new_tokens} is negative")
+        max_new_tokens = min(max_new_tokens, self.context_length - len(ids))
+        past = [(self._empty_past(h), self._empty_past(h)) for h in self.kv_heads]
+        emitted = ""
+        pos, step_ids = 0, ids
+        for step in range(max_new_tokens):
+            t0 = time.perf_counter()
+            logits, past = self._run(step_ids, pos, past)
+            token = sampler(logits)
+            elapsed = (time.perf_counter() - t0) * 1000
+            if step == 0:
+                state.prefill_ms = elapsed
+            else:
+                state.decode_ms.append(elapsed)
+            pos += len(step_ids)
+            step_ids = [token]
+            if token in self.eos_ids:
+                state.finish_reason = "eos"
+                break
+            state.tokens.append(token)
+            text = self.codec.decode(state.tokens)
+            hit = min((text.find(s) for s in stop if s and s in text), default=-1)
+            if hit >= 0:
+                state.text, state.finish_reason = text[:hit], "stop"
+                if len(state.text) > len(emitted):
+                    yield state.text[len(emitted):]
+                return
+            state.text = text
+            if not text.endswith("\ufffd") and len(text) > len(emitted):  # hold back half a UTF-8 char
+                yield text[len(emitted):]
+                emitted = text
+
+    def stream(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
+               chat: bool | None = None) -> Iterator[str]:
+        """Yield the new text piece by piece as it is generated."""
+        sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
+        yield from self._generate(self.tokenize(prompt, chat), _Stream(), max_new_tokens, sampler, stop)
+
+    def generate(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
+                 chat: bool | None = None) -> GenerationResult:
+        """Generate up to ``max_new_tokens`` new tokens (``temperature=0``: greedy)."""
+        sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
+        ids = self.tokenize(prompt, chat)
+        state = _Stream()
+        for _ in self._generate(ids, state, max_new_tokens, sampler, stop):
+            pass
+        return GenerationResult(state.text, state.tokens, len(ids), self.provider, state.finish_reason,
+                                state.prefill_ms, state.decode_ms)

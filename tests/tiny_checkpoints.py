@@ -1,0 +1,111 @@
+"""Tiny random checkpoints of each family, written with transformers ``save_pretrained``.
+
+Weights are random but scaled so logits span several units (so a 1e-4 match is a real check),
+norm weights are perturbed away from their init, and a small byte-level BPE tokenizer with a
+Gemma-style chat template is saved beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{% if role not in ['user', 'model', 'system'] %}{{ raise_exception('unknown role ' + role) }}{% endif %}"
+    "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "How do I bake bread? Mix flour, water, salt and yeast, then knead and bake.",
+    "Explain photosynthesis: plants turn light, water and carbon dioxide into sugar.",
+    "I'm sorry, but I can't help with that request.",
+    "List three colours: red, green and blue. Count to ten: one two three four five.",
+] * 20
+
+
+def save_tokenizer(directory: Path, vocab_size: int = 384) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 2)])
+    directory.mkdir(parents=True, exist_ok=True)
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "chat_template": CHAT_TEMPLATE,
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096,
+    }))
+    return tok
+
+
+def _randomise(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (0.0 if "gemma" in type(model).__name__.lower() else 1.0))
+            elif p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.08)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def gemma3_config(**overrides):
+    from transformers import Gemma3TextConfig
+
+    kw = dict(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16, sliding_window=16, max_position_embeddings=1024,
+              query_pre_attn_scalar=16, bos_token_id=2, eos_token_id=1, pad_token_id=0,
+              layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+              rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                               "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0}})
+    kw.update(overrides)
+    return Gemma3TextConfig(**kw)
+
+
+def llama_config(**overrides):
+    from transformers import LlamaConfig
+
+    kw = dict(vocab_size=384, hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=4, max_position_embeddings=1024, bos_token_id=2, eos_token_id=1, pad_token_id=0,
+              tie_word_embeddings=False)
+    kw.update(overrides)
+    return LlamaConfig(**kw)
+
+
+def qwen2_config(**overrides):
+    from transformers import Qwen2Config
+
+    kw = dict(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=2, eos_token_id=1, pad_token_id=0,
+              tie_word_embeddings=True, rope_theta=1000000.0)
+    kw.update(overrides)
+    return Qwen2Config(**kw)
+
+
+CONFIGS = {"gemma3": gemma3_config, "llama": llama_config, "qwen2": qwen2_config}
+
+
+def make_checkpoint(directory: Path, family: str, seed: int = 0, dtype: torch.dtype = torch.float32,
+                    max_shard_size: str | None = None, **overrides) -> Path:
+    """Save a tiny random ``family`` checkpoint (+ tokenizer) to ``directory``."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = CONFIGS[family](**overrides)
+    model = AutoModelForCausalLM.from_config(config)
+    _randomise(model, seed)
+    model = model.to(dtype)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(str(directory), **kwargs)
+    save_tokenizer(directory)
+    return directory
