@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# From a fresh clone: install everything (CPU), export the bundled demo model, chat with it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+.venv/bin/aapp-export --out exported/demo/model.onnx
+.venv/bin/aapp-run exported/demo --prompt "${1:-Give me three tips for staying focused while studying.}" --max-new-tokens 48

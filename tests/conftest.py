@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny checkpoints of each family and their exports, built once per test session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_checkpoints import make_checkpoint  # noqa: E402
+
+FAMILIES = ["gemma3", "llama", "qwen2"]
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    return {fam: make_checkpoint(root / fam, fam) for fam in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def exports(checkpoints, tmp_path_factory) -> dict[str, Path]:
+    """Each family exported twice: last-position logits (the default) and all-position logits."""
+    from aapp_export.export import ExportOptions, export_model
+
+    root = tmp_path_factory.mktemp("export")
+    out = {}
+    for fam, ckpt in checkpoints.items():
+        out[fam] = export_model(str(ckpt), root / fam / "model.onnx", log=lambda m: None)
+        out[f"{fam}-all"] = export_model(str(ckpt), root / f"{fam}-all" / "model.onnx",
+                                         ExportOptions(last_logits_only=False), log=lambda m: None)
+    return out
