@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import torch
 from onnx import TensorProto
+from tqdm import tqdm
 
 from ..checkpoint import WeightReader
 from ..families import LayerSpec, ModelSpec
@@ -248,7 +249,7 @@ class DecoderGraph:
         if s.embed_scale is not None:
             scale = float(torch.tensor(s.embed_scale, dtype=b.torch_dtype).float())  # rounded like transformers
             x = b.op("Mul", [x, b.scalar("embed_scale", scale)], name="embed_scaled")
-        for layer in s.layers:
+        for layer in tqdm(s.layers, desc="writing layers", unit="layer", disable=None):
             x = self.layer(x, layer, masks, ropes)
         if self.opt.last_logits_only:
             x = b.op("Slice", [x, b.ints("last_start", [-1]), b.ints("last_end", [2**62]), b.ints("seq_axis", [1])],
