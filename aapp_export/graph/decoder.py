@@ -133,7 +133,8 @@ class DecoderGraph:
         return masks
 
     def _rope_tables(self) -> dict[int, tuple[str, str]]:
-        """cos and signed sin [B,1,S,D] per distinct rope table (keyed by id of the RopeSpec)."""
+        """cos and sin [B,S,D/2] per layer (shared between layers with the same RopeSpec), with the
+        rope's attention scaling folded in; consumed by the ONNX ``RotaryEmbedding`` op."""
         b = self.b
         b.scope = "rope/"
         pos = b.op("Cast", [b.op("Unsqueeze", [POSITION_IDS, b.ints("axis2", [2])], name="pos_col")],
@@ -146,68 +147,54 @@ class DecoderGraph:
             if match is None:
                 k = len(seen)
                 freqs = b.op("Mul", [pos, b.const(f"inv_freq{k}", rope.inv_freq.astype(np.float32))], name=f"freqs{k}")
-                emb = b.op("Concat", [freqs, freqs], axis=-1, name=f"emb{k}")  # [B,S,D]
-                cos, sin = b.op("Cos", [emb], name=f"cos{k}"), b.op("Sin", [emb], name=f"sin{k}")
+                cos, sin = b.op("Cos", [freqs], name=f"cos{k}"), b.op("Sin", [freqs], name=f"sin{k}")
                 if rope.attention_scaling != 1.0:
                     sc = b.const(f"scaling{k}", np.float32(rope.attention_scaling))
                     cos, sin = b.op("Mul", [cos, sc], name=f"cos_s{k}"), b.op("Mul", [sin, sc], name=f"sin_s{k}")
-                half = self.spec.head_dim // 2
-                sign = b.const(f"sign{k}", np.concatenate([-np.ones(half), np.ones(half)]).astype(np.float32))
-                sin = b.op("Mul", [sin, sign], name=f"sin_signed{k}")
-                axis1 = b.ints(f"axis1_{k}", [1])
-                out = []
-                for t, nm in ((cos, "cos"), (sin, "sin")):
-                    t = b.op("Unsqueeze", [t, axis1], name=f"{nm}_4d{k}")
-                    if self.opt.dtype != "fp32":
-                        t = b.op("Cast", [t], to=b.onnx_dtype, name=f"{nm}_cast{k}")
-                    out.append(t)
-                match = (out[0], out[1])
+                if self.opt.dtype != "fp32":
+                    cos = b.op("Cast", [cos], to=b.onnx_dtype, name=f"cos_cast{k}")
+                    sin = b.op("Cast", [sin], to=b.onnx_dtype, name=f"sin_cast{k}")
+                match = (cos, sin)
                 seen.append((rope, match))
             tables[layer.index] = match
         b.scope = ""
         return tables
 
-    def rotate(self, x: str, cos: str, sin_signed: str, label: str) -> str:
-        """RoPE on [B,H,S,D]: x*cos + rotate_half(x)*sin, with the sign folded into sin."""
-        b = self.b
-        half = self.spec.head_dim // 2
-        x1, x2 = b.op("Split", [x, b.ints(f"{label}_split", [half, half])], n_out=2, axis=-1, name=f"{label}_halves")
-        swapped = b.op("Concat", [x2, x1], axis=-1, name=f"{label}_swap")
-        return b.op("Add", [b.op("Mul", [x, cos], name=f"{label}_cos"), b.op("Mul", [swapped, sin_signed], name=f"{label}_sin")],
-                    name=label)
-
     # -- blocks ---------------------------------------------------------------------------------
     def attention(self, x: str, layer: LayerSpec, units: LayerUnits, mask: str, rope: tuple[str, str]) -> str:
+        """One fused q|k|v MatMul, per-head q/k norm (Gemma), RoPE, ``Attention`` on [B,S,heads*D]."""
         b, s, i = self.b, self.spec, layer.index
         d = s.head_dim
         heads = np.arange(layer.num_heads) if units.heads is None else np.asarray(sorted(units.heads))
-        q_rows = (heads[:, None] * d + np.arange(d)[None, :]).reshape(-1)
-        full = units.heads is None
+        q_rows = torch.as_tensor((heads[:, None] * d + np.arange(d)[None, :]).reshape(-1))
         t = lambda part: s.layer_tensor(i, f"self_attn.{part}")  # noqa: E731
-        bias = lambda part: t(f"{part}.bias") if s.qkv_bias else None  # noqa: E731
-        q = self.linear(x, t("q_proj.weight"), bias("q_proj"), None if full else q_rows, label="q_proj")
-        k = self.linear(x, t("k_proj.weight"), bias("k_proj"), label="k_proj")
-        v = self.linear(x, t("v_proj.weight"), bias("v_proj"), label="v_proj")
-        shape = b.ints("heads_shape", [0, 0, -1, d])
-        q, k, v = (b.op("Reshape", [z, shape], name=f"{n}_heads") for z, n in ((q, "q"), (k, "k"), (v, "v")))
-        if s.qk_norm:
-            q = self.rms_norm(q, t("q_norm.weight"), "q_norm")
-            k = self.rms_norm(k, t("k_norm.weight"), "k_norm")
-        perm = [0, 2, 1, 3]
-        q, k, v = (b.op("Transpose", [z], perm=perm, name=f"{n}_bhsd") for z, n in ((q, "q"), (k, "k"), (v, "v")))
-        q = self.rotate(q, rope[0], rope[1], "q_rope")
-        k = self.rotate(k, rope[0], rope[1], "k_rope")
-        attrs = {"scale": s.attention_scale}
+        w = torch.cat([self.w.get(t("q_proj.weight"))[q_rows], self.w.get(t("k_proj.weight")),
+                       self.w.get(t("v_proj.weight"))])
+        qkv = b.op("MatMul", [x, b.weight("qkv_proj.weight_t", w.t())], name="qkv_proj")
+        if s.qkv_bias:
+            bias = torch.cat([self.w.get(t("q_proj.bias"))[q_rows], self.w.get(t("k_proj.bias")),
+                              self.w.get(t("v_proj.bias"))])
+            qkv = b.op("Add", [qkv, b.weight("qkv_proj.bias", bias)], name="qkv_bias")
+        n_q, n_kv = len(heads), layer.num_kv_heads
+        q, k, v = b.op("Split", [qkv, b.ints("qkv_split", [n_q * d, n_kv * d, n_kv * d])], n_out=3, axis=-1,
+                       name="qkv")
+        if s.qk_norm:  # RMSNorm over each head's D channels
+            per_head, merged = b.ints("per_head", [0, 0, -1, d]), b.ints("merged", [0, 0, -1])
+            q, k = (b.op("Reshape", [self.rms_norm(b.op("Reshape", [z, per_head], name=f"{n}_heads"),
+                                                   t(f"{n}_norm.weight"), f"{n}_norm"), merged], name=f"{n}_normed")
+                    for z, n in ((q, "q"), (k, "k")))
+        q = b.op("RotaryEmbedding", [q, rope[0], rope[1]], num_heads=n_q, name="q_rope")
+        k = b.op("RotaryEmbedding", [k, rope[0], rope[1]], num_heads=n_kv, name="k_rope")
+        attrs = {"scale": s.attention_scale, "q_num_heads": n_q, "kv_num_heads": n_kv}
         if s.attn_logit_softcapping:
             attrs["softcap"] = float(s.attn_logit_softcapping)
         y, present_k, present_v = b.op("Attention", [q, k, v, mask, past_name(i, "key"), past_name(i, "value")],
                                        n_out=3, name="attention", **attrs)
-        b.add_output(present_k, present_name(i, "key"), b.onnx_dtype, ["batch", layer.num_kv_heads, "total_sequence", d])
-        b.add_output(present_v, present_name(i, "value"), b.onnx_dtype, ["batch", layer.num_kv_heads, "total_sequence", d])
-        y = b.op("Transpose", [y], perm=perm, name="y_bshd")
-        y = b.op("Reshape", [y, b.ints("merge_shape", [0, 0, -1])], name="y_merged")
+        b.add_output(present_k, present_name(i, "key"), b.onnx_dtype, ["batch", n_kv, "total_sequence", d])
+        b.add_output(present_v, present_name(i, "value"), b.onnx_dtype, ["batch", n_kv, "total_sequence", d])
         o_bias = t("o_proj.bias") if s.o_bias else None
-        return self.linear(y, t("o_proj.weight"), o_bias, cols=None if full else q_rows, label="o_proj")
+        cols = None if units.heads is None else q_rows.numpy()
+        return self.linear(y, t("o_proj.weight"), o_bias, cols=cols, label="o_proj")
 
     def mlp(self, x: str, layer: LayerSpec, units: LayerUnits) -> str:
         s, i = self.spec, layer.index
