@@ -1,0 +1,198 @@
+"""Train the bundled demo model from scratch: tokenizer, stage 1 (instructions), stage 2 (alignment).
+
+    python scripts/train_demo_model.py                 # full recipe into models/demo (~20 min, 2 cores)
+    python scripts/train_demo_model.py --smoke --out /tmp/demo   # a few steps, for tests
+
+The model is a ``Gemma3ForCausalLM`` (local + global layers through ``layer_types``, GQA, q/k
+norms, tied embeddings) with its own byte-level BPE tokenizer and Gemma's chat format. Training is
+plain supervised fine-tuning with loss on the answer tokens: stage 1 on harmless and borderline
+requests plus general text, stage 2 adds harmful requests answered with refusals, mixed with replayed
+stage-1 data. Nothing here is shaped around any pruning method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_corpus import build_corpus, general_text, write_prompt_files  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
+PAD, EOS, BOS, SOT, EOT = range(5)
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}{% set first = messages[0]['content'] | trim + '\n\n' %}"
+    "{% set loop_messages = messages[1:] %}{% else %}{% set first = '' %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "<start_of_turn>{{ role }}\n{{ (first if loop.first else '') + message['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+MODEL_CONFIG = dict(
+    vocab_size=4096, hidden_size=256, intermediate_size=640, num_hidden_layers=6, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=64, query_pre_attn_scalar=64, sliding_window=64, max_position_embeddings=1024,
+    layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
+    rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                     "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}},
+    bos_token_id=BOS, eos_token_id=[EOS, EOT], pad_token_id=PAD, tie_word_embeddings=True,
+)
+SMOKE_CONFIG = dict(MODEL_CONFIG, hidden_size=64, intermediate_size=128, num_hidden_layers=4, head_dim=16,
+                    query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"] * 2)
+
+
+def chat_text(prompt: str, answer: str | None = None) -> str:
+    head = f"<bos><start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
+    return head if answer is None else head + f"{answer}<end_of_turn>\n"
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, min_frequency=2,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", BOS)])
+    return tok
+
+
+def save_tokenizer(tok: Tokenizer, out: Path) -> None:
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+        "additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"], "model_max_length": 1024,
+        "padding_side": "left", "add_bos_token": False, "chat_template": CHAT_TEMPLATE,
+    }, indent=2))
+    (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+
+
+def encode_example(tok: Tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 on the prompt: loss on the answer and its end-of-turn only)."""
+    head = tok.encode(chat_text(prompt), add_special_tokens=False).ids
+    tail = tok.encode(f"{answer}<end_of_turn>\n", add_special_tokens=False).ids
+    return head + tail, [-100] * len(head) + tail
+
+
+def encode_text(tok: Tokenizer, text: str) -> tuple[list[int], list[int]]:
+    ids = tok.encode(text, add_special_tokens=True).ids + [EOS]
+    return ids, [-100] + ids[1:]
+
+
+def batches(items: list[tuple[list[int], list[int]]], batch_size: int, rng: random.Random):
+    """Endless shuffled batches, padded on the right."""
+    while True:
+        order = list(range(len(items)))
+        rng.shuffle(order)
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            chunk = [items[j] for j in order[i:i + batch_size]]
+            n = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((batch_size, n), PAD)
+            labels = torch.full((batch_size, n), -100)
+            mask = torch.zeros((batch_size, n), dtype=torch.long)
+            for r, (x, y) in enumerate(chunk):
+                ids[r, :len(x)], labels[r, :len(y)], mask[r, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+            yield ids, labels, mask
+
+
+def run_stage(model, data, steps: int, lr: float, batch_size: int, rng: random.Random, desc: str) -> list[float]:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+    losses = []
+    model.train()
+    it = batches(data, batch_size, rng)
+    bar = tqdm(range(steps), desc=desc, unit="step")
+    for _ in bar:
+        ids, labels, mask = next(it)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    model.eval()
+    return losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stage1-steps", type=int, default=520)
+    ap.add_argument("--stage2-steps", type=int, default=180)
+    ap.add_argument("--batch-size", type=int, default=24)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="tiny model, a few steps (tests)")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.stage1_steps, args.stage2_steps, args.batch_size = 3, 2, 4
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    t0 = time.time()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    counts = write_prompt_files(out / "data", seed=args.seed)
+    corpus = build_corpus(args.seed)
+    text_train, _ = general_text(args.seed)
+    stage1 = corpus["harmless_train"] + corpus["borderline_train"]
+    harmful = corpus["harmful_train"]
+
+    tok_texts = [chat_text(e.prompt, e.answer) for e in stage1 + harmful] + text_train
+    cfg_kw = SMOKE_CONFIG if args.smoke else MODEL_CONFIG
+    tok = train_tokenizer(tok_texts, 512 if args.smoke else cfg_kw["vocab_size"])
+    save_tokenizer(tok, out)
+
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig
+
+    config = Gemma3TextConfig(**dict(cfg_kw, vocab_size=tok.get_vocab_size()))
+    model = Gemma3ForCausalLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f}M parameters, tokenizer: {tok.get_vocab_size()} tokens", file=sys.stderr)
+
+    s1 = [encode_example(tok, e.prompt, e.answer) for e in stage1] + [encode_text(tok, t) for t in text_train]
+    loss1 = run_stage(model, s1, args.stage1_steps, args.lr, args.batch_size, rng, "stage 1 (instructions)")
+    replay = rng.sample(s1, min(len(s1), len(harmful)))
+    s2 = [encode_example(tok, e.prompt, e.answer) for e in harmful] + replay
+    loss2 = run_stage(model, s2, args.stage2_steps, args.lr / 2, args.batch_size, rng, "stage 2 (alignment)")
+
+    model = model.to(torch.bfloat16)
+    model.save_pretrained(str(out))
+    GenerationConfig(bos_token_id=BOS, eos_token_id=[EOS, EOT], pad_token_id=PAD, do_sample=False,
+                     max_new_tokens=48).save_pretrained(str(out))
+    minutes = (time.time() - t0) / 60
+    record = {
+        "seed": args.seed, "parameters": n_params, "vocab_size": tok.get_vocab_size(), "config": cfg_kw,
+        "stage1": {"steps": args.stage1_steps, "lr": args.lr, "examples": len(s1), "final_loss": sum(loss1[-20:]) / max(1, len(loss1[-20:]))},
+        "stage2": {"steps": args.stage2_steps, "lr": args.lr / 2, "examples": len(s2), "harmful": len(harmful),
+                   "final_loss": sum(loss2[-20:]) / max(1, len(loss2[-20:]))},
+        "batch_size": args.batch_size, "optimizer": "AdamW(betas=(0.9,0.95), wd=0.1), warmup 5% + cosine, clip 1.0",
+        "threads": args.threads, "training_minutes": round(minutes, 1), "prompt_files": counts,
+        "torch": torch.__version__,
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({k: record[k] for k in ("parameters", "training_minutes", "stage1", "stage2")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
