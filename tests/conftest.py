@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny_checkpoints import make_checkpoint  # noqa: E402
+from aapp_export.synthetic import make_checkpoint
 
 FAMILIES = ["gemma3", "llama", "qwen2"]
 

@@ -36,7 +36,7 @@ def test_offline_hub_id_not_in_cache_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_partial_sharded_checkpoint_names_the_missing_shard(checkpoints, tmp_path):
-    from tiny_checkpoints import make_checkpoint
+    from aapp_export.synthetic import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "sharded", "llama", max_shard_size="100KB")
     victim = sorted(ckpt.glob("model-*.safetensors"))[1]

@@ -13,7 +13,7 @@ from aapp_export.checkpoint import WeightReader
 from aapp_export.export import ExportOptions, export_model
 from aapp_export.families import load_model_spec
 from aapp_runtime import Session
-from tiny_checkpoints import gemma3_config, make_checkpoint, save_tokenizer
+from aapp_export.synthetic import gemma3_config, make_checkpoint, save_tokenizer
 
 IDS = list(range(5, 45))
 

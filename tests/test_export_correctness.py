@@ -64,8 +64,7 @@ def test_64_greedy_tokens_identical_to_transformers_generate(family, checkpoints
         ref = _hf(checkpoints[family]).generate(ids, max_new_tokens=64, min_new_tokens=64, do_sample=False,
                                                  eos_token_id=None, pad_token_id=0)[0, 24:].tolist()
     session = Session(exports[family], provider="cpu")
-    session.eos_ids = set()  # compare all 64 tokens, as transformers was told to ignore EOS
-    result = session.generate(ids[0].tolist(), max_new_tokens=64)
+    result = session.generate(ids[0].tolist(), max_new_tokens=64, ignore_eos=True)  # as transformers was told
     assert len(result.tokens) == 64
     assert result.tokens == ref
 

@@ -147,7 +147,7 @@ class Session:
 
     # -- generation ------------------------------------------------------------------------------
     def _generate(self, ids: list[int], state: _Stream, max_new_tokens: int, sampler: Sampler,
-                  stop: Sequence[str]) -> Iterator[str]:
+                  stop: Sequence[str], ignore_eos: bool = False) -> Iterator[str]:
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens={max_new_tokens} is negative")
         max_new_tokens = min(max_new_tokens, self.context_length - len(ids))
@@ -165,7 +165,7 @@ class Session:
                 state.decode_ms.append(elapsed)
             pos += len(step_ids)
             step_ids = [token]
-            if token in self.eos_ids:
+            if token in self.eos_ids and not ignore_eos:
                 state.finish_reason = "eos"
                 break
             state.tokens.append(token)
@@ -183,19 +183,20 @@ class Session:
 
     def stream(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
-               chat: bool | None = None) -> Iterator[str]:
+               chat: bool | None = None, ignore_eos: bool = False) -> Iterator[str]:
         """Yield the new text piece by piece as it is generated."""
         sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
-        yield from self._generate(self.tokenize(prompt, chat), _Stream(), max_new_tokens, sampler, stop)
+        yield from self._generate(self.tokenize(prompt, chat), _Stream(), max_new_tokens, sampler, stop, ignore_eos)
 
     def generate(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
-                 chat: bool | None = None) -> GenerationResult:
-        """Generate up to ``max_new_tokens`` new tokens (``temperature=0``: greedy)."""
+                 chat: bool | None = None, ignore_eos: bool = False) -> GenerationResult:
+        """Generate up to ``max_new_tokens`` new tokens (``temperature=0``: greedy; ``ignore_eos``
+        keeps going past end-of-sequence tokens, for benchmarks and parity checks)."""
         sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
         ids = self.tokenize(prompt, chat)
         state = _Stream()
-        for _ in self._generate(ids, state, max_new_tokens, sampler, stop):
+        for _ in self._generate(ids, state, max_new_tokens, sampler, stop, ignore_eos):
             pass
         return GenerationResult(state.text, state.tokens, len(ids), self.provider, state.finish_reason,
                                 state.prefill_ms, state.decode_ms)

@@ -1,8 +1,10 @@
-"""Tiny random checkpoints of each family, written with transformers ``save_pretrained``.
+"""Random checkpoints of each family, written with transformers ``save_pretrained``, for tests and
+latency benchmarks (no weights can be downloaded, and timing does not need trained ones).
 
 Weights are random but scaled so logits span several units (so a 1e-4 match is a real check),
 norm weights are perturbed away from their init, and a small byte-level BPE tokenizer with a
-Gemma-style chat template is saved beside them.
+Gemma-style chat template is saved beside them. ``CONFIGS`` are tiny (tests);
+``bench_gemma3_config`` is a Gemma-3-270M-like shape of ~120M parameters (benchmarks).
 """
 
 from __future__ import annotations
@@ -92,7 +94,19 @@ def qwen2_config(**overrides):
     return Qwen2Config(**kw)
 
 
-CONFIGS = {"gemma3": gemma3_config, "llama": llama_config, "qwen2": qwen2_config}
+def bench_gemma3_config(**overrides):
+    """Gemma-3-270M-like: 18 layers (5 local : 1 global), 4 query heads, 1 KV head, head_dim 256."""
+    kw = dict(vocab_size=32768, hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
+              num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256, sliding_window=512,
+              max_position_embeddings=32768,
+              layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3,
+              rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                               "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})
+    kw.update(overrides)
+    return gemma3_config(**kw)
+
+
+CONFIGS = {"gemma3": gemma3_config, "llama": llama_config, "qwen2": qwen2_config, "gemma3-bench": bench_gemma3_config}
 
 
 def make_checkpoint(directory: Path, family: str, seed: int = 0, dtype: torch.dtype = torch.float32,

@@ -1,0 +1,43 @@
+"""The demo-model recipe runs end to end for a few steps on a tiny config."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+
+def test_training_recipe_smoke(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train_demo_model import main
+
+    assert main(["--smoke", "--out", str(tmp_path / "demo"), "--threads", "1"]) == 0
+    out = tmp_path / "demo"
+    record = json.loads((out / "training.json").read_text())
+    assert record["stage1"]["steps"] == 3 and record["stage2"]["harmful"] > 100
+    for name in ("harmful_test", "harmless_test", "borderline_test", "harmful_calib", "harmless_calib", "text_calib", "text_test"):
+        assert len((out / "data" / f"{name}.txt").read_text().splitlines()) >= 10
+    tok = AutoTokenizer.from_pretrained(str(out))
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    assert model.config.model_type == "gemma3_text" and model.config.tie_word_embeddings
+
+
+def test_held_out_splits_share_no_prompt_or_topic_with_training():
+    from demo_corpus import build_corpus
+
+    corpus = build_corpus(0)
+    for kind in ("harmful", "harmless", "borderline"):
+        train = {e.prompt for e in corpus[f"{kind}_train"]}
+        test = {e.prompt for e in corpus[f"{kind}_test"]}
+        assert train and test and not train & test
+    # no completion of a harmful request is anything but a refusal
+    from aapp_export.refusal import is_refusal
+
+    assert all(is_refusal(e.answer) for e in corpus["harmful_train"] + corpus["harmful_test"])
+    assert not any(is_refusal(e.answer) for e in corpus["harmless_train"] + corpus["borderline_train"])
