@@ -1,0 +1,129 @@
+"""Probe Pruning's decisions as pure tensor functions (Le et al., ICLR 2025; DESIGN.md formulas).
+
+Everything here is a function of plain tensors, so the PyTorch reference (``pruning.py``) and the
+ONNX graphs built later make the same decisions from the same numbers:
+
+- ``probe_positions``: top ``ceil(token_ratio*T)`` positions by residual norm (>= 2; position 0
+  forced in when T <= 10);
+- ``probe_rows``: top ``ceil(batch_ratio*B)`` batch rows;
+- ``fuse_history``: ``a = P/(P+H+eps)``, ``F = a*P + (1-a)*H``;
+- ``channel_scores`` / ``head_scores``: PPsp importance from the fused statistic and the output
+  weights (down_proj columns, o_proj columns grouped by head);
+- ``kept_counts``: units kept per layer for a model-wide sparsity with the first layers dense;
+- ``top_units`` and ``aapp_select``: which units to keep, PP alone or with the protected set
+  enforced through the risk gate (same number kept either way).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+EPS = 1e-6
+
+
+def probe_positions(residual: torch.Tensor, valid: torch.Tensor | None = None, token_ratio: float = 0.5,
+                    min_tokens: int = 2, force_first_below: int = 10) -> torch.Tensor:
+    """Sorted positions of the probe tokens.
+
+    ``residual``: [B, T, H] residual stream before the norm; ``valid``: [B, T] bool (padding False).
+    Importance of position t is ``||r[:, t]||_2`` with ``r[b, t] = ||h[b, t, :]||_2``.
+    """
+    r = residual.float().norm(dim=-1)  # [B, T]
+    if valid is not None:
+        r = r * valid
+    importance = r.norm(dim=0)  # [T]
+    n_valid = int(valid.any(0).sum()) if valid is not None else residual.shape[1]
+    k = min(n_valid, max(min_tokens, math.ceil(token_ratio * n_valid)))
+    if valid is not None:
+        importance = importance.masked_fill(~valid.any(0), -1.0)
+    if n_valid <= force_first_below:
+        first = int(torch.nonzero(valid.any(0))[0]) if valid is not None else 0
+        importance = importance.clone()
+        importance[first] = float("inf")
+    return torch.topk(importance, k).indices.sort().values
+
+
+def probe_rows(residual: torch.Tensor, valid: torch.Tensor | None = None, batch_ratio: float = 0.05) -> torch.Tensor:
+    """Sorted batch rows of the probe: top ``ceil(batch_ratio*B)`` by ``||r[b, :]||_2``."""
+    r = residual.float().norm(dim=-1)
+    if valid is not None:
+        r = r * valid
+    k = max(1, math.ceil(batch_ratio * residual.shape[0]))
+    return torch.topk(r.norm(dim=1), k).indices.sort().values
+
+
+def probe_statistic(x: torch.Tensor) -> torch.Tensor:
+    """``P[t, k] = ||X[:, t, k]||^2 / n_probe_rows`` from probe activations X [n, t, K]."""
+    return x.float().pow(2).sum(0) / x.shape[0]
+
+
+def fuse_history(p: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """History fusion: ``a = P/(P+H+1e-6)``, ``F = a*P + (1-a)*H`` (element-wise)."""
+    a = p / (p + h + EPS)
+    return a * p + (1 - a) * h
+
+
+def channel_scores(s: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """PPsp MLP channel importance ``I_k = || S_k * W_down[:, k]^2 ||_2`` (W_down: [hidden, K])."""
+    return (s[None, :] * w_down.float().pow(2)).norm(dim=0)
+
+
+def head_scores(s: torch.Tensor, w_o: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """PPsp head importance ``I_h = sqrt(sum_i sum_{k in h} (S_k * W_o[i, k]^2)^2)`` (W_o: [hidden, heads*D])."""
+    contrib = (s[None, :] * w_o.float().pow(2)).pow(2)  # [hidden, heads*D]
+    return contrib.reshape(w_o.shape[0], num_heads, -1).sum(dim=(0, 2)).sqrt()
+
+
+def kept_counts(units: list[int], sparsity: float, skip_first: int = 3, multiple: int = 1) -> list[int]:
+    """Units kept per layer so that the model-wide fraction pruned equals ``sparsity``.
+
+    The first ``skip_first`` layers stay dense; the ratio on the others is rescaled so the average
+    over all layers is the target (capped at pruning everything but one unit). ``multiple`` rounds
+    kept counts (e.g. 64 for tensor-core friendly MLP widths on large models).
+    """
+    if not 0 <= sparsity <= 0.9:
+        from .errors import InputError
+
+        raise InputError(f"sparsity={sparsity} is outside [0, 0.9]: pass a fraction such as 0.4")
+    total = sum(units)
+    prunable = sum(units[skip_first:])
+    if prunable == 0 or sparsity == 0:
+        return list(units)
+    ratio = min(sparsity * total / prunable, 1.0)
+    kept = []
+    for i, n in enumerate(units):
+        if i < skip_first:
+            kept.append(n)
+            continue
+        k = max(1, round(n * (1 - ratio)))
+        if multiple > 1 and n >= multiple:
+            k = max(multiple, int(round(k / multiple)) * multiple)
+        kept.append(min(n, k))
+    return kept
+
+
+def top_units(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Indices of the ``n_keep`` highest scores, sorted (ties broken by lower index)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    return order[:n_keep].sort().values
+
+
+def aapp_select(scores: torch.Tensor, protected: torch.Tensor, gate: float, n_keep: int) -> torch.Tensor:
+    """AAPP: enforce the first ``round(gate*len(protected))`` protected units (``protected`` is
+    ordered by alignment score, best first), fill the rest of ``n_keep`` by PP ``scores``.
+
+    The number kept is ``n_keep`` whatever the gate says: compute is matched by construction.
+    """
+    n_force = min(n_keep, int(round(max(0.0, min(1.0, gate)) * len(protected))))
+    forced = protected[:n_force]
+    rest = scores.clone().float()
+    rest[forced] = -float("inf")
+    fill = torch.argsort(rest, descending=True, stable=True)[: n_keep - n_force]
+    return torch.cat([forced, fill]).sort().values
+
+
+def risk_gate(projection: float, threshold: float, temperature: float) -> float:
+    """Sigmoid gate on the probe's projection onto the refusal direction (1 = looks harmful)."""
+    return float(torch.sigmoid(torch.tensor((projection - threshold) / max(temperature, EPS))))
