@@ -1,0 +1,148 @@
+"""Offline calibration: PP history statistics on general text, and the export-time entry point.
+
+``collect_stats`` runs the dense model over calibration text (batched, padding-aware) and records,
+per layer, at the inputs of o_proj and down_proj: the per-position running mean of X^2 (PP's
+history H), the mean of X^2 over all tokens (Wanda-sp) and the variance over tokens (FLAP).
+
+``calibrate_checkpoint`` is what ``aapp-export`` calls: statistics + alignment circuits + causal
+check, tensors to ``calibration.safetensors`` and a JSON summary for the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .errors import InputError
+from .pruning import LayerStats, decoder_layers
+
+MAX_POSITIONS = 256
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty lines of a prompt/text file (one item a line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"prompt file {path} does not exist: pass a text file with one prompt a line")
+    lines = [l.strip() for l in path.read_text().splitlines() if l.strip()]
+    if not lines:
+        raise InputError(f"prompt file {path} is empty: it needs at least one prompt a line")
+    return lines
+
+
+def sha256_text(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@torch.no_grad()
+def collect_stats(model, tokenizer, texts: list[str], max_positions: int = MAX_POSITIONS,
+                  batch_size: int = 16) -> list[LayerStats]:
+    """Per-layer activation statistics at the o_proj and down_proj inputs over ``texts``."""
+    layers = decoder_layers(model)
+    n = len(layers)
+    acc: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    valid_now: list[torch.Tensor] = []
+
+    def hook(i: int, kind: str):
+        def fn(module, args):
+            x = args[0].detach().float()  # [B, T, K]
+            v = valid_now[0]  # [B, T]
+            t = min(x.shape[1], max_positions)
+            a = acc.setdefault((i, kind), {
+                "pos_sum": torch.zeros(max_positions, x.shape[-1]), "pos_n": torch.zeros(max_positions, 1),
+                "sum": torch.zeros(x.shape[-1]), "sq": torch.zeros(x.shape[-1]), "n": torch.zeros(1)})
+            xv = x * v[..., None]
+            a["pos_sum"][:t] += xv[:, :t].pow(2).sum(0)
+            a["pos_n"][:t] += v[:, :t].sum(0)[:, None]
+            a["sum"] += xv.sum((0, 1))
+            a["sq"] += xv.pow(2).sum((0, 1))
+            a["n"] += v.sum()
+            return None
+
+        return fn
+
+    handles = []
+    for i, layer in enumerate(layers):
+        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(hook(i, "attn")))
+        handles.append(layer.mlp.down_proj.register_forward_pre_hook(hook(i, "mlp")))
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"  # positions count from the first token, as at inference
+    try:
+        for s in tqdm(range(0, len(texts), batch_size), desc="calibration statistics", unit="batch", disable=None):
+            enc = tokenizer(texts[s:s + batch_size], return_tensors="pt", padding=True, truncation=True,
+                            max_length=max_positions)
+            valid_now[:] = [enc["attention_mask"].float()]
+            model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    finally:
+        tokenizer.padding_side = side
+        for h in handles:
+            h.remove()
+    stats = []
+    for i in range(n):
+        parts = {}
+        for kind in ("attn", "mlp"):
+            a = acc[(i, kind)]
+            pos_mean = a["pos_sum"] / a["pos_n"].clamp(min=1)
+            seen = int((a["pos_n"] > 0).sum())
+            pos_mean[seen:] = a["sq"] / a["n"]  # positions past the calibration text: overall mean
+            mean, sq = a["sum"] / a["n"], a["sq"] / a["n"]
+            parts[kind] = (pos_mean, sq, (sq - mean.pow(2)).clamp(min=0))
+        stats.append(LayerStats(parts["attn"][0], parts["mlp"][0], parts["attn"][1], parts["mlp"][1],
+                                parts["attn"][2], parts["mlp"][2]))
+    return stats
+
+
+def stats_tensors(stats: list[LayerStats]) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, s in enumerate(stats):
+        for name in ("hist_attn", "hist_mlp", "sq_attn", "sq_mlp", "var_attn", "var_mlp"):
+            out[f"layers.{i}.{name}"] = getattr(s, name).contiguous()
+    return out
+
+
+def stats_from_tensors(tensors: dict[str, torch.Tensor], n_layers: int) -> list[LayerStats]:
+    return [LayerStats(*(tensors[f"layers.{i}.{name}"] for name in
+                         ("hist_attn", "hist_mlp", "sq_attn", "sq_mlp", "var_attn", "var_mlp")))
+            for i in range(n_layers)]
+
+
+def load_model(checkpoint: Path):
+    """transformers model (fp32, eval) and tokenizer of a local checkpoint dir."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(checkpoint))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+    return model, tok
+
+
+def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
+                         budget: float = 0.05, scorer: str | None = None, check_prompts: int = 48,
+                         log=print) -> dict[str, Any]:
+    """History statistics + alignment circuits (+ causal check) of ``checkpoint`` into ``out_dir``.
+
+    Writes ``out_dir/calibration.safetensors`` and returns the manifest's ``calibration`` section.
+    """
+    from safetensors.torch import save_file
+
+    from .circuits import identify_circuits
+
+    model, tok = load_model(checkpoint)
+    texts = read_lines(text)
+    stats = collect_stats(model, tok, texts)
+    circuits = identify_circuits(model, tok, read_lines(harmful), read_lines(harmless), stats, budget=budget,
+                                 scorer=scorer, check_prompts=check_prompts, log=log)
+    tensors = stats_tensors(stats) | circuits.tensors()
+    save_file(tensors, str(Path(out_dir) / "calibration.safetensors"))
+    return {
+        "file": "calibration.safetensors",
+        "history": {"text": str(text), "sha256": sha256_text(text), "items": len(texts), "max_positions": MAX_POSITIONS},
+        "prompts": {"harmful": str(harmful), "harmful_sha256": sha256_text(harmful),
+                    "harmless": str(harmless), "harmless_sha256": sha256_text(harmless)},
+        **circuits.summary(),
+    }

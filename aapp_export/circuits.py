@@ -1,0 +1,286 @@
+"""Alignment-circuit identification: which heads and MLP channels carry refusal.
+
+Three scorers rate every prunable unit from harmful vs harmless chat prompts:
+
+- ``actdiff``: ``|mu_harmful,k - mu_harmless,k| * ||W_out[:, k]||`` (mean activation at the
+  o_proj / down_proj input over prompt tokens; heads sum their channels);
+- ``refusal-dir``: the unit's write onto the refusal direction ``r_l = mean_harmful(h_l) -
+  mean_harmless(h_l)`` at the post-instruction (last) position of the layer's output residual
+  (Arditi et al. 2024): ``(E_harm[x_k] - E_harmless[x_k]) * <W_out[:, k], r_l / |r_l|>``;
+- ``grad-act``: gradient x activation of the log-probability of the refusal's first token at the
+  last prompt position, on harmful prompts.
+
+The protected set is the top ``budget`` fraction of the prunable units of each kind (heads,
+channels; layers >= ``skip_first``) by a scorer. The causal check ablates the protected set and
+random sets with the same per-layer counts (5 seeds) and compares refusal on harmful prompts; the
+default scorer is the one with the largest gap. The risk gate's refusal direction, threshold and
+temperature are calibrated at the input of the first pruned layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .evaluate import chat_inputs, generate_answers, refusal_rate
+from .pruning import LayerStats, Protection, Pruner, PruneConfig, decoder_layers, mlp_norm_name, unit_counts
+
+SCORERS = ("actdiff", "refusal-dir", "grad-act")
+SKIP_FIRST = 3
+CHECK_TOKENS = 24
+CHECK_SEEDS = 5
+
+
+@dataclass
+class Activations:
+    """Per layer: mean o_proj / down_proj inputs over prompt tokens and at the last token, plus the
+    residual stream at the last token (hidden_states[l], l = 0..L)."""
+
+    mean_attn: list[torch.Tensor]
+    mean_mlp: list[torch.Tensor]
+    last_attn: list[torch.Tensor]
+    last_mlp: list[torch.Tensor]
+    last_residual: list[torch.Tensor]  # [L+1] each [N, hidden]
+
+
+@torch.no_grad()
+def collect_activations(model, tokenizer, prompts: list[str], batch_size: int = 16) -> Activations:
+    layers = decoder_layers(model)
+    n = len(layers)
+    sums = {k: [None] * n for k in ("attn", "mlp")}
+    lasts: dict[str, list[list[torch.Tensor]]] = {k: [[] for _ in range(n)] for k in ("attn", "mlp")}
+    residual: list[list[torch.Tensor]] = [[] for _ in range(n + 1)]
+    state: dict[str, Any] = {}
+
+    def hook(i: int, kind: str):
+        def fn(module, args):
+            x = args[0].detach().float()
+            m = state["mask"][..., None]
+            s = (x * m).sum((0, 1))
+            sums[kind][i] = s if sums[kind][i] is None else sums[kind][i] + s
+            lasts[kind][i].append(x[:, -1])
+            return None
+
+        return fn
+
+    handles = [layer.self_attn.o_proj.register_forward_pre_hook(hook(i, "attn")) for i, layer in enumerate(layers)]
+    handles += [layer.mlp.down_proj.register_forward_pre_hook(hook(i, "mlp")) for i, layer in enumerate(layers)]
+    tokens = 0
+    try:
+        for s in range(0, len(prompts), batch_size):
+            enc = chat_inputs(tokenizer, prompts[s:s + batch_size])  # left padding: last position is real
+            state["mask"] = enc["attention_mask"].float()
+            tokens += int(enc["attention_mask"].sum())
+            out = model(**enc, output_hidden_states=True)
+            for l, h in enumerate(out.hidden_states):
+                residual[l].append(h[:, -1].float())
+    finally:
+        for h in handles:
+            h.remove()
+    return Activations([x / tokens for x in sums["attn"]], [x / tokens for x in sums["mlp"]],
+                       [torch.cat(x) for x in lasts["attn"]], [torch.cat(x) for x in lasts["mlp"]],
+                       [torch.cat(x) for x in residual])
+
+
+def _write_matrices(model, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output matrices of layer i's heads and channels as they write into the residual
+    (Gemma's post-attention / post-feedforward norm weights folded in)."""
+    layer = decoder_layers(model)[i]
+    w_o = layer.self_attn.o_proj.weight.detach().float()
+    w_d = layer.mlp.down_proj.weight.detach().float()
+    if hasattr(layer, "post_feedforward_layernorm"):
+        w_o = w_o * (1 + layer.post_attention_layernorm.weight.detach().float())[:, None]
+        w_d = w_d * (1 + layer.post_feedforward_layernorm.weight.detach().float())[:, None]
+    return w_o, w_d
+
+
+def _per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
+    return x.view(heads, -1).sum(1)
+
+
+def score_actdiff(model, harm: Activations, safe: Activations) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    heads, _ = unit_counts(model)
+    hs, cs = [], []
+    for i in range(len(heads)):
+        w_o, w_d = _write_matrices(model, i)
+        hs.append(_per_head((harm.mean_attn[i] - safe.mean_attn[i]).abs() * w_o.norm(dim=0), heads[i]))
+        cs.append((harm.mean_mlp[i] - safe.mean_mlp[i]).abs() * w_d.norm(dim=0))
+    return hs, cs
+
+
+def refusal_directions(harm: Activations, safe: Activations) -> list[torch.Tensor]:
+    """Unit refusal direction of every residual position l = 0..L (input of layer l; L = final)."""
+    out = []
+    for h, s in zip(harm.last_residual, safe.last_residual):
+        r = h.mean(0) - s.mean(0)
+        out.append(r / r.norm().clamp(min=1e-8))
+    return out
+
+
+def score_refusal_direction(model, harm: Activations, safe: Activations) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    heads, _ = unit_counts(model)
+    dirs = refusal_directions(harm, safe)
+    hs, cs = [], []
+    for i in range(len(heads)):
+        w_o, w_d = _write_matrices(model, i)
+        r = dirs[i + 1]  # the residual this layer writes into
+        hs.append(_per_head((harm.last_attn[i].mean(0) - safe.last_attn[i].mean(0)) * (r @ w_o), heads[i]).clamp(min=0))
+        cs.append(((harm.last_mlp[i].mean(0) - safe.last_mlp[i].mean(0)) * (r @ w_d)).clamp(min=0))
+    return hs, cs
+
+
+def refusal_token(model, tokenizer, harmful: list[str]) -> int:
+    """The most common first answer token on harmful prompts (greedy)."""
+    enc = chat_inputs(tokenizer, harmful)
+    with torch.no_grad():
+        first = model(**enc).logits[:, -1].argmax(-1)
+    return int(torch.mode(first).values)
+
+
+def score_grad_act(model, tokenizer, harmful: list[str], batch_size: int = 16) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    layers = decoder_layers(model)
+    heads, _ = unit_counts(model)
+    token = refusal_token(model, tokenizer, harmful)
+    acts: dict[tuple[int, str], torch.Tensor] = {}
+    totals: dict[tuple[int, str], torch.Tensor] = {}
+
+    def hook(i: int, kind: str):
+        def fn(module, args):
+            x = args[0]
+            x.retain_grad()
+            acts[(i, kind)] = x
+            return None
+
+        return fn
+
+    handles = [l.self_attn.o_proj.register_forward_pre_hook(hook(i, "attn")) for i, l in enumerate(layers)]
+    handles += [l.mlp.down_proj.register_forward_pre_hook(hook(i, "mlp")) for i, l in enumerate(layers)]
+    try:
+        for s in range(0, len(harmful), batch_size):
+            enc = chat_inputs(tokenizer, harmful[s:s + batch_size])
+            model.zero_grad(set_to_none=True)
+            logp = torch.log_softmax(model(**enc).logits[:, -1].float(), -1)[:, token].sum()
+            logp.backward()
+            m = enc["attention_mask"][..., None].float()
+            for key, x in acts.items():
+                contrib = (x.detach() * x.grad * m).sum(1).sum(0)  # sum over tokens and prompts
+                totals[key] = contrib if key not in totals else totals[key] + contrib
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    n = len(harmful)
+    return ([_per_head(totals[(i, "attn")].abs() / n, heads[i]) for i in range(len(layers))],
+            [totals[(i, "mlp")].abs() / n for i in range(len(layers))])
+
+
+def protected_units(scores: list[torch.Tensor], budget: float, skip_first: int = SKIP_FIRST) -> list[torch.Tensor]:
+    """Top ``budget`` fraction (at least one) of the prunable units by score; per layer, ordered best first."""
+    pool = [(float(s), i, u) for i, layer in enumerate(scores) if i >= skip_first for u, s in enumerate(layer)]
+    n = max(1, round(budget * len(pool)))
+    chosen = sorted(pool, reverse=True)[:n]
+    out = []
+    for i, layer in enumerate(scores):
+        mine = sorted(((s, u) for s, l, u in chosen if l == i), reverse=True)
+        out.append(torch.tensor([u for _, u in mine], dtype=torch.long))
+    return out
+
+
+def random_like(protected: list[torch.Tensor], counts: list[int], seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randperm(n, generator=g)[:len(p)] for p, n in zip(protected, counts)]
+
+
+@dataclass
+class Circuits:
+    scorer: str
+    budget: float
+    heads: list[torch.Tensor]
+    channels: list[torch.Tensor]
+    direction: torch.Tensor
+    gate_layer: int
+    threshold: float
+    temperature: float
+    check: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = field(default_factory=dict)
+
+    def protection(self) -> Protection:
+        return Protection(self.heads, self.channels, self.direction, self.gate_layer, self.threshold, self.temperature)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        t = {"circuits.direction": self.direction.contiguous()}
+        for i, (h, c) in enumerate(zip(self.heads, self.channels)):
+            t[f"circuits.layers.{i}.protected_heads"] = h.contiguous()
+            t[f"circuits.layers.{i}.protected_channels"] = c.contiguous()
+        for name, (hs, cs) in self.scores.items():
+            for i, (h, c) in enumerate(zip(hs, cs)):
+                t[f"scores.{name}.layers.{i}.heads"] = h.float().contiguous()
+                t[f"scores.{name}.layers.{i}.channels"] = c.float().contiguous()
+        return t
+
+    def summary(self) -> dict[str, Any]:
+        return {"scorer": self.scorer, "budget": self.budget,
+                "protected_units": {"heads": [h.tolist() for h in self.heads],
+                                    "channels_per_layer": [len(c) for c in self.channels]},
+                "risk_gate": {"layer": self.gate_layer, "threshold": round(self.threshold, 5),
+                              "temperature": round(self.temperature, 5)},
+                "causal_check": self.check}
+
+
+def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor], channels: list[torch.Tensor],
+                 seeds: int = CHECK_SEEDS, max_new_tokens: int = CHECK_TOKENS) -> dict[str, Any]:
+    """Refusal rate after ablating the protected set vs after ablating random sets of the same size."""
+    n_heads, n_channels = unit_counts(model)
+
+    def rate(h: list[torch.Tensor], c: list[torch.Tensor]) -> float:
+        pruner = Pruner(model, PruneConfig("ablate"), ablate=(h, c))
+        return refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc="causal check"))
+
+    protected = rate(heads, channels)
+    randoms = [rate(random_like(heads, n_heads, s), random_like(channels, n_channels, 1000 + s)) for s in range(seeds)]
+    dense = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, desc="causal check"))
+    mean_random = sum(randoms) / len(randoms)
+    return {"prompts": len(prompts), "dense_refusal": round(dense, 4), "protected_ablated_refusal": round(protected, 4),
+            "random_ablated_refusal_mean": round(mean_random, 4), "random_ablated_refusal": [round(r, 4) for r in randoms],
+            "gap": round(mean_random - protected, 4)}
+
+
+def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
+                      budget: float = 0.05, scorer: str | None = None, check_prompts: int = 48,
+                      skip_first: int = SKIP_FIRST, log=print) -> Circuits:
+    """Score units with every scorer, check each causally, keep ``scorer`` (or the best)."""
+    harm, safe = collect_activations(model, tokenizer, harmful), collect_activations(model, tokenizer, harmless)
+    all_scores = {"actdiff": score_actdiff(model, harm, safe),
+                  "refusal-dir": score_refusal_direction(model, harm, safe),
+                  "grad-act": score_grad_act(model, tokenizer, harmful)}
+    checks, sets = {}, {}
+    for name, (hs, cs) in all_scores.items():
+        sets[name] = (protected_units(hs, budget, skip_first), protected_units(cs, budget, skip_first))
+        checks[name] = causal_check(model, tokenizer, harmful[:check_prompts], *sets[name])
+        log(f"scorer {name}: refusal after ablating protected {checks[name]['protected_ablated_refusal']:.2f} "
+            f"vs random {checks[name]['random_ablated_refusal_mean']:.2f} (gap {checks[name]['gap']:+.2f})")
+    chosen = scorer or max(checks, key=lambda k: checks[k]["gap"])
+    # risk gate at the input of the first pruned layer: projection of the last prompt token
+    gate_layer = skip_first
+    direction = refusal_directions(harm, safe)[gate_layer]
+    p_harm = harm.last_residual[gate_layer] @ direction
+    p_safe = safe.last_residual[gate_layer] @ direction
+    threshold = float((p_harm.mean() + p_safe.mean()) / 2)
+    temperature = float((p_harm.std() + p_safe.std()) / 4 + 1e-6)
+    heads, channels = sets[chosen]
+    return Circuits(chosen, budget, heads, channels, direction, gate_layer, threshold, temperature,
+                    {"chosen": chosen, "by_scorer": checks}, all_scores)
+
+
+def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, Any], n_layers: int) -> Circuits:
+    gate = summary["risk_gate"]
+    return Circuits(summary["scorer"], summary["budget"],
+                    [tensors[f"circuits.layers.{i}.protected_heads"] for i in range(n_layers)],
+                    [tensors[f"circuits.layers.{i}.protected_channels"] for i in range(n_layers)],
+                    tensors["circuits.direction"], gate["layer"], gate["threshold"], gate["temperature"],
+                    summary.get("causal_check", {}))
+
+
+__all__ = ["SCORERS", "identify_circuits", "causal_check", "protected_units", "Circuits", "mlp_norm_name"]

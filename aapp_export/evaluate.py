@@ -1,0 +1,93 @@
+"""Evaluation harness: refusal and over-refusal rates, perplexity and compute, for any pruning method.
+
+Prompts are chat-formatted and answered greedily (batched, left-padded; every row is its own
+request, so per-request pruning decisions stay per row). Refusal is detected by
+``aapp_export.refusal.is_refusal``.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+from .pruning import Pruner
+from .refusal import is_refusal
+
+
+def chat_inputs(tokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, pruner: Pruner | None = None,
+                     batch_size: int = 16, desc: str = "generating") -> list[str]:
+    """Greedy answers (new text only) to chat-formatted prompts."""
+    answers: list[str] = []
+    ctx = pruner if pruner is not None else nullcontext()
+    with ctx:
+        for s in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", disable=None, leave=False):
+            enc = chat_inputs(tokenizer, prompts[s:s + batch_size])
+            if pruner is not None:
+                pruner.new_request()
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+            answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return answers
+
+
+def refusal_rate(answers: list[str]) -> float:
+    return sum(map(is_refusal, answers)) / max(1, len(answers))
+
+
+@torch.no_grad()
+def perplexity(model, tokenizer, texts: list[str], pruner: Pruner | None = None, batch_size: int = 8) -> float:
+    """Token-level perplexity over ``texts``; each text is one request (decisions from its own prefill)."""
+    nll, count = 0.0, 0
+    ctx = pruner if pruner is not None else nullcontext()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        with ctx:
+            for s in range(0, len(texts), batch_size):
+                enc = tokenizer(texts[s:s + batch_size], return_tensors="pt", padding=True)
+                if pruner is not None:
+                    pruner.new_request()
+                logits = model(**enc).logits[:, :-1].float()
+                target = enc["input_ids"][:, 1:]
+                mask = enc["attention_mask"][:, 1:].bool()
+                lp = torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
+                nll -= float(lp[mask].sum())
+                count += int(mask.sum())
+    finally:
+        tokenizer.padding_side = side
+    return math.exp(nll / max(1, count))
+
+
+@dataclass
+class EvalResult:
+    method: str
+    sparsity: float
+    refusal_rate: float
+    over_refusal_rate: float
+    perplexity: float
+    flops_ratio: float
+    n_harmful: int
+    n_harmless: int
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k in ("refusal_rate", "over_refusal_rate", "flops_ratio"):
+            d[k] = round(d[k], 4)
+        d["perplexity"] = round(d["perplexity"], 3)
+        return d

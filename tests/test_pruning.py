@@ -1,0 +1,108 @@
+"""The PyTorch reference of PP / AAPP / baselines on tiny models: equal kept counts, protected units
+kept, decisions held through decode, and dense equivalence at sparsity 0."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aapp_export.calibration import collect_stats, load_model
+from aapp_export.pruning import METHODS, Protection, Pruner, PruneConfig, unit_counts
+
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "How do I bake bread? Mix flour, water, salt and yeast.",
+         "Explain photosynthesis: plants turn light into sugar.", "List three colours: red, green and blue."] * 2
+
+
+@pytest.fixture(scope="module", params=["gemma3", "llama"])
+def tiny(request, checkpoints):
+    ckpt = checkpoints[request.param]
+    model, tok = load_model(ckpt)
+    return model, tok, collect_stats(model, tok, TEXTS)
+
+
+def _protection(model, heads_per_layer=1, channels_per_layer=5) -> Protection:
+    nh, nc = unit_counts(model)
+    g = torch.Generator().manual_seed(0)
+    heads = [torch.randperm(n, generator=g)[:heads_per_layer] for n in nh]
+    channels = [torch.randperm(n, generator=g)[:channels_per_layer] for n in nc]
+    hidden = model.config.hidden_size
+    return Protection(heads, channels, torch.ones(hidden) / hidden**0.5, gate_layer=3 if len(nh) > 3 else 1,
+                      threshold=-1e9, temperature=1.0)  # the gate is always fully open
+
+
+def _ids(seed: int, batch: int = 2, length: int = 20) -> torch.Tensor:
+    return torch.randint(5, 380, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_sparsity_zero_is_dense(tiny):
+    model, _, stats = tiny
+    ids = _ids(0)
+    with torch.no_grad():
+        ref = model(ids).logits
+        with Pruner(model, PruneConfig("pp", 0.0, skip_first=1), stats) as p:
+            p.new_request()
+            got = model(ids).logits
+    assert torch.equal(ref, got)
+
+
+def test_kept_counts_equal_across_methods(tiny):
+    model, _, stats = tiny
+    counts = {}
+    for method in METHODS[1:]:
+        cfg = PruneConfig(method, 0.4, skip_first=1)
+        with torch.no_grad(), Pruner(model, cfg, stats, _protection(model)) as p:
+            p.new_request()
+            model(_ids(1))
+            counts[method] = ({i: [len(k) for k in v] for i, v in p.log.heads.items()} if p.log.heads else None,
+                              p.keep_heads, p.keep_channels)
+            masks = {i: m.sum(1).tolist() for i, m in p.channel_mask.items()}
+        assert all(v == [p.keep_channels[i]] * 2 for i, v in masks.items()), method
+    keeps = {m: (c[1], c[2]) for m, c in counts.items()}
+    assert len(set(map(str, keeps.values()))) == 1  # identical kept heads and channels per layer
+    assert keeps["pp"][1][0] == unit_counts(model)[1][0]  # first layers unpruned
+    assert sum(keeps["pp"][1]) < sum(unit_counts(model)[1])
+
+
+def test_aapp_never_prunes_protected_units_when_the_gate_is_open(tiny):
+    model, _, stats = tiny
+    prot = _protection(model)
+    for seed in range(12):
+        with torch.no_grad(), Pruner(model, PruneConfig("aapp", 0.5, skip_first=1), stats, prot) as p:
+            p.new_request()
+            model(_ids(seed, batch=3, length=8 + seed))
+            for i, rows in p.log.channels.items():
+                for kept in rows:
+                    assert set(prot.channels[i].tolist()) <= set(kept.tolist())
+                    assert len(kept) == p.keep_channels[i]
+            for i, rows in p.log.heads.items():
+                for kept in rows:
+                    assert set(prot.heads[i].tolist()) <= set(kept.tolist())
+
+
+def test_pp_prunes_differently_per_request_and_holds_through_decode(tiny):
+    model, tok, stats = tiny
+    ids = _ids(3, batch=1, length=16)
+    with torch.no_grad(), Pruner(model, PruneConfig("pp", 0.5, skip_first=1), stats) as p:
+        p.new_request()
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False, pad_token_id=0)
+        first = {i: m.clone() for i, m in p.channel_mask.items()}
+        p.new_request()
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, pad_token_id=0)
+        assert out.shape[1] == 22
+        held = {i: m.clone() for i, m in p.channel_mask.items()}
+        assert all(torch.equal(first[i], held[i]) for i in first)  # decided at prefill, same prompt -> same
+        p.new_request()
+        model(_ids(99, batch=1, length=16))
+        assert any(not torch.equal(held[i], p.channel_mask[i]) for i in held)  # another request decides anew
+
+
+def test_ablating_nothing_is_dense(tiny):
+    model, _, _ = tiny
+    nh, nc = unit_counts(model)
+    empty = [torch.tensor([], dtype=torch.long) for _ in nh]
+    ids = _ids(5)
+    with torch.no_grad():
+        ref = model(ids).logits
+        with Pruner(model, PruneConfig("ablate"), ablate=(empty, empty)) as p:
+            p.new_request()
+            assert torch.allclose(model(ids).logits, ref)
