@@ -4,13 +4,16 @@
 per layer, at the inputs of o_proj and down_proj: the per-position running mean of X^2 (PP's
 history H), the mean of X^2 over all tokens (Wanda-sp) and the variance over tokens (FLAP).
 
-``calibrate_checkpoint`` is what ``aapp-export`` calls: statistics + alignment circuits + causal
-check, tensors to ``calibration.safetensors`` and a JSON summary for the manifest.
+``calibrate`` adds the alignment circuits (with their causal check); ``calibrate_checkpoint`` is what
+``aapp-export`` calls: tensors to ``calibration.safetensors`` (never pickle), the summary to
+``calibration.json`` and into the manifest; ``cached_calibration`` serves ``aapp-eval``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from .errors import InputError
 from .pruning import LayerStats, decoder_layers
 
 MAX_POSITIONS = 256
+CALIBRATION_FILE = "calibration.safetensors"
+CACHE_VERSION = 1
 
 
 def read_lines(path: Path) -> list[str]:
@@ -121,28 +126,74 @@ def load_model(checkpoint: Path):
     return model, tok
 
 
-def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
-                         budget: float = 0.05, scorer: str | None = None, check_prompts: int = 48,
-                         log=print) -> dict[str, Any]:
-    """History statistics + alignment circuits (+ causal check) of ``checkpoint`` into ``out_dir``.
-
-    Writes ``out_dir/calibration.safetensors`` and returns the manifest's ``calibration`` section.
-    """
-    from safetensors.torch import save_file
-
+def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, budget: float = 0.05,
+              scorer: str | None = None, check_prompts: int = 48, log=print):
+    """History statistics and alignment circuits of a loaded model: ``(stats, circuits)``."""
     from .circuits import identify_circuits
 
-    model, tok = load_model(checkpoint)
-    texts = read_lines(text)
-    stats = collect_stats(model, tok, texts)
-    circuits = identify_circuits(model, tok, read_lines(harmful), read_lines(harmless), stats, budget=budget,
+    stats = collect_stats(model, tokenizer, read_lines(text))
+    circuits = identify_circuits(model, tokenizer, read_lines(harmful), read_lines(harmless), stats, budget=budget,
                                  scorer=scorer, check_prompts=check_prompts, log=log)
-    tensors = stats_tensors(stats) | circuits.tensors()
-    save_file(tensors, str(Path(out_dir) / "calibration.safetensors"))
+    return stats, circuits
+
+
+def calibration_summary(circuits, *, harmful: Path, harmless: Path, text: Path) -> dict[str, Any]:
     return {
-        "file": "calibration.safetensors",
-        "history": {"text": str(text), "sha256": sha256_text(text), "items": len(texts), "max_positions": MAX_POSITIONS},
-        "prompts": {"harmful": str(harmful), "harmful_sha256": sha256_text(harmful),
-                    "harmless": str(harmless), "harmless_sha256": sha256_text(harmless)},
+        "file": CALIBRATION_FILE,
+        "history": {"text": Path(text).name, "sha256": sha256_text(text), "items": len(read_lines(text)),
+                    "max_positions": MAX_POSITIONS},
+        "prompts": {"harmful": Path(harmful).name, "harmful_sha256": sha256_text(harmful),
+                    "harmless": Path(harmless).name, "harmless_sha256": sha256_text(harmless)},
         **circuits.summary(),
     }
+
+
+def save_calibration(out_dir: Path, stats: list[LayerStats], circuits, summary: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    save_file(stats_tensors(stats) | circuits.tensors(), str(Path(out_dir) / CALIBRATION_FILE))
+    (Path(out_dir) / "calibration.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def load_calibration(directory: Path, n_layers: int):
+    """``(stats, circuits)`` saved by ``save_calibration`` (or an exported model dir)."""
+    from safetensors.torch import load_file
+
+    from .circuits import circuits_from_tensors
+
+    tensors = load_file(str(Path(directory) / CALIBRATION_FILE))
+    summary = json.loads((Path(directory) / "calibration.json").read_text())
+    return stats_from_tensors(tensors, n_layers), circuits_from_tensors(tensors, summary, n_layers)
+
+
+def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, harmless: Path, text: Path,
+                       budget: float = 0.05, scorer: str | None = None, log=print):
+    """``calibrate`` once per (checkpoint, prompt files, budget, scorer); cached under
+    ``$AAPP_CACHE`` (default ``~/.cache/aapp-export``)."""
+    key = hashlib.sha256()
+    for f in sorted(Path(checkpoint).glob("*.safetensors")) + [Path(checkpoint) / "config.json"]:
+        key.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    for f in (harmful, harmless, text):
+        key.update(sha256_text(f).encode())
+    key.update(f"{budget}:{scorer}:{CACHE_VERSION}".encode())
+    cache = Path(os.environ.get("AAPP_CACHE", Path.home() / ".cache" / "aapp-export")) / "calibration" / key.hexdigest()[:20]
+    n_layers = len(decoder_layers(model))
+    if (cache / "calibration.json").is_file():
+        return load_calibration(cache, n_layers)
+    stats, circuits = calibrate(model, tokenizer, harmful=harmful, harmless=harmless, text=text, budget=budget,
+                                scorer=scorer, log=log)
+    cache.mkdir(parents=True, exist_ok=True)
+    save_calibration(cache, stats, circuits, calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text))
+    return stats, circuits
+
+
+def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
+                         budget: float = 0.05, scorer: str | None = None, log=print) -> dict[str, Any]:
+    """What ``aapp-export`` calls: calibration of ``checkpoint`` into ``out_dir``
+    (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
+    model, tok = load_model(checkpoint)
+    stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
+                                scorer=scorer, log=log)
+    summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text)
+    save_calibration(out_dir, stats, circuits, summary)
+    return summary

@@ -91,3 +91,32 @@ class EvalResult:
             d[k] = round(d[k], 4)
         d["perplexity"] = round(d["perplexity"], 3)
         return d
+
+
+def mean_prompt_tokens(tokenizer, prompts: list[str]) -> float:
+    return sum(len(chat_inputs(tokenizer, [p])["input_ids"][0]) for p in prompts) / max(1, len(prompts))
+
+
+def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str], harmless: list[str],
+             texts: list[str], stats=None, circuits=None, max_new_tokens: int = 48) -> EvalResult:
+    """One row of the table: refusal, over-refusal, perplexity and FLOPs ratio of a method."""
+    from .flops import Dims, flops_ratio
+    from .pruning import PruneConfig
+
+    cfg = PruneConfig(method, sparsity)
+    protection = circuits.protection() if circuits is not None and method == "aapp" else None
+    make = (lambda: None) if method == "dense" else (lambda: Pruner(model, cfg, stats, protection))  # noqa: E731
+    harmful_answers = generate_answers(model, tokenizer, harmful, max_new_tokens, make(), desc=f"{method} harmful")
+    harmless_answers = generate_answers(model, tokenizer, harmless, max_new_tokens, make(), desc=f"{method} harmless")
+    ppl = perplexity(model, tokenizer, texts, make())
+    pruner = make()
+    dims = Dims.from_config(model.config)
+    if pruner is None:
+        ratio = 1.0
+    else:
+        prompt = mean_prompt_tokens(tokenizer, harmful + harmless)
+        probe = max(2, math.ceil(cfg.token_ratio * prompt)) if method in ("pp", "aapp") else 0
+        ratio = flops_ratio(dims, round(prompt), max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe,
+                            cfg.skip_first)
+    return EvalResult(method, sparsity, refusal_rate(harmful_answers), refusal_rate(harmless_answers), ppl, ratio,
+                      len(harmful), len(harmless))

@@ -1,0 +1,94 @@
+"""``aapp-eval``: refusal, over-refusal, perplexity and compute of a pruning method on a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aapp-eval", description=__doc__)
+    p.add_argument("--model", default="demo", help="alias, hub id or checkpoint dir (default: demo)")
+    p.add_argument("--method", default="aapp", choices=["dense", "pp", "aapp", "wanda-sp", "flap", "random"])
+    p.add_argument("--sparsity", type=float, default=0.4, help="fraction of prunable units removed, in [0, 0.9]")
+    p.add_argument("--harmful", type=Path, help="harmful prompts, one a line (default: the card's held-out file)")
+    p.add_argument("--harmless", type=Path, help="harmless prompts, one a line (default: the card's held-out file)")
+    p.add_argument("--text", type=Path, help="held-out text for perplexity, one paragraph a line")
+    p.add_argument("--calib-harmful", type=Path, help="harmful prompts for circuit identification (default: card)")
+    p.add_argument("--calib-harmless", type=Path, help="harmless prompts for circuit identification (default: card)")
+    p.add_argument("--calib-text", type=Path, help="general text for PP history statistics (default: card)")
+    p.add_argument("--budget", type=float, default=0.05, help="protected fraction of prunable units (AAPP)")
+    p.add_argument("--scorer", choices=["actdiff", "refusal-dir", "grad-act"], default=None,
+                   help="alignment scorer (default: the one whose causal check shows the largest gap)")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--limit", type=int, default=None, help="use the first N prompts of each file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def _default(arg: Path | None, card, section: str, key: str, flag: str) -> Path:
+    from ..errors import InputError
+
+    if arg is not None:
+        return arg
+    path = card.data_file(section, key) if card is not None else None
+    if path is None:
+        from ..cards import load_card
+
+        path = load_card("demo").data_file(section, key)  # generic English prompt sets
+    if path is None or not path.is_file():
+        raise InputError(f"{flag} is not given and no default file exists ({path}); pass {flag} FILE")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from ..calibration import cached_calibration, load_model, read_lines
+        from ..checkpoint import resolve_checkpoint
+        from ..errors import InputError
+        from ..evaluate import run_eval
+
+        if not 0 <= args.sparsity <= 0.9:
+            raise InputError(f"--sparsity {args.sparsity} is outside [0, 0.9]: pass a fraction such as 0.4")
+        ckpt = resolve_checkpoint(args.model)
+        card = ckpt.card
+        files = {
+            "harmful": _default(args.harmful, card, "evaluation", "harmful", "--harmful"),
+            "harmless": _default(args.harmless, card, "evaluation", "harmless", "--harmless"),
+            "text": _default(args.text, card, "evaluation", "text", "--text"),
+        }
+        limit = args.limit
+        prompts = {k: read_lines(v)[:limit] if limit else read_lines(v) for k, v in files.items()}
+        log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        model, tok = load_model(ckpt.path)
+        stats = circuits = None
+        if args.method != "dense":
+            stats, circuits = cached_calibration(
+                ckpt.path, model, tok,
+                harmful=_default(args.calib_harmful, card, "calibration", "harmful", "--calib-harmful"),
+                harmless=_default(args.calib_harmless, card, "calibration", "harmless", "--calib-harmless"),
+                text=_default(args.calib_text, card, "calibration", "text", "--calib-text"),
+                budget=args.budget, scorer=args.scorer, log=log)
+        result = run_eval(model, tok, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
+                          prompts["text"], stats, circuits, args.max_new_tokens)
+        out = result.to_json()
+        if args.json:
+            print(json.dumps(out))
+        else:
+            print(f"{out['method']} at sparsity {out['sparsity']}: refusal {out['refusal_rate']:.1%} "
+                  f"(n={out['n_harmful']}), over-refusal {out['over_refusal_rate']:.1%} (n={out['n_harmless']}), "
+                  f"perplexity {out['perplexity']:.2f}, FLOPs {out['flops_ratio']:.3f} of dense (probe included)")
+        return 0
+
+    return run_cli("aapp-eval", body, args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
