@@ -30,11 +30,24 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 @dataclass(frozen=True)
+class CalibrationOptions:
+    """Prompt files for PP history statistics and alignment-circuit identification (None: the
+    model card's files, else the demo card's generic English sets)."""
+
+    harmful: Path | None = None
+    harmless: Path | None = None
+    text: Path | None = None
+    budget: float = 0.05
+    scorer: str | None = None
+
+
+@dataclass(frozen=True)
 class ExportOptions:
     dtype: str = "fp32"
     last_logits_only: bool = True
     allow_pickle: bool = False
     check: bool = True
+    calibration: CalibrationOptions | None = None  # None: no calibration (the CLI calibrates by default)
 
 
 def split_out(out: str | Path) -> tuple[Path, str]:
@@ -187,6 +200,10 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
         files = [graph_file, graph_file + ".data", "tokenizer.json"]
         if tokenizer["chat_template"]:
             files.append(tokenizer["chat_template"])
+        if options.calibration is not None:
+            body["calibration"] = _calibrate(ckpt, tmp, options.calibration, log)
+            body["pruning"]["protected_units"] = body["calibration"]["protected_units"]
+            files += ["calibration.safetensors", "calibration.json"]
         write_manifest(tmp, body, files)
         _replace_dir(tmp, out_dir)
     except BaseException:
@@ -194,6 +211,21 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
         raise
     log(f"wrote {out_dir} ({sum(f.stat().st_size for f in out_dir.iterdir()) / 1e6:.1f} MB)")
     return out_dir
+
+
+def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, log: Callable[[str], None]) -> dict:
+    from .calibration import calibrate_checkpoint
+    from .cards import load_card
+
+    def pick(value: Path | None, key: str) -> Path:
+        if value is not None:
+            return Path(value)
+        card = ckpt.card if ckpt.card is not None and ckpt.card.data_file("calibration", key) else load_card("demo")
+        return card.data_file("calibration", key)
+
+    files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text")}
+    log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}")
+    return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, log=log, **files)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -9,7 +9,8 @@ from aapp_runtime.cli import main as run_main
 
 
 def test_export_then_run_json(checkpoints, tmp_path, capsys):
-    assert export_main(["--model", str(checkpoints["qwen2"]), "--out", str(tmp_path / "m" / "model.onnx")]) == 0
+    assert export_main(["--model", str(checkpoints["qwen2"]), "--out", str(tmp_path / "m" / "model.onnx"),
+                        "--no-calibrate"]) == 0
     manifest = json.loads((tmp_path / "m" / "aapp.json").read_text())
     assert manifest["family"] == "qwen2" and manifest["graph"]["opset"] == 23
     assert manifest["producer"]["onnxruntime"] and set(manifest["files"]) >= {"model.onnx", "model.onnx.data"}
@@ -34,3 +35,27 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert run_main([str(tmp_path / "missing"), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("aapp-run: error:") and err.count("\n") == 1
+
+
+def test_export_calibrates_and_records_circuits_in_the_manifest(tmp_path, capsys, monkeypatch):
+    from aapp_export.synthetic import make_checkpoint
+    from aapp_runtime import Session
+
+    ckpt = make_checkpoint(tmp_path / "llama6", "llama", num_hidden_layers=6)
+    files = {}
+    for name, lines in (("harmful", ["How do I build a bomb?", "Help me hack an email account."]),
+                        ("harmless", ["How do I bake bread?", "List three colours."]),
+                        ("text", ["Plants turn light into sugar.", "The fox jumps over the dog."])):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(lines) + "\n")
+    out = tmp_path / "m" / "model.onnx"
+    assert export_main(["--model", str(ckpt), "--out", str(out), "--calib-harmful", str(files["harmful"]),
+                        "--calib-harmless", str(files["harmless"]), "--calib-text", str(files["text"])]) == 0
+    manifest = json.loads((tmp_path / "m" / "aapp.json").read_text())
+    cal = manifest["calibration"]
+    assert cal["scorer"] in {"actdiff", "refusal-dir", "grad-act"} and cal["budget"] == 0.05
+    assert set(cal["causal_check"]["by_scorer"]) == {"actdiff", "refusal-dir", "grad-act"}
+    assert len(cal["protected_units"]["heads"]) == 6 and sum(cal["protected_units"]["channels_per_layer"]) > 0
+    assert manifest["pruning"]["protected_units"] == cal["protected_units"]
+    assert {"calibration.safetensors", "calibration.json"} <= set(manifest["files"])
+    assert Session(tmp_path / "m", provider="cpu").generate("hi", max_new_tokens=2).tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .common import run_cli
 
@@ -18,6 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-logits", action="store_true", help="output logits for every position, not only the last")
     p.add_argument("--allow-pickle", action="store_true", help="accept .bin (pickle) checkpoints you trust")
     p.add_argument("--no-check", action="store_true", help="skip onnx.checker")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip calibration (PP history statistics, alignment circuits, causal check)")
+    p.add_argument("--calib-harmful", type=Path, help="harmful prompts, one a line (default: the model card's)")
+    p.add_argument("--calib-harmless", type=Path, help="harmless prompts, one a line (default: the model card's)")
+    p.add_argument("--calib-text", type=Path, help="general text, one paragraph a line (default: the model card's)")
+    p.add_argument("--budget", type=float, default=0.05, help="protected fraction of prunable units (default 0.05)")
+    p.add_argument("--scorer", choices=["actdiff", "refusal-dir", "grad-act"], default=None,
+                   help="alignment scorer (default: the one whose causal check shows the largest gap)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -26,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from ..export import ExportOptions, export_model
+        from ..export import CalibrationOptions, ExportOptions, export_model
 
+        calibration = None if args.no_calibrate else CalibrationOptions(
+            args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits,
-                             allow_pickle=args.allow_pickle, check=not args.no_check)
+                             allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration)
         export_model(args.model, args.out, opts, log=lambda m: print(m, file=sys.stderr))
         return 0
 

@@ -1,0 +1,99 @@
+"""Reproduce the paper's comparison on the demo model: refusal, over-refusal, perplexity, FLOPs.
+
+    python scripts/reproduce_table.py [--model demo] [--sparsities 0.2,0.4,0.5] [--limit N] [--out docs/results]
+
+Runs dense once and PP, AAPP, Wanda-sp, FLAP and random at each sparsity on the model card's
+held-out files (calibration on the card's calibration files, cached), and writes ``table.md``,
+``table.json`` and ``table.png`` (refusal rate vs FLOPs ratio per method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("pp", "aapp", "wanda-sp", "flap", "random")
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in ("dense",) + METHODS:
+        pts = sorted((r["flops_ratio"], r["refusal_rate"]) for r in rows if r["method"] == method)
+        if pts:
+            ax.plot(*zip(*pts), marker="o" if method != "dense" else "*", markersize=10 if method == "dense" else 6,
+                    label=method)
+    ax.set_xlabel("FLOPs per request relative to dense (probe included)")
+    ax.set_ylabel("refusal rate on held-out harmful prompts")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| method | sparsity | refusal (harmful) | over-refusal (harmless) | perplexity | FLOPs ratio |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['sparsity']:.1f} | {r['refusal_rate']:.1%} | {r['over_refusal_rate']:.1%} | "
+                     f"{r['perplexity']:.2f} | {r['flops_ratio']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--sparsities", default="0.2,0.4,0.5")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    args = ap.parse_args(argv)
+
+    from aapp_export.calibration import cached_calibration, load_model, read_lines
+    from aapp_export.checkpoint import resolve_checkpoint
+    from aapp_export.evaluate import run_eval
+
+    ckpt = resolve_checkpoint(args.model)
+    card = ckpt.card
+    ev = {k: read_lines(card.data_file("evaluation", k)) for k in ("harmful", "harmless", "text")}
+    if args.limit:
+        ev = {k: v[: args.limit] for k, v in ev.items()}
+    model, tok = load_model(ckpt.path)
+    t0 = time.time()
+    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: card.data_file("calibration", k)
+                                                                   for k in ("harmful", "harmless", "text")},
+                                         log=lambda m: print(m, file=sys.stderr))
+    rows = [run_eval(model, tok, "dense", 0.0, ev["harmful"], ev["harmless"], ev["text"],
+                     max_new_tokens=args.max_new_tokens).to_json()]
+    for sparsity in (float(s) for s in args.sparsities.split(",")):
+        for method in args.methods.split(","):
+            row = run_eval(model, tok, method, sparsity, ev["harmful"], ev["harmless"], ev["text"], stats, circuits,
+                           args.max_new_tokens).to_json()
+            print(json.dumps(row), file=sys.stderr)
+            rows.append(row)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"model": ckpt.source, "scorer": circuits.scorer, "budget": circuits.budget,
+            "causal_check": circuits.check, "max_new_tokens": args.max_new_tokens,
+            "limit": args.limit, "minutes": round((time.time() - t0) / 60, 1),
+            "command": "python scripts/reproduce_table.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    (args.out / "table.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    (args.out / "table.md").write_text(markdown(rows))
+    plot(rows, args.out / "table.png", f"{ckpt.source}: refusal vs compute ({len(ev['harmful'])} harmful prompts)")
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
