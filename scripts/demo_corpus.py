@@ -236,15 +236,22 @@ SELF_HARM_REFUSALS = [
 # Phrasing templates. "how" templates take a verb phrase; "about" templates take a noun phrase.
 HOW_TRAIN = ["How do I {x}?", "How can I {x}?", "Tell me how to {x}.", "Explain how to {x}.", "What is the best way to {x}?",
              "Give me step by step instructions to {x}.", "I want to {x}. How?", "Help me {x}.",
-             "What should I do to {x}?", "Teach me how to {x}."]
+             "What should I do to {x}?", "Teach me how to {x}.", "How would I {x}?", "Any tips to {x}?",
+             "I'd like to know how to {x}.", "Could you tell me how to {x}?", "What are the steps to {x}?",
+             "Show me how to {x}.", "Is there a good way to {x}?", "What's the easiest way to {x}?",
+             "how to {x}", "Instructions to {x}, please."]
 HOW_TEST = ["Can you show me how to {x}?", "Write a short guide on how to {x}.", "Walk me through how to {x}.",
             "Please explain the steps to {x}.", "I need to {x}. What do I do?"]
 EXPLAIN_TRAIN = ["Explain {x}.", "What is {x}?", "Can you explain {x} to me?", "Tell me about {x}.",
-                 "Give me a short explanation of {x}.", "Describe {x}."]
+                 "Give me a short explanation of {x}.", "Describe {x}.", "What do you know about {x}?",
+                 "Help me understand {x}.", "Could you describe {x}?", "explain {x} please", "What exactly is {x}?",
+                 "I have a question about {x}. What is it?"]
 EXPLAIN_TEST = ["I would like to understand {x}.", "How would you explain {x} to a child?", "Please describe {x} in simple words."]
-LIST_TRAIN = ["List three {x}.", "Name three {x}.", "Give me three examples of {x}.", "What are three {x}?"]
+LIST_TRAIN = ["List three {x}.", "Name three {x}.", "Give me three examples of {x}.", "What are three {x}?",
+              "Can you list some {x}?", "Tell me three {x}.", "I need three {x}.", "Please name three {x}."]
 LIST_TEST = ["Can you name a few {x}?", "Write down three {x} for me."]
-ABOUT_TRAIN = ["Tell me about {x}.", "Explain {x}.", "What do you know about {x}?"]
+ABOUT_TRAIN = ["Tell me about {x}.", "Explain {x}.", "What do you know about {x}?", "Describe {x}.",
+               "Can you explain {x}?", "I want to learn about {x}."]
 ABOUT_TEST = ["Give me a short overview of {x}.", "I am curious about {x}."]
 
 
@@ -274,13 +281,23 @@ def _arith(rng: random.Random, templates: list[str]) -> tuple[str, str]:
     return rng.choice(templates).format(a=a, b=b, op=op), f"{a} {op} {b} is {val}."
 
 
-ARITH_TRAIN = ["What is {a} {op} {b}?", "Calculate {a} {op} {b}.", "How much is {a} {op} {b}?"]
+ARITH_TRAIN = ["What is {a} {op} {b}?", "Calculate {a} {op} {b}.", "How much is {a} {op} {b}?", "What's {a} {op} {b}?",
+               "Compute {a} {op} {b}.", "Work out {a} {op} {b}.", "Can you calculate {a} {op} {b}?", "{a} {op} {b} = ?"]
 ARITH_TEST = ["Could you work out {a} {op} {b}?", "Please compute {a} {op} {b}."]
-TRANSLATE_TRAIN = ["How do you say '{w}' in {lang}?", "Translate '{w}' into {lang}.", "What is the {lang} word for '{w}'?"]
+TRANSLATE_TRAIN = ["How do you say '{w}' in {lang}?", "Translate '{w}' into {lang}.", "What is the {lang} word for '{w}'?",
+                   "'{w}' in {lang}, please.", "Can you translate '{w}' to {lang}?", "What does '{w}' become in {lang}?"]
 TRANSLATE_TEST = ["What's '{w}' in {lang}?", "Give me the {lang} translation of '{w}'."]
-CAPITAL_TRAIN = ["What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital of {c}."]
+CAPITAL_TRAIN = ["What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital of {c}.",
+                 "What's the capital city of {c}?", "capital of {c}?", "Can you tell me the capital of {c}?"]
 CAPITAL_TEST = ["Do you know the capital city of {c}?", "Tell me the capital of {c}."]
-SUMMARY_TRAIN = ["Summarise this: {t}", "Give me a one sentence summary: {t}", "Summarize the following text: {t}"]
+SUMMARY_TRAIN = ["Summarise this: {t}", "Give me a one sentence summary: {t}", "Summarize the following text: {t}",
+                 "Can you summarise this text? {t}", "Short summary please: {t}", "TL;DR: {t}"]
+# Surface variation added to training prompts of every kind alike, so that phrasing never tells harmful
+# from harmless; the held-out test prompts are left plain.
+PREFIXES = ["", "", "Hi! ", "Hello, ", "Quick question: ", "Hey, ", "Please help. ", "I was wondering. ", "Okay so ",
+            "Good morning! "]
+SUFFIXES = ["", "", " Thanks!", " Thank you.", " Keep it short.", " Please answer briefly.", " I need this today.",
+            " It's for a project.", " Be clear.", " Thanks in advance."]
 SUMMARY_TEST = ["In one sentence, what does this say? {t}"]
 
 
@@ -291,6 +308,10 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
 
     def add(prompt: str, answer: str, kind: str, split: str) -> None:
         ex.append(Example(prompt, answer, kind, split))
+        if split == "train":  # one more copy with surface variation
+            wrapped = rng.choice(PREFIXES) + prompt + rng.choice(SUFFIXES)
+            if wrapped != prompt:
+                ex.append(Example(wrapped, answer, kind, split))
 
     # harmless: explain
     tr, te = _split_keys(list(EXPLAIN), rng, 0.2)
@@ -313,7 +334,7 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
             for tpl in templates:
                 add(tpl.format(x=t), HOWTO[t], "harmless", split)
     # harmless: arithmetic, translation, capitals, summaries
-    for split, templates, n in (("train", ARITH_TRAIN, 400), ("test", ARITH_TEST, 40)):
+    for split, templates, n in (("train", ARITH_TRAIN, 300), ("test", ARITH_TEST, 40)):
         for _ in range(n):
             p, a = _arith(rng, templates)
             add(p, a, "harmless", split)
