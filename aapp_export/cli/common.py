@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 from typing import Callable
 
 from aapp_runtime.errors import AappRuntimeError
@@ -22,3 +24,16 @@ def run_cli(prog: str, body: Callable[[], int], debug: bool) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    """The calibration inputs shared by aapp-export and aapp-eval."""
+    p.add_argument("--calib-harmful", type=Path, help="harmful prompts for circuit identification, one a line "
+                   "(default: the model card's)")
+    p.add_argument("--calib-harmless", type=Path, help="harmless prompts for circuit identification, one a line "
+                   "(default: the model card's)")
+    p.add_argument("--calib-text", type=Path, help="general text for PP history statistics, one paragraph a line "
+                   "(default: the model card's)")
+    p.add_argument("--budget", type=float, default=0.05, help="protected fraction of prunable units (default 0.05)")
+    p.add_argument("--scorer", choices=["actdiff", "refusal-dir", "grad-act"], default=None,
+                   help="alignment scorer (default: the one whose causal check shows the largest gap)")

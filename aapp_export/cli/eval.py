@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import run_cli
+from .common import add_calibration_args, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,12 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harmful", type=Path, help="harmful prompts, one a line (default: the card's held-out file)")
     p.add_argument("--harmless", type=Path, help="harmless prompts, one a line (default: the card's held-out file)")
     p.add_argument("--text", type=Path, help="held-out text for perplexity, one paragraph a line")
-    p.add_argument("--calib-harmful", type=Path, help="harmful prompts for circuit identification (default: card)")
-    p.add_argument("--calib-harmless", type=Path, help="harmless prompts for circuit identification (default: card)")
-    p.add_argument("--calib-text", type=Path, help="general text for PP history statistics (default: card)")
-    p.add_argument("--budget", type=float, default=0.05, help="protected fraction of prunable units (AAPP)")
-    p.add_argument("--scorer", choices=["actdiff", "refusal-dir", "grad-act"], default=None,
-                   help="alignment scorer (default: the one whose causal check shows the largest gap)")
+    add_calibration_args(p)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts of each file")
     p.add_argument("--json", action="store_true")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import run_cli
+from .common import add_calibration_args, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,12 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="skip onnx.checker")
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip calibration (PP history statistics, alignment circuits, causal check)")
-    p.add_argument("--calib-harmful", type=Path, help="harmful prompts, one a line (default: the model card's)")
-    p.add_argument("--calib-harmless", type=Path, help="harmless prompts, one a line (default: the model card's)")
-    p.add_argument("--calib-text", type=Path, help="general text, one paragraph a line (default: the model card's)")
-    p.add_argument("--budget", type=float, default=0.05, help="protected fraction of prunable units (default 0.05)")
-    p.add_argument("--scorer", choices=["actdiff", "refusal-dir", "grad-act"], default=None,
-                   help="alignment scorer (default: the one whose causal check shows the largest gap)")
+    add_calibration_args(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
