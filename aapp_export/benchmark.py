@@ -1,53 +1,197 @@
 """Latency benchmark: our runtime vs transformers (eager) vs onnxruntime-genai, side by side.
 
-Every engine runs in its own subprocess (so its peak RSS is its own) on the same checkpoint and the
-same token ids: prefill ms at each prompt length, decode ms/token after a prompt, warm-up first,
-then repeats reported as median with min and max. The greedy tokens of each engine are returned
-so the report can say whether the engines computed the same model.
+One run measures every engine on the same checkpoint and the same token ids:
 
-The onnxruntime-genai side needs the ``bench`` extra (``pip install -e .[bench]``); its model is
-built by its own builder from the same checkpoint, after giving the loaded config the flat
-transformers-4.x rope fields that the 0.18 builder expects.
+- ``ours``: the graph of :func:`aapp_export.export.export_model` run by :class:`aapp_runtime.Session`;
+- ``transformers``: ``attn_implementation="eager"``, fp32, a prefill + decode loop with a
+  ``DynamicCache`` (``logits_to_keep=1`` at prefill), torch threads = ``plan.threads``;
+- ``genai``: onnxruntime-genai's own builder (``-p fp32 -e cpu``, its defaults: the prefill
+  computes logits for every prompt position) and its generator API;
+- ``genai-last``: the same builder with ``prune_lm_head=true`` (last-position logits only, like
+  ours): the like-for-like onnxruntime-genai baseline.
+
+Every engine runs in its own subprocess, so its peak RSS (``VmHWM``) is its own, and the rounds
+rotate the engine order so that a change of machine load does not land on one engine only. Each
+worker warms up, then measures prefill ms at each prompt length and decode ms/token (median of the
+per-step times of a run) after ``decode_prompt`` tokens; the report gives median, quartiles, min
+and max over all runs of all rounds. The load average and the CPU time other processes took while
+each worker ran are recorded, so a noisy measurement shows itself.
+
+Correctness comes with the numbers: each engine's greedy tokens and its last-position prefill
+logits at every prompt length are compared with transformers' (the reference).
+
+:func:`make_bench_checkpoint` writes the randomly initialised Gemma-3-shaped checkpoint (about
+120M parameters by default, shaped like Gemma-3-270M; a ``params_target`` changes the depth, and
+above 200M the width becomes Gemma-3-1B's). The ``genai`` engines need the ``bench`` extra
+(``pip install -e '.[bench]'``); onnxruntime-genai 0.18's builder expects transformers-4.x flat
+rope fields, which transformers 5.x re-nests when it loads any ``config.json``, so the builder runs
+in a subprocess whose loaded config is flattened before the build (:func:`flatten_rope_parameters`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-ENGINES = ("ours", "transformers", "genai")
-GENAI_MIN_CAPACITY = 1024
+from .errors import AappError
+
+ENGINES = ("ours", "transformers", "genai", "genai-last")
+DEFAULT_ENGINES = ENGINES
+REFERENCE = "transformers"
+GENAI_MIN_CAPACITY = 1024  # genai sizes its KV buffers by max_length; keep them past the sliding window
+GENAI_BUILD_OPTIONS: dict[str, dict[str, str]] = {"genai": {}, "genai-last": {"prune_lm_head": "true"}}
+ENGINE_NOTES = {
+    "ours": "aapp_export.export.export_model (fp32, last-position logits) + aapp_runtime.Session(provider='cpu')",
+    "transformers": "AutoModelForCausalLM eager fp32, DynamicCache, logits_to_keep=1 at prefill",
+    "genai": "onnxruntime-genai builder -p fp32 -e cpu (defaults: logits for every prompt position) + og.Generator",
+    "genai-last": "onnxruntime-genai builder -p fp32 -e cpu, extra option prune_lm_head=true + og.Generator",
+}
+Log = Callable[[str], None]
 
 
+class BenchmarkError(AappError):
+    """An engine's worker or the onnxruntime-genai builder failed."""
+
+
+# -- the benchmark checkpoint ---------------------------------------------------------------------
+SHAPES: dict[str, dict[str, Any]] = {
+    # Gemma-3-270M: 18 layers, hidden 640, 4 query heads / 1 KV head, head_dim 256, window 512
+    "270m": dict(hidden_size=640, intermediate_size=2048, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
+                 query_pre_attn_scalar=256, sliding_window=512),
+    # Gemma-3-1B: 26 layers, hidden 1152, 4 query heads / 1 KV head, head_dim 256, window 512
+    "1b": dict(hidden_size=1152, intermediate_size=6912, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
+               query_pre_attn_scalar=256, sliding_window=512),
+}
+BENCH_VOCAB = 32768
+DEFAULT_PARAMS = 120e6
+
+
+def layer_params(shape: dict[str, Any]) -> int:
+    """Parameters of one Gemma 3 decoder layer of ``shape`` (projections and the six norms)."""
+    h, f, d = shape["hidden_size"], shape["intermediate_size"], shape["head_dim"]
+    q, kv = shape["num_attention_heads"] * d, shape["num_key_value_heads"] * d
+    return h * q * 2 + h * kv * 2 + 3 * h * f + 4 * h + 2 * d
+
+
+def gemma3_params(shape: dict[str, Any], layers: int, vocab: int = BENCH_VOCAB) -> int:
+    """Parameters of a Gemma 3 text model (tied embeddings, final norm)."""
+    return vocab * shape["hidden_size"] + layers * layer_params(shape) + shape["hidden_size"]
+
+
+def bench_config_kwargs(params_target: float = DEFAULT_PARAMS, vocab_size: int = BENCH_VOCAB) -> dict[str, Any]:
+    """Gemma3TextConfig arguments of a Gemma-3-shaped model of about ``params_target`` parameters:
+    Gemma-3-270M's width up to 200M parameters, Gemma-3-1B's above; the depth fills the target;
+    every sixth layer is global (5 local : 1 global, at least one global), the rest slide."""
+    name = "270m" if params_target <= 200e6 else "1b"
+    shape = SHAPES[name]
+    embed = vocab_size * shape["hidden_size"]
+    layers = max(2, round((params_target - embed) / layer_params(shape)))
+    types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)]
+    if "full_attention" not in types:
+        types[-1] = "full_attention"
+    return dict(shape, vocab_size=vocab_size, num_hidden_layers=layers, layer_types=types, max_position_embeddings=32768,
+                rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                 "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}},
+                bos_token_id=2, eos_token_id=1, pad_token_id=0, tie_word_embeddings=True)
+
+
+def _init_weights(model: Any, seed: int) -> None:
+    """Random weights that make greedy decoding informative.
+
+    Projections and embeddings ~ N(0, 0.02) as in transformers' init; norm weights ~ N(0, 0.1);
+    the post-attention/post-feedforward norms get +3 (a gain of about 4), so each block's output
+    outweighs the token's own embedding in the residual. With the plain init the tied LM head
+    mostly predicts the current token again and greedy decoding repeats one token forever, which
+    would make the engines' token agreement a weak check.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                offset = 3.0 if ("post_attention_layernorm" in name or "post_feedforward_layernorm" in name) else 0.0
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1 + offset)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def make_bench_checkpoint(directory: str | Path, params_target: float = DEFAULT_PARAMS, seed: int = 0,
+                          **overrides: Any) -> Path:
+    """Write a random Gemma-3-shaped fp32 checkpoint (``save_pretrained``) plus a small tokenizer to
+    ``directory``; ``overrides`` replace Gemma3TextConfig arguments (tests make tiny ones)."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+
+    from .synthetic import save_tokenizer
+
+    directory = Path(directory)
+    kwargs = {**bench_config_kwargs(params_target, overrides.get("vocab_size", BENCH_VOCAB)), **overrides}
+    if "num_hidden_layers" in overrides and "layer_types" not in overrides:
+        n = overrides["num_hidden_layers"]
+        kwargs["layer_types"] = ["full_attention" if (i + 1) % 6 == 0 or i == n - 1 and n < 6 else "sliding_attention"
+                                 for i in range(n)]
+    config = Gemma3TextConfig(**kwargs)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).to(torch.float32).eval()
+    _init_weights(model, seed)
+    model.save_pretrained(str(directory))
+    save_tokenizer(directory)
+    return directory
+
+
+def parse_count(text: str) -> float:
+    """``"120M"``, ``"0.3B"``, ``"1.5e8"`` -> a number."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKmMbBgG]?)\s*", text)
+    if not m:
+        raise ValueError(f"{text!r} is not a count such as 120M, 0.3B or 1.5e8")
+    scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}[m.group(2).lower()]
+    return float(m.group(1)) * scale
+
+
+# -- plan and statistics --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BenchPlan:
     prompt_lengths: tuple[int, ...] = (128, 512)
     decode_prompt: int = 128
     new_tokens: int = 64
-    repeats: int = 5
+    repeats: int = 5  # measured runs per engine per round
+    rounds: int = 1  # fresh worker processes per engine, engine order rotated each round
     warmup: int = 1
-    threads: int | None = None
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 0
 
     def prompt(self, length: int, vocab: int) -> list[int]:
+        """The benchmark prompt: ``length`` random token ids above the special tokens."""
         rng = np.random.default_rng(self.seed + length)
         return [int(t) for t in rng.integers(5, vocab, size=length)]
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "BenchPlan":
+        return cls(**{**data, "prompt_lengths": tuple(data["prompt_lengths"])})
+
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "n": len(values)}
+    """Median, quartiles, min, max and count of ``values`` (ms)."""
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else (values[0],) * 3
+    return {"median": round(statistics.median(values), 3), "q1": round(q1, 3), "q3": round(q3, 3),
+            "min": round(min(values), 3), "max": round(max(values), 3), "n": len(values)}
 
 
 def peak_rss_mb() -> float:
@@ -61,6 +205,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _busy_jiffies() -> int | None:
+    """CPU time all processes spent busy since boot (clock ticks), from /proc/stat."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+
+
+def _version(module: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -71,15 +233,22 @@ def machine_info() -> dict[str, Any]:
     import onnxruntime
 
     return {"cpu": cpu, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-            "providers": onnxruntime.get_available_providers()}
+            "onnxruntime_genai": _version("onnxruntime-genai"), "torch": _version("torch"),
+            "transformers": _version("transformers"), "provider": "CPUExecutionProvider",
+            "available_providers": onnxruntime.get_available_providers()}
 
 
-# -- engines: each returns (prefill(ids) -> ms, decode(ids, n) -> (per-step ms list, tokens)) ----
-Engine = tuple[Callable[[list[int]], float], Callable[[list[int], int], tuple[list[float], list[int]]]]
+# -- engines: each gives prefill(ids) -> ms, decode(ids, n) -> (per-step ms, tokens), logits(ids) ----
+@dataclass
+class Engine:
+    prefill: Callable[[list[int]], float]
+    decode: Callable[[list[int], int], tuple[list[float], list[int]]]
+    logits: Callable[[list[int]], np.ndarray]
 
 
-def _ours(model_dir: Path, threads: int | None) -> Engine:
+def _ours(model_dir: Path, threads: int) -> Engine:
     from aapp_runtime import Session
 
     session = Session(model_dir, provider="cpu", threads=threads)
@@ -91,25 +260,25 @@ def _ours(model_dir: Path, threads: int | None) -> Engine:
         r = session.generate(ids, max_new_tokens=n + 1, ignore_eos=True)
         return r.decode_ms, r.tokens
 
-    return prefill, decode
+    return Engine(prefill, decode, lambda ids: np.asarray(session.logits(ids), np.float32))
 
 
-def _transformers(checkpoint: Path, threads: int | None) -> Engine:
+def _transformers(checkpoint: Path, threads: int) -> Engine:
     import torch
     from transformers import AutoModelForCausalLM, DynamicCache
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32,
                                                  attn_implementation="eager").eval()
 
     @torch.no_grad()
-    def run(ids: list[int], n: int) -> tuple[float, list[float], list[int]]:
+    def run(ids: list[int], n: int) -> tuple[float, list[float], list[int], np.ndarray]:
         cache = DynamicCache(config=model.config)
         t0 = time.perf_counter()
         out = model(torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
         token = int(out.logits[0, -1].argmax())
         prefill_ms = (time.perf_counter() - t0) * 1000
+        first_logits = out.logits[0, -1].float().numpy().copy()
         steps, tokens, pos = [], [token], len(ids)
         for _ in range(n):
             t0 = time.perf_counter()
@@ -119,26 +288,30 @@ def _transformers(checkpoint: Path, threads: int | None) -> Engine:
             steps.append((time.perf_counter() - t0) * 1000)
             tokens.append(token)
             pos += 1
-        return prefill_ms, steps, tokens[:n + 1]
+        return prefill_ms, steps, tokens, first_logits
 
-    return (lambda ids: run(ids, 0)[0]), (lambda ids, n: run(ids, n)[1:])
+    return Engine(lambda ids: run(ids, 0)[0], lambda ids, n: run(ids, n)[1:3], lambda ids: run(ids, 0)[3])
 
 
-def _genai(model_dir: Path, threads: int | None) -> Engine:
+def _genai(model_dir: Path, threads: int) -> Engine:
     import onnxruntime_genai as og
 
-    model = og.Model(str(model_dir))
+    config = og.Config(str(model_dir))
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    model = og.Model(config)
+
+    def generator(ids: list[int], n: int) -> Any:
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=max(len(ids) + n + 1, GENAI_MIN_CAPACITY))
+        return og.Generator(model, params)  # allocates the KV buffers: outside the timed region
 
     def run(ids: list[int], n: int) -> tuple[float, list[float], list[int]]:
-        params = og.GeneratorParams(model)
-        # genai sizes its KV buffer by max_length and needs it to hold at least the sliding window
-        params.set_search_options(do_sample=False, max_length=max(len(ids) + n + 1, GENAI_MIN_CAPACITY))
-        gen = og.Generator(model, params)
+        gen = generator(ids, n)
         t0 = time.perf_counter()
         gen.append_tokens(ids)  # runs the prefill
         gen.generate_next_token()  # picks the first token from the prefill's logits
-        prefill_ms = (time.perf_counter() - t0) * 1000
         tokens = [int(gen.get_next_tokens()[0])]
+        prefill_ms = (time.perf_counter() - t0) * 1000
         steps = []
         for _ in range(n):
             t0 = time.perf_counter()
@@ -147,39 +320,60 @@ def _genai(model_dir: Path, threads: int | None) -> Engine:
             steps.append((time.perf_counter() - t0) * 1000)
         return prefill_ms, steps, tokens
 
-    return (lambda ids: run(ids, 0)[0]), (lambda ids, n: run(ids, n)[1:])
+    def logits(ids: list[int]) -> np.ndarray:
+        gen = generator(ids, 0)
+        gen.append_tokens(ids)
+        return np.asarray(gen.get_logits(), np.float32).reshape(-1)[-_vocab(model_dir):]
+
+    return Engine(lambda ids: run(ids, 0)[0], lambda ids, n: run(ids, n)[1:], logits)
 
 
-def run_worker(engine: str, path: Path, plan: BenchPlan, vocab: int) -> dict[str, Any]:
-    """Measure one engine in this process; returns its JSON record."""
+def _vocab(model_dir: Path) -> int:
+    return int(json.loads((model_dir / "genai_config.json").read_text())["model"]["vocab_size"])
+
+
+def open_engine(engine: str, path: Path, threads: int) -> Engine:
+    if engine == "ours":
+        return _ours(path, threads)
+    if engine == "transformers":
+        return _transformers(path, threads)
+    return _genai(path, threads)
+
+
+def run_worker(engine: str, path: Path, plan: BenchPlan, vocab: int, logits_file: Path | None = None) -> dict[str, Any]:
+    """Measure one engine in this process; returns its JSON record (and saves its prefill logits)."""
     t0 = time.perf_counter()
-    prefill, decode = {"ours": _ours, "transformers": _transformers, "genai": _genai}[engine](path, plan.threads)
-    load_s = time.perf_counter() - t0
-    record: dict[str, Any] = {"engine": engine, "load_s": round(load_s, 2)}
+    eng = open_engine(engine, path, plan.threads)
+    record: dict[str, Any] = {"engine": engine, "load_s": round(time.perf_counter() - t0, 3)}
     for length in plan.prompt_lengths:
         ids = plan.prompt(length, vocab)
         for _ in range(plan.warmup):
-            prefill(ids)
-        record[f"prefill_ms@{length}"] = summary([prefill(ids) for _ in range(plan.repeats)])
+            eng.prefill(ids)
+        record[f"prefill_ms@{length}"] = [eng.prefill(ids) for _ in range(plan.repeats)]
     ids = plan.prompt(plan.decode_prompt, vocab)
     for _ in range(plan.warmup):
-        decode(ids, plan.new_tokens)
-    per_run, tokens = [], []
+        eng.decode(ids, plan.new_tokens)
+    per_run, steps_all, tokens = [], [], []
     for _ in range(plan.repeats):
-        steps, tokens = decode(ids, plan.new_tokens)
+        steps, tokens = eng.decode(ids, plan.new_tokens)
         per_run.append(statistics.median(steps))
-    record["decode_ms_per_token"] = summary(per_run)
-    record["greedy_tokens"] = tokens[: plan.new_tokens]
+        steps_all += steps
+    record["decode_ms_per_token"] = per_run
+    record["decode_step_ms"] = steps_all
+    record["greedy_tokens"] = [int(t) for t in tokens[: plan.new_tokens]]
+    if logits_file is not None:
+        np.savez(logits_file, **{str(n): eng.logits(plan.prompt(n, vocab)) for n in plan.prompt_lengths})
     record["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return record
 
 
 # -- preparing each engine's model from one checkpoint --------------------------------------------
-def flatten_rope_parameters(config) -> None:
-    """Give a transformers-5.x config the flat rope fields onnxruntime-genai 0.18's builder reads.
+def flatten_rope_parameters(config: Any) -> None:
+    """Give a transformers-5.x Gemma 3 config the flat rope fields onnxruntime-genai 0.18's builder reads.
 
-    5.x nests Gemma 3's rope per layer type (``rope_parameters[layer_type]``); the builder expects
-    ``rope_parameters["rope_type"]`` plus ``rope_local_base_freq`` as in 4.x.
+    5.x nests the rope per layer type (``rope_parameters[layer_type]``) and re-nests flat fields
+    when it loads a ``config.json``; the builder expects ``rope_parameters["rope_type"]`` plus
+    ``rope_theta`` / ``rope_local_base_freq`` as in 4.x, so the loaded object is patched.
     """
     text = getattr(config, "text_config", None) or config
     rope = getattr(text, "rope_parameters", None)
@@ -188,27 +382,75 @@ def flatten_rope_parameters(config) -> None:
         text.rope_parameters = full
         text.rope_theta = full.get("rope_theta", 1_000_000.0)
         text.rope_local_base_freq = local.get("rope_theta", 10_000.0)
+        if full.get("rope_type", "default") != "default":
+            text.rope_scaling = {k: v for k, v in full.items() if k != "rope_theta"}
 
 
-def _build_genai_here(checkpoint: Path, out: Path) -> None:
+def _build_genai_here(checkpoint: Path, out: Path, extra: dict[str, str]) -> None:
     """Run the onnxruntime-genai builder in this process on a normalised config."""
     from onnxruntime_genai.models import builder
 
     cache = str(out.parent / "genai-cache")
-    opts = builder.parse_extra_options(None, str(checkpoint), str(out), "fp32", "cpu", cache, [])
+    opts = builder.parse_extra_options(None, str(checkpoint), str(out), "fp32", "cpu", cache,
+                                       [f"{k}={v}" for k, v in extra.items()])
     flatten_rope_parameters(opts["hf_details"]["hf_config"])
     builder.create_model(None, str(checkpoint), str(out), "fp32", "cpu", cache, **opts)
 
 
-def build_genai(checkpoint: Path, out: Path, log: Callable[[str], None]) -> Path:
-    """Build the onnxruntime-genai fp32 CPU model of ``checkpoint`` with its own builder (subprocess)."""
-    if (out / "genai_config.json").is_file():
+def _last_line(text: str) -> str:
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[-1] if lines else "no error output"
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _checkpoint_key(checkpoint: Path) -> list[Any]:
+    return sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in checkpoint.iterdir() if p.is_file())
+
+
+def _cached(out: Path, key: str, marker: str) -> bool:
+    return (out / marker).is_file() and (out / ".bench-key").is_file() and (out / ".bench-key").read_text() == key
+
+
+def build_ours(checkpoint: Path, out: Path, log: Log) -> Path:
+    """Export ``checkpoint`` with our exporter (reused while the checkpoint and the exporter's source
+    are unchanged)."""
+    import shutil
+
+    from .export import export_model
+
+    src = Path(__file__).parent
+    code = [(str(p.relative_to(src)), hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted([*src.glob("graph/*.py"), src / "export.py", src / "families.py"])]
+    key = _fingerprint(_checkpoint_key(checkpoint), code)
+    if _cached(out, key, "aapp.json"):
         return out
-    log(f"building the onnxruntime-genai model of {checkpoint} into {out}")
-    proc = subprocess.run([sys.executable, "-m", "aapp_export.benchmark", "--build-genai", str(checkpoint), str(out)],
-                          capture_output=True, text=True)
+    shutil.rmtree(out, ignore_errors=True)
+    export_model(str(checkpoint), out / "model.onnx", log=log)
+    (out / ".bench-key").write_text(key)
+    return out
+
+
+def build_genai(checkpoint: Path, out: Path, log: Log, extra: dict[str, str] | None = None) -> Path:
+    """Build the onnxruntime-genai fp32 CPU model of ``checkpoint`` with its own builder (subprocess)."""
+    import shutil
+
+    extra = dict(extra or {})
+    key = _fingerprint(_checkpoint_key(checkpoint), extra, _version("onnxruntime-genai"))
+    if _cached(out, key, "genai_config.json"):
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    log(f"building the onnxruntime-genai model of {checkpoint} into {out} (extra options {extra or 'none'})")
+    proc = subprocess.run([sys.executable, "-m", "aapp_export.benchmark", "--build-genai", str(checkpoint), str(out),
+                           json.dumps(extra)], capture_output=True, text=True)
     if proc.returncode != 0 or not (out / "genai_config.json").is_file():
-        raise RuntimeError(f"onnxruntime-genai builder failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+        log_file = out.parent / f"{out.name}-build.log"
+        log_file.write_text(proc.stdout + proc.stderr)
+        raise BenchmarkError(f"the onnxruntime-genai builder failed on {checkpoint} (exit {proc.returncode}): "
+                             f"{_last_line(proc.stderr)}; full log in {log_file}")
+    (out / ".bench-key").write_text(key)
     return out
 
 
@@ -218,45 +460,107 @@ def genai_available() -> bool:
     return importlib.util.find_spec("onnxruntime_genai") is not None
 
 
-def run_benchmark(checkpoint: Path, work: Path, plan: BenchPlan, engines: tuple[str, ...] = ENGINES,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Prepare every engine's model from ``checkpoint`` and measure them one after another."""
-    from .export import export_model
+def graph_stats(model_file: Path) -> dict[str, Any]:
+    """Node count and op-type histogram of an ONNX graph (weights not loaded)."""
+    import collections
+
+    import onnx
+
+    m = onnx.load(str(model_file), load_external_data=False)
+    ops = collections.Counter((f"{n.domain}." if n.domain and n.domain != "ai.onnx" else "") + n.op_type
+                              for n in m.graph.node)
+    data = sum(p.stat().st_size for p in model_file.parent.glob(model_file.name + "*"))
+    return {"nodes": len(m.graph.node), "op_types": dict(ops.most_common()), "file_mb": round(data / 2**20, 1)}
+
+
+def _run_one(engine: str, path: Path, plan: BenchPlan, vocab: int, logits_file: Path) -> dict[str, Any]:
+    """One worker subprocess; adds the load average and other processes' CPU share during it."""
+    before = (os.getloadavg()[0], _busy_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter())
+    cmd = [sys.executable, "-m", "aapp_export.benchmark", "--worker", engine, str(path), json.dumps(plan.to_json()),
+           str(vocab), str(logits_file)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        log_file = logits_file.parent / f"{engine}-worker.log"
+        log_file.write_text(proc.stdout + proc.stderr)
+        raise BenchmarkError(f"the {engine} worker failed on {path} (exit {proc.returncode}): "
+                             f"{_last_line(proc.stderr)}; full log in {log_file}")
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    wall = time.perf_counter() - before[3]
+    after_jiffies, usage = _busy_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = (usage.ru_utime + usage.ru_stime) - (before[2].ru_utime + before[2].ru_stime)
+    record["wall_s"] = round(wall, 2)
+    record["cpu_s"] = round(own, 2)
+    record["load_average_1m"] = [round(before[0], 2), round(os.getloadavg()[0], 2)]
+    if before[1] is not None and after_jiffies is not None:
+        busy = (after_jiffies - before[1]) / os.sysconf("SC_CLK_TCK")
+        record["other_processes_cpu_fraction"] = round(max(0.0, busy - own) / (wall * (os.cpu_count() or 1)), 3)
+    return record
+
+
+def _merge(records: list[dict[str, Any]], plan: BenchPlan) -> dict[str, Any]:
+    """Pool the runs of one engine's rounds into summaries."""
+    keys = [f"prefill_ms@{n}" for n in plan.prompt_lengths] + ["decode_ms_per_token"]
+    out: dict[str, Any] = {k: summary([v for r in records for v in r[k]]) for k in keys}
+    steps = [v for r in records for v in r["decode_step_ms"]]
+    out["decode_step_ms"] = {"p10": round(float(np.percentile(steps, 10)), 3), "median": round(statistics.median(steps), 3),
+                             "p90": round(float(np.percentile(steps, 90)), 3), "n": len(steps)}
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)
+    out["load_s"] = summary([r["load_s"] for r in records])["median"]
+    out["greedy_tokens"] = records[-1]["greedy_tokens"]
+    out["greedy_tokens_stable_across_rounds"] = all(r["greedy_tokens"] == records[0]["greedy_tokens"] for r in records)
+    out["rounds"] = [{k: r[k] for k in ("wall_s", "cpu_s", "load_average_1m", "other_processes_cpu_fraction") if k in r}
+                     for r in records]
+    return out
+
+
+def run_benchmark(checkpoint: Path, work: Path, plan: BenchPlan, engines: tuple[str, ...] = DEFAULT_ENGINES,
+                  log: Log = print) -> dict[str, Any]:
+    """Prepare every engine's model from ``checkpoint`` and measure them (``plan.rounds`` rounds, each
+    engine in a fresh subprocess, order rotated per round); returns the JSON report."""
     from .families import load_model_spec
 
+    checkpoint, work = Path(checkpoint), Path(work)
     spec = load_model_spec(checkpoint)
-    n_params = _count_params(checkpoint)
     work.mkdir(parents=True, exist_ok=True)
+    start_machine = machine_info()
     paths: dict[str, Path] = {}
+    graphs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for engine in engines:
         if engine == "ours":
-            target = work / "ours"
-            paths[engine] = target if (target / "aapp.json").is_file() else export_model(
-                str(checkpoint), target / "model.onnx", log=log)
+            paths[engine] = build_ours(checkpoint, work / "ours", log)
+            graphs[engine] = graph_stats(paths[engine] / "model.onnx")
         elif engine == "transformers":
             paths[engine] = checkpoint
-        elif engine == "genai":
+        elif engine in GENAI_BUILD_OPTIONS:
             if not genai_available():
                 skipped[engine] = "onnxruntime-genai is not installed (pip install -e '.[bench]')"
                 continue
-            paths[engine] = build_genai(checkpoint, work / "genai", log)
-    results: dict[str, Any] = {}
-    for engine, path in paths.items():
-        log(f"measuring {engine} ...")
-        cmd = [sys.executable, "-m", "aapp_export.benchmark", "--worker", engine, str(path), json.dumps(plan.__dict__),
-               str(spec.vocab_size)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"benchmark worker {engine} failed: {proc.stderr.strip()[-1500:]}")
-        results[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
+            paths[engine] = build_genai(checkpoint, work / engine, log, GENAI_BUILD_OPTIONS[engine])
+            graphs[engine] = graph_stats(paths[engine] / "model.onnx")
+    names = list(paths)
+    records: dict[str, list[dict[str, Any]]] = {e: [] for e in names}
+    for rnd in range(plan.rounds):
+        order = names[rnd % len(names):] + names[: rnd % len(names)] if names else []
+        for engine in order:
+            log(f"round {rnd + 1}/{plan.rounds}: measuring {engine} ...")
+            records[engine].append(_run_one(engine, paths[engine], plan, spec.vocab_size, work / f"logits-{engine}.npz"))
+    results = {e: {"how": ENGINE_NOTES[e], **_merge(records[e], plan)} for e in names}
+    end_machine = machine_info()
+    machine = {**start_machine, "load_average_start": start_machine.pop("load_average"),
+               "load_average_end": end_machine["load_average"]}
+    machine.pop("load_average", None)
     report: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "family": spec.family, "parameters": n_params, "dtype": "fp32",
-        "provider": "CPUExecutionProvider", "plan": plan.__dict__, "machine": machine_info(),
-        "engines": results, "skipped": skipped,
+        "checkpoint": str(checkpoint), "family": spec.family, "parameters": _count_params(checkpoint),
+        "shape": {"layers": spec.num_layers, "hidden": spec.hidden_size, "heads": spec.layers[0].num_heads,
+                  "kv_heads": spec.layers[0].num_kv_heads, "head_dim": spec.head_dim, "vocab": spec.vocab_size,
+                  "intermediate": spec.layers[0].intermediate_size,
+                  "layer_types": "".join("G" if l.sliding_window is None else "L" for l in spec.layers)},
+        "dtype": "fp32", "provider": "CPUExecutionProvider", "plan": plan.to_json(), "machine": machine,
+        "engines": results, "graphs": graphs, "skipped": skipped,
     }
-    report["greedy_agreement"] = _agreement(results)
-    report["ratios"] = _ratios(results, plan)
+    report["agreement"] = agreement(results, {e: work / f"logits-{e}.npz" for e in names}, plan)
+    report["ratios"] = ratios(results, plan)
     return report
 
 
@@ -267,29 +571,40 @@ def _count_params(checkpoint: Path) -> int:
     return int(sum(reader.get(k).numel() for k in reader.keys()))
 
 
-def _agreement(results: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    if "ours" in results:
-        ref = results["ours"]["greedy_tokens"]
-        for engine, r in results.items():
-            if engine != "ours":
-                same = next((i for i, (a, b) in enumerate(zip(ref, r["greedy_tokens"])) if a != b), len(ref))
-                out[f"ours_vs_{engine}"] = {"identical": r["greedy_tokens"] == ref, "first_divergence": same}
+def agreement(results: dict[str, Any], logits_files: dict[str, Path], plan: BenchPlan) -> dict[str, Any]:
+    """Greedy tokens and prefill logits of every engine against the reference (transformers), and
+    ours against each genai engine; ``distinct_tokens`` shows the check is not a repeated token."""
+    ref = REFERENCE if REFERENCE in results else next(iter(results), None)
+    out: dict[str, Any] = {"reference": ref}
+    if ref is None:
+        return out
+    logits = {e: dict(np.load(f)) for e, f in logits_files.items() if f.is_file()}
+    out["distinct_tokens"] = len(set(results[ref]["greedy_tokens"]))
+    pairs = [(e, ref) for e in results if e != ref] + [("ours", g) for g in results if g.startswith("genai") and "ours" in results]
+    for a, b in pairs:
+        ta, tb = results[a]["greedy_tokens"], results[b]["greedy_tokens"]
+        entry: dict[str, Any] = {"tokens_identical": ta == tb,
+                                 "first_divergence": next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None)}
+        if a in logits and b in logits:
+            for n in plan.prompt_lengths:
+                la, lb = logits[a][str(n)], logits[b][str(n)]
+                entry[f"prefill_logits_max_abs_diff@{n}"] = float(f"{np.abs(la - lb).max():.3g}")
+                entry[f"prefill_top1_same@{n}"] = bool(la.argmax() == lb.argmax())
+        out[f"{a}_vs_{b}"] = entry
     return out
 
 
-def _ratios(results: dict[str, Any], plan: BenchPlan) -> dict[str, Any]:
-    """ours / baseline for each metric (< 1 means ours is faster)."""
+def ratios(results: dict[str, Any], plan: BenchPlan) -> dict[str, Any]:
+    """ours / baseline for each metric's median and for peak RSS (< 1: ours is faster / smaller)."""
     if "ours" not in results:
         return {}
     keys = [f"prefill_ms@{n}" for n in plan.prompt_lengths] + ["decode_ms_per_token"]
-    ratios: dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for engine, r in results.items():
-        if engine == "ours":
-            continue
-        ratios[f"ours/{engine}"] = {k: round(results["ours"][k]["median"] / r[k]["median"], 3) for k in keys}
-        ratios[f"ours/{engine}"]["peak_rss"] = round(results["ours"]["peak_rss_mb"] / r["peak_rss_mb"], 3)
-    return ratios
+        if engine != "ours":
+            out[f"ours/{engine}"] = {k: round(results["ours"][k]["median"] / r[k]["median"], 3) for k in keys}
+            out[f"ours/{engine}"]["peak_rss"] = round(results["ours"]["peak_rss_mb"] / r["peak_rss_mb"], 3)
+    return out
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:
@@ -300,17 +615,21 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     engines = list(report["engines"])
-    metrics = [k for k in next(iter(report["engines"].values())) if k.startswith("prefill_ms@")] + ["decode_ms_per_token"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6))
+    metrics = [f"prefill_ms@{n}" for n in report["plan"]["prompt_lengths"]] + ["decode_ms_per_token"]
+    colours = {"ours": "#2a7", "transformers": "#888", "genai": "#37c", "genai-last": "#69e"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
     for ax, metric in zip(np.atleast_1d(axes), metrics):
         med = [report["engines"][e][metric]["median"] for e in engines]
         lo = [m - report["engines"][e][metric]["min"] for m, e in zip(med, engines)]
         hi = [report["engines"][e][metric]["max"] - m for m, e in zip(med, engines)]
-        ax.bar(engines, med, yerr=[lo, hi], capsize=4, color=["#2b7", "#888", "#37c"][: len(engines)])
-        ax.set_title(metric.replace("_", " "))
-        ax.set_ylabel("ms")
+        bars = ax.bar(engines, med, yerr=[lo, hi], capsize=4, color=[colours.get(e, "#999") for e in engines])
+        ax.bar_label(bars, labels=[f"{m:.0f}" if m >= 100 else f"{m:.1f}" for m in med], fontsize=8, padding=2)
+        ax.set_title(metric.replace("_ms", " ms").replace("_", " ").replace("@", " @"), fontsize=10)
+        ax.set_ylabel("ms (median, min-max)")
+        ax.tick_params(axis="x", labelsize=8)
     m = report["machine"]
-    fig.suptitle(f"{report['family']} {report['parameters'] / 1e6:.0f}M fp32, {m['cores']} cores, ORT {m['onnxruntime']}",
+    fig.suptitle(f"{report['family']} {report['parameters'] / 1e6:.0f}M fp32 CPU, {m['cpu']} x{m['cores']}, "
+                 f"ORT {m['onnxruntime']}, genai {m.get('onnxruntime_genai')}, load {m['load_average_start'][0]}",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -320,9 +639,9 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 if __name__ == "__main__":  # subprocess entry points used by run_benchmark / build_genai
     if sys.argv[1] == "--worker":
-        _, _, engine_name, model_path, plan_json, vocab_size = sys.argv
-        plan_dict = json.loads(plan_json)
-        plan_dict["prompt_lengths"] = tuple(plan_dict["prompt_lengths"])
-        print(json.dumps(run_worker(engine_name, Path(model_path), BenchPlan(**plan_dict), int(vocab_size))))
+        _, _, engine_name, model_path, plan_json, vocab_size, logits_path = sys.argv
+        rec = run_worker(engine_name, Path(model_path), BenchPlan.from_json(json.loads(plan_json)), int(vocab_size),
+                         Path(logits_path))
+        print(json.dumps(rec))
     elif sys.argv[1] == "--build-genai":
-        _build_genai_here(Path(sys.argv[2]), Path(sys.argv[3]))
+        _build_genai_here(Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4]) if len(sys.argv) > 4 else {})

@@ -1,4 +1,7 @@
-"""Latency benchmark (same as the ``aapp-bench`` command): python scripts/bench_latency.py [--json] ..."""
+"""Latency benchmark, the same as the ``aapp-bench`` command (see ``aapp-bench --help``):
+
+    python scripts/bench_latency.py [MODEL_DIR_OR_CHECKPOINT] [--json] [--out bench_out] [--repeats 5] [--rounds 3]
+"""
 
 import sys
 

@@ -1,5 +1,6 @@
-"""The benchmark machinery on a tiny checkpoint: every engine reports the fields, and the engines
-compute the same model (identical greedy tokens). No timing assertions: speed lives in aapp-bench."""
+"""The benchmark machinery on a tiny Gemma-3-shaped checkpoint, one repeat: every engine reports
+the fields, and the engines compute the same model (identical greedy tokens, matching prefill
+logits). No timing assertions: speed lives in ``aapp-bench``."""
 
 from __future__ import annotations
 
@@ -7,49 +8,78 @@ import json
 
 import pytest
 
-from aapp_export.benchmark import ENGINES, BenchPlan, genai_available, run_benchmark
+from aapp_export.benchmark import (BenchPlan, bench_config_kwargs, gemma3_params, genai_available,
+                                   make_bench_checkpoint, parse_count, run_benchmark, SHAPES)
 from aapp_export.cli.bench import main as bench_main
+
+TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=16)
+ENGINES = ("ours", "transformers") + (("genai-last",) if genai_available() else ())
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    from aapp_export.synthetic import make_checkpoint
+def tiny_checkpoint(tmp_path_factory):
+    return make_bench_checkpoint(tmp_path_factory.mktemp("bench") / "ckpt", **TINY)
 
-    root = tmp_path_factory.mktemp("bench")
-    # default RoPE on both layer kinds (like Gemma-3-270M/1B): onnxruntime-genai 0.18 disagrees with
-    # transformers from the first token when the global layers use linear RoPE scaling (4B and larger)
-    plain_rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
-                  "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}}
-    ckpt = make_checkpoint(root / "ckpt", "gemma3", rope_parameters=plain_rope)
-    plan = BenchPlan(prompt_lengths=(12, 40), decode_prompt=12, new_tokens=8, repeats=2, warmup=1)
-    return run_benchmark(ckpt, root / "work", plan, ENGINES, log=lambda m: None)
+
+@pytest.fixture(scope="module")
+def report(tiny_checkpoint, tmp_path_factory):
+    # the prompt of 40 tokens is longer than the sliding window (16)
+    plan = BenchPlan(prompt_lengths=(12, 40), decode_prompt=12, new_tokens=8, repeats=1, warmup=0, threads=1)
+    return run_benchmark(tiny_checkpoint, tmp_path_factory.mktemp("work"), plan, ENGINES, log=lambda m: None)
 
 
 def test_report_has_medians_spread_rss_and_machine(report):
-    for engine in ("ours", "transformers"):
+    for engine in ENGINES:
         r = report["engines"][engine]
         for key in ("prefill_ms@12", "prefill_ms@40", "decode_ms_per_token"):
-            assert r[key]["min"] <= r[key]["median"] <= r[key]["max"] and r[key]["n"] == 2
+            assert r[key]["min"] <= r[key]["median"] <= r[key]["max"] and r[key]["n"] == 1
         assert r["peak_rss_mb"] > 10 and len(r["greedy_tokens"]) == 8
-    assert report["machine"]["cores"] >= 1 and "load_average" in report["machine"]
-    assert set(report["ratios"]["ours/transformers"]) >= {"prefill_ms@12", "decode_ms_per_token", "peak_rss"}
+        assert r["rounds"][0]["wall_s"] > 0 and len(r["rounds"][0]["load_average_1m"]) == 2
+    m = report["machine"]
+    assert m["cores"] >= 1 and len(m["load_average_start"]) == 3 and m["onnxruntime"] and m["provider"]
+    assert set(report["ratios"]["ours/transformers"]) == {"prefill_ms@12", "prefill_ms@40", "decode_ms_per_token",
+                                                          "peak_rss"}
+    assert report["graphs"]["ours"]["nodes"] > 0 and "Attention" in report["graphs"]["ours"]["op_types"]
+    assert report["shape"]["layer_types"] == "LLLG"
+    if not genai_available():
+        assert "genai" in report["skipped"] or "genai" not in ENGINES
 
 
-def test_engines_agree_on_greedy_tokens(report):
-    assert report["greedy_agreement"]["ours_vs_transformers"]["identical"]
+def test_engines_agree_on_greedy_tokens_and_logits(report):
+    ag = report["agreement"]
+    assert ag["reference"] == "transformers" and ag["distinct_tokens"] > 1  # not one token repeated
+    for engine in ENGINES[::-1]:
+        if engine == "transformers":
+            continue
+        entry = ag[f"{engine}_vs_transformers"]
+        assert entry["tokens_identical"] and entry["first_divergence"] is None, (engine, entry)
+        assert entry["prefill_logits_max_abs_diff@40"] < 1e-4 and entry["prefill_top1_same@40"]
     if genai_available():
-        assert report["greedy_agreement"]["ours_vs_genai"]["identical"]
-    else:
-        assert "genai" in report["skipped"]
+        assert ag["ours_vs_genai-last"]["tokens_identical"]
 
 
-def test_cli_writes_json_and_png(tmp_path, capsys):
-    from aapp_export.synthetic import make_checkpoint
+def test_params_target_picks_gemma3_shapes():
+    small = bench_config_kwargs(120e6)
+    assert small["hidden_size"] == 640 and small["num_hidden_layers"] == 18
+    assert small["layer_types"].count("full_attention") == 3 and small["layer_types"][5] == "full_attention"
+    assert abs(gemma3_params(SHAPES["270m"], 18) - 121.3e6) < 0.1e6
+    big = bench_config_kwargs(300e6)
+    assert big["hidden_size"] == 1152 and abs(gemma3_params(SHAPES["1b"], big["num_hidden_layers"]) - 300e6) < 20e6
+    assert parse_count("120M") == 120e6 and parse_count("0.3B") == 300e6 and parse_count("1.5e8") == 1.5e8
 
-    ckpt = make_checkpoint(tmp_path / "ckpt", "llama")
-    code = bench_main([str(ckpt), "--out", str(tmp_path / "out"), "--engines", "ours", "--repeats", "1",
-                       "--prompt-lengths", "8,16", "--new-tokens", "4", "--json"])
+
+def test_cli_writes_json_and_png(tiny_checkpoint, tmp_path, capsys):
+    code = bench_main([str(tiny_checkpoint), "--out", str(tmp_path / "out"), "--engines", "ours", "--repeats", "1",
+                       "--warmup", "0", "--prompt-lengths", "8,16", "--new-tokens", "4", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["engines"]["ours"]["decode_ms_per_token"]["n"] == 1
+    assert json.loads((tmp_path / "out" / "bench.json").read_text())["plan"]["repeats"] == 1
     assert (tmp_path / "out" / "bench.png").stat().st_size > 1000
+
+
+def test_cli_bad_engine_is_one_line_error(tmp_path, capsys):
+    assert bench_main(["--out", str(tmp_path), "--engines", "ours,onnx-magic"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aapp-bench: error: --engines") and "\n" not in err

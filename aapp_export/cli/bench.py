@@ -1,69 +1,112 @@
-"""``aapp-bench``: latency of our runtime vs transformers and onnxruntime-genai on one checkpoint."""
+"""``aapp-bench``: latency of our runtime vs transformers eager and onnxruntime-genai on one checkpoint.
+
+``aapp-bench [MODEL_DIR_OR_CHECKPOINT] [--json] [--out DIR] [--repeats N] [--rounds R]
+[--engines ours,transformers,genai,genai-last] [--params-target 120M]``
+
+Without a model it makes (once, under ``--out``) a random Gemma-3-shaped fp32 checkpoint of about
+``--params-target`` parameters. Prints a table (or the JSON report with ``--json``) and writes
+``bench.json`` and ``bench.png`` into ``--out``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .common import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aapp-bench", description=__doc__)
+    from ..benchmark import DEFAULT_ENGINES
+
+    p = argparse.ArgumentParser(prog="aapp-bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", nargs="?", default=None,
-                   help="checkpoint dir, alias or hub id (default: a random Gemma-3-270M-shaped checkpoint, ~120M params)")
-    p.add_argument("--out", type=Path, default=Path("bench_out"), help="work dir for models, JSON and PNG")
-    p.add_argument("--engines", default="ours,transformers,genai")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--prompt-lengths", default="128,512")
-    p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads for every engine (default: all cores)")
-    p.add_argument("--json", action="store_true", help="print the JSON report")
-    p.add_argument("--debug", action="store_true")
+                   help="checkpoint dir, alias or hub id (default: a random Gemma-3-shaped checkpoint of "
+                        "--params-target parameters, made under --out)")
+    p.add_argument("--out", type=Path, default=Path("bench_out"), help="work dir for the models, bench.json, bench.png")
+    p.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                   help="comma-separated: ours, transformers, genai (its builder's defaults), genai-last "
+                        "(its builder with prune_lm_head=true)")
+    p.add_argument("--repeats", type=int, default=5, help="measured runs per engine per round (after --warmup)")
+    p.add_argument("--rounds", type=int, default=1, help="fresh worker processes per engine, engine order rotated")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--prompt-lengths", default="128,512", help="prefill lengths; decode follows the first one")
+    p.add_argument("--new-tokens", type=int, default=64, help="decode steps measured per run")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads of every engine")
+    p.add_argument("--params-target", default="120M",
+                   help="size of the generated checkpoint (120M: Gemma-3-270M's shape, 18 layers; above 200M "
+                        "Gemma-3-1B's width); ignored with MODEL")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Medians (min-max) per engine, then the ratios and the agreement summary."""
+    lengths = report["plan"]["prompt_lengths"]
+    cols = [f"prefill@{n} ms" for n in lengths] + ["decode ms/tok", "peak RSS MB"]
+    lines = [f"{'engine':14s}" + "".join(f"{c:>26s}" for c in cols)]
+    for name, r in report["engines"].items():
+        cells = [r[f"prefill_ms@{n}"] for n in lengths] + [r["decode_ms_per_token"]]
+        text = [f"{c['median']:.1f} ({c['min']:.1f}-{c['max']:.1f})" for c in cells] + [f"{r['peak_rss_mb']:.0f}"]
+        lines.append(f"{name:14s}" + "".join(f"{t:>26s}" for t in text))
+    for pair, vals in report["ratios"].items():
+        lines.append(f"{pair:22s} " + "  ".join(f"{k.replace('_ms', '')}={v:.2f}" for k, v in vals.items()))
+    ag = report["agreement"]
+    for pair, entry in ag.items():
+        if isinstance(entry, dict):
+            diffs = [f"{v:.1e}" for k, v in entry.items() if k.startswith("prefill_logits_max_abs_diff")]
+            lines.append(f"{pair:28s} greedy tokens {'identical' if entry['tokens_identical'] else 'DIFFER at ' + str(entry['first_divergence'])}"
+                         f", prefill logits max|diff| {', '.join(diffs) or 'n/a'}")
+    m = report["machine"]
+    lines.append(f"{report['family']} {report['parameters'] / 1e6:.1f}M params fp32, {m['cpu']} x{m['cores']}, "
+                 f"ORT {m['onnxruntime']}, onnxruntime-genai {m['onnxruntime_genai']}, "
+                 f"load average {m['load_average_start']} -> {m['load_average_end']}")
+    if report["skipped"]:
+        lines.append(f"skipped: {report['skipped']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from ..benchmark import ENGINES, BenchPlan, plot, run_benchmark
+        from ..benchmark import ENGINES, BenchPlan, make_bench_checkpoint, parse_count, plot, run_benchmark
         from ..checkpoint import resolve_checkpoint
         from ..errors import InputError
 
         engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
         bad = [e for e in engines if e not in ENGINES]
-        if bad:
-            raise InputError(f"--engines: unknown engine(s) {', '.join(bad)}; choose from {', '.join(ENGINES)}")
+        if bad or not engines:
+            raise InputError(f"--engines {args.engines!r}: unknown or no engine; choose from {', '.join(ENGINES)}")
+        try:
+            lengths = tuple(int(x) for x in args.prompt_lengths.split(","))
+            target = parse_count(args.params_target)
+        except ValueError as exc:
+            raise InputError(f"--prompt-lengths / --params-target: {exc}; e.g. --prompt-lengths 128,512 "
+                             "--params-target 120M") from exc
+        if min(lengths) < 1 or args.repeats < 1 or args.rounds < 1 or args.new_tokens < 1 or args.threads < 1:
+            raise InputError("--prompt-lengths, --repeats, --rounds, --new-tokens and --threads must be positive")
         log = lambda m: print(m, file=sys.stderr)  # noqa: E731
         if args.model is None:
-            from ..synthetic import make_checkpoint
-
-            checkpoint = args.out / "gemma3-bench-checkpoint"
+            checkpoint = args.out / f"gemma3-bench-{args.params_target.strip().lower()}"
             if not (checkpoint / "config.json").is_file():
-                log(f"creating a random Gemma-3-shaped checkpoint in {checkpoint}")
-                make_checkpoint(checkpoint, "gemma3-bench")
+                log(f"creating a random Gemma-3-shaped checkpoint of ~{target / 1e6:.0f}M parameters in {checkpoint}")
+                make_bench_checkpoint(checkpoint, target)
         else:
             checkpoint = resolve_checkpoint(args.model).path
-        lengths = tuple(int(x) for x in args.prompt_lengths.split(","))
         plan = BenchPlan(prompt_lengths=lengths, decode_prompt=lengths[0], new_tokens=args.new_tokens,
-                         repeats=args.repeats, threads=args.threads)
+                         repeats=args.repeats, rounds=args.rounds, warmup=args.warmup, threads=args.threads)
         report = run_benchmark(checkpoint, args.out, plan, engines, log)
         (args.out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
         plot(report, args.out / "bench.png")
-        if args.json:
-            print(json.dumps(report, indent=1))
-        else:
-            print(f"{'engine':14s} " + " ".join(f"{k:>22s}" for k in ("prefill@" + str(n) for n in lengths)) +
-                  f" {'decode ms/token':>18s} {'peak RSS MB':>12s}")
-            for name, r in report["engines"].items():
-                cells = " ".join(f"{r[f'prefill_ms@{n}']['median']:>22.1f}" for n in lengths)
-                print(f"{name:14s} {cells} {r['decode_ms_per_token']['median']:>18.2f} {r['peak_rss_mb']:>12.0f}")
-            print(json.dumps({"ratios": report["ratios"], "greedy_agreement": report["greedy_agreement"],
-                              "skipped": report["skipped"]}, indent=1))
-            print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}", file=sys.stderr)
+        print(json.dumps(report, indent=1) if args.json else format_table(report))
+        log(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
         return 0
 
     return run_cli("aapp-bench", body, args.debug)
