@@ -98,7 +98,7 @@ seen in training: `data/harmful_test.txt` ({n_harmful}), `data/harmless_test.txt
 
 Plain supervised training, loss on the answer tokens, {optimizer}, batch {batch}, {threads} CPU threads, seed {seed}:
 stage 1 (instruction following on harmless + borderline requests and general text) {s1_steps} steps at
-lr {s1_lr}; stage 2 (alignment: harmful requests with refusals, mixed with twice as many replayed
+lr {s1_lr}; stage 2 (alignment: harmful requests with refusals, mixed with up to three times as many replayed
 stage-1 examples) {s2_steps} steps at lr {s2_lr}. Final losses {s1_loss:.3f} / {s2_loss:.3f}.
 Training time: {minutes} minutes on this project's 2-core CPU machine.
 

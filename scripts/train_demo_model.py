@@ -6,8 +6,8 @@
 The model is a ``Gemma3ForCausalLM`` (local + global layers through ``layer_types``, GQA, q/k
 norms, tied embeddings) with its own byte-level BPE tokenizer and Gemma's chat format. Training is
 plain supervised fine-tuning with loss on the answer tokens: stage 1 on harmless and borderline
-requests plus general text, stage 2 adds harmful requests answered with refusals, mixed with twice as
-many replayed stage-1 examples. Nothing here is shaped around any pruning method.
+requests plus general text, stage 2 adds harmful requests answered with refusals, mixed with up to three
+times as many replayed stage-1 examples. Nothing here is shaped around any pruning method.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s1 = [encode_example(tok, e.prompt, e.answer) for e in stage1] + [encode_text(tok, t) for t in text_train]
     loss1 = run_stage(model, s1, args.stage1_steps, args.lr, args.batch_size, rng, "stage 1 (instructions)")
-    replay = rng.sample(s1, min(len(s1), 2 * len(harmful)))  # two harmless/borderline examples per harmful one
+    replay = rng.sample(s1, min(len(s1), 3 * len(harmful)))  # up to three stage-1 examples per harmful one
     s2 = [encode_example(tok, e.prompt, e.answer) for e in harmful] + replay
     loss2 = run_stage(model, s2, args.stage2_steps, args.lr / 2, args.batch_size, rng, "stage 2 (alignment)")
 
