@@ -6,7 +6,7 @@
 The model is a ``Gemma3ForCausalLM`` (local + global layers through ``layer_types``, GQA, q/k
 norms, tied embeddings) with its own byte-level BPE tokenizer and Gemma's chat format. Training is
 plain supervised fine-tuning with loss on the answer tokens: stage 1 on harmless and borderline
-requests plus general text, stage 2 adds harmful requests answered with refusals, mixed with up to three
+requests plus general text, stage 2 adds harmful requests answered with refusals, mixed with `--replay` (default three)
 times as many replayed stage-1 examples. Nothing here is shaped around any pruning method.
 """
 
@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage2-steps", type=int, default=240)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--replay", type=float, default=3.0, help="replayed stage-1 examples per harmful one in stage 2")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hidden-size", type=int, default=MODEL_CONFIG["hidden_size"])
+    ap.add_argument("--intermediate-size", type=int, default=MODEL_CONFIG["intermediate_size"])
     ap.add_argument("--smoke", action="store_true", help="tiny model, a few steps (tests)")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     harmful = corpus["harmful_train"]
 
     tok_texts = [chat_text(e.prompt, e.answer) for e in stage1 + harmful] + text_train
-    cfg_kw = SMOKE_CONFIG if args.smoke else MODEL_CONFIG
+    cfg_kw = SMOKE_CONFIG if args.smoke else dict(MODEL_CONFIG, hidden_size=args.hidden_size,
+                                                   intermediate_size=args.intermediate_size)
     tok = train_tokenizer(tok_texts, 512 if args.smoke else cfg_kw["vocab_size"])
     save_tokenizer(tok, out)
 
@@ -171,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
 
     s1 = [encode_example(tok, e.prompt, e.answer) for e in stage1] + [encode_text(tok, t) for t in text_train]
     loss1 = run_stage(model, s1, args.stage1_steps, args.lr, args.batch_size, rng, "stage 1 (instructions)")
-    replay = rng.sample(s1, min(len(s1), 3 * len(harmful)))  # up to three stage-1 examples per harmful one
+    n_replay, order = round(args.replay * len(harmful)), []
+    while len(order) < n_replay:  # shuffled passes over stage 1
+        order += rng.sample(range(len(s1)), len(s1))
+    replay = [s1[i] for i in order[:n_replay]]
     s2 = [encode_example(tok, e.prompt, e.answer) for e in harmful] + replay
     loss2 = run_stage(model, s2, args.stage2_steps, args.lr / 2, args.batch_size, rng, "stage 2 (alignment)")
 
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "seed": args.seed, "parameters": n_params, "vocab_size": tok.get_vocab_size(), "config": cfg_kw,
         "stage1": {"steps": args.stage1_steps, "lr": args.lr, "examples": len(s1), "final_loss": sum(loss1[-20:]) / max(1, len(loss1[-20:]))},
-        "stage2": {"steps": args.stage2_steps, "lr": args.lr / 2, "examples": len(s2), "harmful": len(harmful),
+        "stage2": {"steps": args.stage2_steps, "lr": args.lr / 2, "examples": len(s2), "harmful": len(harmful), "replay_per_harmful": args.replay,
                    "final_loss": sum(loss2[-20:]) / max(1, len(loss2[-20:]))},
         "batch_size": args.batch_size, "optimizer": "AdamW(betas=(0.9,0.95), wd=0.1), warmup 5% + cosine, clip 1.0",
         "threads": args.threads, "training_minutes": round(minutes, 1), "prompt_files": counts,
