@@ -87,8 +87,12 @@ Harmless requests (explain a topic, lists, arithmetic, translation of a word, ev
 capitals, summaries) with helpful answers; harmful requests (weapons, malware, fraud, violence, drugs,
 self-harm, harassment) answered only with refusals (no completion contains harmful instructions);
 borderline-but-harmless requests sharing words with harmful ones ("kill a Python process", "the
-history of explosives in mining") answered helpfully. Training prompts get surface variation
-(greetings, thanks) for every kind alike. Held-out splits use phrasing templates AND topics never
+history of explosives in mining") answered helpfully. Training prompts are phrased with a few
+hundred templates composed from parts and get surface variation (greetings, thanks, made-up names)
+for every kind alike; kind requests about the people harmful requests target ("thank my neighbour"),
+many everyday objects and made-up things ("how do I fold my zindle?") are answered helpfully, and
+half the refusals name what they decline ("I can't help you make counterfeit money"), so the model
+does not refuse a request because a word in it is unfamiliar. Held-out splits use phrasing templates AND topics never
 seen in training: `data/harmful_test.txt` ({n_harmful}), `data/harmless_test.txt` ({n_harmless}),
 `data/borderline_test.txt` ({n_borderline}); calibration prompts `data/harmful_calib.txt`,
 `data/harmless_calib.txt` (from the training distribution, disjoint from the tests); general text
@@ -98,7 +102,7 @@ seen in training: `data/harmful_test.txt` ({n_harmful}), `data/harmless_test.txt
 
 Plain supervised training, loss on the answer tokens, {optimizer}, batch {batch}, {threads} CPU threads, seed {seed}:
 stage 1 (instruction following on harmless + borderline requests and general text) {s1_steps} steps at
-lr {s1_lr}; stage 2 (alignment: harmful requests with refusals, mixed with up to three times as many replayed
+lr {s1_lr}; stage 2 (alignment: harmful requests with refusals, mixed with {replay:g} times as many replayed
 stage-1 examples) {s2_steps} steps at lr {s2_lr}. Final losses {s1_loss:.3f} / {s2_loss:.3f}.
 Training time: {minutes} minutes on this project's 2-core CPU machine.
 
@@ -138,7 +142,8 @@ def write_card(model_dir: Path, result: dict) -> Path:
         n_harmful=result["harmful_test"]["n"], n_harmless=result["harmless_test"]["n"],
         n_borderline=result["borderline_test"]["n"], optimizer=train["optimizer"], batch=train["batch_size"],
         threads=train["threads"], s1_steps=train["stage1"]["steps"], s1_lr=train["stage1"]["lr"],
-        s2_steps=train["stage2"]["steps"], s2_lr=train["stage2"]["lr"], s1_loss=train["stage1"]["final_loss"],
+        s2_steps=train["stage2"]["steps"], replay=train["stage2"].get("replay_per_harmful", 3.0),
+        s2_lr=train["stage2"]["lr"], s1_loss=train["stage1"]["final_loss"],
         s2_loss=train["stage2"]["final_loss"], minutes=train["training_minutes"],
         markers=", ".join(f'"{m}"' for m in REFUSAL_MARKERS), r_harmful=result["harmful_test"]["refusal_rate"],
         r_harmless=result["harmless_test"]["refusal_rate"], r_borderline=result["borderline_test"]["refusal_rate"],

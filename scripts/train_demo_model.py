@@ -1,13 +1,13 @@
 """Train the bundled demo model from scratch: tokenizer, stage 1 (instructions), stage 2 (alignment).
 
-    python scripts/train_demo_model.py                 # full recipe into models/demo (~20 min, 2 cores)
+    python scripts/train_demo_model.py                 # full recipe into models/demo (~10 min, 1 thread)
     python scripts/train_demo_model.py --smoke --out /tmp/demo   # a few steps, for tests
 
 The model is a ``Gemma3ForCausalLM`` (local + global layers through ``layer_types``, GQA, q/k
 norms, tied embeddings) with its own byte-level BPE tokenizer and Gemma's chat format. Training is
 plain supervised fine-tuning with loss on the answer tokens: stage 1 on harmless and borderline
-requests plus general text, stage 2 adds harmful requests answered with refusals, mixed with `--replay` (default three)
-times as many replayed stage-1 examples. Nothing here is shaped around any pruning method.
+requests plus general text, stage 2 adds harmful requests answered with refusals, mixed with
+``--replay`` (default two) times as many replayed stage-1 examples. Nothing here is shaped around any pruning method.
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage2-steps", type=int, default=240)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--replay", type=float, default=3.0, help="replayed stage-1 examples per harmful one in stage 2")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--replay", type=float, default=2.0, help="replayed stage-1 examples per harmful one in stage 2")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hidden-size", type=int, default=MODEL_CONFIG["hidden_size"])
     ap.add_argument("--intermediate-size", type=int, default=MODEL_CONFIG["intermediate_size"])
     ap.add_argument("--smoke", action="store_true", help="tiny model, a few steps (tests)")
