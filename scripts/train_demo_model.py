@@ -25,7 +25,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_corpus import build_corpus, general_text, write_prompt_files  # noqa: E402
+from demo_corpus import build_corpus, general_text, knowledge_text, write_prompt_files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hidden-size", type=int, default=MODEL_CONFIG["hidden_size"])
     ap.add_argument("--intermediate-size", type=int, default=MODEL_CONFIG["intermediate_size"])
+    ap.add_argument("--knowledge", action="store_true",
+                    help="mix plain-text facts about every corpus topic, held-out instruction topics included, into "
+                         "stage 1 (knowledge_text); off for the bundled model, whose test topics stay unseen")
     ap.add_argument("--smoke", action="store_true", help="tiny model, a few steps (tests)")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -157,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = write_prompt_files(out / "data", seed=args.seed)
     corpus = build_corpus(args.seed)
     text_train, _ = general_text(args.seed)
+    if args.knowledge:
+        text_train = text_train + knowledge_text(args.seed)
     stage1 = corpus["harmless_train"] + corpus["borderline_train"]
     harmful = corpus["harmful_train"]
 

@@ -73,3 +73,21 @@ def test_exported_demo_gives_the_same_greedy_answers(demo, tmp_path):
         ref = [t for t in ref if t not in session.eos_ids][:len(ref)]
         got = session.generate(prompt, max_new_tokens=32)
         assert got.tokens == ref[:len(got.tokens)] and len(got.tokens) == len(ref)
+
+
+def test_ablating_the_protected_set_lowers_refusal_more_than_random_sets():
+    """Causal check on the demo model, measured on held-out harmful prompts: zeroing the 20% of
+    prunable units the refusal-direction scorer ranks highest lowers refusal by ~12 points more than
+    zeroing random sets of the same size per layer (5 seeds). At the default 5% budget, and on the
+    calibration prompts (refused with high confidence), there is no gap on this model: see the README."""
+    from aapp_export.calibration import load_model, read_lines
+    from aapp_export.circuits import causal_check, collect_activations, protected_units, score_refusal_direction
+
+    model, tok = load_model(DEMO)
+    harm = collect_activations(model, tok, read_lines(DEMO / "data" / "harmful_calib.txt"))
+    safe = collect_activations(model, tok, read_lines(DEMO / "data" / "harmless_calib.txt"))
+    heads, channels = score_refusal_direction(model, harm, safe)
+    check = causal_check(model, tok, read_lines(DEMO / "data" / "harmful_test.txt")[:48],
+                         protected_units(heads, 0.2), protected_units(channels, 0.2))
+    assert check["random_ablated_refusal_mean"] >= 0.85  # random sets of that size barely matter
+    assert check["protected_ablated_refusal"] <= check["random_ablated_refusal_mean"] - 0.08
