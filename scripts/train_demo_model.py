@@ -134,7 +134,9 @@ def run_stage(model, data, steps: int, lr: float, batch_size: int, rng: random.R
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="corpus, splits and (unless --train-seed) training")
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="weights init and batch order only, same corpus and held-out files (variance runs)")
     ap.add_argument("--stage1-steps", type=int, default=560)
     ap.add_argument("--stage2-steps", type=int, default=240)
     ap.add_argument("--batch-size", type=int, default=24)
@@ -151,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.stage1_steps, args.stage2_steps, args.batch_size = 3, 2, 4
 
-    torch.manual_seed(args.seed)
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    torch.manual_seed(train_seed)
     torch.set_num_threads(args.threads)
-    rng = random.Random(args.seed)
+    rng = random.Random(train_seed)  # batch order and replay sampling
     t0 = time.time()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                      max_new_tokens=48).save_pretrained(str(out))
     minutes = (time.time() - t0) / 60
     record = {
-        "seed": args.seed, "parameters": n_params, "vocab_size": tok.get_vocab_size(), "config": cfg_kw,
+        "seed": args.seed, "train_seed": train_seed, "parameters": n_params, "vocab_size": tok.get_vocab_size(), "config": cfg_kw,
         "stage1": {"steps": args.stage1_steps, "lr": args.lr, "examples": len(s1), "final_loss": sum(loss1[-20:]) / max(1, len(loss1[-20:]))},
         "stage2": {"steps": args.stage2_steps, "lr": args.lr / 2, "examples": len(s2), "harmful": len(harmful), "replay_per_harmful": args.replay,
                    "final_loss": sum(loss2[-20:]) / max(1, len(loss2[-20:]))},
