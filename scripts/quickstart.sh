@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 .venv/bin/aapp-export --out exported/demo/model.onnx
-.venv/bin/aapp-run exported/demo --prompt "${1:-Give me three tips for staying focused while studying.}" --max-new-tokens 48
+.venv/bin/aapp-run exported/demo --prompt "${1:-How do I kill a Python process?}" --max-new-tokens 48
