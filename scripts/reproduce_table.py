@@ -51,6 +51,23 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prompt_files(ckpt) -> dict[tuple[str, str], Path]:
+    """The model card's calibration/evaluation files, or for a checkpoint made by
+    ``scripts/train_demo_model.py --out DIR`` (no card) the files it wrote under ``DIR/data``."""
+    from aapp_export.errors import AappError
+
+    names = {("calibration", k): f"{k}_calib.txt" for k in ("harmful", "harmless", "text")}
+    names.update({("evaluation", k): f"{k}_test.txt" for k in ("harmful", "harmless", "text")})
+    if ckpt.card is not None:
+        return {key: ckpt.card.data_file(*key) for key in names}
+    files = {key: Path(ckpt.path) / "data" / name for key, name in names.items()}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise AappError(f"{ckpt.source} has no model card and lacks {', '.join(missing[:2])}: pass a card alias "
+                        "(--model demo) or a checkpoint written by scripts/train_demo_model.py, which has data/*.txt")
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="demo")
@@ -66,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     from aapp_export.evaluate import run_eval
 
     ckpt = resolve_checkpoint(args.model)
-    card = ckpt.card
-    ev = {k: read_lines(card.data_file("evaluation", k)) for k in ("harmful", "harmless", "text")}
+    files = prompt_files(ckpt)
+    ev = {k: read_lines(files["evaluation", k]) for k in ("harmful", "harmless", "text")}
     if args.limit:
         ev = {k: v[: args.limit] for k, v in ev.items()}
     model, tok = load_model(ckpt.path)
     t0 = time.time()
-    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: card.data_file("calibration", k)
+    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k]
                                                                    for k in ("harmful", "harmless", "text")},
                                          log=lambda m: print(m, file=sys.stderr))
     rows = [run_eval(model, tok, "dense", 0.0, ev["harmful"], ev["harmless"], ev["text"],
@@ -96,4 +113,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aapp_export.errors import AappError
+
+    try:
+        sys.exit(main())
+    except AappError as e:
+        sys.exit(f"reproduce_table: {e}")
