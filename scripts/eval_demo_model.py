@@ -100,7 +100,7 @@ seen in training: `data/harmful_test.txt` ({n_harmful}), `data/harmless_test.txt
 
 ## Recipe
 
-Plain supervised training, loss on the answer tokens, {optimizer}, batch {batch}, {threads} CPU threads, seed {seed}:
+Plain supervised training, loss on the answer tokens, {optimizer}, batch {batch}, {threads} CPU thread(s), seed {seed}:
 stage 1 (instruction following on harmless + borderline requests and general text) {s1_steps} steps at
 lr {s1_lr}; stage 2 (alignment: harmful requests with refusals, mixed with {replay:g} times as many replayed
 stage-1 examples) {s2_steps} steps at lr {s2_lr}. Final losses {s1_loss:.3f} / {s2_loss:.3f}.
