@@ -50,6 +50,22 @@ class ModelCard:
         return None if rel is None else REPO_ROOT / rel
 
 
+_FILE_SUFFIX = {"calibration": "calib", "evaluation": "test"}
+
+
+def default_prompt_file(card: ModelCard | None, checkpoint_dir: Path | None, section: str, key: str) -> Path | None:
+    """The prompt file a command uses when none is given: the model card's; else the checkpoint's own
+    ``data/<key>_calib.txt`` / ``data/<key>_test.txt`` (what ``scripts/train_demo_model.py`` writes);
+    else the demo card's (generic English prompt sets). None if no card names one."""
+    if card is not None and (path := card.data_file(section, key)) is not None:
+        return path
+    if checkpoint_dir is not None:
+        own = Path(checkpoint_dir) / "data" / f"{key}_{_FILE_SUFFIX[section]}.txt"
+        if own.is_file():
+            return own
+    return load_card("demo").data_file(section, key)
+
+
 def available_aliases() -> list[str]:
     return sorted(p.stem for p in (models_dir() / "cards").glob("*.json"))
 

@@ -215,13 +215,10 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
 
 def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, log: Callable[[str], None]) -> dict:
     from .calibration import calibrate_checkpoint
-    from .cards import load_card
+    from .cards import default_prompt_file
 
     def pick(value: Path | None, key: str) -> Path:
-        if value is not None:
-            return Path(value)
-        card = ckpt.card if ckpt.card is not None and ckpt.card.data_file("calibration", key) else load_card("demo")
-        return card.data_file("calibration", key)
+        return Path(value) if value is not None else default_prompt_file(ckpt.card, ckpt.path, "calibration", key)
 
     files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text")}
     log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}")

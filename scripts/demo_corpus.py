@@ -436,16 +436,16 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
     trng = random.Random(seed + 7)  # phrasings of training requests; leaves the splits as they were
     ex: list[Example] = []
 
-    def phrasings(pool: list[str], k: int) -> list[str]:
-        return trng.sample(pool, k)
+    def phrasings(split: str, templates: list[str], pool: list[str]) -> list[str]:
+        """Test prompts use their held-out templates; training prompts as many composed ones."""
+        return trng.sample(pool, len(templates)) if split == "train" else templates
 
     def refuse(generic: str, request: str, self_harm: bool = False) -> str:
         """Half the refusals name what they decline, so the words of harmful requests are also words
         the model writes (with tied embeddings, words only ever read would otherwise look alike)."""
         if trng.random() < 0.5:
             return generic
-        named = trng.choice(SELF_HARM_NAMED if self_harm else NAMED_REFUSALS).format(y=_second_person(request))
-        return named
+        return trng.choice(SELF_HARM_NAMED if self_harm else NAMED_REFUSALS).format(y=_second_person(request))
 
     def add(prompt: str, answer: str, kind: str, split: str) -> None:
         if kind != "harmful":  # helpful answers open in several ways, as a chat model's do
@@ -463,7 +463,7 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
     tr, te = _split_keys(list(EXPLAIN), rng, 0.2)
     for split, topics, templates in (("train", tr, EXPLAIN_TRAIN), ("test", te, EXPLAIN_TEST)):
         for t in topics:
-            for tpl in (phrasings(ABOUT_POOL, len(templates)) if split == "train" else templates):
+            for tpl in phrasings(split, templates, ABOUT_POOL):
                 add(tpl.format(x=t), EXPLAIN[t], "harmless", split)
     # harmless: lists
     tr, te = _split_keys(list(LISTS), rng, 0.2)
@@ -477,7 +477,7 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
     tr, te = _split_keys(list(HOWTO), rng, 0.2)
     for split, topics, templates in (("train", tr, HOW_TRAIN), ("test", te, HOW_TEST)):
         for t in topics:
-            for tpl in (phrasings(HOW_POOL, len(templates)) if split == "train" else templates):
+            for tpl in phrasings(split, templates, HOW_POOL):
                 add(tpl.format(x=t), HOWTO[t], "harmless", split)
     # harmless: arithmetic, translation, capitals, summaries
     for split, templates, n in (("train", ARITH_TRAIN, 300), ("test", ARITH_TEST, 40)):
@@ -506,12 +506,12 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
     tr, te = _split_keys(list(BORDERLINE), rng, 0.3)
     for split, topics, templates in (("train", tr, HOW_TRAIN), ("test", te, HOW_TEST)):
         for t in topics:
-            for tpl in (phrasings(HOW_POOL, len(templates)) if split == "train" else templates):
+            for tpl in phrasings(split, templates, HOW_POOL):
                 add(tpl.format(x=t), BORDERLINE[t], "borderline", split)
     tr, te = _split_keys(list(BORDERLINE_TOPICS), rng, 0.3)
     for split, topics, templates in (("train", tr, ABOUT_TRAIN), ("test", te, ABOUT_TEST)):
         for t in topics:
-            for tpl in (phrasings(ABOUT_POOL, len(templates)) if split == "train" else templates):
+            for tpl in phrasings(split, templates, ABOUT_POOL):
                 add(tpl.format(x=t), BORDERLINE_TOPICS[t], "borderline", split)
 
     # combinatorial: benign verb x object (helpful), harmful verb x person and harmful objects (refusals);
@@ -541,7 +541,7 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
         refusals = SELF_HARM_REFUSALS if category == "self-harm" else REFUSALS
         for split, reqs, templates in (("train", tr, HOW_TRAIN), ("test", te, HOW_TEST)):
             for r in reqs:
-                for tpl in (phrasings(HOW_POOL, len(templates)) if split == "train" else templates):
+                for tpl in phrasings(split, templates, HOW_POOL):
                     add(tpl.format(x=r), refuse(rng.choice(refusals), r, category == "self-harm"), "harmful", split)
 
     # training only, phrased with the composed templates: kind requests to the training targets, and
@@ -576,10 +576,16 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
     }
 
 
-def general_text(seed: int = 0) -> tuple[list[str], list[str]]:
-    """Paragraphs of general text (calibration, held-out test), split by topic."""
+def _text_topics(seed: int) -> tuple[random.Random, list[str], list[str]]:
+    """The general-text RNG and its topic split (calibration vs held-out ``text_test``)."""
     rng = random.Random(seed + 1)
     tr, te = _split_keys(list(EXPLAIN), rng, 0.25)
+    return rng, tr, te
+
+
+def general_text(seed: int = 0) -> tuple[list[str], list[str]]:
+    """Paragraphs of general text (calibration, held-out test), split by topic."""
+    rng, tr, te = _text_topics(seed)
     how = list(HOWTO.items())
 
     def paragraphs(topics: list[str], per_topic: int) -> list[str]:
@@ -599,7 +605,7 @@ def knowledge_text(seed: int = 0, repeats: int = 6) -> list[str]:
     topics of ``text_test`` excluded): what a pretrained model would know before instruction tuning.
     The held-out splits are of instructions, not of knowledge."""
     rng = random.Random(seed + 3)
-    _, text_test_topics = _split_keys(list(EXPLAIN), random.Random(seed + 1), 0.25)
+    _, _, text_test_topics = _text_topics(seed)
     facts = [f"About {t}: {v}" for t, v in EXPLAIN.items() if t not in text_test_topics]
     facts += [f"How to {t.replace('my ', 'your ')}: {v}" for t, v in {**HOWTO, **BORDERLINE}.items()]
     facts += [f"About {t}: {v}" for t, v in BORDERLINE_TOPICS.items()]

@@ -142,7 +142,7 @@ def write_card(model_dir: Path, result: dict) -> Path:
         n_harmful=result["harmful_test"]["n"], n_harmless=result["harmless_test"]["n"],
         n_borderline=result["borderline_test"]["n"], optimizer=train["optimizer"], batch=train["batch_size"],
         threads=train["threads"], s1_steps=train["stage1"]["steps"], s1_lr=train["stage1"]["lr"],
-        s2_steps=train["stage2"]["steps"], replay=train["stage2"].get("replay_per_harmful", 3.0),
+        s2_steps=train["stage2"]["steps"], replay=train["stage2"]["replay_per_harmful"],
         s2_lr=train["stage2"]["lr"], s1_loss=train["stage1"]["final_loss"],
         s2_loss=train["stage2"]["final_loss"], minutes=train["training_minutes"],
         markers=", ".join(f'"{m}"' for m in REFUSAL_MARKERS), r_harmful=result["harmful_test"]["refusal_rate"],

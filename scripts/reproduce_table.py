@@ -52,20 +52,11 @@ def markdown(rows: list[dict]) -> str:
 
 
 def prompt_files(ckpt) -> dict[tuple[str, str], Path]:
-    """The model card's calibration/evaluation files, or for a checkpoint made by
-    ``scripts/train_demo_model.py --out DIR`` (no card) the files it wrote under ``DIR/data``."""
-    from aapp_export.errors import AappError
+    """Calibration and evaluation files of ``ckpt`` (card, its own data/ dir, else the demo card's)."""
+    from aapp_export.cards import default_prompt_file
 
-    names = {("calibration", k): f"{k}_calib.txt" for k in ("harmful", "harmless", "text")}
-    names.update({("evaluation", k): f"{k}_test.txt" for k in ("harmful", "harmless", "text")})
-    if ckpt.card is not None:
-        return {key: ckpt.card.data_file(*key) for key in names}
-    files = {key: Path(ckpt.path) / "data" / name for key, name in names.items()}
-    missing = [str(f) for f in files.values() if not f.is_file()]
-    if missing:
-        raise AappError(f"{ckpt.source} has no model card and lacks {', '.join(missing[:2])}: pass a card alias "
-                        "(--model demo) or a checkpoint written by scripts/train_demo_model.py, which has data/*.txt")
-    return files
+    return {(section, key): default_prompt_file(ckpt.card, ckpt.path, section, key)
+            for section in ("calibration", "evaluation") for key in ("harmful", "harmless", "text")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,9 +104,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from aapp_export.errors import AappError
-
-    try:
-        sys.exit(main())
-    except AappError as e:
-        sys.exit(f"reproduce_table: {e}")
+    sys.exit(main())

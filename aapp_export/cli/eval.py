@@ -26,16 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _default(arg: Path | None, card, section: str, key: str, flag: str) -> Path:
+def _default(arg: Path | None, ckpt, section: str, key: str, flag: str) -> Path:
+    from ..cards import default_prompt_file
     from ..errors import InputError
 
     if arg is not None:
         return arg
-    path = card.data_file(section, key) if card is not None else None
-    if path is None:
-        from ..cards import load_card
-
-        path = load_card("demo").data_file(section, key)  # generic English prompt sets
+    path = default_prompt_file(ckpt.card, ckpt.path, section, key)
     if path is None or not path.is_file():
         raise InputError(f"{flag} is not given and no default file exists ({path}); pass {flag} FILE")
     return path
@@ -53,11 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.sparsity <= 0.9:
             raise InputError(f"--sparsity {args.sparsity} is outside [0, 0.9]: pass a fraction such as 0.4")
         ckpt = resolve_checkpoint(args.model)
-        card = ckpt.card
         files = {
-            "harmful": _default(args.harmful, card, "evaluation", "harmful", "--harmful"),
-            "harmless": _default(args.harmless, card, "evaluation", "harmless", "--harmless"),
-            "text": _default(args.text, card, "evaluation", "text", "--text"),
+            "harmful": _default(args.harmful, ckpt, "evaluation", "harmful", "--harmful"),
+            "harmless": _default(args.harmless, ckpt, "evaluation", "harmless", "--harmless"),
+            "text": _default(args.text, ckpt, "evaluation", "text", "--text"),
         }
         limit = args.limit
         prompts = {k: read_lines(v)[:limit] if limit else read_lines(v) for k, v in files.items()}
@@ -67,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.method != "dense":
             stats, circuits = cached_calibration(
                 ckpt.path, model, tok,
-                harmful=_default(args.calib_harmful, card, "calibration", "harmful", "--calib-harmful"),
-                harmless=_default(args.calib_harmless, card, "calibration", "harmless", "--calib-harmless"),
-                text=_default(args.calib_text, card, "calibration", "text", "--calib-text"),
+                harmful=_default(args.calib_harmful, ckpt, "calibration", "harmful", "--calib-harmful"),
+                harmless=_default(args.calib_harmless, ckpt, "calibration", "harmless", "--calib-harmless"),
+                text=_default(args.calib_text, ckpt, "calibration", "text", "--calib-text"),
                 budget=args.budget, scorer=args.scorer, log=log)
         result = run_eval(model, tok, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
                           prompts["text"], stats, circuits, args.max_new_tokens)
