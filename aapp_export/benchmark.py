@@ -48,13 +48,16 @@ import numpy as np
 
 from .errors import AappError
 
-ENGINES = ("ours", "transformers", "genai", "genai-last")
+ENGINES = ("ours", "ours-onnx", "transformers", "genai", "genai-last")
 DEFAULT_ENGINES = ENGINES
 REFERENCE = "transformers"
 GENAI_MIN_CAPACITY = 1024  # genai sizes its KV buffers by max_length; keep them past the sliding window
 GENAI_BUILD_OPTIONS: dict[str, dict[str, str]] = {"genai": {}, "genai-last": {"prune_lm_head": "true"}}
+OURS_ATTENTION = {"ours": "gqa", "ours-onnx": "onnx"}  # our engines: the attention kernel of each export
 ENGINE_NOTES = {
-    "ours": "aapp_export.export.export_model (fp32, last-position logits) + aapp_runtime.Session(provider='cpu')",
+    "ours": "aapp_export.export.export_model (fp32, last-position logits, GroupQueryAttention) + "
+            "aapp_runtime.Session(provider='cpu')",
+    "ours-onnx": "the same export with --attention onnx (the standard opset-23 Attention op)",
     "transformers": "AutoModelForCausalLM eager fp32, DynamicCache, logits_to_keep=1 at prefill",
     "genai": "onnxruntime-genai builder -p fp32 -e cpu (defaults: logits for every prompt position) + og.Generator",
     "genai-last": "onnxruntime-genai builder -p fp32 -e cpu, extra option prune_lm_head=true + og.Generator",
@@ -333,7 +336,7 @@ def _vocab(model_dir: Path) -> int:
 
 
 def open_engine(engine: str, path: Path, threads: int) -> Engine:
-    if engine == "ours":
+    if engine in OURS_ATTENTION:
         return _ours(path, threads)
     if engine == "transformers":
         return _transformers(path, threads)
@@ -414,21 +417,21 @@ def _cached(out: Path, key: str, marker: str) -> bool:
     return (out / marker).is_file() and (out / ".bench-key").is_file() and (out / ".bench-key").read_text() == key
 
 
-def build_ours(checkpoint: Path, out: Path, log: Log) -> Path:
-    """Export ``checkpoint`` with our exporter (reused while the checkpoint and the exporter's source
-    are unchanged)."""
+def build_ours(checkpoint: Path, out: Path, log: Log, attention: str = "gqa") -> Path:
+    """Export ``checkpoint`` with our exporter and ``attention`` kernel (reused while the checkpoint and
+    the exporter's source are unchanged)."""
     import shutil
 
-    from .export import export_model
+    from .export import ExportOptions, export_model
 
     src = Path(__file__).parent
     code = [(str(p.relative_to(src)), hashlib.sha256(p.read_bytes()).hexdigest())
             for p in sorted([*src.glob("graph/*.py"), src / "export.py", src / "families.py"])]
-    key = _fingerprint(_checkpoint_key(checkpoint), code)
+    key = _fingerprint(_checkpoint_key(checkpoint), code, attention)
     if _cached(out, key, "aapp.json"):
         return out
     shutil.rmtree(out, ignore_errors=True)
-    export_model(str(checkpoint), out / "model.onnx", log=log)
+    export_model(str(checkpoint), out / "model.onnx", ExportOptions(attention=attention), log=log)
     (out / ".bench-key").write_text(key)
     return out
 
@@ -527,8 +530,8 @@ def run_benchmark(checkpoint: Path, work: Path, plan: BenchPlan, engines: tuple[
     graphs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for engine in engines:
-        if engine == "ours":
-            paths[engine] = build_ours(checkpoint, work / "ours", log)
+        if engine in OURS_ATTENTION:
+            paths[engine] = build_ours(checkpoint, work / engine, log, OURS_ATTENTION[engine])
             graphs[engine] = graph_stats(paths[engine] / "model.onnx")
         elif engine == "transformers":
             paths[engine] = checkpoint
@@ -616,7 +619,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
     engines = list(report["engines"])
     metrics = [f"prefill_ms@{n}" for n in report["plan"]["prompt_lengths"]] + ["decode_ms_per_token"]
-    colours = {"ours": "#2a7", "transformers": "#888", "genai": "#37c", "genai-last": "#69e"}
+    colours = {"ours": "#2a7", "ours-onnx": "#7c9", "transformers": "#888", "genai": "#37c", "genai-last": "#69e"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
     for ax, metric in zip(np.atleast_1d(axes), metrics):
         med = [report["engines"][e][metric]["median"] for e in engines]

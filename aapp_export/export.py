@@ -45,6 +45,7 @@ class CalibrationOptions:
 class ExportOptions:
     dtype: str = "fp32"
     last_logits_only: bool = True
+    attention: str = "gqa"  # "gqa" (com.microsoft.GroupQueryAttention) or "onnx" (standard Attention op)
     allow_pickle: bool = False
     check: bool = True
     calibration: CalibrationOptions | None = None  # None: no calibration (the CLI calibrates by default)
@@ -151,6 +152,7 @@ def _manifest_body(spec: ModelSpec, ckpt: ResolvedCheckpoint, opts: ExportOption
             "data_file": graph_file + ".data",
             "opset": OPSET,
             "last_logits_only": opts.last_logits_only,
+            "attention": opts.attention,
             "input_ids": INPUT_IDS,
             "attention_mask": ATTENTION_MASK,
             "position_ids": POSITION_IDS,
@@ -190,7 +192,8 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     tmp.mkdir()
     try:
         graph_path = tmp / graph_file
-        proto = build_decoder(spec, reader, graph_path, DecoderOptions(options.dtype, options.last_logits_only),
+        proto = build_decoder(spec, reader, graph_path, DecoderOptions(options.dtype, options.last_logits_only,
+                                                                        options.attention),
                               metadata={"aapp.family": spec.family, "aapp.source": ckpt.source})
         onnx.save(proto, str(graph_path))
         if options.check:

@@ -19,7 +19,8 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def exports(checkpoints, tmp_path_factory) -> dict[str, Path]:
-    """Each family exported twice: last-position logits (the default) and all-position logits."""
+    """Each family exported three times: last-position logits (the default, GroupQueryAttention),
+    all-position logits, and all-position logits with the standard ONNX Attention op."""
     from aapp_export.export import ExportOptions, export_model
 
     root = tmp_path_factory.mktemp("export")
@@ -28,4 +29,6 @@ def exports(checkpoints, tmp_path_factory) -> dict[str, Path]:
         out[fam] = export_model(str(ckpt), root / fam / "model.onnx", log=lambda m: None)
         out[f"{fam}-all"] = export_model(str(ckpt), root / f"{fam}-all" / "model.onnx",
                                          ExportOptions(last_logits_only=False), log=lambda m: None)
+        out[f"{fam}-onnx"] = export_model(str(ckpt), root / f"{fam}-onnx" / "model.onnx",
+                                          ExportOptions(last_logits_only=False, attention="onnx"), log=lambda m: None)
     return out

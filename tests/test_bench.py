@@ -14,7 +14,7 @@ from aapp_export.cli.bench import main as bench_main
 
 TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=16)
-ENGINES = ("ours", "transformers") + (("genai-last",) if genai_available() else ())
+ENGINES = ("ours", "ours-onnx", "transformers") + (("genai-last",) if genai_available() else ())
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def test_report_has_medians_spread_rss_and_machine(report):
     assert m["cores"] >= 1 and len(m["load_average_start"]) == 3 and m["onnxruntime"] and m["provider"]
     assert set(report["ratios"]["ours/transformers"]) == {"prefill_ms@12", "prefill_ms@40", "decode_ms_per_token",
                                                           "peak_rss"}
-    assert report["graphs"]["ours"]["nodes"] > 0 and "Attention" in report["graphs"]["ours"]["op_types"]
+    assert report["graphs"]["ours"]["nodes"] > 0 and "com.microsoft.GroupQueryAttention" in report["graphs"]["ours"]["op_types"]
+    assert "Attention" in report["graphs"]["ours-onnx"]["op_types"]
     assert report["shape"]["layer_types"] == "LLLG"
     if not genai_available():
         assert "genai" in report["skipped"] or "genai" not in ENGINES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -28,16 +29,46 @@ def _feeds(session: ort.InferenceSession, ids: np.ndarray, past: dict | None, st
     return feeds
 
 
+KERNELS = {"gqa": "all", "onnx": "onnx"}  # attention kernel -> export key suffix (all-position logits)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_prefill_logits_match_transformers_past_sliding_window(family, checkpoints, exports):
+def test_prefill_logits_match_transformers_past_sliding_window(family, kernel, checkpoints, exports):
     ids = torch.randint(5, 384, (2, 45), generator=torch.Generator().manual_seed(1))  # window is 16
     with torch.no_grad():
         ref = _hf(checkpoints[family])(ids).logits.numpy()
-    sess = ort.InferenceSession(str(exports[f"{family}-all"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    model_dir = exports[f"{family}-{KERNELS[kernel]}"]
+    sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(model_dir / "model.onnx"), load_external_data=False).graph.node}
+    assert ("GroupQueryAttention" if kernel == "gqa" else "Attention") in ops
     got = sess.run(["logits"], _feeds(sess, ids.numpy(), None, 0))[0]
     assert got.shape == ref.shape
     assert np.abs(ref).max() > 1.0  # logits span real values, so the tolerance means something
     assert np.abs(got - ref).max() <= TOL
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("family", ["gemma3", "qwen2"])
+def test_left_padded_batch_matches_transformers(family, kernel, checkpoints, exports):
+    """Padding lives in the additive mask for both kernels: a left-padded row gives the logits of the
+    same prompt alone (compared with transformers on the real tokens, positions counted from 0)."""
+    ids = torch.randint(5, 384, (2, 30), generator=torch.Generator().manual_seed(5))
+    pad = 7
+    ids[1, :pad] = 0
+    mask = np.ones((2, 30), np.int64)
+    mask[1, :pad] = 0
+    positions = np.stack([np.arange(30), np.clip(np.arange(30) - pad, 0, None)])
+    sess = ort.InferenceSession(str(exports[f"{family}-{KERNELS[kernel]}"] / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    feeds = _feeds(sess, ids.numpy(), None, 0) | {"attention_mask": mask, "position_ids": positions}
+    got = sess.run(["logits"], feeds)[0]
+    with torch.no_grad():
+        hf = _hf(checkpoints[family])
+        full = hf(ids[:1]).logits[0].numpy()
+        short = hf(ids[1:, pad:]).logits[0].numpy()
+    assert np.abs(got[0] - full).max() <= TOL
+    assert np.abs(got[1, pad:] - short).max() <= TOL
 
 
 @pytest.mark.parametrize("family", FAMILIES)

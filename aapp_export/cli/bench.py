@@ -1,7 +1,7 @@
 """``aapp-bench``: latency of our runtime vs transformers eager and onnxruntime-genai on one checkpoint.
 
 ``aapp-bench [MODEL_DIR_OR_CHECKPOINT] [--json] [--out DIR] [--repeats N] [--rounds R]
-[--engines ours,transformers,genai,genai-last] [--params-target 120M]``
+[--engines ours,ours-onnx,transformers,genai,genai-last] [--params-target 120M]``
 
 Without a model it makes (once, under ``--out``) a random Gemma-3-shaped fp32 checkpoint of about
 ``--params-target`` parameters. Prints a table (or the JSON report with ``--json``) and writes

@@ -16,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: demo, the bundled model)")
     p.add_argument("--out", required=True, help="output graph path DIR/model.onnx (or DIR); DIR becomes the model dir")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--attention", choices=["gqa", "onnx"], default="gqa",
+                   help="attention kernel: gqa = ONNX Runtime's GroupQueryAttention (fastest on CPU; fp32/fp16 on "
+                        "CPU, fp16/bf16 on CUDA), onnx = the standard opset-23 Attention op (any ONNX backend)")
     p.add_argument("--all-logits", action="store_true", help="output logits for every position, not only the last")
     p.add_argument("--allow-pickle", action="store_true", help="accept .bin (pickle) checkpoints you trust")
     p.add_argument("--no-check", action="store_true", help="skip onnx.checker")
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
         calibration = None if args.no_calibrate else CalibrationOptions(
             args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer)
-        opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits,
+        opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
                              allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration)
         export_model(args.model, args.out, opts, log=lambda m: print(m, file=sys.stderr))
         return 0

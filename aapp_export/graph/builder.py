@@ -126,7 +126,9 @@ class GraphBuilder:
             self._file.close()
             self._file = None
         graph = helper.make_graph(self.nodes, graph_name, self.inputs, self.outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="aapp-export")
+        domains = sorted({n.domain for n in self.nodes if n.domain})  # com.microsoft contrib ops: version 1
+        opsets = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, 1) for d in domains]
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="aapp-export")
         model.ir_version = 10
         for key, value in (metadata or {}).items():
             entry = model.metadata_props.add()

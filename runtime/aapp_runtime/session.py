@@ -73,6 +73,9 @@ class Session:
         m = self.manifest
         self.ort_session, choice = open_session(m.model_path, provider, threads)
         self.provider, self.provider_reason = choice.name, choice.reason
+        if self.provider == "cuda" and m.dtype == "fp32" and m.graph.get("attention") == "gqa":
+            self.provider_reason += ("; GroupQueryAttention has no fp32 CUDA kernel, so ONNX Runtime places those "
+                                     "nodes on CPU: export with --dtype fp16 (or --attention onnx) for CUDA")
         self.device = "cuda" if self.provider == "cuda" else "cpu"
         tok = m.data.get("tokenizer", {})
         self.codec = TextCodec(m.directory, tok.get("file", "tokenizer.json"), tok.get("chat_template"),
