@@ -1,8 +1,15 @@
-"""Decode-step attention with a concatenated KV cache vs a preallocated buffer, on ONNX Runtime.
+"""Decode steps with a concatenated KV cache vs a preallocated buffer, on ONNX Runtime.
 
+    python scripts/bench_kv_cache.py --model bench_out/ours [--contexts 128,1024,3000] [--rounds 4]
     python scripts/bench_kv_cache.py [--layers 18] [--past 128] [--buffers 256,1024,4096] [--repeats 60]
 
-Two graphs of ``--layers`` attention ops for one decode token (shape of the bench model: 4 query
+With ``--model`` (a model dir exported with ``--attention gqa``, e.g. ``aapp-bench``'s
+``bench_out/ours``): ``aapp_runtime.Session`` decoding with ``kv_cache="buffer"`` (one preallocated
+buffer per layer, GroupQueryAttention appends in place) vs ``kv_cache="concat"``, for prompts of
+each ``--contexts`` length, 32 new tokens, the two alternating per round; median of the rounds'
+median ms per step.
+
+Without it, the op-level comparison for the standard ``Attention`` op: two graphs of ``--layers`` attention ops for one decode token (shape of the bench model: 4 query
 heads, 1 KV head, head_dim 256):
 
 - ``concat``: opset-23 ``Attention`` with ``past_key``/``past_value``; ORT concatenates the cache
@@ -102,14 +109,44 @@ def _stats(times: list[float]) -> dict[str, float]:
     return {"median_ms": round(statistics.median(ms), 3), "min_ms": round(min(ms), 3), "max_ms": round(max(ms), 3)}
 
 
+def session_steps(model_dir: str, contexts: list[int], rounds: int, threads: int, new_tokens: int = 32) -> list[dict]:
+    """Median decode ms per step of the runtime with each KV layout, side by side."""
+    from aapp_runtime import Session
+
+    sessions = {k: Session(model_dir, provider="cpu", threads=threads, kv_cache=k) for k in ("buffer", "concat")}
+    vocab = int(sessions["buffer"].manifest.dims["vocab_size"])
+    rows = []
+    for context in contexts:
+        ids = [int(t) for t in np.random.RandomState(context).randint(10, vocab, context)]
+        per_round: dict[str, list[float]] = {k: [] for k in sessions}
+        for _ in range(rounds + 1):
+            for name, session in sessions.items():
+                r = session.generate(ids, max_new_tokens=new_tokens + 1, ignore_eos=True)
+                per_round[name].append(statistics.median(r.decode_ms) / 1e3)
+        row = {"context": context, **{k: _stats(v[1:]) for k, v in per_round.items()}}  # round 0: warm-up
+        row["ratio_buffer_vs_concat"] = round(row["buffer"]["median_ms"] / row["concat"]["median_ms"], 2)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="model dir exported with --attention gqa: compare the runtime's KV layouts")
+    ap.add_argument("--contexts", default="128,1024,3000", help="prompt lengths (with --model)")
+    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds (with --model)")
     ap.add_argument("--layers", type=int, default=18)
     ap.add_argument("--past", type=int, default=128, help="tokens already in the cache")
     ap.add_argument("--buffers", default="256,1024,4096", help="preallocated buffer lengths to try")
     ap.add_argument("--repeats", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    machine = {"threads": args.threads, "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider",
+               "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "load_average": list(os.getloadavg())}
+    if args.model:
+        rows = session_steps(args.model, [int(c) for c in args.contexts.split(",")], args.rounds, args.threads)
+        print(json.dumps({"model": args.model, **machine, "results": rows}, indent=1))
+        return 0
     rng = np.random.RandomState(0)
     report = {"layers": args.layers, "past": args.past, "q_heads": Q_HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM,
               "threads": args.threads, "onnxruntime": ort.__version__, "machine": platform.processor() or platform.machine(),

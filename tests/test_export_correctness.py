@@ -107,3 +107,26 @@ def test_session_logits_match_transformers(family, checkpoints, exports):
         ref = _hf(checkpoints[family])(ids).logits[0, -1].numpy()
     got = Session(exports[family], provider="cpu").logits(ids[0].tolist())
     assert np.abs(got - ref).max() <= TOL
+
+
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_kv_buffer_and_concat_caches_agree(family, exports):
+    """The preallocated in-place KV buffer (GroupQueryAttention graphs) and the concatenated cache give
+    the same greedy tokens and step logits, past the sliding window (16)."""
+    ids = torch.randint(5, 384, (30,), generator=torch.Generator().manual_seed(6)).tolist()
+    buffered = Session(exports[family], provider="cpu")
+    concat = Session(exports[family], provider="cpu", kv_cache="concat")
+    assert buffered.kv_cache == "buffer" and concat.kv_cache == "concat"
+    a = buffered.generate(ids, max_new_tokens=24, ignore_eos=True)
+    b = concat.generate(ids, max_new_tokens=24, ignore_eos=True)
+    assert a.tokens == b.tokens and len(a.tokens) == 24
+    longer = ids + a.tokens[:20]  # prefill logits after the generated tokens agree too
+    assert np.abs(buffered.logits(longer) - concat.logits(longer)).max() <= TOL
+
+
+def test_kv_buffer_needs_a_gqa_graph(exports):
+    from aapp_runtime.errors import InputError
+
+    assert Session(exports["qwen2-onnx"], provider="cpu").kv_cache == "concat"
+    with pytest.raises(InputError, match="--attention gqa"):
+        Session(exports["qwen2-onnx"], provider="cpu", kv_cache="buffer")

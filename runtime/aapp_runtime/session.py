@@ -1,9 +1,16 @@
 """``Session``: load an exported model dir and generate text on ONNX Runtime.
 
 Generation is a prefill of the whole prompt followed by one-token decode steps. The KV cache never
-leaves the device: ``present.*`` outputs are bound with IOBinding and fed back as the next step's
-``past_key_values.*`` as ``OrtValue``s (on CUDA they stay in GPU memory; only the last-position
-logits are copied to the host).
+leaves the device (IOBinding of ``OrtValue``s; on CUDA it stays in GPU memory and only the
+last-position logits are copied to the host), in one of two layouts:
+
+- ``"buffer"`` (graphs exported with ``--attention gqa``, the default): one buffer per layer and
+  kind of ``[1, kv, capacity, head_dim]``, allocated once per generation (capacity = prompt + new
+  tokens) and bound as both ``past_key_values.*`` and ``present.*``; GroupQueryAttention writes the
+  new keys and values in place and attends over the valid length only, so a step costs no copy of
+  the cache;
+- ``"concat"`` (any graph): ``present.*`` of one step, ``[1, kv, T, head_dim]``, are fed back as the
+  next step's ``past_key_values.*``; the attention op copies the cache into a longer one each step.
 """
 
 from __future__ import annotations
@@ -60,15 +67,64 @@ class _Stream:
         self.text = ""
 
 
+class _ConcatCache:
+    """``present.*`` of one step become the ``past_key_values.*`` of the next (a new binding per step)."""
+
+    def __init__(self, session: "Session") -> None:
+        self.s = session
+        self.past = [(self._empty(h), self._empty(h)) for h in session.kv_heads]
+        self.logits_index = 0
+
+    def _empty(self, kv_heads: int) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.zeros((1, kv_heads, 0, self.s.head_dim), self.s._np_dtype),
+                                                self.s.device, 0)
+
+    def binding(self) -> ort.IOBinding:
+        b = self.s.ort_session.io_binding()
+        for (pk, pv), (vk, vv), (ok, ov) in zip(self.s._past_names, self.past, self.s._present_names):
+            b.bind_ortvalue_input(pk, vk)
+            b.bind_ortvalue_input(pv, vv)
+            b.bind_output(ok, self.s.device)
+            b.bind_output(ov, self.s.device)
+        return b
+
+    def update(self, outs: list[ort.OrtValue]) -> None:
+        self.past = [(outs[2 * i], outs[2 * i + 1]) for i in range(len(self.past))]
+        self.logits_index = 2 * len(self.past)
+
+
+class _BufferCache:
+    """One ``[1, kv, capacity, head_dim]`` buffer per layer and kind, bound once as both the past input
+    and the present output: GroupQueryAttention appends in place (its shared-buffer mode)."""
+
+    def __init__(self, session: "Session", capacity: int) -> None:
+        s = session
+        self._binding = s.ort_session.io_binding()
+        for (pk, pv), (ok, ov), h in zip(s._past_names, s._present_names, s.kv_heads):
+            for past, present in ((pk, ok), (pv, ov)):
+                buf = ort.OrtValue.ortvalue_from_shape_and_type([1, h, capacity, s.head_dim], s._np_dtype,
+                                                                 s.device, 0)
+                self._binding.bind_ortvalue_input(past, buf)
+                self._binding.bind_ortvalue_output(present, buf)
+        self.logits_index = 2 * len(s.kv_heads)
+
+    def binding(self) -> ort.IOBinding:
+        return self._binding
+
+    def update(self, outs: list[ort.OrtValue]) -> None:
+        pass  # written in place
+
+
 class Session:
     """An exported model on one execution provider.
 
     ``provider``: "auto" (CUDA when usable, else CPU; ``provider_reason`` says why), "cuda" (error
-    when CUDA is unusable) or "cpu".
+    when CUDA is unusable) or "cpu". ``kv_cache``: "auto" (a preallocated in-place buffer when the
+    graph's attention supports it, else concatenation), "buffer" or "concat" (module docstring).
     """
 
     def __init__(self, model_dir: str | Path, provider: str = "auto", *, threads: int | None = None,
-                 verify: str = "fast") -> None:
+                 verify: str = "fast", kv_cache: str = "auto") -> None:
         self.manifest = Manifest.load(model_dir, verify=verify)
         m = self.manifest
         self.ort_session, choice = open_session(m.model_path, provider, threads)
@@ -90,7 +146,14 @@ class Session:
         self._past_names = [(g["past_key"].format(i=i), g["past_value"].format(i=i)) for i in range(self.num_layers)]
         self._present_names = [(g["present_key"].format(i=i), g["present_value"].format(i=i))
                                for i in range(self.num_layers)]
-        self._outputs = [o.name for o in self.ort_session.get_outputs()]
+        self._logits_name = g["logits"]
+        in_place = g.get("attention") == "gqa"  # GroupQueryAttention updates a shared past/present buffer
+        if kv_cache not in ("auto", "buffer", "concat"):
+            raise InputError(f"kv_cache={kv_cache!r} is not one of auto, buffer, concat")
+        if kv_cache == "buffer" and not in_place:
+            raise InputError(f"kv_cache='buffer' needs a graph exported with --attention gqa; {m.directory} uses "
+                             f"{g.get('attention', 'onnx')!r} attention: pass kv_cache='concat' or re-export")
+        self.kv_cache = ("buffer" if in_place else "concat") if kv_cache == "auto" else kv_cache
 
     # -- inputs ---------------------------------------------------------------------------------
     def tokenize(self, prompt: Prompt, chat: bool | None = None) -> list[int]:
@@ -120,33 +183,28 @@ class Session:
         return ids
 
     # -- one graph run ------------------------------------------------------------------------------
-    def _empty_past(self, kv_heads: int) -> ort.OrtValue:
-        return ort.OrtValue.ortvalue_from_numpy(np.zeros((1, kv_heads, 0, self.head_dim), self._np_dtype), self.device, 0)
+    def _new_cache(self, capacity: int) -> "_ConcatCache | _BufferCache":
+        if self.kv_cache == "buffer":
+            return _BufferCache(self, capacity)
+        return _ConcatCache(self)
 
-    def _run(self, ids: list[int], start: int, past: list[tuple[ort.OrtValue, ort.OrtValue]]
-             ) -> tuple[np.ndarray, list[tuple[ort.OrtValue, ort.OrtValue]]]:
-        """Run ``ids`` at positions ``start..``; returns last-position logits [V] and the new KV."""
+    def _run(self, ids: list[int], start: int, cache: "_ConcatCache | _BufferCache") -> np.ndarray:
+        """Run ``ids`` at positions ``start..`` through ``cache``; returns last-position logits [V]."""
         n = len(ids)
-        b = self.ort_session.io_binding()
+        b = cache.binding()
         b.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
         b.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
         b.bind_cpu_input("position_ids", np.arange(start, start + n, dtype=np.int64)[None, :])
-        for (pk, pv), (vk, vv) in zip(self._past_names, past):
-            b.bind_ortvalue_input(pk, vk)
-            b.bind_ortvalue_input(pv, vv)
-        for name in self._outputs:
-            b.bind_output(name, self.device)
+        b.bind_output(self._logits_name, self.device)
         self.ort_session.run_with_iobinding(b)
-        outs = dict(zip(self._outputs, b.get_outputs()))
-        logits = outs[self.manifest.graph["logits"]].numpy()[0, -1]
-        present = [(outs[k], outs[v]) for k, v in self._present_names]
-        return logits.astype(np.float32, copy=False), present
+        outs = b.get_outputs()
+        cache.update(outs)
+        return outs[cache.logits_index].numpy()[0, -1].astype(np.float32, copy=False)
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Last-position logits [vocab] of a prefill over ``token_ids`` (for checks)."""
         ids = self.tokenize(list(token_ids))
-        logits, _ = self._run(ids, 0, [(self._empty_past(h), self._empty_past(h)) for h in self.kv_heads])
-        return logits
+        return self._run(ids, 0, self._new_cache(len(ids)))
 
     # -- generation ------------------------------------------------------------------------------
     def _generate(self, ids: list[int], state: _Stream, max_new_tokens: int, sampler: Sampler,
@@ -154,12 +212,12 @@ class Session:
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens={max_new_tokens} is negative")
         max_new_tokens = min(max_new_tokens, self.context_length - len(ids))
-        past = [(self._empty_past(h), self._empty_past(h)) for h in self.kv_heads]
+        cache = self._new_cache(len(ids) + max_new_tokens)
         emitted = ""
         pos, step_ids = 0, ids
         for step in range(max_new_tokens):
             t0 = time.perf_counter()
-            logits, past = self._run(step_ids, pos, past)
+            logits = self._run(step_ids, pos, cache)
             token = sampler(logits)
             elapsed = (time.perf_counter() - t0) * 1000
             if step == 0:
