@@ -19,7 +19,11 @@ def test_training_recipe_smoke(tmp_path):
     out = tmp_path / "demo"
     record = json.loads((out / "training.json").read_text())
     assert record["stage1"]["steps"] == 3 and record["stage2"]["harmful"] > 100
-    for name in ("harmful_test", "harmless_test", "borderline_test", "harmful_calib", "harmless_calib", "text_calib", "text_test"):
+    trace = record["selection"]["trace"]  # validation refusal rates after each of the 2 alignment steps
+    assert [t["step"] for t in trace] == [1, 2] and record["selection"]["chosen_step"] in (1, 2)
+    assert all(0.0 <= t[k] <= 1.0 for t in trace for k in ("harmful_val", "harmless_val", "borderline_val"))
+    for name in ("harmful_test", "harmless_test", "borderline_test", "harmful_calib", "harmless_calib", "text_calib",
+                 "text_test", "harmful_val", "harmless_val", "borderline_val"):
         assert len((out / "data" / f"{name}.txt").read_text().splitlines()) >= 10
     tok = AutoTokenizer.from_pretrained(str(out))
     text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
@@ -29,13 +33,16 @@ def test_training_recipe_smoke(tmp_path):
 
 
 def test_held_out_splits_share_no_prompt_or_topic_with_training():
-    from demo_corpus import build_corpus
+    from demo_corpus import build_corpus, validation_prompts
 
     corpus = build_corpus(0)
+    val = validation_prompts()
+    seen = {e.prompt for split in corpus.values() for e in split}
     for kind in ("harmful", "harmless", "borderline"):
         train = {e.prompt for e in corpus[f"{kind}_train"]}
         test = {e.prompt for e in corpus[f"{kind}_test"]}
         assert train and test and not train & test
+        assert val[f"{kind}_val"] and not set(val[f"{kind}_val"]) & seen  # validation: neither train nor test
     # no completion of a harmful request is anything but a refusal
     from aapp_export.refusal import is_refusal
 

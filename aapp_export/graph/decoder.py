@@ -7,13 +7,16 @@ Graph I/O (batch ``B``, new tokens ``S``, cached tokens ``P``, ``T = P + S``):
 - outputs: ``logits [B,S,V]`` (or ``[B,1,V]`` with ``last_logits_only``),
   ``present.{i}.key|value [B,kv_i,T,head_dim]``
 
-Attention is one of two kernels (``DecoderOptions.attention``), with the same inputs, outputs and
-masking (the additive mask carries padding, causality and the sliding window either way):
+Attention is one of two kernels (``DecoderOptions.attention``) with the same inputs and outputs:
 
-- ``"gqa"``: ONNX Runtime's ``com.microsoft.GroupQueryAttention`` (CPU: fp32/fp16; CUDA: fp16/bf16),
-  the kernel onnxruntime-genai uses -- faster on CPU than the standard op (measured, README);
-- ``"onnx"``: the standard ``Attention`` op (opset 23), which takes head counts from tensor shapes
-  and runs on any ONNX backend.
+- ``"gqa"``: ONNX Runtime's ``com.microsoft.GroupQueryAttention`` (CPU: fp32/fp16; CUDA:
+  fp16/bf16), the kernel onnxruntime-genai uses, without an attention bias so CUDA can take its
+  flash paths. The kernel masks causally and by ``local_window_size`` itself and reads each row's
+  length from ``attention_mask`` (``seqlens_k = sum - 1``): batches are right-padded. Because it
+  appends new keys and values at that length, a past/present pair bound to one preallocated buffer
+  is updated in place (the runtime's KV buffer). Faster on CPU than the standard op (README).
+- ``"onnx"``: the standard ``Attention`` op (opset 23) with an additive mask built from
+  ``attention_mask`` (any padding, left included); runs on any ONNX backend.
 
 ``LayerUnits`` selects, per layer, which query heads and MLP channels are built: every unit stays
 separately addressable for the pruned graphs, and both kernels take each layer's head count.
@@ -118,14 +121,23 @@ class DecoderGraph:
                 b.add_input(past_name(i, kind), b.onnx_dtype, ["batch", layer.num_kv_heads, "past_sequence", s.head_dim])
 
     def _masks(self) -> dict[int | None, str]:
-        """Additive attention masks [B,1,S,T], one per distinct sliding window (None = full)."""
+        """Additive attention masks [B,1,S,T], one per distinct sliding window (None = full), for the
+        standard op; for GroupQueryAttention its per-row lengths instead (no masks)."""
         b = self.b
         b.scope = "mask/"
         zero, one = b.ints("zero", [0]), b.ints("one", [1])
         total = b.op("Gather", [b.op("Shape", [ATTENTION_MASK]), one], name="total")  # [1]
+        scalar = lambda t: b.op("Squeeze", [t, zero], name="scalar")  # noqa: E731
+        masks: dict[int | None, str] = {}
+        if self.opt.attention == "gqa":
+            valid = b.op("ReduceSum", [ATTENTION_MASK, one], keepdims=0, name="valid_length")  # [B]
+            self.gqa_seqlens = b.op("Cast", [b.op("Sub", [valid, one], name="last_valid")], to=TensorProto.INT32,
+                                    name="seqlens_k")
+            self.gqa_total = b.op("Cast", [scalar(total)], to=TensorProto.INT32, name="total_i32")  # scalar
+            b.scope = ""
+            return masks
         seq = b.op("Gather", [b.op("Shape", [INPUT_IDS]), one], name="seq")
         past = b.op("Sub", [total, seq], name="past")
-        scalar = lambda t: b.op("Squeeze", [t, zero], name="scalar")  # noqa: E731
         q_idx = b.op("Range", [scalar(past), scalar(total), scalar(one)], name="q_idx")  # [S]
         k_idx = b.op("Range", [scalar(zero), scalar(total), scalar(one)], name="k_idx")  # [T]
         q_col = b.op("Unsqueeze", [q_idx, one], name="q_col")  # [S,1]
@@ -134,7 +146,6 @@ class DecoderGraph:
         valid = b.op("Cast", [b.op("Unsqueeze", [ATTENTION_MASK, b.ints("axes12", [1, 2])], name="valid_4d")],
                      to=TensorProto.BOOL, name="valid")  # [B,1,1,T]
         zero_f, neg_f = b.scalar("zero_f", 0.0), b.scalar("neg_f", self.neg)
-        masks: dict[int | None, str] = {}
         for window in sorted({l.sliding_window for l in self.spec.layers}, key=lambda w: (w is not None, w or 0)):
             allowed = causal
             if window is not None:
@@ -143,11 +154,6 @@ class DecoderGraph:
                                name=f"causal_w{window}")
             allowed = b.op("And", [valid, allowed], name=f"allowed_w{window}")  # [B,1,S,T]
             masks[window] = b.op("Where", [allowed, zero_f, neg_f], name=f"additive_w{window}")
-        if self.opt.attention == "gqa":  # every row spans all T keys; the additive mask holds padding
-            batch = b.op("Gather", [b.op("Shape", [INPUT_IDS], name="ids_shape"), zero], name="batch")
-            last = b.op("Cast", [b.op("Sub", [total, one], name="last_index")], to=TensorProto.INT32, name="last_i32")
-            self.gqa_seqlens = b.op("Expand", [last, batch], name="seqlens_k")  # [B] int32, T - 1
-            self.gqa_total = b.op("Cast", [scalar(total)], to=TensorProto.INT32, name="total_i32")  # scalar
         b.scope = ""
         return masks
 
@@ -180,7 +186,7 @@ class DecoderGraph:
         return tables
 
     # -- blocks ---------------------------------------------------------------------------------
-    def attention(self, x: str, layer: LayerSpec, units: LayerUnits, mask: str, rope: tuple[str, str]) -> str:
+    def attention(self, x: str, layer: LayerSpec, units: LayerUnits, mask: str | None, rope: tuple[str, str]) -> str:
         """One fused q|k|v MatMul, per-head q/k norm (Gemma), RoPE, ``Attention`` on [B,S,heads*D]."""
         b, s, i = self.b, self.spec, layer.index
         d = s.head_dim
@@ -207,10 +213,10 @@ class DecoderGraph:
         past = [past_name(i, "key"), past_name(i, "value")]
         softcap = {"softcap": float(s.attn_logit_softcapping)} if s.attn_logit_softcapping else {}
         if self.opt.attention == "gqa":
+            window = {"local_window_size": layer.sliding_window} if layer.sliding_window else {}
             y, present_k, present_v = b.op(
-                "GroupQueryAttention", [q, k, v, *past, self.gqa_seqlens, self.gqa_total, "", "", "", mask],
-                n_out=3, name="attention", domain="com.microsoft", num_heads=n_q, kv_num_heads=n_kv,
-                scale=s.attention_scale, **softcap)
+                "GroupQueryAttention", [q, k, v, *past, self.gqa_seqlens, self.gqa_total], n_out=3, name="attention",
+                domain="com.microsoft", num_heads=n_q, kv_num_heads=n_kv, scale=s.attention_scale, **softcap, **window)
         else:
             y, present_k, present_v = b.op("Attention", [q, k, v, mask, *past], n_out=3, name="attention",
                                            scale=s.attention_scale, q_num_heads=n_q, kv_num_heads=n_kv, **softcap)
@@ -236,7 +242,7 @@ class DecoderGraph:
         lt = lambda part: s.layer_tensor(i, part)  # noqa: E731
         units = self.units[i]
         h = self.rms_norm(x, lt("input_layernorm.weight"), "input_layernorm")
-        a = self.attention(h, layer, units, masks[layer.sliding_window], ropes[i])
+        a = self.attention(h, layer, units, masks.get(layer.sliding_window), ropes[i])
         if s.sandwich_norms:
             a = self.rms_norm(a, lt("post_attention_layernorm.weight"), "post_attention_layernorm")
             pre_mlp = "pre_feedforward_layernorm.weight"
