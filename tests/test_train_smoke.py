@@ -19,9 +19,6 @@ def test_training_recipe_smoke(tmp_path):
     out = tmp_path / "demo"
     record = json.loads((out / "training.json").read_text())
     assert record["stage1"]["steps"] == 3 and record["stage2"]["harmful"] > 100
-    trace = record["selection"]["trace"]  # validation refusal rates after each of the 2 alignment steps
-    assert [t["step"] for t in trace] == [1, 2] and record["selection"]["chosen_step"] in (1, 2)
-    assert all(0.0 <= t[k] <= 1.0 for t in trace for k in ("harmful_val", "harmless_val", "borderline_val"))
     for name in ("harmful_test", "harmless_test", "borderline_test", "harmful_calib", "harmless_calib", "text_calib",
                  "text_test", "harmful_val", "harmless_val", "borderline_val"):
         assert len((out / "data" / f"{name}.txt").read_text().splitlines()) >= 10
