@@ -102,10 +102,11 @@ class GraphBuilder:
 
     # -- nodes ---------------------------------------------------------------------------------
     def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, *, name: str | None = None,
-           domain: str = "", **attrs) -> str | list[str]:
-        """Add a node; returns its output name (or list of names when ``n_out > 1``)."""
+           domain: str = "", unused: Sequence[int] = (), **attrs) -> str | list[str]:
+        """Add a node; returns its output name (or list of names when ``n_out > 1``; the optional
+        outputs at positions ``unused`` are left out, named "")."""
         base = name or op_type
-        outs = [self.fresh(f"{base}_out{i}" if n_out > 1 else base) for i in range(n_out)]
+        outs = ["" if i in unused else self.fresh(f"{base}_out{i}" if n_out > 1 else base) for i in range(n_out)]
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self.fresh(f"{base}_node"),
                                            domain=domain or None, **attrs))
         return outs[0] if n_out == 1 else outs

@@ -104,6 +104,21 @@ class DecoderGraph:
         return self.b.op("RMSNormalization", [x, self.b.weight(f"{label}.weight", w)], name=label,
                          axis=-1, epsilon=self.spec.rms_norm_eps)
 
+    def add_norm(self, x: str, branch: str | None, weight_name: str, label: str) -> tuple[str, str]:
+        """``x + branch`` (the residual stream) and its RMS norm: ``(normed, residual)``. ONNX Runtime
+        graphs (``attention="gqa"``) fuse both into ``com.microsoft.SkipSimplifiedLayerNormalization``
+        as onnxruntime-genai does; standard graphs use ``Add`` and ``RMSNormalization``."""
+        if branch is None:
+            return self.rms_norm(x, weight_name, label), x
+        if self.opt.attention != "gqa":
+            x = self.b.op("Add", [x, branch], name=f"{label}_residual")
+            return self.rms_norm(x, weight_name, label), x
+        w = self.w.get(weight_name).float() + self.spec.norm_weight_offset
+        normed, _, _, residual = self.b.op("SkipSimplifiedLayerNormalization",
+                                           [branch, x, self.b.weight(f"{label}.weight", w)], n_out=4, name=label,
+                                           domain="com.microsoft", unused=(1, 2), epsilon=self.spec.rms_norm_eps)
+        return normed, residual
+
     def act(self, x: str, label: str) -> str:
         kind = self.spec.activation
         if kind == "silu":
@@ -236,25 +251,26 @@ class DecoderGraph:
         h = self.b.op("Mul", [self.act(gate, "act"), up], name="gated")
         return self.linear(h, t("down_proj.weight"), bias("down_proj"), cols=ch, label="down_proj")
 
-    def layer(self, x: str, layer: LayerSpec, masks: dict, ropes: dict) -> str:
+    def layer(self, x: str, pending: str | None, layer: LayerSpec, masks: dict, ropes: dict) -> tuple[str, str]:
+        """One decoder layer on the residual stream ``x`` (plus ``pending``, the previous layer's MLP
+        output not yet added); returns the new stream and this layer's MLP output, still pending."""
         b, s, i = self.b, self.spec, layer.index
         b.scope = f"layers.{i}/"
         lt = lambda part: s.layer_tensor(i, part)  # noqa: E731
         units = self.units[i]
-        h = self.rms_norm(x, lt("input_layernorm.weight"), "input_layernorm")
+        h, x = self.add_norm(x, pending, lt("input_layernorm.weight"), "input_layernorm")
         a = self.attention(h, layer, units, masks.get(layer.sliding_window), ropes[i])
         if s.sandwich_norms:
             a = self.rms_norm(a, lt("post_attention_layernorm.weight"), "post_attention_layernorm")
             pre_mlp = "pre_feedforward_layernorm.weight"
         else:
             pre_mlp = "post_attention_layernorm.weight"
-        x = b.op("Add", [x, a], name="attn_residual")
-        m = self.mlp(self.rms_norm(x, lt(pre_mlp), "pre_mlp_norm"), layer, units)
+        h, x = self.add_norm(x, a, lt(pre_mlp), "pre_mlp_norm")
+        m = self.mlp(h, layer, units)
         if s.sandwich_norms:
             m = self.rms_norm(m, lt("post_feedforward_layernorm.weight"), "post_feedforward_layernorm")
-        x = b.op("Add", [x, m], name="mlp_residual")
         b.scope = ""
-        return x
+        return x, m
 
     def build(self, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
         b, s = self.b, self.spec
@@ -266,12 +282,14 @@ class DecoderGraph:
         if s.embed_scale is not None:
             scale = float(torch.tensor(s.embed_scale, dtype=b.torch_dtype).float())  # rounded like transformers
             x = b.op("Mul", [x, b.scalar("embed_scale", scale)], name="embed_scaled")
+        pending = None
         for layer in tqdm(s.layers, desc="writing layers", unit="layer", disable=None):
-            x = self.layer(x, layer, masks, ropes)
+            x, pending = self.layer(x, pending, layer, masks, ropes)
         if self.opt.last_logits_only:
-            x = b.op("Slice", [x, b.ints("last_start", [-1]), b.ints("last_end", [2**62]), b.ints("seq_axis", [1])],
-                     name="last_position")
-        x = self.rms_norm(x, s.tensor("norm.weight"), "final_norm")
+            last = [b.ints("last_start", [-1]), b.ints("last_end", [2**62]), b.ints("seq_axis", [1])]
+            x = b.op("Slice", [x, *last], name="last_position")
+            pending = b.op("Slice", [pending, *last], name="last_position_mlp")
+        x, _ = self.add_norm(x, pending, s.tensor("norm.weight"), "final_norm")
         if s.tie_word_embeddings:  # one copy of the embedding, used transposed by Gemm
             flat = b.op("Reshape", [x, b.ints("flat_shape", [-1, s.hidden_size])], name="final_flat")
             logits = b.op("Gemm", [flat, embed_name], transB=1, name="lm_head")
