@@ -15,6 +15,8 @@ Attention is one of two kernels (``DecoderOptions.attention``) with the same inp
   length from ``attention_mask`` (``seqlens_k = sum - 1``): batches are right-padded. Because it
   appends new keys and values at that length, a past/present pair bound to one preallocated buffer
   is updated in place (the runtime's KV buffer). Faster on CPU than the standard op (README).
+  These ONNX Runtime graphs also fuse each residual add with the next RMS norm
+  (``com.microsoft.SkipSimplifiedLayerNormalization``).
 - ``"onnx"``: the standard ``Attention`` op (opset 23) with an additive mask built from
   ``attention_mask`` (any padding, left included); runs on any ONNX backend.
 
