@@ -126,6 +126,23 @@ def test_kv_buffer_and_concat_caches_agree(family, exports):
     assert np.abs(buffered.logits(longer) - concat.logits(longer)).max() <= TOL
 
 
+def test_kv_buffer_grows_without_changing_the_answer(exports, monkeypatch):
+    """A buffer that starts 3 tokens past the prompt and doubles four times gives the concatenated
+    cache's tokens."""
+    from aapp_runtime import session as session_module
+
+    monkeypatch.setattr(session_module._BufferCache, "KV_BLOCK", 3)
+    ids = torch.randint(5, 384, (20,), generator=torch.Generator().manual_seed(7)).tolist()
+    buffered = Session(exports["gemma3"], provider="cpu")
+    grown = buffered.generate(ids, max_new_tokens=40, ignore_eos=True)
+    ref = Session(exports["gemma3"], provider="cpu", kv_cache="concat").generate(ids, max_new_tokens=40, ignore_eos=True)
+    assert grown.tokens == ref.tokens and len(grown.tokens) == 40
+    cache = buffered._new_cache(len(ids), 40)
+    assert cache.capacity == 23
+    cache.binding(23, 1)  # one step past it: doubles, capped at prompt + max_new_tokens
+    assert cache.capacity == 46 and cache.binding(46, 1) and cache.capacity == 60
+
+
 def test_kv_buffer_needs_a_gqa_graph(exports):
     from aapp_runtime.errors import InputError
 

@@ -5,10 +5,10 @@ leaves the device (IOBinding of ``OrtValue``s; on CUDA it stays in GPU memory an
 last-position logits are copied to the host), in one of two layouts:
 
 - ``"buffer"`` (graphs exported with ``--attention gqa``, the default): one buffer per layer and
-  kind of ``[1, kv, capacity, head_dim]``, allocated once per generation (capacity = prompt + new
-  tokens) and bound as both ``past_key_values.*`` and ``present.*``; GroupQueryAttention writes the
-  new keys and values in place and attends over the valid length only, so a step costs no copy of
-  the cache;
+  kind of ``[1, kv, capacity, head_dim]`` bound as both ``past_key_values.*`` and ``present.*``;
+  GroupQueryAttention writes the new keys and values in place and attends over the valid length
+  only, so a step costs no copy of the cache. The capacity starts at the prompt + 512 tokens and
+  doubles when full (one copy), never past prompt + ``max_new_tokens``;
 - ``"concat"`` (any graph): ``present.*`` of one step, ``[1, kv, T, head_dim]``, are fed back as the
   next step's ``past_key_values.*``; the attention op copies the cache into a longer one each step.
 """
@@ -79,7 +79,7 @@ class _ConcatCache:
         return ort.OrtValue.ortvalue_from_numpy(np.zeros((1, kv_heads, 0, self.s.head_dim), self.s._np_dtype),
                                                 self.s.device, 0)
 
-    def binding(self) -> ort.IOBinding:
+    def binding(self, start: int, n: int) -> ort.IOBinding:
         b = self.s.ort_session.io_binding()
         for (pk, pv), (vk, vv), (ok, ov) in zip(self.s._past_names, self.past, self.s._present_names):
             b.bind_ortvalue_input(pk, vk)
@@ -95,20 +95,43 @@ class _ConcatCache:
 
 class _BufferCache:
     """One ``[1, kv, capacity, head_dim]`` buffer per layer and kind, bound once as both the past input
-    and the present output: GroupQueryAttention appends in place (its shared-buffer mode)."""
+    and the present output: GroupQueryAttention appends in place (its shared-buffer mode). The
+    capacity starts at the prompt plus at most ``KV_BLOCK`` new tokens and doubles (one copy of the
+    filled rows) when a step would pass it, up to ``limit``: a long ``max_new_tokens`` does not
+    reserve the whole context up front."""
 
-    def __init__(self, session: "Session", capacity: int) -> None:
-        s = session
+    KV_BLOCK = 512
+
+    def __init__(self, session: "Session", prompt: int, limit: int) -> None:
+        self.s = session
+        self.limit = limit
+        self.logits_index = 2 * len(session.kv_heads)
+        self.buffers: list[ort.OrtValue] = []
+        self.capacity = 0
+        self._allocate(min(limit, prompt + self.KV_BLOCK), filled=0)
+
+    def _allocate(self, capacity: int, filled: int) -> None:
+        s, old = self.s, self.buffers
         self._binding = s.ort_session.io_binding()
-        for (pk, pv), (ok, ov), h in zip(s._past_names, s._present_names, s.kv_heads):
-            for past, present in ((pk, ok), (pv, ov)):
-                buf = ort.OrtValue.ortvalue_from_shape_and_type([1, h, capacity, s.head_dim], s._np_dtype,
-                                                                 s.device, 0)
-                self._binding.bind_ortvalue_input(past, buf)
-                self._binding.bind_ortvalue_output(present, buf)
-        self.logits_index = 2 * len(s.kv_heads)
+        self.buffers = []
+        names = [(p, o) for (pk, pv), (ok, ov) in zip(s._past_names, s._present_names) for p, o in ((pk, ok), (pv, ov))]
+        heads = [h for h in s.kv_heads for _ in range(2)]
+        for j, ((past, present), h) in enumerate(zip(names, heads)):
+            shape = [1, h, capacity, s.head_dim]
+            if filled:
+                host = np.zeros(shape, s._np_dtype)
+                host[:, :, :filled] = old[j].numpy()[:, :, :filled]
+                buf = ort.OrtValue.ortvalue_from_numpy(host, s.device, 0)
+            else:
+                buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, s._np_dtype, s.device, 0)
+            self._binding.bind_ortvalue_input(past, buf)
+            self._binding.bind_ortvalue_output(present, buf)
+            self.buffers.append(buf)
+        self.capacity = capacity
 
-    def binding(self) -> ort.IOBinding:
+    def binding(self, start: int, n: int) -> ort.IOBinding:
+        if start + n > self.capacity:
+            self._allocate(min(self.limit, max(start + n, 2 * self.capacity)), filled=min(start, self.capacity))
         return self._binding
 
     def update(self, outs: list[ort.OrtValue]) -> None:
@@ -183,15 +206,15 @@ class Session:
         return ids
 
     # -- one graph run ------------------------------------------------------------------------------
-    def _new_cache(self, capacity: int) -> "_ConcatCache | _BufferCache":
+    def _new_cache(self, prompt: int, max_new_tokens: int) -> "_ConcatCache | _BufferCache":
         if self.kv_cache == "buffer":
-            return _BufferCache(self, capacity)
+            return _BufferCache(self, prompt, prompt + max_new_tokens)
         return _ConcatCache(self)
 
     def _run(self, ids: list[int], start: int, cache: "_ConcatCache | _BufferCache") -> np.ndarray:
         """Run ``ids`` at positions ``start..`` through ``cache``; returns last-position logits [V]."""
         n = len(ids)
-        b = cache.binding()
+        b = cache.binding(start, n)
         b.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
         b.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
         b.bind_cpu_input("position_ids", np.arange(start, start + n, dtype=np.int64)[None, :])
@@ -204,7 +227,7 @@ class Session:
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Last-position logits [vocab] of a prefill over ``token_ids`` (for checks)."""
         ids = self.tokenize(list(token_ids))
-        return self._run(ids, 0, self._new_cache(len(ids)))
+        return self._run(ids, 0, self._new_cache(len(ids), 0))
 
     # -- generation ------------------------------------------------------------------------------
     def _generate(self, ids: list[int], state: _Stream, max_new_tokens: int, sampler: Sampler,
@@ -212,7 +235,7 @@ class Session:
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens={max_new_tokens} is negative")
         max_new_tokens = min(max_new_tokens, self.context_length - len(ids))
-        cache = self._new_cache(len(ids) + max_new_tokens)
+        cache = self._new_cache(len(ids), max_new_tokens)
         emitted = ""
         pos, step_ids = 0, ids
         for step in range(max_new_tokens):
