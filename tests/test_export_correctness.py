@@ -149,3 +149,48 @@ def test_kv_buffer_needs_a_gqa_graph(exports):
     assert Session(exports["qwen2-onnx"], provider="cpu").kv_cache == "concat"
     with pytest.raises(InputError, match="--attention gqa"):
         Session(exports["qwen2-onnx"], provider="cpu", kv_cache="buffer")
+
+
+@pytest.mark.parametrize("attention", ["gqa", "onnx"])
+def test_graph_with_a_subset_of_heads_and_channels_matches_the_masked_model(attention, checkpoints, tmp_path):
+    """``LayerUnits`` builds only some query heads and MLP channels of a layer: the graph equals
+    transformers with the other heads' o_proj columns and the other channels' down_proj columns zeroed."""
+    from aapp_export.checkpoint import WeightReader
+    from aapp_export.errors import ExportError
+    from aapp_export.families import load_model_spec
+    from aapp_export.graph.decoder import DecoderOptions, LayerUnits, build_decoder
+
+    ckpt = checkpoints["gemma3"]  # 4 query heads, 2 KV heads, MLP 128, 4 layers
+    reader = WeightReader(ckpt)
+    spec = load_model_spec(ckpt, reader)
+    keep_heads, keep_channels = [1, 2], sorted(np.random.default_rng(0).choice(128, 48, replace=False).tolist())
+    units = [LayerUnits(), LayerUnits(heads=keep_heads, channels=keep_channels), LayerUnits(channels=keep_channels),
+             LayerUnits(heads=[0, 3])]
+    path = tmp_path / "model.onnx"
+    onnx.save(build_decoder(spec, reader, path, DecoderOptions(last_logits_only=False, attention=attention), units),
+              str(path))
+    ids = torch.randint(5, 384, (1, 30), generator=torch.Generator().manual_seed(8))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], _feeds(sess, ids.numpy(), None, 0))[0]
+
+    hf = _hf(ckpt)
+    d = spec.head_dim
+    with torch.no_grad():
+        for i, u in enumerate(units):
+            layer = hf.model.layers[i]
+            if u.heads is not None:
+                cols = torch.ones(layer.self_attn.o_proj.weight.shape[1], dtype=torch.bool)
+                for h in u.heads:
+                    cols[h * d:(h + 1) * d] = False
+                layer.self_attn.o_proj.weight[:, cols] = 0
+            if u.channels is not None:
+                cols = torch.ones(layer.mlp.down_proj.weight.shape[1], dtype=torch.bool)
+                cols[u.channels] = False
+                layer.mlp.down_proj.weight[:, cols] = 0
+        ref = hf(ids).logits.numpy()
+        dense = _hf(ckpt)(ids).logits.numpy()
+    assert np.abs(ref - dense).max() > 1e-2  # the pruning changes the model, so the match means something
+    assert np.abs(got - ref).max() <= TOL
+    with pytest.raises(ExportError, match="same\\s+number"):  # heads 0 and 1 are both in KV group 0
+        build_decoder(spec, reader, tmp_path / "bad.onnx", DecoderOptions(attention=attention),
+                      [LayerUnits(heads=[0, 1])] + [LayerUnits()] * 3)

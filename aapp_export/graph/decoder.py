@@ -37,7 +37,7 @@ from onnx import TensorProto
 from tqdm import tqdm
 
 from ..checkpoint import WeightReader
-from ..errors import InputError
+from ..errors import ExportError, InputError
 from ..families import LayerSpec, ModelSpec
 from .builder import ONNX_DTYPES, TORCH_DTYPES, GraphBuilder
 
@@ -208,6 +208,12 @@ class DecoderGraph:
         b, s, i = self.b, self.spec, layer.index
         d = s.head_dim
         heads = np.arange(layer.num_heads) if units.heads is None else np.asarray(sorted(units.heads))
+        group = layer.num_heads // layer.num_kv_heads
+        per_group = np.bincount(heads // group, minlength=layer.num_kv_heads)
+        if len(heads) == 0 or heads.max() >= layer.num_heads or len(set(per_group.tolist())) != 1:
+            raise ExportError(f"layer {i} keeps query heads {heads.tolist()}: both attention kernels map query heads "
+                              f"to the {layer.num_kv_heads} KV heads in contiguous groups of {group}, so keep the same "
+                              "number (at least one) of heads in every group")
         q_rows = torch.as_tensor((heads[:, None] * d + np.arange(d)[None, :]).reshape(-1))
         t = lambda part: s.layer_tensor(i, f"self_attn.{part}")  # noqa: E731
         w = torch.cat([self.w.get(t("q_proj.weight"))[q_rows], self.w.get(t("k_proj.weight")),
