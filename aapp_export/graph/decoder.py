@@ -204,7 +204,7 @@ class DecoderGraph:
 
     # -- blocks ---------------------------------------------------------------------------------
     def attention(self, x: str, layer: LayerSpec, units: LayerUnits, mask: str | None, rope: tuple[str, str]) -> str:
-        """One fused q|k|v MatMul, per-head q/k norm (Gemma), RoPE, ``Attention`` on [B,S,heads*D]."""
+        """One fused q|k|v MatMul, per-head q/k norm (Gemma), RoPE, then the attention kernel on [B,S,heads*D]."""
         b, s, i = self.b, self.spec, layer.index
         d = s.head_dim
         heads = np.arange(layer.num_heads) if units.heads is None else np.asarray(sorted(units.heads))

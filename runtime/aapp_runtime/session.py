@@ -73,7 +73,7 @@ class _ConcatCache:
     def __init__(self, session: "Session") -> None:
         self.s = session
         self.past = [(self._empty(h), self._empty(h)) for h in session.kv_heads]
-        self.logits_index = 0
+        self.logits_index = 2 * len(self.past)  # logits are bound after the present pairs
 
     def _empty(self, kv_heads: int) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.zeros((1, kv_heads, 0, self.s.head_dim), self.s._np_dtype),
@@ -90,7 +90,6 @@ class _ConcatCache:
 
     def update(self, outs: list[ort.OrtValue]) -> None:
         self.past = [(outs[2 * i], outs[2 * i + 1]) for i in range(len(self.past))]
-        self.logits_index = 2 * len(self.past)
 
 
 class _BufferCache:
