@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: demo, the bundled model)")
     p.add_argument("--out", required=True, help="output graph path DIR/model.onnx (or DIR); DIR becomes the model dir")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-    p.add_argument("--attention", choices=["gqa", "onnx"], default="gqa",
+    p.add_argument("--attention", choices=["gqa", "onnx"], default="gqa",  # graph.decoder.ATTENTION_KERNELS (torch-free here)
                    help="attention kernel: gqa = ONNX Runtime's GroupQueryAttention (fastest on CPU; fp32/fp16 on "
                         "CPU, fp16/bf16 on CUDA), onnx = the standard opset-23 Attention op (any ONNX backend)")
     p.add_argument("--all-logits", action="store_true", help="output logits for every position, not only the last")

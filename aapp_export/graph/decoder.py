@@ -101,9 +101,11 @@ class DecoderGraph:
             y = self.b.op("Add", [y, self.b.weight(f"{label}.bias", bias)], name=f"{label}_bias")
         return y
 
+    def _norm_weight(self, weight_name: str, label: str) -> str:
+        return self.b.weight(f"{label}.weight", self.w.get(weight_name).float() + self.spec.norm_weight_offset)
+
     def rms_norm(self, x: str, weight_name: str, label: str) -> str:
-        w = self.w.get(weight_name).float() + self.spec.norm_weight_offset
-        return self.b.op("RMSNormalization", [x, self.b.weight(f"{label}.weight", w)], name=label,
+        return self.b.op("RMSNormalization", [x, self._norm_weight(weight_name, label)], name=label,
                          axis=-1, epsilon=self.spec.rms_norm_eps)
 
     def add_norm(self, x: str, branch: str | None, weight_name: str, label: str) -> tuple[str, str]:
@@ -115,9 +117,8 @@ class DecoderGraph:
         if self.opt.attention != "gqa":
             x = self.b.op("Add", [x, branch], name=f"{label}_residual")
             return self.rms_norm(x, weight_name, label), x
-        w = self.w.get(weight_name).float() + self.spec.norm_weight_offset
         normed, _, _, residual = self.b.op("SkipSimplifiedLayerNormalization",
-                                           [branch, x, self.b.weight(f"{label}.weight", w)], n_out=4, name=label,
+                                           [branch, x, self._norm_weight(weight_name, label)], n_out=4, name=label,
                                            domain="com.microsoft", unused=(1, 2), epsilon=self.spec.rms_norm_eps)
         return normed, residual
 

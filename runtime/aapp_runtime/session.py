@@ -149,16 +149,23 @@ class Session:
                  verify: str = "fast", kv_cache: str = "auto") -> None:
         self.manifest = Manifest.load(model_dir, verify=verify)
         m = self.manifest
+        g = m.graph
+        gqa = g.get("attention") == "gqa"  # GroupQueryAttention: appends in place to a shared past/present buffer
+        if kv_cache not in ("auto", "buffer", "concat"):
+            raise InputError(f"kv_cache={kv_cache!r} is not one of auto, buffer, concat")
+        if kv_cache == "buffer" and not gqa:
+            raise InputError(f"kv_cache='buffer' needs a graph exported with --attention gqa; {m.directory} uses "
+                             f"{g.get('attention', 'onnx')!r} attention: pass kv_cache='concat' or re-export")
+        self.kv_cache = ("buffer" if gqa else "concat") if kv_cache == "auto" else kv_cache
         self.ort_session, choice = open_session(m.model_path, provider, threads)
         self.provider, self.provider_reason = choice.name, choice.reason
-        if self.provider == "cuda" and m.dtype == "fp32" and m.graph.get("attention") == "gqa":
+        if self.provider == "cuda" and m.dtype == "fp32" and gqa:
             self.provider_reason += ("; GroupQueryAttention has no fp32 CUDA kernel, so ONNX Runtime places those "
                                      "nodes on CPU: export with --dtype fp16 (or --attention onnx) for CUDA")
         self.device = "cuda" if self.provider == "cuda" else "cpu"
         tok = m.data.get("tokenizer", {})
         self.codec = TextCodec(m.directory, tok.get("file", "tokenizer.json"), tok.get("chat_template"),
                                tok.get("special_tokens", {}))
-        g = m.graph
         self.num_layers = int(m.dims["num_layers"])
         self.kv_heads = list(m.dims["num_kv_heads"])
         self.head_dim = int(m.dims["head_dim"])
@@ -169,13 +176,6 @@ class Session:
         self._present_names = [(g["present_key"].format(i=i), g["present_value"].format(i=i))
                                for i in range(self.num_layers)]
         self._logits_name = g["logits"]
-        in_place = g.get("attention") == "gqa"  # GroupQueryAttention updates a shared past/present buffer
-        if kv_cache not in ("auto", "buffer", "concat"):
-            raise InputError(f"kv_cache={kv_cache!r} is not one of auto, buffer, concat")
-        if kv_cache == "buffer" and not in_place:
-            raise InputError(f"kv_cache='buffer' needs a graph exported with --attention gqa; {m.directory} uses "
-                             f"{g.get('attention', 'onnx')!r} attention: pass kv_cache='concat' or re-export")
-        self.kv_cache = ("buffer" if in_place else "concat") if kv_cache == "auto" else kv_cache
 
     # -- inputs ---------------------------------------------------------------------------------
     def tokenize(self, prompt: Prompt, chat: bool | None = None) -> list[int]:
