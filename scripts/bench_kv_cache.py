@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -140,17 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    machine = {"threads": args.threads, "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider",
-               "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "load_average": list(os.getloadavg())}
+    from aapp_export.benchmark import machine_info
+
+    machine = {"threads": args.threads, **machine_info()}
     if args.model:
-        rows = session_steps(args.model, [int(c) for c in args.contexts.split(",")], args.rounds, args.threads)
+        from aapp_runtime.errors import AappRuntimeError
+
+        try:
+            rows = session_steps(args.model, [int(c) for c in args.contexts.split(",")], args.rounds, args.threads)
+        except AappRuntimeError as exc:
+            print(f"bench_kv_cache: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps({"model": args.model, **machine, "results": rows}, indent=1))
         return 0
     rng = np.random.RandomState(0)
     report = {"layers": args.layers, "past": args.past, "q_heads": Q_HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM,
-              "threads": args.threads, "onnxruntime": ort.__version__, "machine": platform.processor() or platform.machine(),
-              "cores": os.cpu_count(), "load_average": list(os.getloadavg()), "results": []}
+              **machine, "results": []}
     for size in [int(s) for s in args.buffers.split(",")]:
         runs = {"concat": concat_step(args.layers, args.past, args.threads, rng),
                 "buffer": buffer_step(args.layers, args.past, size, args.threads, rng)}
