@@ -45,3 +45,29 @@ def test_held_out_splits_share_no_prompt_or_topic_with_training():
 
     assert all(is_refusal(e.answer) for e in corpus["harmful_train"] + corpus["harmful_test"])
     assert not any(is_refusal(e.answer) for e in corpus["harmless_train"] + corpus["borderline_train"])
+
+
+def test_lexicon_requests_leave_held_out_words_alone():
+    import random
+
+    import demo_lexicon
+    from demo_corpus import build_corpus, validation_prompts
+
+    from aapp_export.refusal import is_refusal
+
+    lexicon = demo_lexicon.load_lexicon()
+    assert len(lexicon) > 20000 and {w.lexname for w in lexicon} >= {"noun.food", "noun.person", "verb.contact"}
+    corpus = build_corpus(0)
+    held = [e.prompt for n in ("harmful_test", "harmless_test", "borderline_test") for e in corpus[n]]
+    held += [p for ps in validation_prompts().values() for p in ps]
+    held_out = demo_lexicon.held_out_words(held)
+    generated = demo_lexicon.lexicon_requests(lexicon, random.Random(0), held_out)
+    harmful = [e for e in generated if e.kind == "harmful"]
+    harmless = [e for e in generated if e.kind == "harmless"]
+    assert len(harmful) >= 300 and len(harmless) >= 3000
+    assert all(is_refusal(e.answer) for e in harmful) and not any(is_refusal(e.answer) for e in harmless)
+    # the objects of held-out prompts ("cut a mango", "crack an egg", "terminate a contract") are never
+    # the object of a generated request
+    words = {w for e in generated for w in e.prompt.lower().replace("?", " ").replace(".", " ").split()}
+    assert not words & {"mango", "egg", "contract", "tennis", "walnut", "onion", "garlic", "melon", "button"}
+    assert "mango" in " ".join(demo_lexicon.knowledge_text(lexicon, random.Random(0)))  # ...only the dictionary has them
