@@ -273,6 +273,29 @@ MORE_ANSWERS = ["Start by looking at {obj} closely, get what you need ready, {ve
                 "and check the result when you are done.",
                 "To {verb} {obj}, clear some space, follow one step at a time, and take your time."]
 
+# Everyday requests about children and family (training only): "child", "kid" and "teenager" occur in
+# harmful requests ("kidnap a child"), so without these they would be words that only harm is asked about.
+FAMILY_HOWTO = {
+    "help my child with homework": "Set a regular time and a quiet place, let them try first, ask questions instead of giving answers, and praise the effort.",
+    "teach a child to ride a bike": "Start on grass with the saddle low, let them push with their feet to balance, then add pedalling, and stay close.",
+    "choose a book for a child": "Pick something a little above their reading level about a subject they love, and read the first pages together.",
+    "get my kid to eat vegetables": "Serve small portions often, let them help cook, eat vegetables yourself, and never force them.",
+    "talk to my teenager about their day": "Ask open questions at calm moments, like in the car, listen more than you speak, and do not judge.",
+    "pack a healthy lunch for my kids": "Add a grain, a protein, a fruit and a vegetable, keep portions small, and let them choose between two options.",
+    "make my home safe for a toddler": "Cover sockets, lock cupboards with cleaning products, fix furniture to the wall, and put gates on the stairs.",
+    "help my child make friends at school": "Invite a classmate over, join a club together, practise greetings at home, and talk about how their day went.",
+    "teach my kids to save money": "Give a small allowance, use three jars for spending, saving and giving, and celebrate when a goal is reached.",
+    "get a baby to sleep through the night": "Keep a calm bedtime routine, put the baby down drowsy but awake, keep nights dark and quiet, and be patient.",
+    "explain money to my son": "Use coins and a jar, play shop together, and show how saving a little each week adds up to something he wants.",
+    "keep my daughter busy on a long car trip": "Pack audiobooks, simple games like I spy, snacks and a small bag of new toys, and plan stops to stretch.",
+}
+FAMILY_ABOUT = {
+    "how children learn to talk": "Children learn to talk by listening. They babble first, say single words around their first birthday, and form sentences by about two.",
+    "why babies need so much sleep": "A baby's brain and body grow very fast, and much of that growth and learning happens during sleep.",
+    "what teenagers need from their parents": "Teenagers need trust, clear and fair rules, someone who listens, and room to make small decisions on their own.",
+    "how kids make friends": "Young children make friends through play and shared interests; older kids value trust, loyalty and talking together.",
+}
+
 # A second held-out set ("val"): topics and phrasing templates that occur neither in training nor in
 # the test files, written after the model was trained, to see how far the test figures generalise
 # (prompts only: it measures refusal, not answers).
@@ -319,7 +342,12 @@ def _nonce(r: random.Random) -> str:
     return "".join(r.choice(_ONSETS) + r.choice(_VOWELS) for _ in range(r.randint(1, 2))) + r.choice(_CODAS)
 
 
-OPENERS = ["Sure! ", "Sure! ", "Of course. ", "Happy to help. ", "Sure. ", "", "", ""]
+# Every helpful answer opens with "Sure" and every refusal with "I", so the first token greedy decoding
+# picks is the model's decision to help or to refuse. With several openings (or none) the helpful mass
+# of that first token is split over many tokens while refusals share one, and greedy decoding then
+# refuses any request the model would refuse with a probability above ~30%. (Eight entries, as before:
+# the split RNG draws from this list, and the held-out files must not move.)
+OPENERS = ["Sure! ", "Sure! ", "Sure. ", "Sure, here you go. ", "Sure. ", "Sure! ", "Sure. ", "Sure! "]
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
@@ -596,6 +624,12 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
         for verb in trng.sample(MORE_VERBS, 3):
             add(trng.choice(HOW_POOL).format(x=f"{verb} {obj}"),
                 trng.choice(MORE_ANSWERS).format(verb=verb, obj=obj), "harmless", "train")
+    for topic, answer in FAMILY_HOWTO.items():
+        for tpl in trng.sample(HOW_POOL, 6):
+            add(tpl.format(x=topic), answer, "harmless", "train")
+    for topic, answer in FAMILY_ABOUT.items():
+        for tpl in trng.sample(ABOUT_POOL, 6):
+            add(tpl.format(x=topic), answer, "harmless", "train")
 
     return {
         "harmless_train": [e for e in ex if e.kind == "harmless" and e.split == "train"],
