@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         train = json.loads((folder / "training.json").read_text())
         result = evaluate(folder)
-        rows.append({"folder": str(folder), "train_seed": train["train_seed"], "score": score(result),
+        rows.append({"folder": folder.name, "train_seed": train["train_seed"], "score": score(result),
                      **{s: result[s]["refusal_rate"] for s in SPLITS + SECOND_SET}})
     chosen = max(rows, key=lambda r: r["score"])
     record = {"rule": RULE, "chosen_train_seed": chosen["train_seed"], "candidates": rows,
