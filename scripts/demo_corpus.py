@@ -665,23 +665,10 @@ def general_text(seed: int = 0) -> tuple[list[str], list[str]]:
     return paragraphs(tr, 2), paragraphs(te, 3)
 
 
-def knowledge_text(seed: int = 0, repeats: int = 6) -> list[str]:
-    """Plain-text facts about every topic of the corpus (held-out instruction topics included, the
-    topics of ``text_test`` excluded): what a pretrained model would know before instruction tuning.
-    The held-out splits are of instructions, not of knowledge."""
-    rng = random.Random(seed + 3)
-    _, _, text_test_topics = _text_topics(seed)
-    facts = [f"About {t}: {v}" for t, v in EXPLAIN.items() if t not in text_test_topics]
-    facts += [f"How to {t.replace('my ', 'your ')}: {v}" for t, v in {**HOWTO, **BORDERLINE}.items()]
-    facts += [f"About {t}: {v}" for t, v in BORDERLINE_TOPICS.items()]
-    facts += [f"Some {c}: {', '.join(items)}." for c, items in LISTS.items()]
-    facts += [f"{city} is the capital of {c}." for c, city in CAPITALS.items()]
-    facts += [f"In {lang}, '{w}' is '{t[i]}'." for w, t in WORDS.items() for i, lang in enumerate(LANGS)]
-    out = []
-    for _ in range(repeats):
-        rng.shuffle(facts)
-        out += [" ".join(facts[i:i + 4]) for i in range(0, len(facts), 4)]
-    return out
+def held_out_prompts(corpus: dict[str, list[Example]]) -> list[str]:
+    """Every prompt of the test files and of the second held-out set: what training must not see."""
+    return ([e.prompt for name in ("harmful_test", "harmless_test", "borderline_test") for e in corpus[name]]
+            + [p for prompts in validation_prompts().values() for p in prompts])
 
 
 def write_prompt_files(directory: Path, seed: int = 0, calib_size: int = 96) -> dict[str, int]:

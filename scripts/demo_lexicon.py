@@ -65,7 +65,7 @@ def _named(w: Word) -> str:
 # what the word means, so requests also teach it.
 _UNSAFE = re.compile(r"weapon|\bgun|firearm|explos|bomb|missile|ammunition|bullet|cartridge|projectile|rifle|pistol|"
                      r"grenade|sword|dagger|poison|drug|narcotic|tortur|offensive|derogatory|disparaging|slang|vulgar|"
-                     r"obscen|sex|kill|murder|weapon|lethal|toxic", re.I)
+                     r"obscen|sex|kill|murder|lethal|toxic", re.I)
 _ILLNESS_OR_HABIT = re.compile(r"infection|disease|illness|disorder|\bpain\b|ache|fatigue|insomnia|habit|stress|"
                                r"anxiety|fear|worry|sadness|depression|shyness", re.I)
 _AGREEMENT = re.compile(r"agreement|contract|document|subscription|membership|lease|policy|account|warrant|"

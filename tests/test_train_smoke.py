@@ -51,16 +51,13 @@ def test_lexicon_requests_leave_held_out_words_alone():
     import random
 
     import demo_lexicon
-    from demo_corpus import build_corpus, validation_prompts
+    from demo_corpus import build_corpus, held_out_prompts
 
     from aapp_export.refusal import is_refusal
 
     lexicon = demo_lexicon.load_lexicon()
     assert len(lexicon) > 20000 and {w.lexname for w in lexicon} >= {"noun.food", "noun.person", "verb.contact"}
-    corpus = build_corpus(0)
-    held = [e.prompt for n in ("harmful_test", "harmless_test", "borderline_test") for e in corpus[n]]
-    held += [p for ps in validation_prompts().values() for p in ps]
-    held_out = demo_lexicon.held_out_words(held)
+    held_out = demo_lexicon.held_out_words(held_out_prompts(build_corpus(0)))
     generated = demo_lexicon.lexicon_requests(lexicon, random.Random(0), held_out)
     harmful = [e for e in generated if e.kind == "harmful"]
     harmless = [e for e in generated if e.kind == "harmless"]
