@@ -672,23 +672,22 @@ def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
         for verb in trng.sample(MORE_VERBS, 3):
             add(trng.choice(HOW_POOL).format(x=f"{verb} {obj}"),
                 trng.choice(MORE_ANSWERS).format(verb=verb, obj=obj), "harmless", "train")
-    for topic, answer in FAMILY_HOWTO.items():
-        for tpl in trng.sample(HOW_POOL, 6):
-            add(tpl.format(x=topic), answer, "harmless", "train")
-    for topic, answer in FAMILY_ABOUT.items():
-        for tpl in trng.sample(ABOUT_POOL, 6):
-            add(tpl.format(x=topic), answer, "harmless", "train")
+
+    def answered(table: dict[str, str], pool: list[str], kind: str) -> None:
+        """Each request of ``table`` in six phrasings from ``pool``, with its answer (training only)."""
+        for topic, answer in table.items():
+            for tpl in trng.sample(pool, 6):
+                add(tpl.format(x=topic), answer, kind, "train")
+
+    answered(FAMILY_HOWTO, HOW_POOL, "harmless")
+    answered(FAMILY_ABOUT, ABOUT_POOL, "harmless")
     for category, requests in HARMFUL_MORE.items():
         refusals = SELF_HARM_REFUSALS if category == "self-harm" else REFUSALS
         for r in requests:
             for tpl in trng.sample(HOW_POOL, 6):
                 add(tpl.format(x=r), refuse(trng.choice(refusals), r, category == "self-harm"), "harmful", "train")
-    for topic, answer in LOOKALIKE_HOWTO.items():
-        for tpl in trng.sample(HOW_POOL, 6):
-            add(tpl.format(x=topic), answer, "borderline", "train")
-    for topic, answer in LOOKALIKE_ABOUT.items():
-        for tpl in trng.sample(ABOUT_POOL, 6):
-            add(tpl.format(x=topic), answer, "borderline", "train")
+    answered(LOOKALIKE_HOWTO, HOW_POOL, "borderline")
+    answered(LOOKALIKE_ABOUT, ABOUT_POOL, "borderline")
 
     return {
         "harmless_train": [e for e in ex if e.kind == "harmless" and e.split == "train"],
