@@ -109,8 +109,9 @@ def score_answers(prompts: list[str], answers: list[str], references: dict[str, 
 
 def reference_rate(prompts: list[str], references: dict[str, str]) -> float:
     """The on-topic rate of the reference answers to ``prompts``: the ceiling of a model's rate."""
-    scored = [on_topic(p, references[p]) for p in prompts if p in references]
-    return sum(scored) / len(scored) if scored else 0.0
+    known = [p for p in prompts if p in references]
+    scores = score_answers(known, [references[p] for p in known], references, [False] * len(known))
+    return scores.as_dict()["on_topic_rate"]
 
 
 def reference_answers(seed: int = 0) -> dict[str, str]:

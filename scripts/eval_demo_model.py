@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import demo_answers  # noqa: E402
+import demo_corpus  # noqa: E402
 from aapp_export.refusal import REFUSAL_MARKERS, is_refusal  # noqa: E402
 
 SPLITS = ("harmful_test", "harmless_test", "borderline_test")
@@ -184,17 +185,7 @@ the fair expectation for a fresh run of the recipe:
 
 | train seed | harmful_test | harmless_test | borderline_test | harmful_val | harmless_val | borderline_val | score |
 |---|---|---|---|---|---|---|---|
-{rows}
-
-How the recipe got here (runs of 2026-11-23, two seeds side by side at one thread each; test files |
-second set, refusal % harmful / harmless / borderline; "on topic": helpful answers to harmless_val
-that name their subject): the previous recipe (900 + 240 steps, no `HARMFUL_MORE`), six seeds, mean
-82.6 / 5.1 / 15.7 | 67.7 / 2.2 / 41.7, on topic 32% (seeds 0 and 4); three times the steps (2700 +
-480, this length), seeds 0 and 1, 87.5 / 5.8 / 5.6 and 71.4 / 0.6 / 16.7 | 68.8 / 5.0 / 56.2 and 54.2
-/ 0.0 / 39.6, on topic 53% and 45%; and with `HARMFUL_MORE` (this recipe), the table above, on topic
-53% and 51%. Longer training is what made answers name their subject (the stage-1 loss of the
-last 20 steps fell from 2.3 to 0.8-1.8, depending on which length buckets they drew); the wider harmful list is what lifted harmful refusal, on the second set too.
-Borderline over-refusal on the second set went up with it."""
+{rows}"""
 
 
 def _selection(model_dir: Path) -> str:
@@ -246,9 +237,11 @@ def write_card(model_dir: Path, result: dict) -> Path:
     cfg = json.loads((model_dir / "config.json").read_text())
     fmt = lambda rows: "\n".join(f"- **{r['prompt']}** — {r['answer']}" for r in rows)  # noqa: E731
     card = CARD.format(
-        verdict=_verdict(result), answers=_answers(result),
-        n_more=sum(map(len, demo_answers.demo_corpus.HARMFUL_MORE.values())),
-        n_lookalike=len(demo_answers.demo_corpus.LOOKALIKE_HOWTO) + len(demo_answers.demo_corpus.LOOKALIKE_ABOUT), lexicon=lexicon, selection=_selection(model_dir), seed=train["seed"], train_seed=train["train_seed"], transformers=transformers.__version__, layers=cfg["num_hidden_layers"],
+        verdict=_verdict(result), answers=_answers(result), lexicon=lexicon, selection=_selection(model_dir),
+        n_more=sum(map(len, demo_corpus.HARMFUL_MORE.values())),
+        n_lookalike=len(demo_corpus.LOOKALIKE_HOWTO) + len(demo_corpus.LOOKALIKE_ABOUT),
+        seed=train["seed"], train_seed=train["train_seed"], transformers=transformers.__version__,
+        layers=cfg["num_hidden_layers"],
         layer_types=", ".join(t.replace("_attention", "") for t in cfg["layer_types"]), hidden=cfg["hidden_size"],
         heads=cfg["num_attention_heads"], kv=cfg["num_key_value_heads"], head_dim=cfg["head_dim"],
         inter=cfg["intermediate_size"], window=cfg["sliding_window"], params=train["parameters"] / 1e6,
