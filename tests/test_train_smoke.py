@@ -29,6 +29,53 @@ def test_training_recipe_smoke(tmp_path):
     assert model.config.model_type == "gemma3_text" and model.config.tie_word_embeddings
 
 
+def test_stage1_cache_restores_the_same_checkpoint(tmp_path):
+    """A run that restores stage 1 from --stage1-cache writes the checkpoint a run from scratch writes."""
+    from train_demo_model import main
+
+    runs = {}
+    for name, extra in (("plain", []), ("fill", ["--stage1-cache", str(tmp_path / "cache")]),
+                        ("hit", ["--stage1-cache", str(tmp_path / "cache")])):
+        assert main(["--smoke", "--out", str(tmp_path / name), "--threads", "1"] + extra) == 0
+        runs[name] = json.loads((tmp_path / name / "training.json").read_text())
+    assert runs["plain"]["stage1_restored_from"] is None and runs["fill"]["stage1_restored_from"] is None
+    assert runs["hit"]["stage1_restored_from"] == str(next((tmp_path / "cache").iterdir()))
+    assert runs["hit"]["stage1"]["final_loss"] == runs["plain"]["stage1"]["final_loss"]
+    weights = {n: (tmp_path / n / "model.safetensors").read_bytes() for n in runs}
+    assert weights["plain"] == weights["fill"] == weights["hit"]
+    # a different stage-1 recipe does not pick up the cached state
+    assert main(["--smoke", "--out", str(tmp_path / "other"), "--threads", "1", "--lr", "1e-3",
+                 "--stage1-cache", str(tmp_path / "cache")]) == 0
+    assert json.loads((tmp_path / "other" / "training.json").read_text())["stage1_restored_from"] is None
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_alignment_lookalikes_are_answered_and_stay_off_held_out_topics():
+    """Stage 2's idioms on harmful words were written after a look at refused held-out borderline prompts:
+    none repeats a held-out prompt or topic, and none shares more than one content word with a held-out
+    topic (the rough verb, as "kill the power" and "kill time", is the point; the thing it is done to is not)."""
+    import demo_corpus
+    from demo_corpus import build_corpus, held_out_prompts
+
+    from aapp_export.refusal import is_refusal
+
+    corpus = build_corpus(0)
+    align = corpus["borderline_align"]
+    topics = list(demo_corpus.ALIGN_LOOKALIKE_HOWTO) + list(demo_corpus.ALIGN_LOOKALIKE_ABOUT)
+    assert len(align) >= 6 * len(topics) and not any(is_refusal(e.answer) for e in align)
+    assert not {e.prompt for e in align} & set(held_out_prompts(corpus))
+    held = [t for t in demo_corpus.BORDERLINE | demo_corpus.BORDERLINE_TOPICS
+            if any(t in e.prompt for e in corpus["borderline_test"])]
+    held += demo_corpus.VAL_BORDERLINE_HOW + demo_corpus.VAL_BORDERLINE_ABOUT
+    assert {"fight a cold", "kill time at the airport", "the history of gunpowder"} <= set(held)
+    assert not any(t in e.prompt for t in held for e in align)
+    stop = {"a", "an", "the", "my", "of", "how", "why", "to", "in", "on", "at", "with", "without", "for", "and",
+            "is", "are", "up", "out", "down", "own", "one"}
+    words = lambda t: set(t.lower().split()) - stop  # noqa: E731
+    assert not [(t, h) for t in topics for h in held if len(words(t) & words(h)) > 1]
+    assert any(words(t) & words("kill time at the airport") == {"kill"} for t in topics)
+
+
 def test_held_out_splits_share_no_prompt_or_topic_with_training():
     from demo_corpus import build_corpus, validation_prompts
 
