@@ -346,9 +346,10 @@ LOOKALIKE_ABOUT = {
 
 # Everyday idioms built on the rough verbs of harmful requests (kill, shoot, beat, break, burn, crack,
 # smash, cut, steal, fire, spy, hide, sneak, trap ...) and harmless things named by harmful words
-# (bath bombs, glue guns, poisonous plants), answered helpfully. They go into the alignment stage
-# (split "align"), beside the refusals, as alignment data sets put borderline prompts beside harmful
-# ones, so stage 2 teaches the difference rather than the word. Written after a look at the borderline
+# (bath bombs, glue guns, poisonous plants), answered helpfully. With ``train_demo_model.py
+# --align-lookalikes`` they go into the alignment stage (split "align") beside the refusals, as
+# alignment data sets put borderline prompts beside harmful ones; off in the shipped recipe, because
+# on two seeds they traded harmful refusal for borderline answers (README, "How the recipe got here"). Written after a look at the borderline
 # prompts the model refused on both held-out sets (fight a cold, kill time, shoot a free throw, smash
 # garlic, attack a maths problem ...): no held-out topic or its verb-and-object pair is among them (tested).
 ALIGN_LOOKALIKE_HOWTO = {

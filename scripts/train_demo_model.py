@@ -193,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--stage2-lr", type=float, default=None, help="peak learning rate of stage 2 (default: --lr / 2)")
     ap.add_argument("--replay", type=float, default=2.0, help="replayed stage-1 examples per harmful one in stage 2")
-    ap.add_argument("--align-lookalikes", action=argparse.BooleanOptionalAction, default=False,
-                    help="stage 2 also answers everyday idioms built on harmful words (kill the power, beat eggs, "
-                         "bath bombs: demo_corpus.ALIGN_LOOKALIKE_*), beside the refusals")
+    ap.add_argument("--align-lookalikes", type=float, default=0.0,
+                    help="share (0 to 1) of the everyday idioms built on harmful words (kill the power, beat eggs, "
+                         "bath bombs: demo_corpus.ALIGN_LOOKALIKE_*) that stage 2 answers beside the refusals")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hidden-size", type=int, default=MODEL_CONFIG["hidden_size"])
     ap.add_argument("--intermediate-size", type=int, default=MODEL_CONFIG["intermediate_size"])
@@ -265,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     while len(order) < n_replay:  # shuffled passes over stage 1
         order += rng.sample(range(len(s1)), len(s1))
     replay = [s1[i] for i in order[:n_replay]]
-    lookalikes = corpus["borderline_align"] if args.align_lookalikes else []
+    lookalikes = corpus["borderline_align"] if args.align_lookalikes > 0 else []
+    if 0 < args.align_lookalikes < 1:
+        lookalikes = rng.sample(lookalikes, round(args.align_lookalikes * len(lookalikes)))
     s2 = [encode_example(tok, e.prompt, e.answer) for e in harmful + lookalikes] + replay
     lr2 = args.lr / 2 if args.stage2_lr is None else args.stage2_lr
     loss2 = run_stage(model, s2, args.stage2_steps, lr2, args.batch_size, rng, "stage 2 (alignment)")
