@@ -19,6 +19,8 @@ import argparse
 import hashlib
 import json
 import math
+import os
+import platform
 import random
 import sys
 import time
@@ -119,7 +121,13 @@ def batches(items: list[tuple[list[int], list[int]]], batch_size: int, rng: rand
             yield ids, labels, mask
 
 
-def run_stage(model, data, steps: int, lr: float, batch_size: int, rng: random.Random, desc: str) -> list[float]:
+def layer_types(n_layers: int, every: int) -> list[str]:
+    """Gemma 3's local/global mix: every ``every``-th layer (and the last) attends globally, the rest slide."""
+    return ["full_attention" if (i + 1) % every == 0 or i == n_layers - 1 else "sliding_attention" for i in range(n_layers)]
+
+
+def run_stage(model, data, steps: int, lr: float, batch_size: int, rng: random.Random, desc: str,
+              bf16: bool = False) -> list[float]:
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -130,7 +138,8 @@ def run_stage(model, data, steps: int, lr: float, batch_size: int, rng: random.R
     bar = tqdm(range(steps), desc=desc, unit="step")
     for _ in bar:
         ids, labels, mask = next(it)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # fp32 master weights and optimizer
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -145,7 +154,7 @@ def run_stage(model, data, steps: int, lr: float, batch_size: int, rng: random.R
 def stage1_key(s1: list[tuple[list[int], list[int]]], config: dict, args: argparse.Namespace) -> str:
     """Hash of everything stage 1 depends on: its encoded examples, the model config and its hyperparameters."""
     h = hashlib.sha256(json.dumps([config, args.train_seed, args.stage1_steps, args.lr, args.batch_size,
-                                   args.threads, torch.__version__], sort_keys=True).encode())
+                                   args.threads, args.bf16, torch.__version__], sort_keys=True).encode())
     for ids, labels in s1:
         h.update(json.dumps([ids, labels]).encode())
     return h.hexdigest()[:16]
@@ -180,6 +189,17 @@ def save_stage1(model, rng: random.Random, losses: list[float], folder: Path) ->
     (folder / "state.json").write_text(json.dumps({"python_rng": rng.getstate(), "losses": losses}))
 
 
+def machine() -> dict:
+    """What the training ran on, so the card's training time says on what: CPU, cores, load averages."""
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
@@ -196,12 +216,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--align-lookalikes", type=float, default=0.0,
                     help="share (0 to 1) of the everyday idioms built on harmful words (kill the power, beat eggs, "
                          "bath bombs: demo_corpus.ALIGN_LOOKALIKE_*) that stage 2 answers beside the refusals")
+    ap.add_argument("--align-harmful", action=argparse.BooleanOptionalAction, default=False,
+                    help="the alignment stage's own wider harmful requests (demo_corpus.ALIGN_HARMFUL: theft, account "
+                         "hacking, extremism, abuse...) refused beside the others")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hidden-size", type=int, default=MODEL_CONFIG["hidden_size"])
     ap.add_argument("--intermediate-size", type=int, default=MODEL_CONFIG["intermediate_size"])
+    ap.add_argument("--layers", type=int, default=MODEL_CONFIG["num_hidden_layers"])
+    ap.add_argument("--heads", type=int, default=MODEL_CONFIG["num_attention_heads"],
+                    help="query heads per layer (a multiple of the 2 KV heads)")
+    ap.add_argument("--global-every", type=int, default=3,
+                    help="every N-th layer (and the last) is a global attention layer, the others sliding-window")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
+                    help="bf16 autocast for the forward and backward passes (fp32 weights and optimizer state)")
     ap.add_argument("--lexicon", action=argparse.BooleanOptionalAction, default=True,
                     help="word knowledge from models/demo/lexicon/wordnet.tsv: its glosses as text and requests "
                          "generated by word class in stage 1 (demo_lexicon)")
+    ap.add_argument("--fact-forms", type=int, default=1, choices=range(1, demo_lexicon.FACT_FORMS + 1),
+                    help="sentence forms each dictionary gloss is written in (demo_lexicon.knowledge_text)")
     ap.add_argument("--stage1-cache", type=Path, default=None,
                     help="folder to keep the state after stage 1 in (fp32 weights and RNG states, keyed by a hash of "
                          "the stage-1 data, config and hyperparameters); a later run with the same key starts stage 2 "
@@ -231,16 +263,20 @@ def main(argv: list[str] | None = None) -> int:
         generated = demo_lexicon.lexicon_requests(lexicon, lex_rng, held_out)
         stage1 = stage1 + [e for e in generated if e.kind != "harmful"]
         harmful = harmful + [e for e in generated if e.kind == "harmful"]
-        knowledge = demo_lexicon.knowledge_text(lexicon, lex_rng)
+        knowledge = demo_lexicon.knowledge_text(lexicon, lex_rng, forms=args.fact_forms)
         text_train = text_train + knowledge
         lexicon_record = {"file": str(demo_lexicon.LEXICON.relative_to(ROOT)), "words": len(lexicon),
-                          "knowledge_lines": len(knowledge), "requests": len(generated),
+                          "knowledge_lines": len(knowledge), "fact_forms": args.fact_forms, "requests": len(generated),
                           "refused_requests": sum(e.kind == "harmful" for e in generated),
                           "held_out_words": len(held_out)}
 
-    tok_texts = [chat_text(e.prompt, e.answer) for e in stage1 + harmful] + text_train
-    cfg_kw = SMOKE_CONFIG if args.smoke else dict(MODEL_CONFIG, hidden_size=args.hidden_size,
-                                                   intermediate_size=args.intermediate_size)
+    # the tokenizer is fixed before alignment, as a real model's is at pretraining: trained on stage 1's text
+    # only, so the alignment data (harmful requests, refusals) can change without changing stage 1
+    tok_texts = [chat_text(e.prompt, e.answer) for e in stage1] + text_train
+    cfg_kw = SMOKE_CONFIG if args.smoke else dict(
+        MODEL_CONFIG, hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        layer_types=layer_types(args.layers, args.global_every))
     tok = train_tokenizer(tok_texts, 512 if args.smoke else cfg_kw["vocab_size"])
     save_tokenizer(tok, out)
 
@@ -256,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     loss1 = load_stage1(model, rng, cache) if cache else None
     restored = loss1 is not None
     if not restored:
-        loss1 = run_stage(model, s1, args.stage1_steps, args.lr, args.batch_size, rng, "stage 1 (instructions)")
+        loss1 = run_stage(model, s1, args.stage1_steps, args.lr, args.batch_size, rng, "stage 1 (instructions)",
+                          args.bf16)
         if cache:
             save_stage1(model, rng, loss1, cache)
     else:
@@ -268,9 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     lookalikes = corpus["borderline_align"] if args.align_lookalikes > 0 else []
     if 0 < args.align_lookalikes < 1:
         lookalikes = rng.sample(lookalikes, round(args.align_lookalikes * len(lookalikes)))
-    s2 = [encode_example(tok, e.prompt, e.answer) for e in harmful + lookalikes] + replay
+    align_harmful = corpus["harmful_align"] if args.align_harmful else []
+    s2 = [encode_example(tok, e.prompt, e.answer) for e in harmful + align_harmful + lookalikes] + replay
     lr2 = args.lr / 2 if args.stage2_lr is None else args.stage2_lr
-    loss2 = run_stage(model, s2, args.stage2_steps, lr2, args.batch_size, rng, "stage 2 (alignment)")
+    loss2 = run_stage(model, s2, args.stage2_steps, lr2, args.batch_size, rng, "stage 2 (alignment)", args.bf16)
 
     model = model.to(torch.bfloat16)
     model.save_pretrained(str(out))
@@ -281,10 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed, "train_seed": train_seed, "parameters": n_params, "vocab_size": tok.get_vocab_size(), "config": cfg_kw,
         "stage1": {"steps": args.stage1_steps, "lr": args.lr, "examples": len(s1), "final_loss": sum(loss1[-20:]) / max(1, len(loss1[-20:]))},
         "stage2": {"steps": args.stage2_steps, "lr": lr2, "examples": len(s2), "harmful": len(harmful), "replay_per_harmful": args.replay,
-                   "lookalikes": len(lookalikes),
+                   "lookalikes": len(lookalikes), "align_harmful": len(align_harmful),
                    "final_loss": sum(loss2[-20:]) / max(1, len(loss2[-20:]))},
         "batch_size": args.batch_size, "optimizer": "AdamW(betas=(0.9,0.95), wd=0.1), warmup 5% + cosine, clip 1.0",
-        "lexicon": lexicon_record, "threads": args.threads,
+        "lexicon": lexicon_record, "threads": args.threads, "bf16_autocast": args.bf16,
+        "machine_at_end": machine(),
         "stage1_restored_from": str(cache) if cache and restored else None, "training_minutes": round(minutes, 1), "prompt_files": counts,
         "torch": torch.__version__,
     }
