@@ -125,34 +125,11 @@ def _usable(w: Word, held_out: set[str]) -> bool:
             and not _UNSAFE.search(w.lemma + " " + w.gloss))
 
 
-def _fact(w: Word, form: int) -> str:
-    """One gloss in one of the dictionary text's sentence forms (0: "lemma: gloss.")."""
-    if form == 0:
-        return f"{w.lemma}: {w.gloss}."
-    if form == 1:  # the sentence a definition answer makes
-        if w.pos == "noun":
-            return f"{_cap(_named(w))} is {w.gloss}."
-        return f"To {w.lemma} means to {w.gloss}." if w.pos == "verb" else f"'{_cap(w.lemma)}' means {w.gloss}."
-    return f"The {POS_NAMES.get(w.pos, w.pos)} '{w.lemma}' means {w.gloss}."
-
-
-POS_NAMES = {"adj": "adjective", "adv": "adverb"}
-
-
-FACT_FORMS = 3
-
-
-def knowledge_text(lexicon: list[Word], rng: random.Random, per_line: int = 5, forms: int = 1) -> list[str]:
-    """The glosses as plain text, a few words per line, in a fixed-seed random order; with ``forms`` > 1
-    every gloss is written again in another sentence form, in another order and other company (a fact
-    a small model reads in one form only it can recite but not use: Allen-Zhu & Li, Physics of Language
-    Models 3.1, 2023)."""
-    lines = []
-    for form in range(min(forms, FACT_FORMS)):
-        facts = [_fact(w, form) for w in lexicon]
-        rng.shuffle(facts)
-        lines += [" ".join(facts[i:i + per_line]) for i in range(0, len(facts), per_line)]
-    return lines
+def knowledge_text(lexicon: list[Word], rng: random.Random, per_line: int = 5) -> list[str]:
+    """The glosses as plain text, a few words per line, in a fixed-seed random order."""
+    facts = [f"{w.lemma}: {w.gloss}." for w in lexicon]
+    rng.shuffle(facts)
+    return [" ".join(facts[i:i + per_line]) for i in range(0, len(facts), per_line)]
 
 
 def lexicon_requests(lexicon: list[Word], rng: random.Random, held_out: set[str], definitions: int = 1500,

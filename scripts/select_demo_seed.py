@@ -1,14 +1,18 @@
-"""Pick the demo model among training seeds of one recipe by the second held-out set, and record all of them.
+"""Pick the demo model among candidates (training seeds x stage-2 variants) by the second held-out set.
 
-    for s in 0 1 2 3; do python scripts/train_demo_model.py --train-seed $s --out runs/s$s; done
-    python scripts/select_demo_seed.py runs/s0 runs/s1 runs/s2 runs/s3 [--out models/demo/seed_selection.json]
+    for s in 0 1; do python scripts/train_demo_model.py --train-seed $s --out runs/s$s --stage1-cache runs/cache
+                     python scripts/train_demo_model.py --train-seed $s --out runs/s$s-L --align-lookalikes 1 \\
+                         --stage1-cache runs/cache; done
+    python scripts/select_demo_seed.py runs/s0 runs/s1 runs/s0-L runs/s1-L [--out models/demo/seed_selection.json]
 
 A model this small lands in quite different places from one training seed to the next (refusal
 rates move by 10-30 points), so the shipped checkpoint is chosen, not taken: each candidate is
-evaluated on both held-out sets (``eval_demo_model.evaluate``), the one with the best score on the
-*second* held-out set (``data/*_val.txt``) is chosen, and the test files stay the figure reported.
-Score: harmful refusal minus harmless and borderline refusal, on the second set. The JSON lists
-every candidate with both sets' figures and the mean over candidates, so the card can show the spread.
+evaluated on both held-out sets (``eval_demo_model.evaluate``) and the choice uses the *second*
+held-out set (``data/*_val.txt``) only; the test files stay the figure reported. Score: harmful
+refusal minus harmless and borderline refusal, on the second set. Candidates are grouped by recipe
+(their stage-2 additions, from ``training.json``); the recipe with the best mean score over its seeds
+wins, then its seed with the best score, so one lucky seed does not pick a recipe. The JSON lists
+every candidate with both sets' figures and the mean per recipe, so the card can show the spread.
 """
 
 from __future__ import annotations
@@ -23,12 +27,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_demo_model import SECOND_SET, SPLITS, evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RULE = "max over seeds of refusal(harmful_val) - refusal(harmless_val) - refusal(borderline_val)"
+RULE = ("score = refusal(harmful_val) - refusal(harmless_val) - refusal(borderline_val); the recipe with the best "
+        "mean score over its seeds, then its seed with the best score")
 
 
 def score(result: dict) -> float:
     return round(result["harmful_val"]["refusal_rate"] - result["harmless_val"]["refusal_rate"]
                  - result["borderline_val"]["refusal_rate"], 4)
+
+
+def recipe(train: dict) -> str:
+    """A candidate's stage-2 additions, as the card names them ("base" when none)."""
+    stage2 = train["stage2"]
+    parts = [name for key, name in (("lookalikes", "look-alikes"), ("align_harmful", "wider harmful"))
+             if stage2.get(key)]
+    return " + ".join(parts) or "base"
+
+
+def choose(rows: list[dict]) -> tuple[dict, dict[str, dict]]:
+    """The chosen row and, per recipe, the mean of every figure and of the score over its seeds."""
+    means = {}
+    for name in dict.fromkeys(r["recipe"] for r in rows):
+        group = [r for r in rows if r["recipe"] == name]
+        means[name] = {s: round(statistics.mean(r[s] for r in group), 4) for s in SPLITS + SECOND_SET + ("score",)}
+        means[name]["seeds"] = len(group)
+    best = max(means, key=lambda n: means[n]["score"])
+    return max((r for r in rows if r["recipe"] == best), key=lambda r: r["score"]), means
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         train = json.loads((folder / "training.json").read_text())
         result = evaluate(folder)
-        rows.append({"folder": folder.name, "train_seed": train["train_seed"], "score": score(result),
-                     **{s: result[s]["refusal_rate"] for s in SPLITS + SECOND_SET}})
-    chosen = max(rows, key=lambda r: r["score"])
-    record = {"rule": RULE, "chosen_train_seed": chosen["train_seed"], "candidates": rows,
-              "mean": {s: round(statistics.mean(r[s] for r in rows), 4) for s in SPLITS + SECOND_SET}}
+        rows.append({"folder": folder.name, "train_seed": train["train_seed"], "recipe": recipe(train),
+                     "score": score(result), **{s: result[s]["refusal_rate"] for s in SPLITS + SECOND_SET}})
+    chosen, means = choose(rows)
+    record = {"rule": RULE, "chosen_train_seed": chosen["train_seed"], "chosen_recipe": chosen["recipe"],
+              "chosen_folder": chosen["folder"], "candidates": rows, "mean_per_recipe": means}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))

@@ -1,0 +1,36 @@
+"""Choosing the demo checkpoint: by the second held-out set, recipe first (mean over its seeds), then seed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+
+def _row(folder: str, recipe: str, seed: int, harmful: float, harmless: float, borderline: float) -> dict:
+    from select_demo_seed import score
+
+    result = {"harmful_val": {"refusal_rate": harmful}, "harmless_val": {"refusal_rate": harmless},
+              "borderline_val": {"refusal_rate": borderline}}
+    return {"folder": folder, "recipe": recipe, "train_seed": seed, "score": score(result),
+            "harmful_test": 0.9, "harmless_test": 0.0, "borderline_test": 0.1,
+            "harmful_val": harmful, "harmless_val": harmless, "borderline_val": borderline}
+
+
+def test_one_lucky_seed_does_not_pick_the_recipe():
+    from select_demo_seed import choose
+
+    rows = [_row("a0", "base", 0, 0.9, 0.0, 0.1), _row("a1", "base", 1, 0.5, 0.2, 0.3),  # 0.8 and 0.0: mean 0.4
+            _row("b0", "look-alikes", 0, 0.8, 0.1, 0.2), _row("b1", "look-alikes", 1, 0.8, 0.0, 0.1)]  # 0.5, 0.7
+    chosen, means = choose(rows)
+    assert chosen["folder"] == "b1"  # the best single candidate (a0, 0.8) belongs to the worse recipe
+    assert means["base"]["score"] == 0.4 and means["look-alikes"]["score"] == 0.6 and means["base"]["seeds"] == 2
+    assert means["look-alikes"]["harmless_val"] == 0.05
+
+
+def test_recipe_names_come_from_the_stage_two_record():
+    from select_demo_seed import recipe
+
+    assert recipe({"stage2": {"lookalikes": 0}}) == "base"
+    assert recipe({"stage2": {"lookalikes": 759, "align_harmful": 748}}) == "look-alikes + wider harmful"
