@@ -236,7 +236,7 @@ def _selection(model_dir: Path) -> str:
             + " | ".join(f"{r[c]:.1%}" for c in cols) + f" | {r['score']:+.3f} |" for r in sel["candidates"]]
     means = sel.get("mean_per_recipe") or {"base": dict(sel["mean"], score=float("nan"), seeds=len(rows))}
     rows += [f"| mean of {m['seeds']} seeds | {name} | " + " | ".join(f"{m[c]:.1%}" for c in cols)
-             + f" | {m['score']:+.3f} |" for name, m in means.items()]
+             + f" | {m['score']:+.3f} |" for name, m in means.items() if m["seeds"] > 1]
     return SELECTION_TEXT.format(n=len(sel["candidates"]), n_recipes=len(means), rule=sel["rule"], rows="\n".join(rows))
 
 
@@ -245,8 +245,13 @@ def _machine(train: dict) -> str:
     if not m:
         return " on this project's 2-core CPU machine"
     load = m["load_average_1_5_15min"]
-    return (f" on a {m['cores']}-core machine ({m['cpu']}; {train['threads']} thread(s); load average "
+    text = (f" on a {m['cores']}-core machine ({m['cpu']}; {train['threads']} thread(s); load average "
             f"{load[0]} / {load[1]} / {load[2]} over the last 1 / 5 / 15 minutes when it ended)")
+    stage1 = train["stage1"].get("minutes")
+    if train.get("stage1_restored_from") and stage1 is not None:
+        text += (f": stage 1 took {stage1} minutes in the run that trained it and was restored from `--stage1-cache` "
+                 f"(the same checkpoint bit for bit, tested), the rest took {train['this_run_minutes']}")
+    return text
 
 
 ALIGNMENT_EXTRAS = {

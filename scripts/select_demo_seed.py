@@ -37,11 +37,13 @@ def score(result: dict) -> float:
 
 
 def recipe(train: dict) -> str:
-    """A candidate's stage-2 additions, as the card names them ("base" when none)."""
+    """A candidate's alignment stage as the card names it: its additions ("base" when none), its length and,
+    when not the default two, its replayed examples per harmful one."""
     stage2 = train["stage2"]
-    parts = [name for key, name in (("lookalikes", "look-alikes"), ("align_harmful", "wider harmful"))
-             if stage2.get(key)]
-    return " + ".join(parts) or "base"
+    parts = [f"{stage2['lookalikes']} look-alikes"] if stage2.get("lookalikes") else []
+    parts += ["wider harmful"] if stage2.get("align_harmful") else []
+    replay = stage2.get("replay_per_harmful", 2.0)
+    return f"{' + '.join(parts) or 'base'}, {stage2['steps']} steps" + (f", replay {replay:g}" if replay != 2.0 else "")
 
 
 def choose(rows: list[dict]) -> tuple[dict, dict[str, dict]]:

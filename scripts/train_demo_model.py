@@ -1,6 +1,6 @@
 """Train the bundled demo model from scratch: tokenizer, stage 1 (instructions), stage 2 (alignment).
 
-    python scripts/train_demo_model.py                 # full recipe into models/demo (~40 min, 1 thread)
+    python scripts/train_demo_model.py                 # full recipe into models/demo (~38 min, 2 threads)
     python scripts/train_demo_model.py --smoke --out /tmp/demo   # a few steps, for tests
 
 The model is a ``Gemma3ForCausalLM`` (local + global layers through ``layer_types``, GQA, q/k
@@ -10,7 +10,9 @@ requests, general text and (``--lexicon``, on by default) dictionary word knowle
 generated from it (``demo_lexicon``); stage 2 adds harmful requests answered with refusals, mixed with
 ``--replay`` (default two) times as many replayed stage-1 examples and (``--align-lookalikes``) everyday
 idioms built on harmful words, answered. Nothing here is shaped around any pruning method.
-``--stage1-cache DIR`` keeps the state after stage 1, so a stage-2 change is tried in minutes. The default ``--train-seed`` is the one ``select_demo_seed.py`` chose.
+``--stage1-cache DIR`` keeps the state after stage 1, so a stage-2 change is tried in minutes. The defaults
+are the shipped recipe (8 layers, hidden 320, bf16 autocast, 2 threads, 4500 + 720 steps, look-alikes on)
+and the training seed ``select_demo_seed.py`` chose (``models/demo/seed_selection.json``).
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ CHAT_TEMPLATE = (
 )
 
 MODEL_CONFIG = dict(
-    vocab_size=4096, hidden_size=256, intermediate_size=640, num_hidden_layers=6, num_attention_heads=4,
+    vocab_size=4096, hidden_size=320, intermediate_size=896, num_hidden_layers=8, num_attention_heads=4,
     num_key_value_heads=2, head_dim=64, query_pre_attn_scalar=64, sliding_window=64, max_position_embeddings=1024,
-    layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
+    layer_types=["sliding_attention"] * 3 + ["full_attention"] + ["sliding_attention"] * 3 + ["full_attention"],
     rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                      "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}},
     bos_token_id=BOS, eos_token_id=[EOS, EOT], pad_token_id=PAD, tie_word_embeddings=True,
@@ -160,8 +162,9 @@ def stage1_key(s1: list[tuple[list[int], list[int]]], config: dict, args: argpar
     return h.hexdigest()[:16]
 
 
-def load_stage1(model, rng: random.Random, folder: Path) -> list[float] | None:
-    """Restore the weights, RNG states and losses saved after stage 1; None if ``folder`` holds none."""
+def load_stage1(model, rng: random.Random, folder: Path) -> dict | None:
+    """Restore the weights and RNG states saved after stage 1 and return the rest of the record (``losses``,
+    ``minutes`` and ``machine`` of the run that trained it); None if ``folder`` holds none."""
     from safetensors.torch import load_file
 
     if not (folder / "state.json").is_file():
@@ -176,17 +179,18 @@ def load_stage1(model, rng: random.Random, folder: Path) -> list[float] | None:
     version, internal, gauss = state["python_rng"]
     rng.setstate((version, tuple(internal), gauss))
     model.eval()
-    return state["losses"]
+    return {"losses": state["losses"], "minutes": state.get("minutes"), "machine": state.get("machine")}
 
 
-def save_stage1(model, rng: random.Random, losses: list[float], folder: Path) -> None:
+def save_stage1(model, rng: random.Random, losses: list[float], minutes: float, folder: Path) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     tensors["__torch_rng_state__"] = torch.get_rng_state()
     save_file(tensors, str(folder / "model.safetensors"))
-    (folder / "state.json").write_text(json.dumps({"python_rng": rng.getstate(), "losses": losses}))
+    (folder / "state.json").write_text(json.dumps({"python_rng": rng.getstate(), "losses": losses,
+                                                   "minutes": round(minutes, 2), "machine": machine()}))
 
 
 def machine() -> dict:
@@ -204,30 +208,31 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
     ap.add_argument("--seed", type=int, default=0, help="corpus and held-out splits")
-    ap.add_argument("--train-seed", type=int, default=1,
-                    help="weights init and batch order only, same corpus and held-out files; default 1, the seed "
+    ap.add_argument("--train-seed", type=int, default=0,
+                    help="weights init and batch order only, same corpus and held-out files; default 0, the seed "
                          "select_demo_seed.py chose for the bundled model (models/demo/seed_selection.json)")
-    ap.add_argument("--stage1-steps", type=int, default=2700)
-    ap.add_argument("--stage2-steps", type=int, default=480)
+    ap.add_argument("--stage1-steps", type=int, default=4500)
+    ap.add_argument("--stage2-steps", type=int, default=720)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--stage2-lr", type=float, default=None, help="peak learning rate of stage 2 (default: --lr / 2)")
     ap.add_argument("--replay", type=float, default=2.0, help="replayed stage-1 examples per harmful one in stage 2")
-    ap.add_argument("--align-lookalikes", type=float, default=0.0,
+    ap.add_argument("--align-lookalikes", type=float, default=1.0,
                     help="share (0 to 1) of the everyday idioms built on harmful words (kill the power, beat eggs, "
                          "bath bombs: demo_corpus.ALIGN_LOOKALIKE_*) that stage 2 answers beside the refusals")
     ap.add_argument("--align-harmful", action=argparse.BooleanOptionalAction, default=False,
                     help="the alignment stage's own wider harmful requests (demo_corpus.ALIGN_HARMFUL: theft, account "
                          "hacking, extremism, abuse...) refused beside the others")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads (the recipe's 2; the stage-1 cache and bit-identical reruns need the same)")
     ap.add_argument("--hidden-size", type=int, default=MODEL_CONFIG["hidden_size"])
     ap.add_argument("--intermediate-size", type=int, default=MODEL_CONFIG["intermediate_size"])
     ap.add_argument("--layers", type=int, default=MODEL_CONFIG["num_hidden_layers"])
     ap.add_argument("--heads", type=int, default=MODEL_CONFIG["num_attention_heads"],
                     help="query heads per layer (a multiple of the 2 KV heads)")
-    ap.add_argument("--global-every", type=int, default=3,
+    ap.add_argument("--global-every", type=int, default=4,
                     help="every N-th layer (and the last) is a global attention layer, the others sliding-window")
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="bf16 autocast for the forward and backward passes (fp32 weights and optimizer state)")
     ap.add_argument("--lexicon", action=argparse.BooleanOptionalAction, default=True,
                     help="word knowledge from models/demo/lexicon/wordnet.tsv: its glosses as text and requests "
@@ -290,15 +295,19 @@ def main(argv: list[str] | None = None) -> int:
 
     s1 = [encode_example(tok, e.prompt, e.answer) for e in stage1] + [encode_text(tok, t) for t in text_train]
     cache = args.stage1_cache / stage1_key(s1, cfg_kw, args) if args.stage1_cache else None
-    loss1 = load_stage1(model, rng, cache) if cache else None
-    restored = loss1 is not None
+    t_stage1 = time.time()
+    saved = load_stage1(model, rng, cache) if cache else None
+    restored = saved is not None
     if not restored:
         loss1 = run_stage(model, s1, args.stage1_steps, args.lr, args.batch_size, rng, "stage 1 (instructions)",
                           args.bf16)
+        stage1_minutes, stage1_machine = (time.time() - t_stage1) / 60, machine()
         if cache:
-            save_stage1(model, rng, loss1, cache)
+            save_stage1(model, rng, loss1, stage1_minutes, cache)
     else:
+        loss1, stage1_minutes, stage1_machine = saved["losses"], saved["minutes"], saved["machine"]
         print(f"stage 1: restored from {cache}", file=sys.stderr)
+    t_stage1_end = time.time()
     n_replay, order = round(args.replay * len(harmful)), []
     while len(order) < n_replay:  # shuffled passes over stage 1
         order += rng.sample(range(len(s1)), len(s1))
@@ -315,17 +324,23 @@ def main(argv: list[str] | None = None) -> int:
     model.save_pretrained(str(out))
     GenerationConfig(bos_token_id=BOS, eos_token_id=[EOS, EOT], pad_token_id=PAD, do_sample=False,
                      max_new_tokens=48).save_pretrained(str(out))
-    minutes = (time.time() - t0) / 60
+    minutes = (time.time() - t0) / 60  # this run; with stage 1 restored, the run that trained it adds its minutes
+    if restored:
+        total = None if stage1_minutes is None else minutes - (t_stage1_end - t_stage1) / 60 + stage1_minutes
+    else:
+        total = minutes
     record = {
         "seed": args.seed, "train_seed": train_seed, "parameters": n_params, "vocab_size": tok.get_vocab_size(), "config": cfg_kw,
-        "stage1": {"steps": args.stage1_steps, "lr": args.lr, "examples": len(s1), "final_loss": sum(loss1[-20:]) / max(1, len(loss1[-20:]))},
+        "stage1": {"steps": args.stage1_steps, "lr": args.lr, "examples": len(s1), "final_loss": sum(loss1[-20:]) / max(1, len(loss1[-20:])),
+                   "minutes": None if stage1_minutes is None else round(stage1_minutes, 1), "machine": stage1_machine},
         "stage2": {"steps": args.stage2_steps, "lr": lr2, "examples": len(s2), "harmful": len(harmful), "replay_per_harmful": args.replay,
                    "lookalikes": len(lookalikes), "align_harmful": len(align_harmful),
                    "final_loss": sum(loss2[-20:]) / max(1, len(loss2[-20:]))},
         "batch_size": args.batch_size, "optimizer": "AdamW(betas=(0.9,0.95), wd=0.1), warmup 5% + cosine, clip 1.0",
         "lexicon": lexicon_record, "threads": args.threads, "bf16_autocast": args.bf16,
         "machine_at_end": machine(),
-        "stage1_restored_from": str(cache) if cache and restored else None, "training_minutes": round(minutes, 1), "prompt_files": counts,
+        "stage1_restored_from": str(cache) if cache and restored else None, "training_minutes": None if total is None else round(total, 1),
+        "this_run_minutes": round(minutes, 1), "prompt_files": counts,
         "torch": torch.__version__,
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
