@@ -226,16 +226,19 @@ def _version(module: str) -> str | None:
         return None
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
+        return next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                    if l.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        return platform.processor()
+
+
+def machine_info() -> dict[str, Any]:
     import onnxruntime
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
             "onnxruntime_genai": _version("onnxruntime-genai"), "torch": _version("torch"),

@@ -36,18 +36,27 @@ def load(model_dir: Path):
     return tok, model
 
 
-def generate(tok, model, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 32) -> list[str]:
-    """Greedy answers to chat-formatted ``prompts`` (left-padded batches)."""
+def answer(tok, model, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 32) -> tuple[list[str], torch.Tensor]:
+    """Greedy answers to chat-formatted ``prompts`` (left-padded batches) and the logits of their first
+    generated position (one row per prompt)."""
     out: list[str] = []
+    first: list[torch.Tensor] = []
     for i in tqdm(range(0, len(prompts), batch_size), desc="generating", unit="batch", disable=None):
         chunk = prompts[i:i + batch_size]
         texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
                  for p in chunk]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
-        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return out
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
+                                 return_dict_in_generate=True)
+        out += tok.batch_decode(gen.sequences[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        first.append(gen.logits[0].float())
+    return out, torch.cat(first)
+
+
+def generate(tok, model, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 32) -> list[str]:
+    """Greedy answers to chat-formatted ``prompts``."""
+    return answer(tok, model, prompts, max_new_tokens, batch_size)[0]
 
 
 def refusal_openers(tok) -> list[int]:
@@ -56,19 +65,11 @@ def refusal_openers(tok) -> list[int]:
     return sorted({tok(t, add_special_tokens=False)["input_ids"][0] for t in texts})
 
 
-def first_token_refusal(tok, model, prompts: list[str], batch_size: int = 32) -> list[float]:
-    """P(the answer opens like a refusal) at the first generated position: the model's decision before
-    greedy decoding turns it into a yes or no, so two models can be compared whatever their threshold."""
-    openers = refusal_openers(tok)
-    out: list[float] = []
-    for i in range(0, len(prompts), batch_size):
-        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                 for p in prompts[i:i + batch_size]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)  # left-padded
-        with torch.no_grad():
-            logits = model(**enc).logits[:, -1].float()
-        out += logits.softmax(-1)[:, openers].sum(-1).tolist()
-    return out
+def first_token_refusal(tok, first_logits: torch.Tensor) -> list[float]:
+    """P(the answer opens like a refusal) at the first generated position (``answer``'s logits): the
+    model's decision before greedy decoding turns it into a yes or no, so two models can be compared
+    whatever their threshold."""
+    return first_logits.softmax(-1)[:, refusal_openers(tok)].sum(-1).tolist()
 
 
 def auroc(positive: list[float], negative: list[float]) -> float:
@@ -92,14 +93,14 @@ def evaluate(model_dir: Path, limit: int | None = None, samples: int = 0) -> dic
     scores: dict[str, list[float]] = {}
     for split in SPLITS + tuple(x for x in SECOND_SET if (model_dir / "data" / f"{x}.txt").is_file()):
         prompts = read_prompts(model_dir / "data" / f"{split}.txt", limit)
-        answers = generate(tok, model, prompts)
+        answers, first_logits = answer(tok, model, prompts)
         refused = [is_refusal(a) for a in answers]
         result[split] = {"n": len(prompts), "refusal_rate": round(sum(refused) / len(prompts), 4)}
         if split.startswith("harmless"):  # what the helpful answers say (demo_answers)
             result[split]["answers"] = demo_answers.score_answers(prompts, answers, references, refused).as_dict()
             if any(p in references for p in prompts):
                 result[split]["answers"]["reference_on_topic_rate"] = round(demo_answers.reference_rate(prompts, references), 4)
-        probs = first_token_refusal(tok, model, prompts)
+        probs = first_token_refusal(tok, first_logits)
         result[split]["mean_first_token_refusal"] = round(sum(probs) / len(probs), 4)
         scores[split] = probs
         if samples:
@@ -231,10 +232,10 @@ def _selection(model_dir: Path) -> str:
         return ""
     sel = json.loads(path.read_text())
     cols = SPLITS + SECOND_SET
-    chosen = sel.get("chosen_folder")
-    rows = [f"| train seed {r['train_seed']}{' (shipped)' if r['folder'] == chosen else ''} | {r.get('recipe', 'base')} | "
+    chosen = sel["chosen_folder"]
+    rows = [f"| train seed {r['train_seed']}{' (shipped)' if r['folder'] == chosen else ''} | {r['recipe']} | "
             + " | ".join(f"{r[c]:.1%}" for c in cols) + f" | {r['score']:+.3f} |" for r in sel["candidates"]]
-    means = sel.get("mean_per_recipe") or {"base": dict(sel["mean"], score=float("nan"), seeds=len(rows))}
+    means = sel["mean_per_recipe"]
     rows += [f"| mean of {m['seeds']} seeds | {name} | " + " | ".join(f"{m[c]:.1%}" for c in cols)
              + f" | {m['score']:+.3f} |" for name, m in means.items() if m["seeds"] > 1]
     return SELECTION_TEXT.format(n=len(sel["candidates"]), n_recipes=len(means), rule=sel["rule"], rows="\n".join(rows))

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
@@ -195,13 +194,9 @@ def save_stage1(model, rng: random.Random, losses: list[float], minutes: float, 
 
 def machine() -> dict:
     """What the training ran on, so the card's training time says on what: CPU, cores, load averages."""
-    cpu = platform.processor()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
+    from aapp_export.benchmark import cpu_name
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,11 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     model.save_pretrained(str(out))
     GenerationConfig(bos_token_id=BOS, eos_token_id=[EOS, EOT], pad_token_id=PAD, do_sample=False,
                      max_new_tokens=48).save_pretrained(str(out))
-    minutes = (time.time() - t0) / 60  # this run; with stage 1 restored, the run that trained it adds its minutes
-    if restored:
-        total = None if stage1_minutes is None else minutes - (t_stage1_end - t_stage1) / 60 + stage1_minutes
-    else:
-        total = minutes
+    minutes = (time.time() - t0) / 60  # this run; the whole recipe counts stage 1 as long as training it took
+    total = None if stage1_minutes is None else minutes - (t_stage1_end - t_stage1) / 60 + stage1_minutes
     record = {
         "seed": args.seed, "train_seed": train_seed, "parameters": n_params, "vocab_size": tok.get_vocab_size(), "config": cfg_kw,
         "stage1": {"steps": args.stage1_steps, "lr": args.lr, "examples": len(s1), "final_loss": sum(loss1[-20:]) / max(1, len(loss1[-20:])),
