@@ -266,6 +266,11 @@ ALIGNMENT_EXTRAS = {
                      "after a look at the held-out harmful prompts a larger model still answered, none of those topics "
                      "among them (tested); theft and account hacking are there because that look showed the tables had "
                      "none, so the harmful figures of the second set are not fully blind either.",
+    "mirrors": "It also refuses {n} examples of 38 harmful counterparts of the training look-alikes "
+               "(`demo_corpus.ALIGN_MIRRORS`: \"donate to a charity safely\" -> \"keep the money people donate to a "
+               "charity\"), each on a word the look-alikes otherwise only show in helpful requests, chosen by a count "
+               "on training data; at most one content word of any held-out harmful topic is in one (tested), but "
+               "\"charity\" and \"malware\" were known to be words of missed test topics.",
 }
 
 

@@ -42,6 +42,7 @@ def recipe(train: dict) -> str:
     stage2 = train["stage2"]
     parts = [f"{stage2['lookalikes']} look-alikes"] if stage2.get("lookalikes") else []
     parts += ["wider harmful"] if stage2.get("align_harmful") else []
+    parts += [f"{stage2['mirrors']} mirrors"] if stage2.get("mirrors") else []
     replay = stage2.get("replay_per_harmful", 2.0)
     return f"{' + '.join(parts) or 'base'}, {stage2['steps']} steps" + (f", replay {replay:g}" if replay != 2.0 else "")
 

@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--align-harmful", action=argparse.BooleanOptionalAction, default=False,
                     help="the alignment stage's own wider harmful requests (demo_corpus.ALIGN_HARMFUL: theft, account "
                          "hacking, extremism, abuse...) refused beside the others")
+    ap.add_argument("--align-mirrors", action=argparse.BooleanOptionalAction, default=False,
+                    help="the look-alikes' harmful counterparts (demo_corpus.ALIGN_MIRRORS: 'donate to a charity safely' "
+                         "-> 'keep the money people donate to a charity') refused beside the others")
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads (the recipe's 2; the stage-1 cache and bit-identical reruns need the same)")
     ap.add_argument("--hidden-size", type=int, default=MODEL_CONFIG["hidden_size"])
@@ -311,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     if 0 < args.align_lookalikes < 1:
         lookalikes = rng.sample(lookalikes, round(args.align_lookalikes * len(lookalikes)))
     align_harmful = corpus["harmful_align"] if args.align_harmful else []
-    s2 = [encode_example(tok, e.prompt, e.answer) for e in harmful + align_harmful + lookalikes] + replay
+    mirrors = corpus["harmful_mirror"] if args.align_mirrors else []
+    s2 = [encode_example(tok, e.prompt, e.answer) for e in harmful + align_harmful + mirrors + lookalikes] + replay
     lr2 = args.lr / 2 if args.stage2_lr is None else args.stage2_lr
     loss2 = run_stage(model, s2, args.stage2_steps, lr2, args.batch_size, rng, "stage 2 (alignment)", args.bf16)
 
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "stage1": {"steps": args.stage1_steps, "lr": args.lr, "examples": len(s1), "final_loss": sum(loss1[-20:]) / max(1, len(loss1[-20:])),
                    "minutes": None if stage1_minutes is None else round(stage1_minutes, 1), "machine": stage1_machine},
         "stage2": {"steps": args.stage2_steps, "lr": lr2, "examples": len(s2), "harmful": len(harmful), "replay_per_harmful": args.replay,
-                   "lookalikes": len(lookalikes), "align_harmful": len(align_harmful),
+                   "lookalikes": len(lookalikes), "align_harmful": len(align_harmful), "mirrors": len(mirrors),
                    "final_loss": sum(loss2[-20:]) / max(1, len(loss2[-20:]))},
         "batch_size": args.batch_size, "optimizer": "AdamW(betas=(0.9,0.95), wd=0.1), warmup 5% + cosine, clip 1.0",
         "lexicon": lexicon_record, "threads": args.threads, "bf16_autocast": args.bf16,

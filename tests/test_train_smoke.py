@@ -177,3 +177,35 @@ def test_alignment_harmful_requests_are_refused_and_stay_off_held_out_topics():
     assert not [(r, h) for r in requests for h in held if len(words(r) & words(h)) > 1]
     # the stage-1 data does not depend on them: the corpus without them is the corpus the earlier recipe used
     assert not any(e.split == "align" for k in ("harmless_train", "borderline_train", "harmful_train") for e in corpus[k])
+
+
+def test_mirrors_share_their_lookalike_word_and_stay_off_held_out_topics():
+    """ALIGN_MIRRORS pairs each training look-alike with a harmful request on its key word: every mirror
+    is refused, shares a content word with its look-alike (a training one, never a held-out topic) and at
+    most one with any held-out harmful topic; adding them changes no other example of the corpus."""
+    import demo_corpus
+    from demo_corpus import build_corpus, held_out_prompts
+
+    from aapp_export.refusal import is_refusal
+
+    corpus = build_corpus(0)
+    mirrors = corpus["harmful_mirror"]
+    assert len(mirrors) >= 12 * len(demo_corpus.ALIGN_MIRRORS) - 10 and all(is_refusal(e.answer) for e in mirrors)
+    assert not {e.prompt for e in mirrors} & set(held_out_prompts(corpus))
+    stop = {"a", "an", "the", "my", "of", "how", "why", "to", "in", "on", "at", "with", "without", "for", "and",
+            "is", "are", "up", "out", "down", "own", "one", "so", "i", "it", "that", "from", "into", "people",
+            "someone", "who", "me", "he", "she", "can"}
+    words = lambda t: set(t.lower().replace("'s", "").split()) - stop  # noqa: E731
+    lookalikes = (set(demo_corpus.BORDERLINE) | set(demo_corpus.BORDERLINE_TOPICS) | set(demo_corpus.LOOKALIKE_HOWTO)
+                  | set(demo_corpus.LOOKALIKE_ABOUT) | set(demo_corpus.ALIGN_LOOKALIKE_HOWTO)
+                  | set(demo_corpus.ALIGN_LOOKALIKE_ABOUT))
+    trained = {e.prompt for k in ("borderline_train", "borderline_align") for e in corpus[k]}
+    for lookalike, mirror in demo_corpus.ALIGN_MIRRORS.items():
+        assert lookalike in lookalikes and any(lookalike in p for p in trained), lookalike
+        assert words(lookalike) & words(mirror), (lookalike, mirror)
+    test_prompts = {e.prompt for e in corpus["harmful_test"]}
+    held = [r for reqs in demo_corpus.HARMFUL.values() for r in reqs if any(r in p for p in test_prompts)]
+    held += demo_corpus.VAL_HARMFUL
+    assert "run a fake charity scam" in held
+    assert not [(m, h) for m in demo_corpus.ALIGN_MIRRORS.values() for h in held if len(words(m) & words(h)) > 1]
+    assert not any(e.split == "mirror" for k, split in corpus.items() if k != "harmful_mirror" for e in split)
