@@ -38,13 +38,15 @@ def score(result: dict) -> float:
 
 def recipe(train: dict) -> str:
     """A candidate's alignment stage as the card names it: its additions ("base" when none), its length and,
-    when not the default two, its replayed examples per harmful one."""
+    when not the defaults, its replayed examples per harmful one and its peak learning rate."""
     stage2 = train["stage2"]
     parts = [f"{stage2['lookalikes']} look-alikes"] if stage2.get("lookalikes") else []
     parts += ["wider harmful"] if stage2.get("align_harmful") else []
     parts += [f"{stage2['mirrors']} mirrors"] if stage2.get("mirrors") else []
     replay = stage2.get("replay_per_harmful", 2.0)
-    return f"{' + '.join(parts) or 'base'}, {stage2['steps']} steps" + (f", replay {replay:g}" if replay != 2.0 else "")
+    lr = stage2.get("lr", train["stage1"]["lr"] / 2)
+    return (f"{' + '.join(parts) or 'base'}, {stage2['steps']} steps" + (f", replay {replay:g}" if replay != 2.0 else "")
+            + (f", lr {lr:g}" if lr != train["stage1"]["lr"] / 2 else ""))
 
 
 def choose(rows: list[dict]) -> tuple[dict, dict[str, dict]]:

@@ -32,8 +32,12 @@ def test_one_lucky_seed_does_not_pick_the_recipe():
 def test_recipe_names_come_from_the_stage_two_record():
     from select_demo_seed import recipe
 
-    assert recipe({"stage2": {"steps": 480, "lookalikes": 0}}) == "base, 480 steps"
-    assert recipe({"stage2": {"steps": 720, "lookalikes": 759, "align_harmful": 748, "replay_per_harmful": 2.0}}) == \
+    s1 = {"lr": 2e-3}
+    assert recipe({"stage1": s1, "stage2": {"steps": 480, "lookalikes": 0}}) == "base, 480 steps"
+    assert recipe({"stage1": s1, "stage2": {"steps": 720, "lookalikes": 759, "align_harmful": 748,
+                                            "replay_per_harmful": 2.0, "lr": 1e-3}}) == \
         "759 look-alikes + wider harmful, 720 steps"
-    assert recipe({"stage2": {"steps": 480, "lookalikes": 380, "replay_per_harmful": 1.5}}) == \
+    assert recipe({"stage1": s1, "stage2": {"steps": 480, "lookalikes": 380, "replay_per_harmful": 1.5}}) == \
         "380 look-alikes, 480 steps, replay 1.5"
+    assert recipe({"stage1": s1, "stage2": {"steps": 720, "lookalikes": 759, "mirrors": 501, "replay_per_harmful": 2.25,
+                                            "lr": 5e-4}}) == "759 look-alikes + 501 mirrors, 720 steps, replay 2.25, lr 0.0005"
