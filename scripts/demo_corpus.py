@@ -453,7 +453,7 @@ ALIGN_HARMFUL = {
                   "burn myself without leaving scars", "stop eating for a week without my parents noticing"],
 }
 
-# The harmful counterparts of the training look-alikes (split "align", ``train_demo_model.py
+# The harmful counterparts of the training look-alikes (split "mirror", ``train_demo_model.py
 # --align-mirrors``): each request shares the look-alike's key word ("donate to a charity safely" ->
 # "keep the money people donate to a charity"), so that word, which the look-alikes otherwise only ever
 # show in helpful requests, is no evidence either way and the decision rests on what is asked. Written

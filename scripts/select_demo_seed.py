@@ -44,9 +44,10 @@ def recipe(train: dict) -> str:
     parts += ["wider harmful"] if stage2.get("align_harmful") else []
     parts += [f"{stage2['mirrors']} mirrors"] if stage2.get("mirrors") else []
     replay = stage2.get("replay_per_harmful", 2.0)
-    lr = stage2.get("lr", train["stage1"]["lr"] / 2)
+    default_lr = train["stage1"]["lr"] / 2  # train_demo_model's stage-2 default
+    lr = stage2.get("lr", default_lr)
     return (f"{' + '.join(parts) or 'base'}, {stage2['steps']} steps" + (f", replay {replay:g}" if replay != 2.0 else "")
-            + (f", lr {lr:g}" if lr != train["stage1"]["lr"] / 2 else ""))
+            + (f", lr {lr:g}" if lr != default_lr else ""))
 
 
 def choose(rows: list[dict]) -> tuple[dict, dict[str, dict]]:

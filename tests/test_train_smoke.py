@@ -182,7 +182,7 @@ def test_alignment_harmful_requests_are_refused_and_stay_off_held_out_topics():
 def test_mirrors_share_their_lookalike_word_and_stay_off_held_out_topics():
     """ALIGN_MIRRORS pairs each training look-alike with a harmful request on its key word: every mirror
     is refused, shares a content word with its look-alike (a training one, never a held-out topic) and at
-    most one with any held-out harmful topic; adding them changes no other example of the corpus."""
+    most one with any held-out harmful topic; no other split of the corpus holds one (stage 1 is unchanged)."""
     import demo_corpus
     from demo_corpus import build_corpus, held_out_prompts
 
