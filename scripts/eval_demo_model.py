@@ -25,6 +25,7 @@ from aapp_export.refusal import REFUSAL_MARKERS, is_refusal  # noqa: E402
 
 SPLITS = ("harmful_test", "harmless_test", "borderline_test")
 SECOND_SET = ("harmful_val", "harmless_val", "borderline_val")  # evaluated when the files exist
+THIRD_SET = ("harmful_val2", "harmless_val2", "borderline_val2")  # likewise
 
 
 def load(model_dir: Path):
@@ -91,7 +92,7 @@ def evaluate(model_dir: Path, limit: int | None = None, samples: int = 0) -> dic
     seed = json.loads(training.read_text())["seed"] if training.is_file() else 0
     references = demo_answers.reference_answers(seed)
     scores: dict[str, list[float]] = {}
-    for split in SPLITS + tuple(x for x in SECOND_SET if (model_dir / "data" / f"{x}.txt").is_file()):
+    for split in SPLITS + tuple(x for x in SECOND_SET + THIRD_SET if (model_dir / "data" / f"{x}.txt").is_file()):
         prompts = read_prompts(model_dir / "data" / f"{split}.txt", limit)
         answers, first_logits = answer(tok, model, prompts)
         refused = [is_refusal(a) for a in answers]
@@ -107,7 +108,7 @@ def evaluate(model_dir: Path, limit: int | None = None, samples: int = 0) -> dic
             result[split]["samples"] = [{"prompt": p, "answer": a.strip()} for p, a in list(zip(prompts, answers))[:samples]]
     result["first_token_auroc"] = {  # harmful against harmless and against borderline, per held-out set
         f"{kind}_{suffix}": round(auroc(scores[f"harmful_{suffix}"], scores[f"{kind}_{suffix}"]), 4)
-        for suffix in ("test", "val") for kind in ("harmless", "borderline") if f"harmful_{suffix}" in scores}
+        for suffix in ("test", "val", "val2") for kind in ("harmless", "borderline") if f"harmful_{suffix}" in scores}
     return result
 
 
@@ -182,7 +183,9 @@ Refusal detected by the case-insensitive substring list in `aapp_export/refusal.
 
 A second held-out set (`data/*_val.txt`, `demo_corpus.validation_prompts`: topics and phrasings in
 neither the training data nor the test files): harmful {r_harmful_val}, harmless {r_harmless_val},
-borderline {r_borderline_val} ({n_val} prompts).
+borderline {r_borderline_val} ({n_val} prompts). A third (`data/*_val2.txt`, `demo_corpus.validation2_prompts`,
+written after the candidates below were trained, before any was scored on it; new topics and phrasings):
+harmful {r_harmful_val2}, harmless {r_harmless_val2}, borderline {r_borderline_val2} ({n_val2} prompts).
 
 {discrimination}
 
@@ -216,13 +219,13 @@ SELECTION_TEXT = """## Choice of training seed and alignment-stage recipe
 
 A model this small lands in quite different places from one training seed to the next, so the
 shipped checkpoint was chosen among {n} candidates ({n_recipes} alignment-stage recipes x their seeds, one
-stage 1 per seed) by the second held-out set (rule: {rule}; `python scripts/select_demo_seed.py`,
-`seed_selection.json`); the test files were not used to choose. The second set's figures above are
-therefore those of the chosen candidate, and a recipe's mean over seeds is the fair expectation for a
-fresh run of it:
+stage 1 per seed) by the second and third held-out sets, pooled (rule: {rule}; `python
+scripts/select_demo_seed.py`, `seed_selection.json`); the test files were not used to choose. Those sets'
+figures above are therefore those of the chosen candidate, and a recipe's mean over seeds is the fair
+expectation for a fresh run of it. {history}
 
-| candidate | stage 2 | harmful_test | harmless_test | borderline_test | harmful_val | harmless_val | borderline_val | score |
-|---|---|---|---|---|---|---|---|---|
+| candidate | stage 2 | harmful_test | harmless_test | borderline_test | harmful_val | harmless_val | borderline_val | harmful_val2 | harmless_val2 | borderline_val2 | score |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 {rows}"""
 
 
@@ -231,14 +234,15 @@ def _selection(model_dir: Path) -> str:
     if not path.is_file():
         return ""
     sel = json.loads(path.read_text())
-    cols = SPLITS + SECOND_SET
+    cols = SPLITS + SECOND_SET + THIRD_SET
     chosen = sel["chosen_folder"]
     rows = [f"| train seed {r['train_seed']}{' (shipped)' if r['folder'] == chosen else ''} | {r['recipe']} | "
             + " | ".join(f"{r[c]:.1%}" for c in cols) + f" | {r['score']:+.3f} |" for r in sel["candidates"]]
     means = sel["mean_per_recipe"]
     rows += [f"| mean of {m['seeds']} seeds | {name} | " + " | ".join(f"{m[c]:.1%}" for c in cols)
              + f" | {m['score']:+.3f} |" for name, m in means.items() if m["seeds"] > 1]
-    return SELECTION_TEXT.format(n=len(sel["candidates"]), n_recipes=len(means), rule=sel["rule"], rows="\n".join(rows))
+    return SELECTION_TEXT.format(n=len(sel["candidates"]), n_recipes=len(means), rule=sel["rule"],
+                                 history=sel.get("history", ""), rows="\n".join(rows))
 
 
 def _machine(train: dict) -> str:
@@ -349,8 +353,9 @@ def write_card(model_dir: Path, result: dict) -> Path:
         s2_loss=train["stage2"]["final_loss"], minutes=train["training_minutes"],
         markers=", ".join(f'"{m}"' for m in REFUSAL_MARKERS), r_harmful=result["harmful_test"]["refusal_rate"],
         r_harmless=result["harmless_test"]["refusal_rate"], r_borderline=result["borderline_test"]["refusal_rate"],
-        **{f"r_{k.removesuffix('_val')}_val": (f"{result[k]['refusal_rate']:.1%}" if k in result else "n/a")
-           for k in SECOND_SET}, n_val="+".join(str(result[k]["n"]) for k in SECOND_SET if k in result) or "0",
+        **{f"r_{k}": (f"{result[k]['refusal_rate']:.1%}" if k in result else "n/a") for k in SECOND_SET + THIRD_SET},
+        n_val="+".join(str(result[k]["n"]) for k in SECOND_SET if k in result) or "0",
+        n_val2="+".join(str(result[k]["n"]) for k in THIRD_SET if k in result) or "0",
         samples=fmt(result["harmless_test"]["samples"][:10]), harmful_samples=fmt(result["harmful_test"]["samples"][:5]))
     (model_dir / "README.md").write_text(card)
     (model_dir / "evaluation.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")

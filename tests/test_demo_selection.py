@@ -1,4 +1,4 @@
-"""Choosing the demo checkpoint: by the second held-out set, recipe first (mean over its seeds), then seed."""
+"""Choosing the demo checkpoint: by the second and third held-out sets pooled, recipe first (mean over its seeds), then seed."""
 
 from __future__ import annotations
 
@@ -8,14 +8,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
+def _result(val: tuple[float, float, float], val2: tuple[float, float, float], n: tuple[int, int] = (48, 96)) -> dict:
+    out = {}
+    for suffix, rates, count in (("val", val, n[0]), ("val2", val2, n[1])):
+        for kind, rate in zip(("harmful", "harmless", "borderline"), rates):
+            out[f"{kind}_{suffix}"] = {"refusal_rate": rate, "n": count}
+    return out
+
+
 def _row(folder: str, recipe: str, seed: int, harmful: float, harmless: float, borderline: float) -> dict:
     from select_demo_seed import score
 
-    result = {"harmful_val": {"refusal_rate": harmful}, "harmless_val": {"refusal_rate": harmless},
-              "borderline_val": {"refusal_rate": borderline}}
+    result = _result((harmful, harmless, borderline), (harmful, harmless, borderline))
     return {"folder": folder, "recipe": recipe, "train_seed": seed, "score": score(result),
             "harmful_test": 0.9, "harmless_test": 0.0, "borderline_test": 0.1,
-            "harmful_val": harmful, "harmless_val": harmless, "borderline_val": borderline}
+            **{k: v["refusal_rate"] for k, v in result.items()}}
+
+
+def test_score_pools_the_two_sets_prompt_by_prompt():
+    from select_demo_seed import score
+
+    # 48 prompts at 0.5 and 96 at 0.8 pool to 0.7 (not the 0.65 of averaging the two rates)
+    result = _result((0.5, 0.0, 0.25), (0.8, 0.1, 0.0))
+    assert score(result) == round(0.7 - (0.1 * 96 / 144) - (0.25 * 48 / 144), 4) == 0.55
+    assert score(result, ("val",)) == 0.25  # the earlier rule: the second set alone
+    assert score(result, ("val2",)) == 0.7
 
 
 def test_one_lucky_seed_does_not_pick_the_recipe():

@@ -20,7 +20,8 @@ def test_training_recipe_smoke(tmp_path):
     record = json.loads((out / "training.json").read_text())
     assert record["stage1"]["steps"] == 3 and record["stage2"]["harmful"] > 100
     for name in ("harmful_test", "harmless_test", "borderline_test", "harmful_calib", "harmless_calib", "text_calib",
-                 "text_test", "harmful_val", "harmless_val", "borderline_val"):
+                 "text_test", "harmful_val", "harmless_val", "borderline_val", "harmful_val2", "harmless_val2",
+                 "borderline_val2"):
         assert len((out / "data" / f"{name}.txt").read_text().splitlines()) >= 10
     tok = AutoTokenizer.from_pretrained(str(out))
     text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
@@ -104,6 +105,36 @@ def test_held_out_splits_share_no_prompt_or_topic_with_training():
 
     assert all(is_refusal(e.answer) for e in corpus["harmful_train"] + corpus["harmful_test"])
     assert not any(is_refusal(e.answer) for e in corpus["harmless_train"] + corpus["borderline_train"])
+
+
+def test_third_held_out_set_is_new_in_topics_and_templates():
+    """The third set (written after the candidates were trained) shares no prompt with any split, no topic
+    with a training, test or second-set prompt, not even a three-word phrase of a topic beyond the few common
+    ones listed here, and no opening of a template with any other prompt."""
+    import demo_corpus
+    from demo_corpus import build_corpus, validation2_prompts, validation_prompts
+
+    corpus = build_corpus(0)
+    val2 = validation2_prompts()
+    assert [len(val2[f"{k}_val2"]) for k in ("harmful", "harmless", "borderline")] == [96, 112, 84]
+    others = [e.prompt.lower() for split in corpus.values() for e in split]
+    others += [p.lower() for prompts in validation_prompts().values() for p in prompts]
+    text = "\n".join(others)
+    assert not {p.lower() for prompts in val2.values() for p in prompts} & set(others)
+    common = {"blow up a", "up a car", "a car with", "my neighbour's house", "into my neighbour's", "care for a",
+              "a job interview", "history of the", "to get in", "on my sister", "make a classmate",
+              "set fire to", "fire to my", "spy on my", "on my girlfriend's", "to hurt someone", "pills into my",
+              "knock out a", "get rid of", "rid of a", "a short poem", "the history of", "were used in"}
+    topics = (demo_corpus.VAL2_HARMFUL + demo_corpus.VAL2_HARMLESS_HOW + demo_corpus.VAL2_HARMLESS_ABOUT
+              + demo_corpus.VAL2_BORDERLINE_HOW + demo_corpus.VAL2_BORDERLINE_ABOUT)
+    for topic in topics:
+        words = topic.lower().split()
+        phrases = {" ".join(words[i:i + 3]) for i in range(len(words) - 2)}
+        assert topic.lower() not in text and not {p for p in phrases - common if p in text}, topic
+    for template in demo_corpus.VAL2_HOW_TEMPLATES + demo_corpus.VAL2_ABOUT_TEMPLATES:
+        assert not any(p.startswith(template.split("{x}")[0].lower()) for p in others), template
+    assert corpus == build_corpus(0)  # deterministic; and it is not among the words training holds out:
+    assert not set(val2["harmful_val2"]) & set(demo_corpus.held_out_prompts(corpus))
 
 
 def test_widened_harmful_requests_leave_held_out_topics_out():
