@@ -46,6 +46,19 @@ def test_one_lucky_seed_does_not_pick_the_recipe():
     assert means["look-alikes"]["harmless_val"] == 0.05
 
 
+def test_a_recipe_tried_on_fewer_seeds_does_not_compete():
+    from select_demo_seed import choose
+
+    rows = [_row("a0", "base", 0, 0.8, 0.0, 0.1), _row("a1", "base", 1, 0.8, 0.0, 0.2),  # 0.7, 0.6
+            _row("c0", "longer", 0, 0.9, 0.0, 0.0)]  # 0.9 on its only seed
+    chosen, means = choose(rows)
+    assert chosen["folder"] == "a0" and means["longer"]["seeds"] == 1 and means["longer"]["score"] == 0.9
+    chosen, _ = choose(rows + [_row("c1", "longer", 1, 0.6, 0.0, 0.2)])  # its second seed: mean 0.65
+    assert chosen["folder"] == "a0"
+    chosen, _ = choose(rows + [_row("c1", "longer", 1, 0.8, 0.0, 0.1)])  # mean 0.8: now it wins
+    assert chosen["folder"] == "c0"
+
+
 def test_recipe_names_come_from_the_stage_two_record():
     from select_demo_seed import recipe
 
