@@ -20,7 +20,7 @@ def _row(folder: str, recipe: str, seed: int, harmful: float, harmless: float, b
     from select_demo_seed import score
 
     result = _result((harmful, harmless, borderline), (harmful, harmless, borderline))
-    return {"folder": folder, "recipe": recipe, "train_seed": seed, "score": score(result),
+    return {"folder": folder, "recipe": recipe, "train_seed": seed, "score": score(result), "steps": 5220,
             "harmful_test": 0.9, "harmless_test": 0.0, "borderline_test": 0.1,
             **{k: v["refusal_rate"] for k, v in result.items()}}
 
@@ -57,6 +57,20 @@ def test_a_recipe_tried_on_fewer_seeds_does_not_compete():
     assert chosen["folder"] == "a0"
     chosen, _ = choose(rows + [_row("c1", "longer", 1, 0.8, 0.0, 0.1)])  # mean 0.8: now it wins
     assert chosen["folder"] == "c0"
+
+
+def test_a_recipe_over_the_training_budget_cannot_be_chosen():
+    import pytest
+
+    from select_demo_seed import choose
+
+    long = [dict(_row(f"c{s}", "longer", s, 0.9, 0.0, 0.0), steps=5460) for s in (0, 1)]
+    rows = [_row("a0", "base", 0, 0.8, 0.0, 0.1), _row("a1", "base", 1, 0.8, 0.0, 0.2)] + long
+    assert choose(rows)[0]["folder"] == "c0"  # no budget: the longer recipe wins
+    chosen, means = choose(rows, max_steps=5220)
+    assert chosen["folder"] == "a0" and not means["longer"]["within_budget"] and means["base"]["within_budget"]
+    with pytest.raises(ValueError, match="5000 steps"):
+        choose(long, max_steps=5000)
 
 
 def test_recipe_names_come_from_the_stage_two_record():
