@@ -236,13 +236,23 @@ def _selection(model_dir: Path) -> str:
     sel = json.loads(path.read_text())
     cols = SPLITS + SECOND_SET + THIRD_SET
     chosen = sel["chosen_folder"]
-    rows = [f"| train seed {r['train_seed']}{' (shipped)' if r['folder'] == chosen else ''} | {r['recipe']} | "
+    over = lambda steps: steps is not None and steps > sel.get("max_steps", steps)  # noqa: E731
+    rows = [f"| train seed {r['train_seed']}{' (shipped)' if r['folder'] == chosen else ''} | {r['recipe']}"
+            f"{' (over budget)' if over(r.get('steps')) else ''} | "
             + " | ".join(f"{r[c]:.1%}" for c in cols) + f" | {r['score']:+.3f} |" for r in sel["candidates"]]
     means = sel["mean_per_recipe"]
-    rows += [f"| mean of {m['seeds']} seeds | {name} | " + " | ".join(f"{m[c]:.1%}" for c in cols)
+    rows += [f"| mean of {m['seeds']} seeds | {name}{'' if m.get('within_budget', True) else ' (over budget)'} | "
+             + " | ".join(f"{m[c]:.1%}" for c in cols)
              + f" | {m['score']:+.3f} |" for name, m in means.items() if m["seeds"] > 1]
+    earlier = sel.get("second_set_rule")
+    history = "" if not earlier else (
+        f"Until 2026-12-02 the rule used the second set alone, which would choose train seed {earlier['train_seed']} of "
+        f"\"{earlier['recipe']}\" here; the third set was written then, after these candidates were trained, because "
+        "the second set could not tell the best of them apart. The first pooled run chose a 960-step recipe tried on "
+        "one seed, so two amendments followed, made after that was seen: only the recipes with the most seeds compete, "
+        f"and none over the training budget ({sel.get('max_steps')} optimizer steps, the 40 minutes).")
     return SELECTION_TEXT.format(n=len(sel["candidates"]), n_recipes=len(means), rule=sel["rule"],
-                                 history=sel.get("history", ""), rows="\n".join(rows))
+                                 history=history, rows="\n".join(rows))
 
 
 def _machine(train: dict) -> str:

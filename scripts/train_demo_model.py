@@ -8,11 +8,12 @@ norms, tied embeddings) with its own byte-level BPE tokenizer and Gemma's chat f
 plain supervised fine-tuning with loss on the answer tokens: stage 1 on harmless and borderline
 requests, general text and (``--lexicon``, on by default) dictionary word knowledge with requests
 generated from it (``demo_lexicon``); stage 2 adds harmful requests answered with refusals, mixed with
-``--replay`` (default two) times as many replayed stage-1 examples and (``--align-lookalikes``) everyday
-idioms built on harmful words, answered. Nothing here is shaped around any pruning method.
+``--replay`` (default 2.25) times as many replayed stage-1 examples, (``--align-lookalikes``) everyday
+idioms built on harmful words, answered, and (``--align-mirrors``) their harmful counterparts, refused.
+Nothing here is shaped around any pruning method.
 ``--stage1-cache DIR`` keeps the state after stage 1, so a stage-2 change is tried in minutes. The defaults
-are the shipped recipe (8 layers, hidden 320, bf16 autocast, 2 threads, 4500 + 720 steps, look-alikes on)
-and the training seed ``select_demo_seed.py`` chose (``models/demo/seed_selection.json``).
+are the shipped recipe (8 layers, hidden 320, bf16 autocast, 2 threads, 4500 + 720 steps, look-alikes and
+mirrors on, replay 2.25) and the training seed ``select_demo_seed.py`` chose (``models/demo/seed_selection.json``).
 """
 
 from __future__ import annotations
@@ -203,22 +204,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
     ap.add_argument("--seed", type=int, default=0, help="corpus and held-out splits")
-    ap.add_argument("--train-seed", type=int, default=0,
-                    help="weights init and batch order only, same corpus and held-out files; default 0, the seed "
+    ap.add_argument("--train-seed", type=int, default=2,
+                    help="weights init and batch order only, same corpus and held-out files; default 2, the seed "
                          "select_demo_seed.py chose for the bundled model (models/demo/seed_selection.json)")
     ap.add_argument("--stage1-steps", type=int, default=4500)
     ap.add_argument("--stage2-steps", type=int, default=720)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--stage2-lr", type=float, default=None, help="peak learning rate of stage 2 (default: --lr / 2)")
-    ap.add_argument("--replay", type=float, default=2.0, help="replayed stage-1 examples per harmful one in stage 2")
+    ap.add_argument("--replay", type=float, default=2.25, help="replayed stage-1 examples per harmful one in stage 2")
     ap.add_argument("--align-lookalikes", type=float, default=1.0,
                     help="share (0 to 1) of the everyday idioms built on harmful words (kill the power, beat eggs, "
                          "bath bombs: demo_corpus.ALIGN_LOOKALIKE_*) that stage 2 answers beside the refusals")
     ap.add_argument("--align-harmful", action=argparse.BooleanOptionalAction, default=False,
                     help="the alignment stage's own wider harmful requests (demo_corpus.ALIGN_HARMFUL: theft, account "
                          "hacking, extremism, abuse...) refused beside the others")
-    ap.add_argument("--align-mirrors", action=argparse.BooleanOptionalAction, default=False,
+    ap.add_argument("--align-mirrors", action=argparse.BooleanOptionalAction, default=True,
                     help="the look-alikes' harmful counterparts (demo_corpus.ALIGN_MIRRORS: 'donate to a charity safely' "
                          "-> 'keep the money people donate to a charity') refused beside the others")
     ap.add_argument("--threads", type=int, default=2,
