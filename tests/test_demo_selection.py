@@ -69,19 +69,19 @@ def test_a_recipe_over_the_training_budget_cannot_be_chosen():
     assert choose(rows)[0]["folder"] == "c0"  # no budget: the longer recipe wins
     chosen, means = choose(rows, max_steps=5220)
     assert chosen["folder"] == "a0" and not means["longer"]["within_budget"] and means["base"]["within_budget"]
-    with pytest.raises(ValueError, match="5000 steps"):
+    with pytest.raises(ValueError, match="2800 + 5000 steps"):
         choose(long, max_steps=5000)
 
 
-def test_recipe_names_come_from_the_stage_two_record():
+def test_recipe_names_come_from_the_training_record():
     from select_demo_seed import recipe
 
-    s1 = {"lr": 2e-3}
-    assert recipe({"stage1": s1, "stage2": {"steps": 480, "lookalikes": 0}}) == "base, 480 steps"
+    s1 = {"lr": 2e-3, "steps": 2800}
+    assert recipe({"stage1": s1, "stage2": {"steps": 480, "lookalikes": 0}}) == "base, 2800 + 480 steps"
     assert recipe({"stage1": s1, "stage2": {"steps": 720, "lookalikes": 759, "align_harmful": 748,
                                             "replay_per_harmful": 2.0, "lr": 1e-3}}) == \
-        "759 look-alikes + wider harmful, 720 steps"
+        "759 look-alikes + wider harmful, 2800 + 720 steps"
     assert recipe({"stage1": s1, "stage2": {"steps": 480, "lookalikes": 380, "replay_per_harmful": 1.5}}) == \
-        "380 look-alikes, 480 steps, replay 1.5"
+        "380 look-alikes, 2800 + 480 steps, replay 1.5"
     assert recipe({"stage1": s1, "stage2": {"steps": 720, "lookalikes": 759, "mirrors": 501, "replay_per_harmful": 2.25,
-                                            "lr": 5e-4}}) == "759 look-alikes + 501 mirrors, 720 steps, replay 2.25, lr 0.0005"
+                                            "lr": 5e-4}}) == "759 look-alikes + 501 mirrors, 2800 + 720 steps, replay 2.25, lr 0.0005"
