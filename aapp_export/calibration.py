@@ -25,7 +25,7 @@ from .pruning import LayerStats, decoder_layers
 
 MAX_POSITIONS = 256
 CALIBRATION_FILE = "calibration.safetensors"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def read_lines(path: Path) -> list[str]:

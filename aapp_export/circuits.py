@@ -12,13 +12,15 @@ Three scorers rate every prunable unit from harmful vs harmless chat prompts:
 
 The protected set is the top ``budget`` fraction of the prunable units of each kind (heads,
 channels; layers >= ``skip_first``) by a scorer. The causal check ablates the protected set and
-random sets with the same per-layer counts (5 seeds) and compares refusal on harmful prompts; the
-default scorer is the one with the largest gap. The risk gate's refusal direction, threshold and
-temperature are calibrated at the input of the first pruned layer.
+random sets with the same per-layer counts (5 seeds) and compares refusal on harmful prompts (greedy
+refusal rate, and the probability of the refusal's first token); the default scorer is the one with the
+largest greedy gap, ties (e.g. 100% refusal either way) broken by the probability gap. The risk gate's
+refusal direction, threshold and temperature are calibrated at the input of the first pruned layer.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,22 +231,48 @@ class Circuits:
                 "causal_check": self.check}
 
 
+@torch.no_grad()
+def first_token_probability(model, tokenizer, prompts: list[str], token: int, pruner: Pruner | None = None,
+                            batch_size: int = 16) -> float:
+    """Mean probability of ``token`` as the answer's first token over chat-formatted ``prompts``: a graded
+    refusal measure that still moves when greedy refusal is 100% with and without an ablation."""
+    total = 0.0
+    ctx = pruner if pruner is not None else nullcontext()
+    with ctx:
+        for s in range(0, len(prompts), batch_size):
+            enc = chat_inputs(tokenizer, prompts[s:s + batch_size])
+            if pruner is not None:
+                pruner.new_request()
+            total += float(model(**enc).logits[:, -1].float().softmax(-1)[:, token].sum())
+    return total / max(1, len(prompts))
+
+
 def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor], channels: list[torch.Tensor],
                  seeds: int = CHECK_SEEDS, max_new_tokens: int = CHECK_TOKENS) -> dict[str, Any]:
-    """Refusal rate after ablating the protected set vs after ablating random sets of the same size."""
+    """Refusal after ablating the protected set vs after ablating random sets of the same size: greedy refusal
+    rate (``gap``) and the probability of the refusal's first token (``prob_gap``, the tie-break when greedy
+    refusal does not move, e.g. on training prompts)."""
     n_heads, n_channels = unit_counts(model)
+    token = refusal_token(model, tokenizer, prompts)
 
-    def rate(h: list[torch.Tensor], c: list[torch.Tensor]) -> float:
+    def rate(h: list[torch.Tensor], c: list[torch.Tensor]) -> tuple[float, float]:
         pruner = Pruner(model, PruneConfig("ablate"), ablate=(h, c))
-        return refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc="causal check"))
+        greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc="causal check"))
+        return greedy, first_token_probability(model, tokenizer, prompts, token, pruner)
 
-    protected = rate(heads, channels)
-    randoms = [rate(random_like(heads, n_heads, s), random_like(channels, n_channels, 1000 + s)) for s in range(seeds)]
+    protected, protected_p = rate(heads, channels)
+    randoms, randoms_p = zip(*(rate(random_like(heads, n_heads, s), random_like(channels, n_channels, 1000 + s))
+                               for s in range(seeds)))
     dense = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, desc="causal check"))
-    mean_random = sum(randoms) / len(randoms)
+    dense_p = first_token_probability(model, tokenizer, prompts, token)
+    mean_random, mean_random_p = sum(randoms) / len(randoms), sum(randoms_p) / len(randoms_p)
     return {"prompts": len(prompts), "dense_refusal": round(dense, 4), "protected_ablated_refusal": round(protected, 4),
             "random_ablated_refusal_mean": round(mean_random, 4), "random_ablated_refusal": [round(r, 4) for r in randoms],
-            "gap": round(mean_random - protected, 4)}
+            "gap": round(mean_random - protected, 4),
+            "refusal_token": token, "dense_refusal_token_prob": round(dense_p, 4),
+            "protected_ablated_refusal_token_prob": round(protected_p, 4),
+            "random_ablated_refusal_token_prob": [round(r, 4) for r in randoms_p],
+            "prob_gap": round(mean_random_p - protected_p, 4)}
 
 
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
@@ -260,8 +288,9 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
         sets[name] = (protected_units(hs, budget, skip_first), protected_units(cs, budget, skip_first))
         checks[name] = causal_check(model, tokenizer, harmful[:check_prompts], *sets[name])
         log(f"scorer {name}: refusal after ablating protected {checks[name]['protected_ablated_refusal']:.2f} "
-            f"vs random {checks[name]['random_ablated_refusal_mean']:.2f} (gap {checks[name]['gap']:+.2f})")
-    chosen = scorer or max(checks, key=lambda k: checks[k]["gap"])
+            f"vs random {checks[name]['random_ablated_refusal_mean']:.2f} (gap {checks[name]['gap']:+.2f}, "
+            f"first-token probability gap {checks[name]['prob_gap']:+.3f})")
+    chosen = scorer or max(checks, key=lambda k: (checks[k]["gap"], checks[k]["prob_gap"]))
     # risk gate at the input of the first pruned layer: projection of the last prompt token
     gate_layer = skip_first
     direction = refusal_directions(harm, safe)[gate_layer]

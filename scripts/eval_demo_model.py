@@ -218,13 +218,13 @@ generated request; such words occur only in the dictionary text."""
 SELECTION_TEXT = """## Choice of training seed and alignment-stage recipe
 
 A model this small lands in quite different places from one training seed to the next, so the
-shipped checkpoint was chosen among {n} candidates ({n_recipes} alignment-stage recipes x their seeds, one
+shipped checkpoint was chosen among {n} candidates ({recipes} x their seeds, one
 stage 1 per seed) by the second and third held-out sets, pooled (rule: {rule}; `python
 scripts/select_demo_seed.py`, `seed_selection.json`); the test files were not used to choose. Those sets'
 figures above are therefore those of the chosen candidate, and a recipe's mean over seeds is the fair
 expectation for a fresh run of it. {history}
 
-| candidate | stage 2 | harmful_test | harmless_test | borderline_test | harmful_val | harmless_val | borderline_val | harmful_val2 | harmless_val2 | borderline_val2 | score |
+| candidate | recipe | harmful_test | harmless_test | borderline_test | harmful_val | harmless_val | borderline_val | harmful_val2 | harmless_val2 | borderline_val2 | score |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 {rows}"""
 
@@ -244,14 +244,9 @@ def _selection(model_dir: Path) -> str:
     rows += [f"| mean of {m['seeds']} seeds | {name}{'' if m.get('within_budget', True) else ' (over budget)'} | "
              + " | ".join(f"{m[c]:.1%}" for c in cols)
              + f" | {m['score']:+.3f} |" for name, m in means.items() if m["seeds"] > 1]
-    earlier = sel.get("second_set_rule")
-    history = "" if not earlier else (
-        f"Until 2026-12-02 the rule used the second set alone, which would choose train seed {earlier['train_seed']} of "
-        f"\"{earlier['recipe']}\" here; the third set was written then, after these candidates were trained, because "
-        "the second set could not tell the best of them apart. The first pooled run chose a 960-step recipe tried on "
-        "one seed, so two amendments followed, made after that was seen: only the recipes with the most seeds compete, "
-        f"and none over the training budget ({sel.get('max_steps')} optimizer steps, the 40 minutes).")
-    return SELECTION_TEXT.format(n=len(sel["candidates"]), n_recipes=len(means), rule=sel["rule"],
+    history = " ".join(sel.get("history", []))  # how the rule came to be, written with the record
+    recipes = f"{len(means)} recipe{'s' if len(means) != 1 else ''}"
+    return SELECTION_TEXT.format(n=len(sel["candidates"]), recipes=recipes, rule=sel["rule"],
                                  history=history, rows="\n".join(rows))
 
 

@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=MAX_STEPS,
                     help=f"training budget in optimizer steps, stage 1 + stage 2 (default {MAX_STEPS}: the 40 minutes "
                          "on 2 cores the demo model must train in)")
+    ap.add_argument("--history", action="append", default=[],
+                    help="a sentence on how the rule or the candidates came to be (repeatable); kept in the record "
+                         "and shown in the card")
     args = ap.parse_args(argv)
     rows = []
     for folder in args.candidates:
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
               "chosen_recipe": chosen["recipe"], "chosen_folder": chosen["folder"],
               "second_set_rule": {"rule": SECOND_SET_RULE, "would_choose": earlier["folder"],
                                   "recipe": earlier["recipe"], "train_seed": earlier["train_seed"]},
-              "candidates": rows, "mean_per_recipe": means}
+              "history": args.history, "candidates": rows, "mean_per_recipe": means}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))

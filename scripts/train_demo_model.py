@@ -12,7 +12,7 @@ generated from it (``demo_lexicon``); stage 2 adds harmful requests answered wit
 idioms built on harmful words, answered, and (``--align-mirrors``) their harmful counterparts, refused.
 Nothing here is shaped around any pruning method.
 ``--stage1-cache DIR`` keeps the state after stage 1, so a stage-2 change is tried in minutes. The defaults
-are the shipped recipe (8 layers, hidden 320, bf16 autocast, 2 threads, 4500 + 720 steps, look-alikes and
+are the shipped recipe (8 layers, hidden 320, bf16 autocast, 2 threads, 2800 + 720 steps, look-alikes and
 mirrors on, replay 2.25) and the training seed ``select_demo_seed.py`` chose (``models/demo/seed_selection.json``).
 """
 
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-seed", type=int, default=2,
                     help="weights init and batch order only, same corpus and held-out files; default 2, the seed "
                          "select_demo_seed.py chose for the bundled model (models/demo/seed_selection.json)")
-    ap.add_argument("--stage1-steps", type=int, default=4500)
+    ap.add_argument("--stage1-steps", type=int, default=2800)
     ap.add_argument("--stage2-steps", type=int, default=720)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--lr", type=float, default=2e-3)

@@ -54,7 +54,12 @@ def test_export_calibrates_and_records_circuits_in_the_manifest(tmp_path, capsys
     manifest = json.loads((tmp_path / "m" / "aapp.json").read_text())
     cal = manifest["calibration"]
     assert cal["scorer"] in {"actdiff", "refusal-dir", "grad-act"} and cal["budget"] == 0.05
-    assert set(cal["causal_check"]["by_scorer"]) == {"actdiff", "refusal-dir", "grad-act"}
+    checks = cal["causal_check"]["by_scorer"]
+    assert set(checks) == {"actdiff", "refusal-dir", "grad-act"}
+    assert all(0 <= c["dense_refusal_token_prob"] <= 1 and len(c["random_ablated_refusal_token_prob"]) == 5
+               for c in checks.values())
+    # the kept scorer has the largest greedy gap, ties broken by the first-token probability gap
+    assert cal["scorer"] == max(checks, key=lambda k: (checks[k]["gap"], checks[k]["prob_gap"]))
     assert len(cal["protected_units"]["heads"]) == 6 and sum(cal["protected_units"]["channels_per_layer"]) > 0
     assert manifest["pruning"]["protected_units"] == cal["protected_units"]
     assert {"calibration.safetensors", "calibration.json"} <= set(manifest["files"])
