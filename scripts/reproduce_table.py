@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    ap.add_argument("--scorer", choices=("actdiff", "refusal-dir", "grad-act"), default=None,
+                    help="alignment scorer AAPP protects by (default: the calibration causal check's choice)")
     args = ap.parse_args(argv)
 
     from aapp_export.calibration import cached_calibration, load_model, read_lines
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k]
                                                                    for k in ("harmful", "harmless", "text")},
-                                         log=lambda m: print(m, file=sys.stderr))
+                                         scorer=args.scorer, log=lambda m: print(m, file=sys.stderr))
     rows = [run_eval(model, tok, "dense", 0.0, ev["harmful"], ev["harmless"], ev["text"],
                      max_new_tokens=args.max_new_tokens).to_json()]
     for sparsity in (float(s) for s in args.sparsities.split(",")):
