@@ -20,13 +20,12 @@ refusal direction, threshold and temperature are calibrated at the input of the 
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .evaluate import chat_inputs, generate_answers, refusal_rate
+from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, decoder_layers, mlp_norm_name, unit_counts
 
 SCORERS = ("actdiff", "refusal-dir", "grad-act")
@@ -133,12 +132,14 @@ def score_refusal_direction(model, harm: Activations, safe: Activations) -> tupl
     return hs, cs
 
 
+def most_common_first_token(probs: torch.Tensor) -> int:
+    """The most common greedy first token over prompts (``first_token_probs`` rows)."""
+    return int(torch.mode(probs.argmax(-1)).values)
+
+
 def refusal_token(model, tokenizer, harmful: list[str]) -> int:
     """The most common first answer token on harmful prompts (greedy)."""
-    enc = chat_inputs(tokenizer, harmful)
-    with torch.no_grad():
-        first = model(**enc).logits[:, -1].argmax(-1)
-    return int(torch.mode(first).values)
+    return most_common_first_token(first_token_probs(model, tokenizer, harmful))
 
 
 def score_grad_act(model, tokenizer, harmful: list[str], batch_size: int = 16) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -231,44 +232,29 @@ class Circuits:
                 "causal_check": self.check}
 
 
-@torch.no_grad()
-def first_token_probability(model, tokenizer, prompts: list[str], token: int, pruner: Pruner | None = None,
-                            batch_size: int = 16) -> float:
-    """Mean probability of ``token`` as the answer's first token over chat-formatted ``prompts``: a graded
-    refusal measure that still moves when greedy refusal is 100% with and without an ablation."""
-    total = 0.0
-    ctx = pruner if pruner is not None else nullcontext()
-    with ctx:
-        for s in range(0, len(prompts), batch_size):
-            enc = chat_inputs(tokenizer, prompts[s:s + batch_size])
-            if pruner is not None:
-                pruner.new_request()
-            total += float(model(**enc).logits[:, -1].float().softmax(-1)[:, token].sum())
-    return total / max(1, len(prompts))
-
-
 def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor], channels: list[torch.Tensor],
                  seeds: int = CHECK_SEEDS, max_new_tokens: int = CHECK_TOKENS) -> dict[str, Any]:
     """Refusal after ablating the protected set vs after ablating random sets of the same size: greedy refusal
     rate (``gap``) and the probability of the refusal's first token (``prob_gap``, the tie-break when greedy
     refusal does not move, e.g. on training prompts)."""
     n_heads, n_channels = unit_counts(model)
-    token = refusal_token(model, tokenizer, prompts)
+    dense_probs = first_token_probs(model, tokenizer, prompts)
+    token = most_common_first_token(dense_probs)
 
     def rate(h: list[torch.Tensor], c: list[torch.Tensor]) -> tuple[float, float]:
         pruner = Pruner(model, PruneConfig("ablate"), ablate=(h, c))
         greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc="causal check"))
-        return greedy, first_token_probability(model, tokenizer, prompts, token, pruner)
+        return greedy, float(first_token_probs(model, tokenizer, prompts, pruner)[:, token].mean())
 
     protected, protected_p = rate(heads, channels)
     randoms, randoms_p = zip(*(rate(random_like(heads, n_heads, s), random_like(channels, n_channels, 1000 + s))
                                for s in range(seeds)))
     dense = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, desc="causal check"))
-    dense_p = first_token_probability(model, tokenizer, prompts, token)
+    dense_p = float(dense_probs[:, token].mean())
     mean_random, mean_random_p = sum(randoms) / len(randoms), sum(randoms_p) / len(randoms_p)
     return {"prompts": len(prompts), "dense_refusal": round(dense, 4), "protected_ablated_refusal": round(protected, 4),
-            "random_ablated_refusal_mean": round(mean_random, 4), "random_ablated_refusal": [round(r, 4) for r in randoms],
-            "gap": round(mean_random - protected, 4),
+            "random_ablated_refusal_mean": round(mean_random, 4),
+            "random_ablated_refusal": [round(r, 4) for r in randoms], "gap": round(mean_random - protected, 4),
             "refusal_token": token, "dense_refusal_token_prob": round(dense_p, 4),
             "protected_ablated_refusal_token_prob": round(protected_p, 4),
             "random_ablated_refusal_token_prob": [round(r, 4) for r in randoms_p],

@@ -46,6 +46,21 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int =
     return answers
 
 
+@torch.no_grad()
+def first_token_probs(model, tokenizer, prompts: list[str], pruner: Pruner | None = None,
+                      batch_size: int = 16) -> torch.Tensor:
+    """[len(prompts), vocab] probabilities of the answer's first token after each chat-formatted prompt
+    (each batch a new request for ``pruner``)."""
+    out = []
+    with pruner if pruner is not None else nullcontext():
+        for s in range(0, len(prompts), batch_size):
+            enc = chat_inputs(tokenizer, prompts[s:s + batch_size])
+            if pruner is not None:
+                pruner.new_request()
+            out.append(model(**enc).logits[:, -1].float().softmax(-1))
+    return torch.cat(out)
+
+
 def refusal_rate(answers: list[str]) -> float:
     return sum(map(is_refusal, answers)) / max(1, len(answers))
 

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from aapp_export.circuits import SCORERS
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("pp", "aapp", "wanda-sp", "flap", "random")
 
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    ap.add_argument("--scorer", choices=("actdiff", "refusal-dir", "grad-act"), default=None,
+    ap.add_argument("--scorer", choices=SCORERS, default=None,
                     help="alignment scorer AAPP protects by (default: the calibration causal check's choice)")
     args = ap.parse_args(argv)
 

@@ -13,8 +13,10 @@ reported. Score: harmful refusal minus harmless and borderline refusal over the 
 Candidates are grouped by recipe (their stage-2 additions, from ``training.json``); among the recipes
 trained on the most seeds, the one with the best mean score over its seeds wins, then its seed with the
 best score, so one lucky seed does not pick a recipe (a recipe tried on fewer seeds competes once its
-missing seeds are trained: on the first pooled run a one-seed recipe led the three-seed ones). The JSON lists every candidate with every set's figures, the mean per recipe, and what the
-earlier rule (second set alone, used until the third set was written) would have chosen.
+missing seeds are trained: on the first pooled run a one-seed recipe led the three-seed ones), and none
+over the training budget in optimizer steps (``--max-steps``). The JSON lists every candidate with every
+set's figures, the mean per recipe, what the earlier rule (second set alone, used until the third set was
+written) would have chosen, and the ``--history`` sentences the card shows.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ def recipe(train: dict) -> str:
     replay = stage2.get("replay_per_harmful", 2.0)
     default_lr = train["stage1"]["lr"] / 2  # train_demo_model's stage-2 default
     lr = stage2.get("lr", default_lr)
-    return (f"{' + '.join(parts) or 'base'}, {train['stage1']['steps']} + {stage2['steps']} steps" + (f", replay {replay:g}" if replay != 2.0 else "")
-            + (f", lr {lr:g}" if lr != default_lr else ""))
+    return (f"{' + '.join(parts) or 'base'}, {train['stage1']['steps']} + {stage2['steps']} steps"
+            + (f", replay {replay:g}" if replay != 2.0 else "") + (f", lr {lr:g}" if lr != default_lr else ""))
 
 
 def choose(rows: list[dict], key: str = "score", max_steps: int | None = None) -> tuple[dict, dict[str, dict]]:

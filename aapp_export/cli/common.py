@@ -36,4 +36,5 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
                    "(default: the model card's)")
     p.add_argument("--budget", type=float, default=0.05, help="protected fraction of prunable units (default 0.05)")
     p.add_argument("--scorer", choices=["actdiff", "refusal-dir", "grad-act"], default=None,
-                   help="alignment scorer (default: the one whose causal check shows the largest gap)")
+                   help="alignment scorer (default: the one whose causal check shows the largest gap; ties go to the "
+                        "largest drop in the refusal first-token probability)")
