@@ -154,7 +154,8 @@ def test_kv_buffer_needs_a_gqa_graph(exports):
 @pytest.mark.parametrize("attention", ["gqa", "onnx"])
 def test_graph_with_a_subset_of_heads_and_channels_matches_the_masked_model(attention, checkpoints, tmp_path):
     """``LayerUnits`` builds only some query heads and MLP channels of a layer: the graph equals
-    transformers with the other heads' o_proj columns and the other channels' down_proj columns zeroed."""
+    transformers with the other heads' o_proj columns and the other channels' down_proj columns zeroed.
+    Heads 0 and 1 share KV group 0 (4 query heads, 2 KV heads): each kept head gets its group's K/V."""
     from aapp_export.checkpoint import WeightReader
     from aapp_export.errors import ExportError
     from aapp_export.families import load_model_spec
@@ -165,7 +166,7 @@ def test_graph_with_a_subset_of_heads_and_channels_matches_the_masked_model(atte
     spec = load_model_spec(ckpt, reader)
     keep_heads, keep_channels = [1, 2], sorted(np.random.default_rng(0).choice(128, 48, replace=False).tolist())
     units = [LayerUnits(), LayerUnits(heads=keep_heads, channels=keep_channels), LayerUnits(channels=keep_channels),
-             LayerUnits(heads=[0, 3])]
+             LayerUnits(heads=[0, 1])]
     path = tmp_path / "model.onnx"
     onnx.save(build_decoder(spec, reader, path, DecoderOptions(last_logits_only=False, attention=attention), units),
               str(path))
@@ -191,6 +192,6 @@ def test_graph_with_a_subset_of_heads_and_channels_matches_the_masked_model(atte
         dense = _hf(ckpt)(ids).logits.numpy()
     assert np.abs(ref - dense).max() > 1e-2  # the pruning changes the model, so the match means something
     assert np.abs(got - ref).max() <= TOL
-    with pytest.raises(ExportError, match="same\\s+number"):  # heads 0 and 1 are both in KV group 0
+    with pytest.raises(ExportError, match="distinct heads"):
         build_decoder(spec, reader, tmp_path / "bad.onnx", DecoderOptions(attention=attention),
-                      [LayerUnits(heads=[0, 1])] + [LayerUnits()] * 3)
+                      [LayerUnits(heads=[0, 4])] + [LayerUnits()] * 3)

@@ -1,14 +1,18 @@
-"""A small ONNX graph builder that streams weights to an external data file.
+"""A small ONNX graph builder that streams weights to an external data file shared by several graphs.
 
-``GraphBuilder`` emits nodes with ``onnx.helper`` and writes every large initializer straight to
-``<model>.onnx.data`` (page-aligned, so ONNX Runtime can memory-map it) as soon as it is added: the
-process holds one weight at a time, never the whole model. Small constants stay inline.
+``WeightStore`` owns ``<model>.onnx.data``: every large initializer is written there (page-aligned, so
+ONNX Runtime can memory-map it) as soon as it is added, so the process holds one weight at a time,
+never the whole model. A weight added with a ``key`` is written once: every later graph that asks for
+the same key (the dense graph, then the pruned prefill and decode graphs of each sparsity level)
+points at the same bytes (ONNX external data is file + offset). ``GraphBuilder`` emits the nodes of
+one graph with ``onnx.helper``; small constants stay inline.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 import onnx
@@ -23,11 +27,67 @@ TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bflo
 ONNX_DTYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 
 
-class GraphBuilder:
-    """Accumulates nodes, inputs, outputs and initializers of one graph."""
+@dataclass(frozen=True)
+class ExternalTensor:
+    """Where a tensor's bytes live: a file in the model dir, an offset and a length."""
 
-    def __init__(self, data_file: Path, dtype: str = "fp32") -> None:
-        self.data_path = Path(data_file)
+    location: str
+    offset: int
+    length: int
+    data_type: int
+    dims: tuple[int, ...]
+
+    def proto(self, name: str) -> onnx.TensorProto:
+        tensor = TensorProto()
+        tensor.name = name
+        tensor.data_type = self.data_type
+        tensor.dims.extend(self.dims)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", self.location), ("offset", str(self.offset)), ("length", str(self.length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        return tensor
+
+
+class WeightStore:
+    """The external data file of a model dir, shared by all its graphs; weights with a key are written once."""
+
+    def __init__(self, data_file: Path) -> None:
+        self.path = Path(data_file)
+        self._file: BinaryIO | None = None
+        self._offset = 0
+        self._keyed: dict[str, ExternalTensor] = {}
+
+    def get(self, key: str | None) -> ExternalTensor | None:
+        return self._keyed.get(key) if key is not None else None
+
+    def write(self, raw: bytes, data_type: int, dims: Sequence[int], key: str | None = None) -> ExternalTensor:
+        if self._file is None:
+            self._file = open(self.path, "wb")
+        pad = (-self._offset) % ALIGN
+        if pad:
+            self._file.write(b"\0" * pad)
+            self._offset += pad
+        self._file.write(raw)
+        entry = ExternalTensor(self.path.name, self._offset, len(raw), data_type, tuple(int(d) for d in dims))
+        self._offset += len(raw)
+        if key is not None:
+            self._keyed[key] = entry
+        return entry
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class GraphBuilder:
+    """Accumulates nodes, inputs, outputs and initializers of one graph; its weights go to ``store``
+    (a ``WeightStore`` shared with other graphs, or a path for a store of this graph alone)."""
+
+    def __init__(self, store: WeightStore | Path, dtype: str = "fp32") -> None:
+        self.owns_store = not isinstance(store, WeightStore)
+        self.store = WeightStore(store) if self.owns_store else store
         self.dtype = dtype
         self.onnx_dtype = ONNX_DTYPES[dtype]
         self.torch_dtype = TORCH_DTYPES[dtype]
@@ -36,8 +96,6 @@ class GraphBuilder:
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self._names: dict[str, int] = {}
-        self._file: BinaryIO | None = None
-        self._offset = 0
         self.scope = ""
 
     # -- names ---------------------------------------------------------------------------------
@@ -48,29 +106,26 @@ class GraphBuilder:
         return base if n == 0 else f"{base}_{n}"
 
     # -- weights and constants -----------------------------------------------------------------
-    def _write_external(self, name: str, raw: bytes, onnx_type: int, dims: Sequence[int]) -> None:
-        if self._file is None:
-            self._file = open(self.data_path, "wb")
-        pad = (-self._offset) % ALIGN
-        if pad:
-            self._file.write(b"\0" * pad)
-            self._offset += pad
-        self._file.write(raw)
-        tensor = TensorProto()
-        tensor.name = name
-        tensor.data_type = onnx_type
-        tensor.dims.extend(int(d) for d in dims)
-        tensor.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", self.data_path.name), ("offset", str(self._offset)), ("length", str(len(raw)))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
-        self._offset += len(raw)
-        self.initializers.append(tensor)
+    def _write_external(self, name: str, raw: bytes, onnx_type: int, dims: Sequence[int], key: str | None = None) -> None:
+        self.initializers.append(self.store.write(raw, onnx_type, dims, key).proto(name))
 
-    def weight(self, name: str, tensor: torch.Tensor, *, dtype: str | None = None) -> str:
-        """Add a weight (cast to the graph dtype, or ``dtype``) and return its name."""
+    def external(self, name: str, entry: ExternalTensor) -> str:
+        """An initializer whose bytes already lie in a file of the model dir (e.g. calibration statistics)."""
+        name = self.fresh(name)
+        self.initializers.append(entry.proto(name))
+        return name
+
+    def weight(self, name: str, tensor: torch.Tensor | Callable[[], torch.Tensor], *, dtype: str | None = None,
+               key: str | None = None) -> str:
+        """Add a weight (cast to the graph dtype, or ``dtype``) and return its name. With ``key``, a weight
+        already in the store under that key is reused (``tensor`` may then be a callable, never called)."""
         dtype = dtype or self.dtype
-        t = tensor.detach().to(TORCH_DTYPES[dtype]).contiguous()
+        if key is not None:
+            key = f"{key}:{dtype}"
+            found = self.store.get(key)
+            if found is not None:
+                return self.external(name, found)
+        t = (tensor() if callable(tensor) else tensor).detach().to(TORCH_DTYPES[dtype]).contiguous()
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         name = self.fresh(name)
         if len(raw) <= INLINE_LIMIT:
@@ -80,7 +135,7 @@ class GraphBuilder:
             proto.raw_data = raw
             self.initializers.append(proto)
         else:
-            self._write_external(name, raw, ONNX_DTYPES[dtype], t.shape)
+            self._write_external(name, raw, ONNX_DTYPES[dtype], t.shape, key)
         return name
 
     def const(self, name: str, value: np.ndarray | Sequence | float | int, np_dtype=None) -> str:
@@ -122,10 +177,9 @@ class GraphBuilder:
         self.outputs.insert(0, info) if first else self.outputs.append(info)
 
     def finish(self, graph_name: str, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
-        """Close the data file and return the model proto (weights stay external)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Return the model proto (weights stay external); a store of this graph alone is closed."""
+        if self.owns_store:
+            self.store.close()
         graph = helper.make_graph(self.nodes, graph_name, self.inputs, self.outputs, self.initializers)
         domains = sorted({n.domain for n in self.nodes if n.domain})  # com.microsoft contrib ops: version 1
         opsets = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, 1) for d in domains]

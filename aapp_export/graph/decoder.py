@@ -20,8 +20,19 @@ Attention is one of two kernels (``DecoderOptions.attention``) with the same inp
 - ``"onnx"``: the standard ``Attention`` op (opset 23) with an additive mask built from
   ``attention_mask`` (any padding, left included); runs on any ONNX backend.
 
-``LayerUnits`` selects, per layer, which query heads and MLP channels are built: every unit stays
-separately addressable for the pruned graphs, and both kernels take each layer's head count.
+Weights are stored once in the model dir's data file (``WeightStore``), in the layout that makes
+every pruning gather a gather of contiguous rows: q|k|v, gate and up output-major (``[out, in]``, as
+in the checkpoint; the dense layers read them through a ``Transpose`` that ONNX Runtime folds into a
+constant at load), o and down input-major (``[in, out]``).
+
+``LayerUnits`` selects, per layer, which query heads and MLP channels are built (a static pruned
+model). A layer that keeps a subset of query heads gives each kept head its own K/V head when the
+model has several KV heads (``kv_rows``: the rows of its group, copied; for MHA these are the head's
+own K/V, i.e. whole heads are pruned); with one KV head all kept heads share it. So any subset works
+with both attention kernels, and the pruned graphs (``graph/pruned.py``) use the same rule.
+
+Conventions: node and tensor names are ``<scope><what>`` with the scope ``layers.{i}/`` inside a
+layer (``layers.3/qkv_proj``, ``layers.3/probe/heads_topk``); ``GraphBuilder.fresh`` numbers repeats.
 """
 
 from __future__ import annotations
@@ -37,9 +48,9 @@ from onnx import TensorProto
 from tqdm import tqdm
 
 from ..checkpoint import WeightReader
-from ..errors import ExportError, InputError
+from ..errors import ExportError, InputError, UnsupportedModelError
 from ..families import LayerSpec, ModelSpec
-from .builder import ONNX_DTYPES, TORCH_DTYPES, GraphBuilder
+from .builder import ONNX_DTYPES, TORCH_DTYPES, GraphBuilder, WeightStore
 
 INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
 
@@ -60,6 +71,40 @@ class LayerUnits:
     channels: Sequence[int] | None = None
 
 
+@dataclass(frozen=True)
+class LayerWeights:
+    """Names of the MatMul-ready (``[in, out]``) tensors one layer's projections read (constants, graph
+    inputs or tensors computed in the graph), and the head counts they imply: ``qkv``
+    ``[H, (n_q + 2 n_kv) * D]``, ``o`` ``[n_q * D, H]``, ``gate`` and ``up`` ``[H, I]``, ``down`` ``[I, H]``."""
+
+    qkv: str
+    qkv_bias: str | None
+    o: str
+    gate: str
+    up: str
+    down: str
+    n_q: int
+    n_kv: int
+
+
+def kv_shared(num_kv_heads: int) -> bool:
+    """With one KV head every kept query head shares it; otherwise each kept head gets its group's K/V."""
+    return num_kv_heads == 1
+
+
+def head_rows(heads: np.ndarray, head_dim: int) -> np.ndarray:
+    """Rows of an output-major per-head projection that belong to ``heads`` (in order)."""
+    return (np.asarray(heads)[:, None] * head_dim + np.arange(head_dim)[None, :]).reshape(-1)
+
+
+def qkv_rows(heads: np.ndarray, num_heads: int, num_kv_heads: int, head_dim: int) -> np.ndarray:
+    """Rows of the fused q|k|v weight a layer keeping query ``heads`` computes (module docstring's rule)."""
+    q = head_rows(heads, head_dim)
+    kv = np.arange(num_kv_heads) if kv_shared(num_kv_heads) else np.asarray(heads) // (num_heads // num_kv_heads)
+    k = num_heads * head_dim + head_rows(kv, head_dim)
+    return np.concatenate([q, k, k + num_kv_heads * head_dim])
+
+
 ATTENTION_KERNELS = ("gqa", "onnx")
 
 
@@ -71,38 +116,80 @@ class DecoderOptions:
 
 
 class DecoderGraph:
-    """Builds the graph of one model; call ``build()`` once."""
+    """Builds the graph of one model; call ``build()`` once. Subclasses (the pruned graphs) override
+    ``layer_weights``, ``attention_block`` and ``mlp_block`` for the layers they prune."""
 
-    def __init__(self, spec: ModelSpec, weights: WeightReader, data_file: Path, options: DecoderOptions,
+    def __init__(self, spec: ModelSpec, weights: WeightReader, store: WeightStore | Path, options: DecoderOptions,
                  units: Sequence[LayerUnits] | None = None) -> None:
         self.spec = spec
         self.w = weights
         self.opt = options
-        self.b = GraphBuilder(data_file, options.dtype)
+        self.b = GraphBuilder(store, options.dtype)
         self.units = list(units) if units is not None else [LayerUnits()] * spec.num_layers
         if options.attention not in ATTENTION_KERNELS:
             raise InputError(f"--attention {options.attention!r} is not one of {', '.join(ATTENTION_KERNELS)}")
         self.neg = float(torch.finfo(TORCH_DTYPES[options.dtype]).min)
 
+    # -- weights (keyed: stored once, shared by every graph of the model dir) ---------------------
+    def tensor(self, name: str) -> torch.Tensor:
+        return self.w.get(name)
+
+    def stored(self, label: str, key: str, make) -> str:
+        """An initializer stored once under ``key`` (``make`` builds it the first time)."""
+        return self.b.weight(label, make, key=key)
+
+    def layer_weights(self, layer: LayerSpec) -> LayerWeights:
+        """The stored weights of a layer (or of its ``LayerUnits`` subset, stored for this graph only)."""
+        s, i, d = self.spec, layer.index, self.spec.head_dim
+        if s.mlp_bias:
+            raise UnsupportedModelError("config.json: mlp_bias=true (biases on gate/up/down) is not supported by the "
+                                        "graph builder; none of Gemma 3, Llama 2 or Qwen 2.5 uses it")
+        units = self.units[i]
+        t = lambda part: s.layer_tensor(i, part)  # noqa: E731
+        heads = np.arange(layer.num_heads) if units.heads is None else np.asarray(sorted(units.heads))
+        if len(heads) == 0 or heads.max() >= layer.num_heads or len(set(heads.tolist())) != len(heads):
+            raise ExportError(f"layer {i} keeps query heads {heads.tolist()}: pass distinct heads in "
+                              f"[0, {layer.num_heads}), at least one")
+        rows = None if units.heads is None else torch.as_tensor(qkv_rows(heads, layer.num_heads, layer.num_kv_heads, d))
+        ch = None if units.channels is None else torch.as_tensor(np.asarray(sorted(units.channels)))
+        sub = lambda w, idx: w if idx is None else w[idx]  # noqa: E731
+        key = lambda name: None if (rows if "attn" in name else ch) is not None else name  # noqa: E731
+        qkv_full = lambda: torch.cat([self.tensor(t(f"self_attn.{n}_proj.weight")) for n in "qkv"])  # noqa: E731
+        qkv = self.transposed(self.b.weight("qkv_proj.weight", lambda: sub(qkv_full(), rows),
+                                            key=key(t("self_attn.qkv"))), "qkv_proj.weight_t")
+        bias = None
+        if s.qkv_bias:
+            bias = self.b.weight("qkv_proj.bias", lambda: sub(torch.cat([self.tensor(t(f"self_attn.{n}_proj.bias"))
+                                                                         for n in "qkv"]), rows),
+                                 key=key(t("self_attn.qkv_bias")))
+        q_rows = None if rows is None else rows[:len(heads) * d]
+        o = self.b.weight("o_proj.weight_t", lambda: sub(self.tensor(t("self_attn.o_proj.weight")).t(), q_rows),
+                          key=key(t("self_attn.o_proj.weight")))
+        mlp = {name: self.b.weight(f"{name}_proj.weight", (lambda n=name: sub(self._mlp_rows(i, n), ch)),
+                                   key=key(t(f"mlp.{name}_proj.weight"))) for name in ("gate", "up", "down")}
+        mlp["gate"], mlp["up"] = (self.transposed(mlp[n], f"{n}_proj.weight_t") for n in ("gate", "up"))
+        n_kv = layer.num_kv_heads if rows is None or kv_shared(layer.num_kv_heads) else len(heads)
+        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], len(heads), n_kv)
+
+    def _mlp_rows(self, i: int, name: str) -> torch.Tensor:
+        """An MLP weight with one row per channel: gate/up as stored in the checkpoint, down transposed."""
+        w = self.tensor(self.spec.layer_tensor(i, f"mlp.{name}_proj.weight"))
+        return w.t() if name == "down" else w
+
     # -- small pieces ---------------------------------------------------------------------------
-    def linear(self, x: str, weight_name: str, bias_name: str | None, rows: np.ndarray | None = None,
-               cols: np.ndarray | None = None, label: str = "linear") -> str:
-        """``x @ W[rows][:, cols].T + b[rows]`` with W stored transposed ([in, out]) for MatMul."""
-        w = self.w.get(weight_name)
-        if rows is not None:
-            w = w[torch.as_tensor(rows)]
-        if cols is not None:
-            w = w[:, torch.as_tensor(cols)]
-        y = self.b.op("MatMul", [x, self.b.weight(f"{label}.weight_t", w.t())], name=label)
-        if bias_name is not None:
-            bias = self.w.get(bias_name)
-            if rows is not None:
-                bias = bias[torch.as_tensor(rows)]
-            y = self.b.op("Add", [y, self.b.weight(f"{label}.bias", bias)], name=f"{label}_bias")
-        return y
+    def project(self, x: str, weight: str, bias: str | None, label: str) -> str:
+        """``x @ W + b`` with ``W`` MatMul-ready (``[in, out]``)."""
+        y = self.b.op("MatMul", [x, weight], name=label)
+        return self.b.op("Add", [y, bias], name=f"{label}_bias") if bias else y
+
+    def transposed(self, stored: str, label: str) -> str:
+        """An output-major stored weight as MatMul's ``[in, out]``: a ``Transpose`` of an initializer, which
+        ONNX Runtime folds into a constant when the session loads (the MatMul then pre-packs it as usual)."""
+        return self.b.op("Transpose", [stored], perm=[1, 0], name=label)
 
     def _norm_weight(self, weight_name: str, label: str) -> str:
-        return self.b.weight(f"{label}.weight", self.w.get(weight_name).float() + self.spec.norm_weight_offset)
+        return self.b.weight(f"{label}.weight", lambda: self.w.get(weight_name).float() + self.spec.norm_weight_offset,
+                             key=f"{weight_name}+{self.spec.norm_weight_offset}")
 
     def rms_norm(self, x: str, weight_name: str, label: str) -> str:
         return self.b.op("RMSNormalization", [x, self._norm_weight(weight_name, label)], name=label,
@@ -204,36 +291,19 @@ class DecoderGraph:
         return tables
 
     # -- blocks ---------------------------------------------------------------------------------
-    def attention(self, x: str, layer: LayerSpec, units: LayerUnits, mask: str | None, rope: tuple[str, str]) -> str:
-        """One fused q|k|v MatMul, per-head q/k norm (Gemma), RoPE, then the attention kernel on [B,S,heads*D]."""
+    def attend(self, x: str, layer: LayerSpec, w: LayerWeights, mask: str | None, rope: tuple[str, str]) -> str:
+        """Attention of one layer with the projections ``w`` on ``x`` [B,S,H]::
+
+            x -> MatMul(q|k|v) -> Split -> q_norm/k_norm (Gemma) -> RotaryEmbedding -> kernel -> MatMul(o)
+                                                          past K/V --^   present K/V <--'
+        """
         b, s, i = self.b, self.spec, layer.index
         d = s.head_dim
-        heads = np.arange(layer.num_heads) if units.heads is None else np.asarray(sorted(units.heads))
-        group = layer.num_heads // layer.num_kv_heads
-        per_group = np.bincount(heads // group, minlength=layer.num_kv_heads)
-        if len(heads) == 0 or heads.max() >= layer.num_heads or len(set(per_group.tolist())) != 1:
-            raise ExportError(f"layer {i} keeps query heads {heads.tolist()}: both attention kernels map query heads "
-                              f"to the {layer.num_kv_heads} KV heads in contiguous groups of {group}, so keep the same "
-                              "number (at least one) of heads in every group")
-        q_rows = torch.as_tensor((heads[:, None] * d + np.arange(d)[None, :]).reshape(-1))
-        t = lambda part: s.layer_tensor(i, f"self_attn.{part}")  # noqa: E731
-        w = torch.cat([self.w.get(t("q_proj.weight"))[q_rows], self.w.get(t("k_proj.weight")),
-                       self.w.get(t("v_proj.weight"))])
-        qkv = b.op("MatMul", [x, b.weight("qkv_proj.weight_t", w.t())], name="qkv_proj")
-        if s.qkv_bias:
-            bias = torch.cat([self.w.get(t("q_proj.bias"))[q_rows], self.w.get(t("k_proj.bias")),
-                              self.w.get(t("v_proj.bias"))])
-            qkv = b.op("Add", [qkv, b.weight("qkv_proj.bias", bias)], name="qkv_bias")
-        n_q, n_kv = len(heads), layer.num_kv_heads
+        qkv = self.project(x, w.qkv, w.qkv_bias, "qkv_proj")
+        n_q, n_kv = w.n_q, w.n_kv
         q, k, v = b.op("Split", [qkv, b.ints("qkv_split", [n_q * d, n_kv * d, n_kv * d])], n_out=3, axis=-1,
                        name="qkv")
-        if s.qk_norm:  # RMSNorm over each head's D channels
-            per_head, merged = b.ints("per_head", [0, 0, -1, d]), b.ints("merged", [0, 0, -1])
-            q, k = (b.op("Reshape", [self.rms_norm(b.op("Reshape", [z, per_head], name=f"{n}_heads"),
-                                                   t(f"{n}_norm.weight"), f"{n}_norm"), merged], name=f"{n}_normed")
-                    for z, n in ((q, "q"), (k, "k")))
-        q = b.op("RotaryEmbedding", [q, rope[0], rope[1]], num_heads=n_q, name="q_rope")
-        k = b.op("RotaryEmbedding", [k, rope[0], rope[1]], num_heads=n_kv, name="k_rope")
+        q, k = self.qk_norm_rope(q, k, layer, n_q, n_kv, rope)
         past = [past_name(i, "key"), past_name(i, "value")]
         softcap = {"softcap": float(s.attn_logit_softcapping)} if s.attn_logit_softcapping else {}
         if self.opt.attention == "gqa":
@@ -246,19 +316,40 @@ class DecoderGraph:
                                            scale=s.attention_scale, q_num_heads=n_q, kv_num_heads=n_kv, **softcap)
         b.add_output(present_k, present_name(i, "key"), b.onnx_dtype, ["batch", n_kv, "total_sequence", d])
         b.add_output(present_v, present_name(i, "value"), b.onnx_dtype, ["batch", n_kv, "total_sequence", d])
-        o_bias = t("o_proj.bias") if s.o_bias else None
-        cols = None if units.heads is None else q_rows.numpy()
-        return self.linear(y, t("o_proj.weight"), o_bias, cols=cols, label="o_proj")
+        out = b.op("MatMul", [y, w.o], name="o_proj")
+        if s.o_bias:
+            bias = s.layer_tensor(i, "self_attn.o_proj.bias")
+            out = b.op("Add", [out, b.weight("o_proj.bias", lambda: self.tensor(bias), key=bias)], name="o_proj_bias")
+        return out
 
-    def mlp(self, x: str, layer: LayerSpec, units: LayerUnits) -> str:
-        s, i = self.spec, layer.index
-        ch = None if units.channels is None else np.asarray(sorted(units.channels))
-        t = lambda part: s.layer_tensor(i, f"mlp.{part}")  # noqa: E731
-        bias = lambda part: t(f"{part}.bias") if s.mlp_bias else None  # noqa: E731
-        gate = self.linear(x, t("gate_proj.weight"), bias("gate_proj"), ch, label="gate_proj")
-        up = self.linear(x, t("up_proj.weight"), bias("up_proj"), ch, label="up_proj")
+    def qk_norm_rope(self, q: str, k: str, layer: LayerSpec, n_q: int, n_kv: int, rope: tuple[str, str]) -> tuple[str, str]:
+        """Per-head RMSNorm of q and k (Gemma), then RoPE with the layer's cos/sin tables ([B,S,H*D] in and out)."""
+        b, s, i = self.b, self.spec, layer.index
+        if s.qk_norm:  # RMSNorm over each head's D channels
+            per_head, merged = b.ints("per_head", [0, 0, -1, s.head_dim]), b.ints("merged", [0, 0, -1])
+            q, k = (b.op("Reshape", [self.rms_norm(b.op("Reshape", [z, per_head], name=f"{n}_heads"),
+                                                   s.layer_tensor(i, f"self_attn.{n}_norm.weight"), f"{n}_norm"),
+                                     merged], name=f"{n}_normed")
+                    for z, n in ((q, "q"), (k, "k")))
+        q = b.op("RotaryEmbedding", [q, rope[0], rope[1]], num_heads=n_q, name="q_rope")
+        k = b.op("RotaryEmbedding", [k, rope[0], rope[1]], num_heads=n_kv, name="k_rope")
+        return q, k
+
+    def feed_forward(self, x: str, w: LayerWeights) -> str:
+        """``down(act(gate(x)) * up(x))`` with the channels of ``w``."""
+        gate = self.project(x, w.gate, None, "gate_proj")
+        up = self.project(x, w.up, None, "up_proj")
         h = self.b.op("Mul", [self.act(gate, "act"), up], name="gated")
-        return self.linear(h, t("down_proj.weight"), bias("down_proj"), cols=ch, label="down_proj")
+        return self.b.op("MatMul", [h, w.down], name="down_proj")
+
+    def attention_block(self, h: str, residual: str, layer: LayerSpec, w: LayerWeights, mask: str | None,
+                        rope: tuple[str, str]) -> str:
+        """The layer's attention output from its normed input ``h`` (``residual``: the stream before the
+        norm, which the pruned graphs' probe ranks tokens by)."""
+        return self.attend(h, layer, w, mask, rope)
+
+    def mlp_block(self, h: str, residual: str, layer: LayerSpec, w: LayerWeights) -> str:
+        return self.feed_forward(h, w)
 
     def layer(self, x: str, pending: str | None, layer: LayerSpec, masks: dict, ropes: dict) -> tuple[str, str]:
         """One decoder layer on the residual stream ``x`` (plus ``pending``, the previous layer's MLP
@@ -266,16 +357,16 @@ class DecoderGraph:
         b, s, i = self.b, self.spec, layer.index
         b.scope = f"layers.{i}/"
         lt = lambda part: s.layer_tensor(i, part)  # noqa: E731
-        units = self.units[i]
+        w = self.layer_weights(layer)
         h, x = self.add_norm(x, pending, lt("input_layernorm.weight"), "input_layernorm")
-        a = self.attention(h, layer, units, masks.get(layer.sliding_window), ropes[i])
+        a = self.attention_block(h, x, layer, w, masks.get(layer.sliding_window), ropes[i])
         if s.sandwich_norms:
             a = self.rms_norm(a, lt("post_attention_layernorm.weight"), "post_attention_layernorm")
             pre_mlp = "pre_feedforward_layernorm.weight"
         else:
             pre_mlp = "post_attention_layernorm.weight"
         h, x = self.add_norm(x, a, lt(pre_mlp), "pre_mlp_norm")
-        m = self.mlp(h, layer, units)
+        m = self.mlp_block(h, x, layer, w)
         if s.sandwich_norms:
             m = self.rms_norm(m, lt("post_feedforward_layernorm.weight"), "post_feedforward_layernorm")
         b.scope = ""
@@ -285,8 +376,8 @@ class DecoderGraph:
         b, s = self.b, self.spec
         self._inputs()
         masks, ropes = self._masks(), self._rope_tables()
-        embed = self.w.get(s.tensor("embed_tokens.weight"))
-        embed_name = b.weight("embed_tokens.weight", embed)
+        embed_name = b.weight("embed_tokens.weight", lambda: self.w.get(s.tensor("embed_tokens.weight")),
+                              key=s.tensor("embed_tokens.weight"))
         x = b.op("Gather", [embed_name, INPUT_IDS], name="embed")
         if s.embed_scale is not None:
             scale = float(torch.tensor(s.embed_scale, dtype=b.torch_dtype).float())  # rounded like transformers
@@ -307,7 +398,8 @@ class DecoderGraph:
             logits = b.op("Reshape", [logits, b.op("Concat", [bs, b.ints("vocab", [s.vocab_size])], axis=0,
                                                     name="logits_shape")], name="logits_3d")
         else:
-            logits = self.linear(x, s.lm_head_name, None, label="lm_head")
+            head = b.weight("lm_head.weight_t", lambda: self.w.get(s.lm_head_name).t(), key=f"{s.lm_head_name}.t")
+            logits = b.op("MatMul", [x, head], name="lm_head")
         if s.final_logit_softcapping:
             cap = b.scalar("final_softcap", float(s.final_logit_softcapping))
             logits = b.op("Mul", [b.op("Tanh", [b.op("Div", [logits, cap], name="capped")], name="tanh_cap"), cap],
@@ -317,11 +409,12 @@ class DecoderGraph:
         return b.finish(f"aapp_{s.family}", metadata)
 
 
-def build_decoder(spec: ModelSpec, weights: WeightReader, model_path: Path, options: DecoderOptions,
-                  units: Sequence[LayerUnits] | None = None, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
-    """Build the graph, writing weights to ``<model_path>.data``; returns the (small) model proto."""
-    data_file = Path(str(model_path) + ".data")
-    return DecoderGraph(spec, weights, data_file, options, units).build(metadata)
+def build_decoder(spec: ModelSpec, weights: WeightReader, model_path: Path | None, options: DecoderOptions,
+                  units: Sequence[LayerUnits] | None = None, metadata: dict[str, str] | None = None,
+                  store: WeightStore | None = None) -> onnx.ModelProto:
+    """Build the graph, writing weights to ``store`` (default: a store of its own, ``<model_path>.data``);
+    returns the (small) model proto."""
+    return DecoderGraph(spec, weights, store or Path(str(model_path) + ".data"), options, units).build(metadata)
 
 
-__all__ = ["ATTENTION_KERNELS", "build_decoder", "DecoderOptions", "LayerUnits", "ONNX_DTYPES", "past_name", "present_name"]
+__all__ = ["ATTENTION_KERNELS", "build_decoder", "DecoderGraph", "DecoderOptions", "LayerUnits", "LayerWeights", "ONNX_DTYPES", "past_name", "present_name"]
