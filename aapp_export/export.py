@@ -23,8 +23,9 @@ from . import __version__
 from .checkpoint import ResolvedCheckpoint, WeightReader, resolve_checkpoint
 from .errors import CheckpointError, ExportError, InputError
 from .families import ModelSpec, load_model_spec
-from .graph.builder import OPSET, TORCH_DTYPES
+from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
 from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
+from .pruned_export import DEFAULT_LEVELS, export_levels
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 
@@ -49,6 +50,7 @@ class ExportOptions:
     allow_pickle: bool = False
     check: bool = True
     calibration: CalibrationOptions | None = None  # None: no calibration (the CLI calibrates by default)
+    levels: tuple[float, ...] = DEFAULT_LEVELS  # sparsity levels of the pruned graphs (needs calibration)
 
 
 def split_out(out: str | Path) -> tuple[Path, str]:
@@ -164,7 +166,7 @@ def _manifest_body(spec: ModelSpec, ckpt: ResolvedCheckpoint, opts: ExportOption
         },
         "tokens": {"bos": spec.bos_token_id, "eos": eos, "pad": spec.pad_token_id},
         "tokenizer": tokenizer,
-        "pruning": {"mode": "dense", "protected_units": None},
+        "pruning": {"mode": "dense", "levels": {}},
         "calibration": None,
     }
 
@@ -190,14 +192,13 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    store = WeightStore(tmp / (graph_file + ".data"))
     try:
         graph_path = tmp / graph_file
-        proto = build_decoder(spec, reader, graph_path, DecoderOptions(options.dtype, options.last_logits_only,
-                                                                        options.attention),
-                              metadata={"aapp.family": spec.family, "aapp.source": ckpt.source})
+        decoder_options = DecoderOptions(options.dtype, options.last_logits_only, options.attention)
+        metadata = {"aapp.family": spec.family, "aapp.source": ckpt.source}
+        proto = build_decoder(spec, reader, graph_path, decoder_options, metadata=metadata, store=store)
         onnx.save(proto, str(graph_path))
-        if options.check:
-            onnx.checker.check_model(str(graph_path))
         tokenizer = _copy_tokenizer(ckpt.path, tmp)
         body = _manifest_body(spec, ckpt, options, graph_file, tokenizer, _eos_ids(ckpt.path, spec))
         files = [graph_file, graph_file + ".data", "tokenizer.json"]
@@ -205,11 +206,20 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
             files.append(tokenizer["chat_template"])
         if options.calibration is not None:
             body["calibration"] = _calibrate(ckpt, tmp, options.calibration, log)
-            body["pruning"]["protected_units"] = body["calibration"]["protected_units"]
             files += ["calibration.safetensors", "calibration.json"]
+            if options.levels:
+                body["pruning"] = export_levels(spec, reader, store, decoder_options, tmp, body["calibration"],
+                                                options.levels, metadata, log)
+                files += [f for level in body["pruning"]["levels"].values() for f in (level["prefill"], level["decode"])]
+        store.close()
+        if options.check:
+            for name in files:
+                if name.endswith(".onnx"):
+                    onnx.checker.check_model(str(tmp / name))
         write_manifest(tmp, body, files)
         _replace_dir(tmp, out_dir)
     except BaseException:
+        store.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"wrote {out_dir} ({sum(f.stat().st_size for f in out_dir.iterdir()) / 1e6:.1f} MB)")

@@ -8,10 +8,15 @@ ONNX graphs built later make the same decisions from the same numbers:
 - ``probe_rows``: top ``ceil(batch_ratio*B)`` batch rows;
 - ``fuse_history``: ``a = P/(P+H+eps)``, ``F = a*P + (1-a)*H``;
 - ``channel_scores`` / ``head_scores``: PPsp importance from the fused statistic and the output
-  weights (down_proj columns, o_proj columns grouped by head);
+  weights (down_proj columns, o_proj columns grouped by head), factored so that the weights enter
+  through a per-unit constant computed once (``channel_score_weights``, ``head_score_weights``):
+  ``||S_k W[:, k]^2||_2 = S_k sqrt(sum_i W_ik^4)`` since ``S_k >= 0``;
 - ``kept_counts``: units kept per layer for a model-wide sparsity with the first layers dense;
 - ``top_units`` and ``aapp_select``: which units to keep, PP alone or with the protected set
-  enforced through the risk gate (same number kept either way).
+  enforced through the risk gate (same number kept either way; ``forced_count`` protected units).
+
+The ONNX graphs emit the same formulas op for op (``aapp_export/graph/probe_ops.py``), and the tests
+compare the two on hand-made tensors.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def probe_positions(residual: torch.Tensor, valid: torch.Tensor | None = None, t
         r = r * valid
     importance = r.norm(dim=0)  # [T]
     n_valid = int(valid.any(0).sum()) if valid is not None else residual.shape[1]
-    k = min(n_valid, max(min_tokens, math.ceil(token_ratio * n_valid)))
+    k = probe_token_count(n_valid, token_ratio, min_tokens)
     if valid is not None:
         importance = importance.masked_fill(~valid.any(0), -1.0)
     if n_valid <= force_first_below:
@@ -43,6 +48,11 @@ def probe_positions(residual: torch.Tensor, valid: torch.Tensor | None = None, t
         importance = importance.clone()
         importance[first] = float("inf")
     return torch.topk(importance, k).indices.sort().values
+
+
+def probe_token_count(n_tokens: int, token_ratio: float = 0.5, min_tokens: int = 2) -> int:
+    """Probe size for a prompt of ``n_tokens``: ``ceil(token_ratio * n)``, at least ``min_tokens``, at most n."""
+    return min(n_tokens, max(min_tokens, math.ceil(token_ratio * n_tokens)))
 
 
 def probe_rows(residual: torch.Tensor, valid: torch.Tensor | None = None, batch_ratio: float = 0.05) -> torch.Tensor:
@@ -65,15 +75,26 @@ def fuse_history(p: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return a * p + (1 - a) * h
 
 
-def channel_scores(s: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    """PPsp MLP channel importance ``I_k = || S_k * W_down[:, k]^2 ||_2`` (W_down: [hidden, K])."""
-    return (s[None, :] * w_down.float().pow(2)).norm(dim=0)
+def channel_score_weights(w_down: torch.Tensor) -> torch.Tensor:
+    """``sqrt(sum_i W_down[i, k]^4)`` per channel k (W_down: [hidden, K]), the weights' part of the channel score."""
+    return w_down.float().pow(4).sum(0).sqrt()
 
 
-def head_scores(s: torch.Tensor, w_o: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """PPsp head importance ``I_h = sqrt(sum_i sum_{k in h} (S_k * W_o[i, k]^2)^2)`` (W_o: [hidden, heads*D])."""
-    contrib = (s[None, :] * w_o.float().pow(2)).pow(2)  # [hidden, heads*D]
-    return contrib.reshape(w_o.shape[0], num_heads, -1).sum(dim=(0, 2)).sqrt()
+def channel_scores(s: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """PPsp MLP channel importance ``I_k = || S_k * W_down[:, k]^2 ||_2 = S_k * weights_k``
+    (``weights = channel_score_weights(W_down)``; ``S >= 0``)."""
+    return s * weights
+
+
+def head_score_weights(w_o: torch.Tensor) -> torch.Tensor:
+    """``sum_i W_o[i, k]^4`` per o_proj input channel k (W_o: [hidden, heads*D]), the weights' part of the head score."""
+    return w_o.float().pow(4).sum(0)
+
+
+def head_scores(s: torch.Tensor, weights: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """PPsp head importance ``I_h = sqrt(sum_i sum_{k in h} (S_k * W_o[i, k]^2)^2) = sqrt(sum_{k in h} S_k^2 weights_k)``
+    (``weights = head_score_weights(W_o)``)."""
+    return (s.pow(2) * weights).reshape(num_heads, -1).sum(1).sqrt()
 
 
 def kept_counts(units: list[int], sparsity: float, skip_first: int = 3, multiple: int = 1) -> list[int]:
@@ -116,7 +137,7 @@ def aapp_select(scores: torch.Tensor, protected: torch.Tensor, gate: float, n_ke
 
     The number kept is ``n_keep`` whatever the gate says: compute is matched by construction.
     """
-    n_force = min(n_keep, int(round(max(0.0, min(1.0, gate)) * len(protected))))
+    n_force = forced_count(gate, len(protected), n_keep)
     forced = protected[:n_force]
     rest = scores.clone().float()
     rest[forced] = -float("inf")
@@ -124,6 +145,14 @@ def aapp_select(scores: torch.Tensor, protected: torch.Tensor, gate: float, n_ke
     return torch.cat([forced, fill]).sort().values
 
 
-def risk_gate(projection: float, threshold: float, temperature: float) -> float:
-    """Sigmoid gate on the probe's projection onto the refusal direction (1 = looks harmful)."""
-    return float(torch.sigmoid(torch.tensor((projection - threshold) / max(temperature, EPS))))
+def forced_count(gate: float, n_protected: int, n_keep: int) -> int:
+    """Protected units AAPP enforces: ``round(clip(gate, 0, 1) * n_protected)`` (half to even, as ONNX
+    ``Round``), at most ``n_keep``; computed in float32 like the graph."""
+    g = torch.tensor(gate, dtype=torch.float32).clamp(0.0, 1.0)
+    return min(n_keep, int(torch.round(g * n_protected)))
+
+
+def risk_gate(projection: torch.Tensor | float, threshold: float, temperature: float) -> torch.Tensor:
+    """Sigmoid gate on the projection of the last prompt token onto the refusal direction (1 = looks
+    harmful): ``sigmoid((projection - threshold) / max(temperature, 1e-6))``."""
+    return torch.sigmoid((torch.as_tensor(projection, dtype=torch.float32) - threshold) / max(temperature, EPS))

@@ -134,6 +134,7 @@ class Pruner:
         self._valid: torch.Tensor | None = None
         self._gate: torch.Tensor | None = None
         self._residual: dict[int, torch.Tensor] = {}
+        self._weights: dict[tuple[int, str], torch.Tensor] = {}
         if config.method in ("wanda-sp", "flap", "random", "ablate"):
             self._static = {i: self._static_units(i) for i in range(len(self.layers))}
 
@@ -256,7 +257,7 @@ class Pruner:
             return [self._static[i][0]] * normed.shape[0]
         residual = self._residual[i]
         keep, sizes = [], []
-        w_o = attn.o_proj.weight.detach()
+        w_o = self._score_weights(i, "heads", attn.o_proj.weight)
         cos, sin = pos_emb
         for b, pos, pos_ids in self._rows(residual):
             rb = min(b, cos.shape[0] - 1)  # position embeddings may be shared across the batch
@@ -274,7 +275,7 @@ class Pruner:
             return [self._static[i][1]] * normed.shape[0]
         residual = self._residual[(i, "mlp")]
         keep = []
-        w_down = mlp.down_proj.weight.detach()
+        w_down = self._score_weights(i, "channels", mlp.down_proj.weight)
         for b, pos, pos_ids in self._rows(residual):
             p = normed[b, pos]
             x = mlp.act_fn(mlp.gate_proj(p)) * mlp.up_proj(p)
@@ -290,6 +291,14 @@ class Pruner:
                 self.log.gate.append(gate)
             return pp.aapp_select(scores, protected, gate, n_keep)
         return pp.top_units(scores, n_keep)
+
+    def _score_weights(self, i: int, kind: str, w: torch.Tensor) -> torch.Tensor:
+        """The weights' part of PPsp's scores (``probe.head_score_weights`` / ``channel_score_weights``), once per layer."""
+        key = (i, kind)
+        if key not in self._weights:
+            fn = pp.head_score_weights if kind == "heads" else pp.channel_score_weights
+            self._weights[key] = fn(w.detach())
+        return self._weights[key]
 
     @staticmethod
     def _fused_scores(p: torch.Tensor, hist: torch.Tensor, pos_ids: torch.Tensor) -> torch.Tensor:
@@ -331,7 +340,7 @@ class Pruner:
             torch.ones(h.shape[:2], dtype=torch.bool)
         last = valid.long().cumsum(1).argmax(1)
         proj = h[torch.arange(h.shape[0]), last].float() @ prot.direction.float()
-        return torch.sigmoid((proj - prot.threshold) / max(prot.temperature, 1e-6))
+        return pp.risk_gate(proj, prot.threshold, prot.temperature)
 
     # -- static methods -------------------------------------------------------------------------
     def _static_methods(self) -> tuple[str, ...]:

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from aapp_export.errors import InputError
-from aapp_export.probe import (aapp_select, channel_scores, fuse_history, head_scores, kept_counts, probe_positions,
-                               probe_rows, probe_statistic, risk_gate, top_units)
+from aapp_export.probe import (aapp_select, channel_score_weights, channel_scores, forced_count, fuse_history,
+                               head_score_weights, head_scores, kept_counts, probe_positions, probe_rows,
+                               probe_statistic, risk_gate, top_units)
 
 
 def _residual(norms: list[list[float]]) -> torch.Tensor:
@@ -64,11 +65,11 @@ def test_ppsp_channel_and_head_scores_by_hand():
     w = torch.tensor([[1.0, 1.0, 2.0, 3.0], [2.0, 0.0, 2.0, 1.0]])  # [hidden=2, K=4]
     # I_k = || S_k * W[:,k]^2 ||_2
     expect = [math.sqrt(1 + 16), math.sqrt(4 + 0), math.sqrt(4 + 4), 0.0]
-    assert torch.allclose(channel_scores(s, w), torch.tensor(expect))
+    assert torch.allclose(channel_scores(s, channel_score_weights(w)), torch.tensor(expect))
     # two heads of 2 channels: I_h = sqrt(sum_i sum_k (S_k W_ik^2)^2)
     h0 = math.sqrt((1 * 1) ** 2 + (2 * 1) ** 2 + (1 * 4) ** 2 + (2 * 0) ** 2)
     h1 = math.sqrt((0.5 * 4) ** 2 + 0 + (0.5 * 4) ** 2 + 0)
-    assert torch.allclose(head_scores(s, w, 2), torch.tensor([h0, h1]))
+    assert torch.allclose(head_scores(s, head_score_weights(w), 2), torch.tensor([h0, h1]))
 
 
 def test_kept_counts_rescale_with_dense_first_layers():
@@ -93,5 +94,13 @@ def test_top_units_and_aapp_select_keep_the_same_count():
 
 
 def test_risk_gate_is_a_sigmoid_around_the_threshold():
-    assert risk_gate(2.0, 2.0, 1.0) == pytest.approx(0.5)
+    assert float(risk_gate(2.0, 2.0, 1.0)) == pytest.approx(0.5)
     assert risk_gate(10.0, 2.0, 1.0) > 0.99 and risk_gate(-10.0, 2.0, 1.0) < 0.01
+    assert torch.allclose(risk_gate(torch.tensor([2.0, 3.0]), 2.0, 0.5), torch.sigmoid(torch.tensor([0.0, 2.0])))
+
+
+def test_forced_count_rounds_half_to_even_and_caps_at_n_keep():
+    assert forced_count(0.5, 5, 10) == 2  # 2.5 -> 2
+    assert forced_count(0.7, 5, 10) == 4  # 3.5 -> 4
+    assert forced_count(1.0, 5, 3) == 3
+    assert forced_count(-0.2, 5, 3) == 0 and forced_count(1.7, 4, 9) == 4

@@ -215,6 +215,13 @@ class DecoderGraph:
             return self.b.op("Mul", [x, self.b.op("Sigmoid", [x], name=f"{label}_sigmoid")], name=label)
         return self.b.op("Gelu", [x], name=label, approximate="tanh" if kind == "gelu_tanh" else "none")
 
+    def kv_heads_of(self, layer: LayerSpec) -> int:
+        """KV heads of a layer's cache in this graph."""
+        units = self.units[layer.index]
+        if units.heads is None or kv_shared(layer.num_kv_heads):
+            return layer.num_kv_heads
+        return len(units.heads)
+
     # -- shared per-call tensors ----------------------------------------------------------------
     def _inputs(self) -> None:
         b, s = self.b, self.spec
@@ -223,7 +230,7 @@ class DecoderGraph:
         b.add_input(POSITION_IDS, TensorProto.INT64, ["batch", "sequence"])
         for i, layer in enumerate(s.layers):
             for kind in ("key", "value"):
-                b.add_input(past_name(i, kind), b.onnx_dtype, ["batch", layer.num_kv_heads, "past_sequence", s.head_dim])
+                b.add_input(past_name(i, kind), b.onnx_dtype, ["batch", self.kv_heads_of(layer), "past_sequence", s.head_dim])
 
     def _masks(self) -> dict[int | None, str]:
         """Additive attention masks [B,1,S,T], one per distinct sliding window (None = full), for the

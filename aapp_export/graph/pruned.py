@@ -1,0 +1,318 @@
+"""The pruned graphs of one sparsity level: a prefill graph that decides, and a decode graph that reuses.
+
+Kept counts per layer depend only on the sparsity (``probe.kept_counts``), so each level has static
+shapes: GroupQueryAttention takes its head counts as attributes. Per level the export writes
+
+- ``prefill-s{level}.onnx``: the dense graph's inputs plus ``aapp`` (``[1]`` float: 1 = AAPP, 0 = PP).
+  Layers ``< skip_first`` run dense. In every other layer, at the attention and again at the MLP::
+
+      residual -> ReduceL2 per token -> TopK(ceil(ratio*T)) positions ------------------.
+      normed   -> Gather(positions) -> probe q|k|v (all heads) -> Attention among them  |
+               -> X^2, history rows (calibration.safetensors) -> fusion -> S -> PPsp   |
+               -> select (protected units forced by gate * aapp, the rest by TopK) -> kept indices
+               -> Gather kept rows of the stored weights (contiguous rows) -> Transpose
+               -> the layer computed with its kept units only
+
+  The risk gate is read at the input of layer ``gate_layer``. Outputs: the dense graph's, plus
+  ``risk_gate``, ``kept_heads.{i}``, ``kept_channels.{i}`` and the kept weights ``kept.{i}.*``.
+- ``decode-s{level}.onnx``: the dense graph with the pruned layers' projections as inputs
+  ``kept.{i}.*`` (bound by the runtime to the prefill's outputs, on the device, once per request):
+  no gather and no control flow per step.
+
+Both graphs read the dense graph's stored weights (one data file). A pruned layer with several KV
+heads gives each kept query head its group's K/V (``decoder.qkv_rows``), so its KV cache has as many
+heads as it keeps query heads; with one KV head the cache keeps it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto
+
+from .. import probe as pp
+from ..checkpoint import WeightReader
+from ..errors import ExportError
+from ..families import LayerSpec, ModelSpec
+from . import probe_ops as ops
+from .builder import ExternalTensor, WeightStore
+from .decoder import DecoderGraph, DecoderOptions, LayerWeights, head_rows, kv_shared
+
+AAPP_INPUT, RISK_GATE = "aapp", "risk_gate"
+KEPT_PARTS = ("qkv", "qkv_bias", "o", "gate", "up", "down")
+
+
+def kept_name(i: int, part: str) -> str:
+    return f"kept.{i}.{part}"
+
+
+def level_name(sparsity: float) -> str:
+    """``0.4`` -> ``"s0.40"`` (file names and manifest keys)."""
+    return f"s{sparsity:.2f}"
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """What the pruned graphs of one sparsity level need (all from calibration and ``probe``)."""
+
+    sparsity: float
+    kept_heads: tuple[int, ...]  # per layer (``probe.kept_counts``)
+    kept_channels: tuple[int, ...]
+    history_attn: tuple[ExternalTensor | None, ...]  # per layer: [T_max, heads*D] float32 in calibration.safetensors
+    history_mlp: tuple[ExternalTensor | None, ...]
+    protected_heads: tuple[np.ndarray, ...]  # per layer, best first
+    protected_channels: tuple[np.ndarray, ...]
+    direction: np.ndarray  # [hidden] refusal direction at the gate layer's input
+    gate_layer: int
+    threshold: float
+    temperature: float
+    skip_first: int = 3
+    token_ratio: float = 0.5
+    min_tokens: int = 2
+    force_first_below: int = 10
+    extra: dict = field(default_factory=dict)
+
+    def pruned(self, i: int) -> bool:
+        return i >= self.skip_first
+
+    def kv_heads(self, layer: LayerSpec) -> int:
+        """KV heads of a layer in this level's graphs."""
+        if not self.pruned(layer.index) or kv_shared(layer.num_kv_heads):
+            return layer.num_kv_heads
+        return self.kept_heads[layer.index]
+
+
+class PrunedGraph(DecoderGraph):
+    """The prefill (``mode="prefill"``) or decode (``mode="decode"``) graph of one ``PruningPlan``."""
+
+    def __init__(self, spec: ModelSpec, weights: WeightReader, store: WeightStore, options: DecoderOptions,
+                 plan: PruningPlan, mode: str) -> None:
+        if mode not in ("prefill", "decode"):
+            raise ValueError(mode)
+        super().__init__(spec, weights, store, options)
+        self.plan, self.mode = plan, mode
+        self.gate: str | None = None  # risk gate * aapp, once computed
+
+    # -- I/O ------------------------------------------------------------------------------------
+    def kv_heads_of(self, layer: LayerSpec) -> int:
+        return self.plan.kv_heads(layer)
+
+    def _inputs(self) -> None:
+        super()._inputs()
+        if self.mode == "prefill":
+            self.b.add_input(AAPP_INPUT, TensorProto.FLOAT, [1])
+
+    def kept_shapes(self, layer: LayerSpec) -> dict[str, list[int]]:
+        """Shapes of a pruned layer's kept weights, MatMul-ready (``LayerWeights``)."""
+        s, i = self.spec, layer.index
+        d, h = s.head_dim, s.hidden_size
+        kq, kc, kv = self.plan.kept_heads[i], self.plan.kept_channels[i], self.plan.kv_heads(layer)
+        shapes = {"qkv": [h, (kq + 2 * kv) * d], "o": [kq * d, h], "gate": [h, kc], "up": [h, kc], "down": [kc, h]}
+        if s.qkv_bias:
+            shapes["qkv_bias"] = [(kq + 2 * kv) * d]
+        return shapes
+
+    def layer_weights(self, layer: LayerSpec) -> LayerWeights:
+        i = layer.index
+        if not self.plan.pruned(i):
+            return super().layer_weights(layer)
+        if self.mode == "decode":  # the prefill's kept weights, bound as inputs
+            shapes = self.kept_shapes(layer)
+            names = {}
+            for part, shape in shapes.items():
+                names[part] = self.b.add_input(kept_name(i, part), self.b.onnx_dtype, shape)
+            return LayerWeights(names["qkv"], names.get("qkv_bias"), names["o"], names["gate"], names["up"],
+                                names["down"], self.plan.kept_heads[i], self.plan.kv_heads(layer))
+        return self.stored_weights(layer)  # prefill: the full stored weights; the blocks gather what they keep
+
+    def stored_weights(self, layer: LayerSpec) -> LayerWeights:
+        """The full weights of a layer as stored (q|k|v, gate, up output-major; o, down input-major)."""
+        s, i = self.spec, layer.index
+        t = lambda part: s.layer_tensor(i, part)  # noqa: E731
+        qkv = self.b.weight("qkv_proj.weight", lambda: torch.cat([self.tensor(t(f"self_attn.{n}_proj.weight"))
+                                                                  for n in "qkv"]), key=t("self_attn.qkv"))
+        bias = None
+        if s.qkv_bias:
+            bias = self.b.weight("qkv_proj.bias", lambda: torch.cat([self.tensor(t(f"self_attn.{n}_proj.bias"))
+                                                                     for n in "qkv"]), key=t("self_attn.qkv_bias"))
+        o = self.b.weight("o_proj.weight_t", lambda: self.tensor(t("self_attn.o_proj.weight")).t(),
+                          key=t("self_attn.o_proj.weight"))
+        mlp = {n: self.b.weight(f"{n}_proj.weight", (lambda n=n: self._mlp_rows(i, n)), key=t(f"mlp.{n}_proj.weight"))
+               for n in ("gate", "up", "down")}
+        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], layer.num_heads, layer.num_kv_heads)
+
+    def score_weights(self, layer: LayerSpec, kind: str) -> str:
+        """PPsp's weight factors (``probe.head_score_weights`` / ``channel_score_weights``), float32, stored once."""
+        t = lambda part: self.spec.layer_tensor(layer.index, part)  # noqa: E731
+        if kind == "heads":
+            make = lambda: pp.head_score_weights(self.tensor(t("self_attn.o_proj.weight")).float())  # noqa: E731
+        else:
+            make = lambda: pp.channel_score_weights(self.tensor(t("mlp.down_proj.weight")).float())  # noqa: E731
+        return self.b.weight(f"{kind}_score_weights", make, dtype="fp32", key=f"{t(kind)}.score_weights")
+
+    # -- the probe --------------------------------------------------------------------------------
+    def _f32(self, x: str, label: str) -> str:
+        return x if self.opt.dtype == "fp32" else self.b.op("Cast", [x], to=TensorProto.FLOAT, name=label)
+
+    def _positions(self, residual: str) -> str:
+        p = self.plan
+        return ops.probe_positions(self.b, self._f32(residual, "residual_f32"), p.token_ratio, p.min_tokens,
+                                   p.force_first_below)
+
+    def _probe_tokens(self, h: str, positions: str) -> str:
+        """The normed hidden states at the probe positions, ``[n, H]``."""
+        b = self.b
+        picked = b.op("Gather", [h, positions], axis=1, name="probe_tokens_3d")  # [1, n, H]
+        return b.op("Reshape", [picked, b.ints("probe_flat", [-1, self.spec.hidden_size])], name="probe_tokens")
+
+    def _gated(self, residual: str, layer: LayerSpec) -> str | None:
+        """The forced-protection gate (risk gate * aapp) for decisions of this layer, read at ``gate_layer``."""
+        p = self.plan
+        if layer.index == p.gate_layer and self.gate is None:
+            gate = ops.risk_gate(self.b, self._f32(residual, "gate_residual_f32"), p.direction, p.threshold,
+                                 p.temperature)
+            self.b.add_output(gate, RISK_GATE, TensorProto.FLOAT, [1])
+            self.gate = self.b.op("Mul", [gate, AAPP_INPUT], name="forced_gate")
+        return self.gate if self.gate is not None else AAPP_INPUT  # before the gate layer: gate 1 (as the reference)
+
+    def _probe_attention(self, tokens: str, positions: str, layer: LayerSpec, w: LayerWeights,
+                         rope: tuple[str, str]) -> str:
+        """o_proj input of the probe tokens ``[n, heads*D]`` float32: all heads, RoPE at their positions,
+        causal (and sliding-window) attention among the probe tokens only."""
+        b, s = self.b, self.spec
+        d = s.head_dim
+        qkv = b.op("Gemm", [tokens, w.qkv] + ([w.qkv_bias] if w.qkv_bias else []), transB=1, name="probe_qkv")
+        qkv = b.op("Unsqueeze", [qkv, b.ints("axis0", [0])], name="probe_qkv_3d")  # [1, n, (q+2kv)*D]
+        q, k, v = b.op("Split", [qkv, b.ints("probe_split", [w.n_q * d, w.n_kv * d, w.n_kv * d])], n_out=3, axis=-1,
+                       name="probe_qkv_split")
+        pos_ids = b.op("Gather", [b.op("Squeeze", [self.position_ids_f, b.ints("axis0", [0])], name="pos_row"),
+                                  positions], axis=0, name="probe_pos_ids")  # [n] float
+        cos, sin = (b.op("Gather", [table, positions], axis=1, name=f"probe_{n}") for table, n in zip(rope, ("cos", "sin")))
+        q, k = self.qk_norm_rope(q, k, layer, w.n_q, w.n_kv, (cos, sin))
+        rows = b.op("Unsqueeze", [pos_ids, b.ints("axis1", [1])], name="probe_rows")  # [n, 1]
+        cols = b.op("Unsqueeze", [pos_ids, b.ints("axis0", [0])], name="probe_cols")  # [1, n]
+        allowed = b.op("LessOrEqual", [cols, rows], name="probe_causal")
+        if layer.sliding_window:
+            within = b.op("Less", [b.op("Sub", [rows, cols], name="probe_distance"),
+                                   b.const("probe_window", np.float32(layer.sliding_window))], name="probe_in_window")
+            allowed = b.op("And", [allowed, within], name="probe_allowed")
+        mask = b.op("Where", [allowed, b.scalar("zero_m", 0.0), b.scalar("neg_m", self.neg)], name="probe_mask")
+        softcap = {"softcap": float(s.attn_logit_softcapping)} if s.attn_logit_softcapping else {}
+        y = b.op("Attention", [q, k, v, mask], name="probe_attention", scale=s.attention_scale, q_num_heads=w.n_q,
+                 kv_num_heads=w.n_kv, **softcap)
+        flat = b.op("Reshape", [y, b.ints("probe_o_flat", [-1, w.n_q * d])], name="probe_o_input")
+        return self._f32(flat, "probe_o_input_f32")
+
+    # -- pruned blocks ------------------------------------------------------------------------------
+    def _kept_output(self, i: int, part: str, value: str, shape: list[int]) -> str:
+        self.b.add_output(value, kept_name(i, part), self.b.onnx_dtype, shape)
+        return value
+
+    def attention_block(self, h: str, residual: str, layer: LayerSpec, w: LayerWeights, mask: str | None,
+                        rope: tuple[str, str]) -> str:
+        b, p, i = self.b, self.plan, layer.index
+        gate = self._gated(residual, layer) if self.mode == "prefill" else None
+        if self.mode == "decode" or not p.pruned(i):
+            return self.attend(h, layer, w, mask, rope)
+        b.scope = f"layers.{i}/probe_attn/"
+        positions = self._positions(residual)
+        x = self._probe_attention(self._probe_tokens(h, positions), positions, layer, w, rope)
+        s = ops.fused_statistic(b, x, b.external("history_attn", p.history_attn[i]), positions,
+                                p.history_attn[i].dims[0] - 1)
+        scores = ops.head_scores(b, s, self.score_weights(layer, "heads"), layer.num_heads)
+        kept = ops.select_units(b, scores, p.kept_heads[i], p.protected_heads[i], gate, layer.num_heads, "heads")
+        b.add_output(kept, f"kept_heads.{i}", TensorProto.INT64, [p.kept_heads[i]])
+        b.scope = f"layers.{i}/"
+        d = self.spec.head_dim
+        q_rows = self._rows(kept, d, "q_rows")
+        if kv_shared(layer.num_kv_heads):
+            kv_rows = b.const("kv_rows", np.arange(layer.num_heads * d, (layer.num_heads + 2) * d, dtype=np.int64))
+        else:
+            group = b.op("Div", [kept, b.const("group_size", np.int64(layer.num_heads // layer.num_kv_heads))],
+                         name="kv_group")
+            k_rows = b.op("Add", [self._rows(group, d, "kv_head_rows"), b.const("k_offset", np.int64(layer.num_heads * d))],
+                          name="k_rows")
+            v_rows = b.op("Add", [k_rows, b.const("v_offset", np.int64(layer.num_kv_heads * d))], name="v_rows")
+            kv_rows = b.op("Concat", [k_rows, v_rows], axis=0, name="kv_rows")
+        rows = b.op("Concat", [q_rows, kv_rows], axis=0, name="qkv_rows")
+        shapes = self.kept_shapes(layer)
+        qkv = b.op("Transpose", [b.op("Gather", [w.qkv, rows], axis=0, name="qkv_kept_rows")], perm=[1, 0],
+                   name="qkv_kept")
+        bias = None
+        if w.qkv_bias:
+            bias = self._kept_output(i, "qkv_bias", b.op("Gather", [w.qkv_bias, rows], axis=0, name="qkv_bias_kept"),
+                                     shapes["qkv_bias"])
+        o = b.op("Gather", [w.o, q_rows], axis=0, name="o_kept")
+        kept_w = LayerWeights(self._kept_output(i, "qkv", qkv, shapes["qkv"]), bias,
+                              self._kept_output(i, "o", o, shapes["o"]), "", "", "", p.kept_heads[i], p.kv_heads(layer))
+        return self.attend(h, layer, kept_w, mask, rope)
+
+    def _rows(self, heads: str, d: int, label: str) -> str:
+        """Rows ``heads[:, None] * D + arange(D)``, flattened (``decoder.head_rows`` in ops)."""
+        b = self.b
+        start = b.op("Mul", [heads, b.const(f"{label}_d", np.int64(d))], name=f"{label}_start")
+        base = b.op("Unsqueeze", [start, b.ints("axis1", [1])], name=f"{label}_col")
+        offsets = b.const(f"{label}_offsets", head_rows(np.zeros(1, dtype=np.int64), d)[None, :])
+        return b.op("Reshape", [b.op("Add", [base, offsets], name=f"{label}_2d"), b.ints("flat", [-1])], name=label)
+
+    def mlp_block(self, h: str, residual: str, layer: LayerSpec, w: LayerWeights) -> str:
+        b, p, i = self.b, self.plan, layer.index
+        if self.mode == "decode" or not p.pruned(i):
+            return self.feed_forward(h, w)
+        gate = self._gated(residual, layer)
+        b.scope = f"layers.{i}/probe_mlp/"
+        positions = self._positions(residual)
+        tokens = self._probe_tokens(h, positions)
+        g = b.op("Gemm", [tokens, w.gate], transB=1, name="probe_gate")
+        u = b.op("Gemm", [tokens, w.up], transB=1, name="probe_up")
+        x = self._f32(b.op("Mul", [self.act(g, "probe_act"), u], name="probe_down_input"), "probe_down_input_f32")
+        s = ops.fused_statistic(b, x, b.external("history_mlp", p.history_mlp[i]), positions,
+                                p.history_mlp[i].dims[0] - 1)
+        scores = ops.channel_scores(b, s, self.score_weights(layer, "channels"))
+        kept = ops.select_units(b, scores, p.kept_channels[i], p.protected_channels[i], gate,
+                                layer.intermediate_size, "channels")
+        b.add_output(kept, f"kept_channels.{i}", TensorProto.INT64, [p.kept_channels[i]])
+        b.scope = f"layers.{i}/"
+        shapes = self.kept_shapes(layer)
+        parts = {}
+        for name, stored in (("gate", w.gate), ("up", w.up), ("down", w.down)):
+            rows = b.op("Gather", [stored, kept], axis=0, name=f"{name}_kept_rows")
+            value = rows if name == "down" else b.op("Transpose", [rows], perm=[1, 0], name=f"{name}_kept")
+            parts[name] = self._kept_output(i, name, value, shapes[name])
+        kept_w = LayerWeights("", None, "", parts["gate"], parts["up"], parts["down"], 0, 0)
+        return self.feed_forward(h, kept_w)
+
+    def build(self, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+        if self.mode == "prefill":
+            # float position ids for the probe's masks
+            self.position_ids_f = self.b.op("Cast", ["position_ids"], to=TensorProto.FLOAT, name="position_ids_f")
+        return super().build(metadata)
+
+
+def build_level(spec: ModelSpec, weights: WeightReader, store: WeightStore, options: DecoderOptions,
+                plan: PruningPlan, directory: Path, metadata: dict[str, str] | None = None) -> dict[str, str]:
+    """Write the prefill and decode graphs of ``plan`` into ``directory``; returns their file names."""
+    if spec.mlp_bias:
+        raise ExportError("pruned graphs do not support mlp_bias")
+    files = {}
+    for mode in ("prefill", "decode"):
+        name = f"{mode}-{level_name(plan.sparsity)}.onnx"
+        proto = PrunedGraph(spec, weights, store, options, plan, mode).build(metadata)
+        onnx.save(proto, str(Path(directory) / name))
+        files[mode] = name
+    return files
+
+
+def kept_counts(spec: ModelSpec, sparsity: float, skip_first: int) -> tuple[list[int], list[int]]:
+    """Kept query heads and MLP channels per layer at ``sparsity`` (``probe.kept_counts``, as the reference)."""
+    heads = pp.kept_counts([l.num_heads for l in spec.layers], sparsity, skip_first)
+    channels = pp.kept_counts([l.intermediate_size for l in spec.layers], sparsity, skip_first)
+    return heads, channels
+
+
+__all__ = ["PruningPlan", "PrunedGraph", "build_level", "kept_counts", "kept_name", "level_name", "AAPP_INPUT",
+           "RISK_GATE", "KEPT_PARTS"]
