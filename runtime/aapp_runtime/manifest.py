@@ -19,7 +19,8 @@ from .errors import ModelDirError
 
 MANIFEST_NAME = "aapp.json"
 MANIFEST_FORMAT = "aapp-model"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the "pruning" section lists the pruned graphs of each sparsity level
+READABLE_VERSIONS = (1, 2)  # version 1 dirs run dense only
 LARGE_FILE = 64 * 1024 * 1024  # files above this are size-checked unless verify="full"
 
 
@@ -68,9 +69,10 @@ class Manifest:
         if data.get("format") != MANIFEST_FORMAT:
             raise ModelDirError(f"{path}: field 'format' is {data.get('format')!r}, expected {MANIFEST_FORMAT!r}")
         version = data.get("version")
-        if version != MANIFEST_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ModelDirError(
-                f"{path}: manifest version {version!r} but this runtime reads version {MANIFEST_VERSION}; "
+                f"{path}: manifest version {version!r} but this runtime reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; "
                 "re-export the model with the matching aapp-export, or install the matching aapp-runtime"
             )
         for key in ("family", "graph", "dims", "tokens", "files"):

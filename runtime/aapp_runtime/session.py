@@ -11,6 +11,13 @@ last-position logits are copied to the host), in one of two layouts:
   doubles when full (one copy), never past prompt + ``max_new_tokens``;
 - ``"concat"`` (any graph): ``present.*`` of one step, ``[1, kv, T, head_dim]``, are fed back as the
   next step's ``past_key_values.*``; the attention op copies the cache into a longer one each step.
+
+Pruned generation (``method="pp"`` or ``"aapp"`` at a sparsity the export built): the level's
+prefill graph runs the probe and decides, per layer, the kept heads and channels, and returns the
+kept weights as contiguous tensors (``OrtValue``s left on the device); the level's decode graph is
+bound to them once and runs every decode step on them, with the same KV buffers. No per-step
+gather, no Python loop over layers. Batch 1 per request (a ``Session`` generates one request at a
+time). ``method="dense"`` or sparsity 0 runs the dense graph.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from .providers import open_session
 from .sampling import Sampler, SamplingParams
 
 NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16}
+METHODS = ("dense", "pp", "aapp")
 
 Prompt = str | Sequence[dict[str, Any]] | Sequence[int]
 
@@ -45,6 +53,10 @@ class GenerationResult:
     finish_reason: str  # "eos" | "stop" | "length"
     prefill_ms: float
     decode_ms: list[float] = field(default_factory=list)
+    method: str = "dense"
+    sparsity: float = 0.0
+    kept_fraction: float = 1.0  # bytes of weights a decode step reads / dense
+    risk_gate: float | None = None  # AAPP's gate read at prefill (pruned runs)
 
     @property
     def decode_ms_per_token(self) -> float:
@@ -53,7 +65,9 @@ class GenerationResult:
     def to_json(self) -> dict[str, Any]:
         return {"text": self.text, "tokens": self.tokens, "provider": self.provider,
                 "prefill_ms": round(self.prefill_ms, 3), "decode_ms_per_token": round(self.decode_ms_per_token, 3),
-                "prompt_tokens": self.prompt_tokens, "finish_reason": self.finish_reason}
+                "prompt_tokens": self.prompt_tokens, "finish_reason": self.finish_reason, "method": self.method,
+                "sparsity": self.sparsity, "kept_fraction": self.kept_fraction,
+                "risk_gate": None if self.risk_gate is None else round(self.risk_gate, 4)}
 
 
 class _Stream:
@@ -65,27 +79,40 @@ class _Stream:
         self.decode_ms: list[float] = []
         self.finish_reason = "length"
         self.text = ""
+        self.risk_gate: float | None = None
+
+
+@dataclass
+class _Graph:
+    """One ONNX graph the generation runs: its session, its KV heads per layer, the inputs bound once
+    per request (the pruned decode graph's kept weights) and the extra outputs it yields."""
+
+    ort_session: ort.InferenceSession
+    kv_heads: list[int]
+    inputs: dict[str, Any] = field(default_factory=dict)  # name -> OrtValue (on the device) or numpy (CPU)
+    outputs: list[str] = field(default_factory=list)
 
 
 class _ConcatCache:
     """``present.*`` of one step become the ``past_key_values.*`` of the next (a new binding per step)."""
 
-    def __init__(self, session: "Session") -> None:
+    def __init__(self, session: "Session", kv_heads: list[int]) -> None:
         self.s = session
-        self.past = [(self._empty(h), self._empty(h)) for h in session.kv_heads]
+        self.past = [(self._empty(h), self._empty(h)) for h in kv_heads]
         self.logits_index = 2 * len(self.past)  # logits are bound after the present pairs
 
     def _empty(self, kv_heads: int) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.zeros((1, kv_heads, 0, self.s.head_dim), self.s._np_dtype),
                                                 self.s.device, 0)
 
-    def binding(self, start: int, n: int) -> ort.IOBinding:
-        b = self.s.ort_session.io_binding()
+    def binding(self, graph: _Graph, start: int, n: int) -> ort.IOBinding:
+        b = graph.ort_session.io_binding()
         for (pk, pv), (vk, vv), (ok, ov) in zip(self.s._past_names, self.past, self.s._present_names):
             b.bind_ortvalue_input(pk, vk)
             b.bind_ortvalue_input(pv, vv)
             b.bind_output(ok, self.s.device)
             b.bind_output(ov, self.s.device)
+        self.s._bind_graph_io(b, graph)
         return b
 
     def update(self, outs: list[ort.OrtValue]) -> None:
@@ -97,25 +124,27 @@ class _BufferCache:
     and the present output: GroupQueryAttention appends in place (its shared-buffer mode). The
     capacity starts at the prompt plus at most ``KV_BLOCK`` new tokens and doubles (one copy of the
     filled rows) when a step would pass it, up to ``limit``: a long ``max_new_tokens`` does not
-    reserve the whole context up front."""
+    reserve the whole context up front. The prefill and decode graphs of a pruned request bind the
+    same buffers (one binding per graph)."""
 
     KV_BLOCK = 512
 
-    def __init__(self, session: "Session", prompt: int, limit: int) -> None:
+    def __init__(self, session: "Session", kv_heads: list[int], prompt: int, limit: int) -> None:
         self.s = session
+        self.kv_heads = kv_heads
         self.limit = limit
-        self.logits_index = 2 * len(session.kv_heads)
+        self.logits_index = 2 * len(kv_heads)
         self.buffers: list[ort.OrtValue] = []
+        self._bindings: dict[int, ort.IOBinding] = {}
         self.capacity = 0
         self._allocate(min(limit, prompt + self.KV_BLOCK), filled=0)
 
     def _allocate(self, capacity: int, filled: int) -> None:
         s, old = self.s, self.buffers
-        self._binding = s.ort_session.io_binding()
         self.buffers = []
-        names = [(p, o) for (pk, pv), (ok, ov) in zip(s._past_names, s._present_names) for p, o in ((pk, ok), (pv, ov))]
-        heads = [h for h in s.kv_heads for _ in range(2)]
-        for j, ((past, present), h) in enumerate(zip(names, heads)):
+        self._bindings.clear()
+        heads = [h for h in self.kv_heads for _ in range(2)]
+        for j, h in enumerate(heads):
             shape = [1, h, capacity, s.head_dim]
             if filled:
                 host = np.zeros(shape, s._np_dtype)
@@ -123,15 +152,23 @@ class _BufferCache:
                 buf = ort.OrtValue.ortvalue_from_numpy(host, s.device, 0)
             else:
                 buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, s._np_dtype, s.device, 0)
-            self._binding.bind_ortvalue_input(past, buf)
-            self._binding.bind_ortvalue_output(present, buf)
             self.buffers.append(buf)
         self.capacity = capacity
 
-    def binding(self, start: int, n: int) -> ort.IOBinding:
+    def binding(self, graph: _Graph, start: int, n: int) -> ort.IOBinding:
         if start + n > self.capacity:
             self._allocate(min(self.limit, max(start + n, 2 * self.capacity)), filled=min(start, self.capacity))
-        return self._binding
+        b = self._bindings.get(id(graph))
+        if b is None:
+            s = self.s
+            b = graph.ort_session.io_binding()
+            names = [(p, o) for (pk, pv), (ok, ov) in zip(s._past_names, s._present_names) for p, o in ((pk, ok), (pv, ov))]
+            for (past, present), buf in zip(names, self.buffers):
+                b.bind_ortvalue_input(past, buf)
+                b.bind_ortvalue_output(present, buf)
+            s._bind_graph_io(b, graph)
+            self._bindings[id(graph)] = b
+        return b
 
     def update(self, outs: list[ort.OrtValue]) -> None:
         pass  # written in place
@@ -176,6 +213,10 @@ class Session:
         self._present_names = [(g["present_key"].format(i=i), g["present_value"].format(i=i))
                                for i in range(self.num_layers)]
         self._logits_name = g["logits"]
+        self._threads = threads
+        self._dense = _Graph(self.ort_session, self.kv_heads)
+        self.pruning: dict[str, Any] = m.data.get("pruning") or {}
+        self._levels: dict[str, tuple[_Graph, _Graph]] = {}  # level key -> (prefill, decode), opened on first use
 
     # -- inputs ---------------------------------------------------------------------------------
     def tokenize(self, prompt: Prompt, chat: bool | None = None) -> list[int]:
@@ -204,42 +245,131 @@ class Session:
                              "shorten the prompt")
         return ids
 
-    # -- one graph run ------------------------------------------------------------------------------
-    def _new_cache(self, prompt: int, max_new_tokens: int) -> "_ConcatCache | _BufferCache":
-        if self.kv_cache == "buffer":
-            return _BufferCache(self, prompt, prompt + max_new_tokens)
-        return _ConcatCache(self)
+    # -- pruning levels ---------------------------------------------------------------------------
+    @property
+    def levels(self) -> list[float]:
+        """Sparsity levels whose pruned graphs this model dir has (empty: dense only)."""
+        return sorted(float(v["sparsity"]) for v in self.pruning.get("levels", {}).values())
 
-    def _run(self, ids: list[int], start: int, cache: "_ConcatCache | _BufferCache") -> np.ndarray:
-        """Run ``ids`` at positions ``start..`` through ``cache``; returns last-position logits [V]."""
+    def _level(self, method: str, sparsity: float) -> tuple[str, dict[str, Any]] | None:
+        """The manifest entry of the pruned graphs for ``method`` at ``sparsity`` (None: run dense)."""
+        if method not in METHODS:
+            raise InputError(f"method={method!r} is not one of {', '.join(METHODS)}")
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or not 0 <= sparsity <= 0.9:
+            raise InputError(f"sparsity={sparsity!r} is outside [0, 0.9]: pass a fraction such as 0.4")
+        if method == "dense":
+            if sparsity:
+                raise InputError(f"method='dense' prunes nothing but sparsity={sparsity}: pass method='pp' or "
+                                 "'aapp' to prune, or sparsity=0")
+            return None
+        if sparsity == 0:
+            return None
+        levels = self.pruning.get("levels") or {}
+        if not levels:
+            raise InputError(f"{self.manifest.directory} has no pruned graphs (exported before pruning support, or "
+                             f"with --no-calibrate): method {method!r} needs a re-export with calibration, e.g. "
+                             f"`aapp-export --model MODEL --out {self.manifest.directory}/model.onnx`")
+        for key, entry in levels.items():
+            if abs(float(entry["sparsity"]) - float(sparsity)) < 1e-6:
+                return key, entry
+        built = ", ".join(f"{v:g}" for v in self.levels)
+        raise InputError(f"sparsity {sparsity} was not built into {self.manifest.directory} (built: {built}); pass one "
+                         f"of those, or re-export with --levels {sparsity:g},...")
+
+    def _level_graphs(self, key: str, entry: dict[str, Any]) -> tuple[_Graph, _Graph]:
+        if key not in self._levels:
+            graphs = []
+            for mode in ("prefill", "decode"):
+                sess, _ = open_session(self.manifest.directory / entry[mode], self.provider, self._threads)
+                graphs.append(_Graph(sess, list(entry["kv_heads"])))
+            prefill, decode = graphs
+            kept = [i.name for i in decode.ort_session.get_inputs() if i.name.startswith("kept.")]
+            prefill.outputs = kept + [o.name for o in prefill.ort_session.get_outputs()
+                                      if o.name == "risk_gate" or o.name.startswith(("kept_heads.", "kept_channels."))]
+            self._levels[key] = (prefill, decode)
+        return self._levels[key]
+
+    def _request_graphs(self, level: tuple[str, dict[str, Any]], method: str) -> tuple[_Graph, _Graph]:
+        """This request's prefill (told the method) and decode graphs (its kept weights are bound after prefill)."""
+        prefill, decode = self._level_graphs(*level)
+        aapp = np.asarray([1.0 if method == "aapp" else 0.0], np.float32)
+        return (_Graph(prefill.ort_session, prefill.kv_heads, {"aapp": aapp}, prefill.outputs),
+                _Graph(decode.ort_session, decode.kv_heads))
+
+    # -- one graph run ------------------------------------------------------------------------------
+    def _bind_graph_io(self, b: ort.IOBinding, graph: _Graph) -> None:
+        """Bind a graph's per-request inputs and its outputs after the KV pairs: logits, then ``graph.outputs``."""
+        for name, value in graph.inputs.items():
+            if isinstance(value, ort.OrtValue):
+                b.bind_ortvalue_input(name, value)
+            else:
+                b.bind_cpu_input(name, value)
+        b.bind_output(self._logits_name, self.device)
+        for name in graph.outputs:
+            b.bind_output(name, self.device)
+
+    def _new_cache(self, kv_heads: list[int], prompt: int, max_new_tokens: int) -> "_ConcatCache | _BufferCache":
+        if self.kv_cache == "buffer":
+            return _BufferCache(self, kv_heads, prompt, prompt + max_new_tokens)
+        return _ConcatCache(self, kv_heads)
+
+    def _run(self, graph: _Graph, ids: list[int], start: int, cache: "_ConcatCache | _BufferCache"
+             ) -> tuple[np.ndarray, dict[str, ort.OrtValue]]:
+        """Run ``ids`` at positions ``start..`` through ``cache``; returns last-position logits [V] and the
+        graph's extra outputs by name."""
         n = len(ids)
-        b = cache.binding(start, n)
+        b = cache.binding(graph, start, n)
         b.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
         b.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
         b.bind_cpu_input("position_ids", np.arange(start, start + n, dtype=np.int64)[None, :])
-        b.bind_output(self._logits_name, self.device)
-        self.ort_session.run_with_iobinding(b)
+        graph.ort_session.run_with_iobinding(b)
         outs = b.get_outputs()
         cache.update(outs)
-        return outs[cache.logits_index].numpy()[0, -1].astype(np.float32, copy=False)
+        extras = dict(zip(graph.outputs, outs[cache.logits_index + 1:]))
+        return outs[cache.logits_index].numpy()[0, -1].astype(np.float32, copy=False), extras
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Last-position logits [vocab] of a prefill over ``token_ids`` (for checks)."""
         ids = self.tokenize(list(token_ids))
-        return self._run(ids, 0, self._new_cache(len(ids), 0))
+        return self._run(self._dense, ids, 0, self._new_cache(self.kv_heads, len(ids), 0))[0]
+
+    def decisions(self, prompt: Prompt, *, sparsity: float, method: str = "aapp", chat: bool | None = None
+                  ) -> dict[str, Any]:
+        """What the pruned prefill decides for ``prompt``: kept query heads and MLP channels per pruned layer,
+        the risk gate, and the last-position logits (for agreement checks against the reference)."""
+        found = self._level(method, sparsity)
+        if found is None:
+            raise InputError("decisions() needs a pruned run: pass method='pp' or 'aapp' and a built sparsity > 0")
+        prefill, _ = self._request_graphs(found, method)
+        ids = self.tokenize(prompt, chat)
+        logits, extras = self._run(prefill, ids, 0, self._new_cache(prefill.kv_heads, len(ids), 0))
+        layers = sorted(int(k.split(".")[1]) for k in extras if k.startswith("kept_heads."))
+        return {"heads": {i: extras[f"kept_heads.{i}"].numpy().tolist() for i in layers},
+                "channels": {i: extras[f"kept_channels.{i}"].numpy().tolist() for i in layers},
+                "risk_gate": float(extras["risk_gate"].numpy()[0]) if "risk_gate" in extras else None,
+                "logits": logits}
 
     # -- generation ------------------------------------------------------------------------------
     def _generate(self, ids: list[int], state: _Stream, max_new_tokens: int, sampler: Sampler,
-                  stop: Sequence[str], ignore_eos: bool = False) -> Iterator[str]:
+                  stop: Sequence[str], ignore_eos: bool = False, level: tuple[str, dict[str, Any]] | None = None,
+                  method: str = "dense") -> Iterator[str]:
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens={max_new_tokens} is negative")
         max_new_tokens = min(max_new_tokens, self.context_length - len(ids))
-        cache = self._new_cache(len(ids), max_new_tokens)
+        if level is None:
+            graph = decode = self._dense
+        else:
+            graph, decode = self._request_graphs(level, method)
+        cache = self._new_cache(graph.kv_heads, len(ids), max_new_tokens)
         emitted = ""
         pos, step_ids = 0, ids
         for step in range(max_new_tokens):
             t0 = time.perf_counter()
-            logits = self._run(step_ids, pos, cache)
+            logits, extras = self._run(graph, step_ids, pos, cache)
+            if graph is not decode:  # the prefill decided: bind its kept weights to the decode graph, once
+                decode.inputs = {name: value for name, value in extras.items() if name.startswith("kept.")}
+                state.risk_gate = float(extras["risk_gate"].numpy()[0]) if "risk_gate" in extras else None
+                graph = decode
             token = sampler(logits)
             elapsed = (time.perf_counter() - t0) * 1000
             if step == 0:
@@ -266,20 +396,32 @@ class Session:
 
     def stream(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
-               chat: bool | None = None, ignore_eos: bool = False) -> Iterator[str]:
-        """Yield the new text piece by piece as it is generated."""
+               chat: bool | None = None, ignore_eos: bool = False, sparsity: float = 0.0,
+               method: str = "dense") -> Iterator[str]:
+        """Yield the new text piece by piece as it is generated (pruning arguments as ``generate``)."""
+        level = self._level(method, sparsity)
         sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
-        yield from self._generate(self.tokenize(prompt, chat), _Stream(), max_new_tokens, sampler, stop, ignore_eos)
+        yield from self._generate(self.tokenize(prompt, chat), _Stream(), max_new_tokens, sampler, stop, ignore_eos,
+                                  level, method)
 
     def generate(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
-                 chat: bool | None = None, ignore_eos: bool = False) -> GenerationResult:
+                 chat: bool | None = None, ignore_eos: bool = False, sparsity: float = 0.0,
+                 method: str = "dense") -> GenerationResult:
         """Generate up to ``max_new_tokens`` new tokens (``temperature=0``: greedy; ``ignore_eos``
-        keeps going past end-of-sequence tokens, for benchmarks and parity checks)."""
+        keeps going past end-of-sequence tokens, for benchmarks and parity checks).
+
+        ``method``: "dense", "pp" (Probe Pruning) or "aapp" (PP with the protected alignment units
+        forced in by the risk gate); ``sparsity``: a level the export built (``Session.levels``); 0 runs
+        the dense graph whatever the method."""
+        level = self._level(method, sparsity)
         sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
         ids = self.tokenize(prompt, chat)
         state = _Stream()
-        for _ in self._generate(ids, state, max_new_tokens, sampler, stop, ignore_eos):
+        for _ in self._generate(ids, state, max_new_tokens, sampler, stop, ignore_eos, level, method):
             pass
+        pruned = level is not None
         return GenerationResult(state.text, state.tokens, len(ids), self.provider, state.finish_reason,
-                                state.prefill_ms, state.decode_ms)
+                                state.prefill_ms, state.decode_ms, method if pruned else "dense",
+                                float(sparsity) if pruned else 0.0,
+                                float(level[1].get("kept_fraction", 1.0)) if pruned else 1.0, state.risk_gate)
