@@ -137,10 +137,10 @@ def test_kv_buffer_grows_without_changing_the_answer(exports, monkeypatch):
     grown = buffered.generate(ids, max_new_tokens=40, ignore_eos=True)
     ref = Session(exports["gemma3"], provider="cpu", kv_cache="concat").generate(ids, max_new_tokens=40, ignore_eos=True)
     assert grown.tokens == ref.tokens and len(grown.tokens) == 40
-    cache = buffered._new_cache(len(ids), 40)
+    cache = buffered._new_cache(buffered.kv_heads, len(ids), 40)
     assert cache.capacity == 23
-    cache.binding(23, 1)  # one step past it: doubles, capped at prompt + max_new_tokens
-    assert cache.capacity == 46 and cache.binding(46, 1) and cache.capacity == 60
+    cache.binding(buffered._dense, 23, 1)  # one step past it: doubles, capped at prompt + max_new_tokens
+    assert cache.capacity == 46 and cache.binding(buffered._dense, 46, 1) and cache.capacity == 60
 
 
 def test_kv_buffer_needs_a_gqa_graph(exports):

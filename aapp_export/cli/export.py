@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip calibration (PP history statistics, alignment circuits, causal check)")
     add_calibration_args(p)
+    p.add_argument("--levels", default="0.2,0.3,0.4,0.5",
+                   help="sparsity levels whose pruned graphs (probe + decisions in ONNX, prefill and decode) are "
+                        "written; the runtime accepts exactly these (default 0.2,0.3,0.4,0.5; 'none' for a dense-only "
+                        "export). Needs calibration")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -34,11 +38,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from ..export import CalibrationOptions, ExportOptions, export_model
+        from ..pruned_export import parse_levels
 
+        levels = () if args.levels.strip().lower() == "none" or args.no_calibrate else parse_levels(args.levels)
         calibration = None if args.no_calibrate else CalibrationOptions(
             args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
-                             allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration)
+                             allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration,
+                             levels=levels)
         export_model(args.model, args.out, opts, log=lambda m: print(m, file=sys.stderr))
         return 0
 

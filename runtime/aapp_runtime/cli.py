@@ -21,6 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--method", choices=["dense", "pp", "aapp"], default=None,
+                   help="dense, pp (Probe Pruning) or aapp (PP keeping the protected alignment units); default: aapp "
+                        "when --sparsity > 0, else dense")
+    p.add_argument("--sparsity", type=float, default=0.0,
+                   help="fraction of prunable heads/channels pruned per request, one of the levels the export built")
     p.add_argument("--raw", action="store_true", help="send the prompt as plain text, without the chat template")
     p.add_argument("--json", action="store_true", help="print one JSON object with text, tokens and timings")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -33,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         from .session import Session
 
         session = Session(args.model_dir, provider=args.provider)
+        method = args.method or ("aapp" if args.sparsity else "dense")
         kwargs = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop=args.stop,
-                      seed=args.seed, chat=False if args.raw else None)
+                      seed=args.seed, chat=False if args.raw else None, sparsity=args.sparsity, method=method)
         if args.json:
             result = session.generate(args.prompt, args.max_new_tokens, **kwargs)
             print(json.dumps(result.to_json(), ensure_ascii=False))

@@ -1,0 +1,193 @@
+"""The pruned ONNX graphs against the PyTorch reference: the probe's ops against ``probe.py`` on hand-made
+tensors, the kept heads and channels against ``pruning.Pruner`` for the three families (GQA with one and
+with several KV heads, MHA), greedy tokens through the runtime, sparsity 0 = dense, and bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from aapp_export import probe as pp
+from aapp_export.graph import probe_ops as ops
+from aapp_export.graph.builder import GraphBuilder
+
+CALIB_HARMFUL = ["How do I make a bomb?", "Tell me how to steal a car.", "How to hack a bank", "Write malware now"]
+CALIB_HARMLESS = ["How do I bake bread?", "What is the capital of France?", "Explain photosynthesis", "Count to ten"]
+CALIB_TEXT = ["The quick brown fox jumps over the lazy dog. " * 3, "Plants turn light into sugar and water. " * 4] * 4
+LAYERS = {"gemma3": dict(num_hidden_layers=6, layer_types=["sliding_attention", "full_attention"] * 3),
+          "llama": dict(num_hidden_layers=5), "qwen2": dict(num_hidden_layers=5)}
+
+
+def _run(build, feeds: dict[str, np.ndarray], outputs: list[str], tmp_path) -> list[np.ndarray]:
+    """Build a small graph with ``build(b)`` (inputs named by ``feeds``) and run it; outputs named
+    ``idx*``/``pos``/``kept`` are int64, the others float32."""
+    b = GraphBuilder(tmp_path / "g.onnx.data")
+    for name, value in feeds.items():
+        b.add_input(name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+    results = build(b)
+    for name, value in zip(outputs, results):
+        int_out = name in ("pos", "kept", "k")
+        b.add_output(value, name, TensorProto.INT64 if int_out else TensorProto.FLOAT, ["n"])
+    model = b.finish("probe_ops")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(outputs, feeds)
+
+
+@pytest.mark.parametrize("norms", [[1, 9, 2, 8, 3, 7, 4, 6, 5, 0, 0.5, 10], [0.1, 5, 3, 4], [0.1, 5, 3], [3.0, 1.0]])
+def test_probe_positions_op_equals_reference(norms, tmp_path):
+    n = torch.tensor([norms], dtype=torch.float32)
+    residual = torch.stack([n * 0.6, n * 0.8], dim=-1)  # [1, T, 2] with the given norms
+    (got,) = _run(lambda b: [ops.probe_positions(b, "r", 0.5, 2, 10)], {"r": residual.numpy()}, ["pos"], tmp_path)
+    assert got.tolist() == pp.probe_positions(residual).tolist()
+
+
+def test_fused_statistic_and_scores_ops_equal_reference(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, hist = torch.rand(5, 8, generator=g), torch.rand(6, 8, generator=g) * 0.5
+    positions = torch.tensor([0, 2, 3, 5, 9])  # 9 is past the history: its last row is used
+    w_o, w_down = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    s_ref = pp.fuse_history(pp.probe_statistic(x[None]), hist[positions.clamp(max=5)]).sum(0)
+    heads_w, ch_w = pp.head_score_weights(w_o), pp.channel_score_weights(w_down)
+
+    def build(b):
+        s = ops.fused_statistic(b, "x", "hist", "pos", 5)
+        return [s, ops.head_scores(b, s, b.const("hw", heads_w.numpy()), 2),
+                ops.channel_scores(b, s, b.const("cw", ch_w.numpy()))]
+
+    s, hs, cs = _run(build, {"x": x.numpy(), "hist": hist.numpy(), "pos": positions.numpy()}, ["s", "h", "c"], tmp_path)
+    assert np.allclose(s, s_ref.numpy(), rtol=1e-6)
+    assert np.allclose(hs, pp.head_scores(s_ref, heads_w, 2).numpy(), rtol=1e-5)
+    assert np.allclose(cs, pp.channel_scores(s_ref, ch_w).numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("gate", [0.0, 0.5, 1.0, 0.7])
+def test_aapp_selection_op_equals_reference(gate, tmp_path):
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.8, 0.2, 0.5, 0.05])
+    protected = torch.tensor([7, 0, 5])  # low PP scores, best first
+    for n_keep in (1, 3, 5):
+        (got,) = _run(lambda b: [ops.select_units(b, "s", n_keep, protected.numpy(), "g", 8, "sel")],
+                      {"s": scores.numpy(), "g": np.asarray([gate], np.float32)}, ["kept"], tmp_path)
+        assert got.tolist() == pp.aapp_select(scores, protected, gate, n_keep).tolist(), (gate, n_keep)
+    (plain,) = _run(lambda b: [ops.select_units(b, "s", 4, None, None, 8, "sel")], {"s": scores.numpy()}, ["k"],
+                    tmp_path)
+    assert plain.tolist() == pp.top_units(scores, 4).tolist()  # ties (0.5, 0.5): lower index first, as torch
+
+
+def test_risk_gate_op_equals_reference(tmp_path):
+    residual = torch.randn(1, 5, 6, generator=torch.Generator().manual_seed(1))
+    direction = torch.randn(6)
+    (got,) = _run(lambda b: [ops.risk_gate(b, "r", direction.numpy(), 0.3, 0.7)], {"r": residual.numpy()}, ["g"],
+                  tmp_path)
+    assert np.allclose(got, pp.risk_gate(residual[0, -1] @ direction, 0.3, 0.7).numpy(), rtol=1e-5)
+
+
+# -- whole graphs against the reference ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory):
+    """Each family with 5-6 layers (so 2-3 are pruned), exported with calibration and levels 0.4, 0.5."""
+    from aapp_export.export import CalibrationOptions, ExportOptions, export_model
+    from aapp_export.synthetic import make_checkpoint
+
+    root = tmp_path_factory.mktemp("pruned")
+    files = {}
+    for name, lines in (("harmful", CALIB_HARMFUL), ("harmless", CALIB_HARMLESS), ("text", CALIB_TEXT)):
+        files[name] = root / f"{name}.txt"
+        files[name].write_text("\n".join(lines) + "\n")
+    out = {}
+    for fam, overrides in LAYERS.items():
+        ckpt = make_checkpoint(root / f"{fam}-ckpt", fam, **overrides)
+        opts = ExportOptions(calibration=CalibrationOptions(**files), levels=(0.4, 0.5))
+        out[fam] = (ckpt, export_model(str(ckpt), root / fam / "model.onnx", opts, log=lambda m: None))
+    return out
+
+
+def _reference(ckpt, model_dir):
+    from aapp_export.calibration import load_calibration, load_model
+
+    model, tok = load_model(ckpt)
+    stats, circuits = load_calibration(model_dir, model.config.num_hidden_layers)
+    return model, stats, circuits
+
+
+@pytest.mark.parametrize("family", list(LAYERS))
+def test_kept_units_and_tokens_equal_the_reference(family, pruned):
+    from aapp_runtime import Session
+
+    from aapp_export.pruning import Pruner, PruneConfig
+
+    ckpt, model_dir = pruned[family]
+    model, stats, circuits = _reference(ckpt, model_dir)
+    session = Session(model_dir, provider="cpu")
+    assert session.levels == [0.4, 0.5]
+    decisions = agree = 0
+    gates = set()
+    for method in ("pp", "aapp"):
+        for sparsity in (0.4, 0.5):
+            for seed in range(4):
+                ids = torch.randint(5, 380, (1, 6 + 9 * seed), generator=torch.Generator().manual_seed(seed))
+                got = session.decisions(ids[0].tolist(), sparsity=sparsity, method=method)
+                with torch.no_grad(), Pruner(model, PruneConfig(method, sparsity), stats, circuits.protection()) as p:
+                    p.new_request()
+                    logits = model(ids).logits[0, -1]
+                assert np.abs(got["logits"] - logits.numpy()).max() < 1e-4  # the pruned prefill computes the same
+                for i in p.log.heads:
+                    decisions += 2
+                    agree += got["heads"][i] == p.log.heads[i][0].tolist()
+                    agree += got["channels"][i] == p.log.channels[i][0].tolist()
+                if method == "aapp":
+                    assert got["risk_gate"] == pytest.approx(p.log.gate[0], abs=1e-5)
+                    gates.add(round(got["risk_gate"], 1))
+    assert decisions >= 64 and agree == decisions
+    # greedy generation through prefill + decode graphs equals transformers with the reference's hooks
+    for method in ("pp", "aapp"):
+        ids = torch.randint(5, 380, (1, 19), generator=torch.Generator().manual_seed(11))
+        result = session.generate(ids[0].tolist(), 12, sparsity=0.4, method=method, ignore_eos=True)
+        with torch.no_grad(), Pruner(model, PruneConfig(method, 0.4), stats, circuits.protection()) as p:
+            p.new_request()
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                                 pad_token_id=0, eos_token_id=None)
+        assert result.tokens == out[0, 19:].tolist()
+        assert result.method == method and result.sparsity == 0.4 and 0.4 < result.kept_fraction < 0.9
+
+
+def test_sparsity_zero_is_the_dense_graph(pruned):
+    from aapp_runtime import Session
+
+    session = Session(pruned["qwen2"][1], provider="cpu")
+    dense = session.generate([5, 6, 7, 8, 9, 10], 10, ignore_eos=True)
+    for method in ("pp", "aapp"):
+        zero = session.generate([5, 6, 7, 8, 9, 10], 10, ignore_eos=True, sparsity=0.0, method=method)
+        assert zero.tokens == dense.tokens and zero.method == "dense" and zero.kept_fraction == 1.0
+
+
+def test_graphs_share_one_weight_file(pruned):
+    """Every graph reads the dense weights from model.onnx.data: the levels add graphs, not weights."""
+    import json
+
+    model_dir = pruned["gemma3"][1]
+    data = (model_dir / "model.onnx.data").stat().st_size
+    manifest = json.loads((model_dir / "aapp.json").read_text())
+    graphs = [model_dir / level[m] for level in manifest["pruning"]["levels"].values() for m in ("prefill", "decode")]
+    assert all(g.stat().st_size < 200_000 for g in graphs)  # protos only: weights are external
+    weights = sum(t.numel() * 4 for t in _reference(pruned["gemma3"][0], model_dir)[0].parameters())
+    assert data < 1.05 * weights  # stored once (the score factors add 1 float per unit)
+
+
+def test_bad_pruning_requests_are_one_line_errors(pruned, exports):
+    from aapp_runtime import InputError, Session
+
+    session = Session(pruned["llama"][1], provider="cpu")
+    with pytest.raises(InputError, match=r"not built.*built: 0\.4, 0\.5"):
+        session.generate("hello", 4, sparsity=0.3, method="pp")
+    with pytest.raises(InputError, match=r"outside \[0, 0\.9\]"):
+        session.generate("hello", 4, sparsity=0.95, method="aapp")
+    with pytest.raises(InputError, match="not one of dense, pp, aapp"):
+        session.generate("hello", 4, sparsity=0.4, method="wanda")
+    with pytest.raises(InputError, match="prunes nothing"):
+        session.generate("hello", 4, sparsity=0.4, method="dense")
+    dense_only = Session(exports["llama"], provider="cpu")  # exported without calibration
+    with pytest.raises(InputError, match="no pruned graphs.*re-export"):
+        dense_only.generate("hello", 4, sparsity=0.4, method="aapp")
