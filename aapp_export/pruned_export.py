@@ -23,7 +23,7 @@ from .errors import InputError
 from .families import ModelSpec
 from .graph.builder import ExternalTensor, WeightStore
 from .graph.decoder import DecoderOptions
-from .graph.pruned import AAPP_INPUT, RISK_GATE, PruningPlan, build_level, kept_counts, kept_name, level_name
+from .graph.pruned import AAPP_INPUT, RISK_GATE, PruningPlan, build_level, kept_counts, level_name
 
 DEFAULT_LEVELS = (0.2, 0.3, 0.4, 0.5)
 SKIP_FIRST = 3
@@ -102,8 +102,8 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
     value_bytes = 4 if options.dtype == "fp32" else 2
     dense_bytes = decode_weight_bytes(spec, dense_heads, dense_kv, dense_channels, value_bytes)
     out: dict[str, Any] = {}
-    for sparsity in levels:
-        plan = plan_for(spec, model_dir, calibration, sparsity)
+    plans = [plan_for(spec, model_dir, calibration, sparsity) for sparsity in levels]
+    for sparsity, plan in zip(levels, plans):
         log(f"writing the pruned graphs of sparsity {sparsity} (prefill decides, decode reuses)")
         files = build_level(spec, reader, store, options, plan, model_dir, metadata)
         kv = [plan.kv_heads(l) for l in spec.layers]
@@ -113,7 +113,7 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
             "kept_fraction": round(decode_weight_bytes(spec, plan.kept_heads, kv, plan.kept_channels, value_bytes)
                                    / dense_bytes, 4),
         }
-    any_plan = plan_for(spec, model_dir, calibration, levels[0])
+    any_plan = plans[0]
     return {
         "mode": "dynamic",
         "methods": ["dense", "pp", "aapp"],
@@ -128,7 +128,7 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
         "risk_gate": calibration["risk_gate"],
         "protected_units": calibration["protected_units"],
         "graph_io": {"aapp": AAPP_INPUT, "risk_gate": RISK_GATE, "kept_heads": "kept_heads.{i}",
-                     "kept_channels": "kept_channels.{i}", "kept": kept_name(0, "{part}").replace("0", "{i}", 1)},
+                     "kept_channels": "kept_channels.{i}", "kept": "kept.{i}.{part}"},
     }
 
 
