@@ -212,6 +212,7 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
                                                 options.levels, metadata, log)
                 files += [f for level in body["pruning"]["levels"].values() for f in (level["prefill"], level["decode"])]
         store.close()
+        body["shared_weights"] = store.index_json()
         if options.check:
             for name in files:
                 if name.endswith(".onnx"):

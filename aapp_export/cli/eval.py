@@ -10,9 +10,23 @@ from pathlib import Path
 from .common import add_calibration_args, run_cli
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aapp-eval", description=__doc__)
-    p.add_argument("--model", default="demo", help="alias, hub id or checkpoint dir (default: demo)")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                   help="torch: the PyTorch reference on a checkpoint; onnx: an exported model dir through the runtime")
+    p.add_argument("--model", default="demo", help="alias, hub id or checkpoint dir (default: demo); with "
+                   "--engine onnx, an exported model dir")
+    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="cpu", help="--engine onnx: provider")
     p.add_argument("--method", default="aapp", choices=["dense", "pp", "aapp", "wanda-sp", "flap", "random"])
     p.add_argument("--sparsity", type=float, default=0.4, help="fraction of prunable units removed, in [0, 0.9]")
     p.add_argument("--harmful", type=Path, help="harmful prompts, one a line (default: the card's held-out file)")
@@ -20,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", type=Path, help="held-out text for perplexity, one paragraph a line")
     add_calibration_args(p)
     p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--limit", type=int, default=None, help="use the first N prompts of each file")
+    p.add_argument("--limit", type=_positive, default=None, help="use the first N (>= 1) prompts of each file")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
     return p
@@ -38,25 +52,70 @@ def _default(arg: Path | None, ckpt, section: str, key: str, flag: str) -> Path:
     return path
 
 
+def _print(out: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(out))
+        return
+    ppl = "n/a" if out["perplexity"] is None else f"{out['perplexity']:.2f}"
+    print(f"{out['method']} at sparsity {out['sparsity']}: refusal {out['refusal_rate']:.1%} "
+          f"(n={out['n_harmful']}), over-refusal {out['over_refusal_rate']:.1%} (n={out['n_harmless']}), "
+          f"perplexity {ppl}, FLOPs {out['flops_ratio']:.3f} of dense (probe included)")
+
+
+def _prompts(args, ckpt) -> dict[str, list[str]]:
+    from ..calibration import read_lines
+
+    files = {
+        "harmful": _default(args.harmful, ckpt, "evaluation", "harmful", "--harmful"),
+        "harmless": _default(args.harmless, ckpt, "evaluation", "harmless", "--harmless"),
+        "text": _default(args.text, ckpt, "evaluation", "text", "--text"),
+    }
+    return {k: read_lines(v)[:args.limit] if args.limit else read_lines(v) for k, v in files.items()}
+
+
+def _onnx(args) -> int:
+    """``--engine onnx``: the exported model dir through ``aapp_runtime.Session``."""
+    from aapp_runtime import Session
+
+    from ..cards import available_aliases, load_card
+    from ..errors import InputError
+    from ..evaluate_onnx import run_eval_onnx
+
+    if args.method not in ("dense", "pp", "aapp"):
+        raise InputError(f"--engine onnx runs dense, pp and aapp; {args.method!r} is a static baseline: evaluate it "
+                         "with --engine torch")
+    session = Session(args.model, provider=args.provider)
+    source = str(session.manifest.data.get("source", ""))
+    card = next((load_card(a) for a in available_aliases() if load_card(a).source == source), None)
+    prompts = _prompts(args, _Found(card))
+    result = run_eval_onnx(session, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
+                           prompts["text"], args.max_new_tokens)
+    _print(result.to_json(), args.json)
+    return 0
+
+
+class _Found:
+    """A checkpoint-less stand-in for ``resolve_checkpoint``'s result (card only)."""
+
+    def __init__(self, card) -> None:
+        self.card, self.path = card, None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from ..calibration import cached_calibration, load_model, read_lines
+        from ..calibration import cached_calibration, load_model
         from ..checkpoint import resolve_checkpoint
         from ..errors import InputError
         from ..evaluate import run_eval
 
         if not 0 <= args.sparsity <= 0.9:
             raise InputError(f"--sparsity {args.sparsity} is outside [0, 0.9]: pass a fraction such as 0.4")
+        if args.engine == "onnx":
+            return _onnx(args)
         ckpt = resolve_checkpoint(args.model)
-        files = {
-            "harmful": _default(args.harmful, ckpt, "evaluation", "harmful", "--harmful"),
-            "harmless": _default(args.harmless, ckpt, "evaluation", "harmless", "--harmless"),
-            "text": _default(args.text, ckpt, "evaluation", "text", "--text"),
-        }
-        limit = args.limit
-        prompts = {k: read_lines(v)[:limit] if limit else read_lines(v) for k, v in files.items()}
+        prompts = _prompts(args, ckpt)
         log = lambda m: print(m, file=sys.stderr)  # noqa: E731
         model, tok = load_model(ckpt.path)
         stats = circuits = None
@@ -69,13 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 budget=args.budget, scorer=args.scorer, log=log)
         result = run_eval(model, tok, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
                           prompts["text"], stats, circuits, args.max_new_tokens)
-        out = result.to_json()
-        if args.json:
-            print(json.dumps(out))
-        else:
-            print(f"{out['method']} at sparsity {out['sparsity']}: refusal {out['refusal_rate']:.1%} "
-                  f"(n={out['n_harmful']}), over-refusal {out['over_refusal_rate']:.1%} (n={out['n_harmless']}), "
-                  f"perplexity {out['perplexity']:.2f}, FLOPs {out['flops_ratio']:.3f} of dense (probe included)")
+        _print({"engine": "torch", **result.to_json()}, args.json)
         return 0
 
     return run_cli("aapp-eval", body, args.debug)

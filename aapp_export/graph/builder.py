@@ -4,8 +4,11 @@
 ONNX Runtime can memory-map it) as soon as it is added, so the process holds one weight at a time,
 never the whole model. A weight added with a ``key`` is written once: every later graph that asks for
 the same key (the dense graph, then the pruned prefill and decode graphs of each sparsity level)
-points at the same bytes (ONNX external data is file + offset). ``GraphBuilder`` emits the nodes of
-one graph with ``onnx.helper``; small constants stay inline.
+points at the same bytes (ONNX external data is file + offset), under the same initializer name
+(``shared_name``): the store's ``index`` lists these names with their file, offset and shape, the
+manifest carries it, and the runtime maps each once and hands the same memory to every ONNX Runtime
+session (``aapp_runtime.weights``). ``GraphBuilder`` emits the nodes of one graph with
+``onnx.helper``; small constants stay inline.
 """
 
 from __future__ import annotations
@@ -49,14 +52,25 @@ class ExternalTensor:
         return tensor
 
 
+def shared_name(entry: ExternalTensor) -> str:
+    """The initializer name of stored bytes, the same in every graph that reads them."""
+    return f"{entry.location}@{entry.offset}"
+
+
 class WeightStore:
-    """The external data file of a model dir, shared by all its graphs; weights with a key are written once."""
+    """The external data file of a model dir, shared by all its graphs; weights with a key are written once.
+    ``index``: every tensor more than one graph may read, by ``shared_name``."""
 
     def __init__(self, data_file: Path) -> None:
         self.path = Path(data_file)
         self._file: BinaryIO | None = None
         self._offset = 0
         self._keyed: dict[str, ExternalTensor] = {}
+        self.index: dict[str, ExternalTensor] = {}
+
+    def index_json(self) -> dict[str, list]:
+        """``index`` for the manifest: name -> [file, offset, length, onnx data type, shape]."""
+        return {name: [e.location, e.offset, e.length, e.data_type, list(e.dims)] for name, e in self.index.items()}
 
     def get(self, key: str | None) -> ExternalTensor | None:
         return self._keyed.get(key) if key is not None else None
@@ -96,6 +110,7 @@ class GraphBuilder:
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self._names: dict[str, int] = {}
+        self._shared: set[str] = set()  # shared initializers already in this graph
         self.scope = ""
 
     # -- names ---------------------------------------------------------------------------------
@@ -106,13 +121,17 @@ class GraphBuilder:
         return base if n == 0 else f"{base}_{n}"
 
     # -- weights and constants -----------------------------------------------------------------
-    def _write_external(self, name: str, raw: bytes, onnx_type: int, dims: Sequence[int], key: str | None = None) -> None:
-        self.initializers.append(self.store.write(raw, onnx_type, dims, key).proto(name))
+    def _write_external(self, name: str, raw: bytes, onnx_type: int, dims: Sequence[int]) -> None:
+        self.initializers.append(self.store.write(raw, onnx_type, dims).proto(name))
 
-    def external(self, name: str, entry: ExternalTensor) -> str:
-        """An initializer whose bytes already lie in a file of the model dir (e.g. calibration statistics)."""
-        name = self.fresh(name)
-        self.initializers.append(entry.proto(name))
+    def external(self, entry: ExternalTensor) -> str:
+        """An initializer whose bytes already lie in a file of the model dir (a stored weight, calibration
+        statistics), named ``shared_name(entry)`` so that every graph reading them names them alike."""
+        name = shared_name(entry)
+        if name not in self._shared:
+            self._shared.add(name)
+            self.initializers.append(entry.proto(name))
+            self.store.index[name] = entry
         return name
 
     def weight(self, name: str, tensor: torch.Tensor | Callable[[], torch.Tensor], *, dtype: str | None = None,
@@ -124,7 +143,7 @@ class GraphBuilder:
             key = f"{key}:{dtype}"
             found = self.store.get(key)
             if found is not None:
-                return self.external(name, found)
+                return self.external(found)
         t = (tensor() if callable(tensor) else tensor).detach().to(TORCH_DTYPES[dtype]).contiguous()
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         name = self.fresh(name)
@@ -134,8 +153,10 @@ class GraphBuilder:
             proto.dims.extend(t.shape)
             proto.raw_data = raw
             self.initializers.append(proto)
+        elif key is not None:
+            return self.external(self.store.write(raw, ONNX_DTYPES[dtype], t.shape, key))
         else:
-            self._write_external(name, raw, ONNX_DTYPES[dtype], t.shape, key)
+            self._write_external(name, raw, ONNX_DTYPES[dtype], t.shape)
         return name
 
     def const(self, name: str, value: np.ndarray | Sequence | float | int, np_dtype=None) -> str:
@@ -170,11 +191,25 @@ class GraphBuilder:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
         return name
 
-    def add_output(self, value: str, name: str, elem_type: int, shape: Sequence, *, first: bool = False) -> None:
-        if value != name:
+    def add_output(self, value: str, name: str, elem_type: int, shape: Sequence, *, first: bool = False) -> str:
+        """Make ``value`` a graph output called ``name``; returns ``name``, which later nodes must use. The
+        node that computes ``value`` is renamed (an ``Identity`` would copy it, weights included), unless
+        ``value`` is a graph input or initializer."""
+        if value != name and not self._rename(value, name):
             self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}_identity"))
         info = helper.make_tensor_value_info(name, elem_type, list(shape))
         self.outputs.insert(0, info) if first else self.outputs.append(info)
+        return name
+
+    def _rename(self, value: str, name: str) -> bool:
+        if not any(value in node.output for node in self.nodes):
+            return False
+        for node in self.nodes:
+            for field in (node.input, node.output):
+                for j, tensor in enumerate(field):
+                    if tensor == value:
+                        field[j] = name
+        return True
 
     def finish(self, graph_name: str, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
         """Return the model proto (weights stay external); a store of this graph alone is closed."""

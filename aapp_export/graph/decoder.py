@@ -22,8 +22,9 @@ Attention is one of two kernels (``DecoderOptions.attention``) with the same inp
 
 Weights are stored once in the model dir's data file (``WeightStore``), in the layout that makes
 every pruning gather a gather of contiguous rows: q|k|v, gate and up output-major (``[out, in]``, as
-in the checkpoint; the dense layers read them through a ``Transpose`` that ONNX Runtime folds into a
-constant at load), o and down input-major (``[in, out]``).
+in the checkpoint, read by ``FusedMatMul(transB=1)``), o and down input-major (``[in, out]``, read
+by ``MatMul``). In ONNX Runtime graphs no weight passes through an op that would be folded into a
+new constant, so the runtime can hand every session the same mapped bytes (``aapp_runtime.weights``).
 
 ``LayerUnits`` selects, per layer, which query heads and MLP channels are built (a static pruned
 model). A layer that keeps a subset of query heads gives each kept head its own K/V head when the
@@ -73,9 +74,10 @@ class LayerUnits:
 
 @dataclass(frozen=True)
 class LayerWeights:
-    """Names of the MatMul-ready (``[in, out]``) tensors one layer's projections read (constants, graph
-    inputs or tensors computed in the graph), and the head counts they imply: ``qkv``
-    ``[H, (n_q + 2 n_kv) * D]``, ``o`` ``[n_q * D, H]``, ``gate`` and ``up`` ``[H, I]``, ``down`` ``[I, H]``."""
+    """Names of the tensors one layer's projections read (constants, graph inputs or tensors computed in
+    the graph), and the head counts they imply. ``o`` ``[n_q * D, H]`` and ``down`` ``[I, H]`` are
+    input-major; ``qkv`` ``[(n_q + 2 n_kv) * D, H]``, ``gate`` and ``up`` ``[I, H]`` are output-major as
+    stored, or input-major (``[H, out]``) when ``in_major`` (the pruned decode graph's kept copies)."""
 
     qkv: str
     qkv_bias: str | None
@@ -85,6 +87,8 @@ class LayerWeights:
     down: str
     n_q: int
     n_kv: int
+    n_ch: int  # MLP channels
+    in_major: bool = False
 
 
 def kv_shared(num_kv_heads: int) -> bool:
@@ -155,8 +159,7 @@ class DecoderGraph:
         sub = lambda w, idx: w if idx is None else w[idx]  # noqa: E731
         key = lambda name: None if (rows if "attn" in name else ch) is not None else name  # noqa: E731
         qkv_full = lambda: torch.cat([self.tensor(t(f"self_attn.{n}_proj.weight")) for n in "qkv"])  # noqa: E731
-        qkv = self.transposed(self.b.weight("qkv_proj.weight", lambda: sub(qkv_full(), rows),
-                                            key=key(t("self_attn.qkv"))), "qkv_proj.weight_t")
+        qkv = self.b.weight("qkv_proj.weight", lambda: sub(qkv_full(), rows), key=key(t("self_attn.qkv")))
         bias = None
         if s.qkv_bias:
             bias = self.b.weight("qkv_proj.bias", lambda: sub(torch.cat([self.tensor(t(f"self_attn.{n}_proj.bias"))
@@ -167,9 +170,9 @@ class DecoderGraph:
                           key=key(t("self_attn.o_proj.weight")))
         mlp = {name: self.b.weight(f"{name}_proj.weight", (lambda n=name: sub(self._mlp_rows(i, n), ch)),
                                    key=key(t(f"mlp.{name}_proj.weight"))) for name in ("gate", "up", "down")}
-        mlp["gate"], mlp["up"] = (self.transposed(mlp[n], f"{n}_proj.weight_t") for n in ("gate", "up"))
         n_kv = layer.num_kv_heads if rows is None or kv_shared(layer.num_kv_heads) else len(heads)
-        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], len(heads), n_kv)
+        n_ch = layer.intermediate_size if ch is None else len(ch)
+        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], len(heads), n_kv, n_ch)
 
     def _mlp_rows(self, i: int, name: str) -> torch.Tensor:
         """An MLP weight with one row per channel: gate/up as stored in the checkpoint, down transposed."""
@@ -177,15 +180,22 @@ class DecoderGraph:
         return w.t() if name == "down" else w
 
     # -- small pieces ---------------------------------------------------------------------------
-    def project(self, x: str, weight: str, bias: str | None, label: str) -> str:
-        """``x @ W + b`` with ``W`` MatMul-ready (``[in, out]``)."""
-        y = self.b.op("MatMul", [x, weight], name=label)
-        return self.b.op("Add", [y, bias], name=f"{label}_bias") if bias else y
+    def project(self, x: str, weight: str, bias: str | None, label: str, out_major: bool = False) -> str:
+        """``x [B,S,in] @ W + b``, ``W`` input-major (``MatMul``) or output-major ``[out, in]``: ONNX Runtime
+        graphs read the latter with ``com.microsoft.FusedMatMul(transB=1)`` (no copy of the weight);
+        standard graphs through a ``Transpose`` (folded into a constant at load)."""
+        b = self.b
+        if not out_major:
+            y = b.op("MatMul", [x, weight], name=label)
+        elif self.opt.attention == "gqa":
+            y = b.op("FusedMatMul", [x, weight], name=label, domain="com.microsoft", transB=1)
+        else:
+            y = b.op("MatMul", [x, b.op("Transpose", [weight], perm=[1, 0], name=f"{label}_weight_t")], name=label)
+        return b.op("Add", [y, bias], name=f"{label}_bias") if bias else y
 
-    def transposed(self, stored: str, label: str) -> str:
-        """An output-major stored weight as MatMul's ``[in, out]``: a ``Transpose`` of an initializer, which
-        ONNX Runtime folds into a constant when the session loads (the MatMul then pre-packs it as usual)."""
-        return self.b.op("Transpose", [stored], perm=[1, 0], name=label)
+    def gemm_rows(self, rows: str, weight: str, bias: str | None, label: str) -> str:
+        """``rows [n, in]`` through an output-major ``weight [out, in]`` (and ``bias [out]``): ``[n, out]``."""
+        return self.b.op("Gemm", [rows, weight] + ([bias] if bias else []), transB=1, name=label)
 
     def _norm_weight(self, weight_name: str, label: str) -> str:
         return self.b.weight(f"{label}.weight", lambda: self.w.get(weight_name).float() + self.spec.norm_weight_offset,
@@ -301,12 +311,17 @@ class DecoderGraph:
     def attend(self, x: str, layer: LayerSpec, w: LayerWeights, mask: str | None, rope: tuple[str, str]) -> str:
         """Attention of one layer with the projections ``w`` on ``x`` [B,S,H]::
 
-            x -> MatMul(q|k|v) -> Split -> q_norm/k_norm (Gemma) -> RotaryEmbedding -> kernel -> MatMul(o)
-                                                          past K/V --^   present K/V <--'
+            x -> Gemm(q|k|v) -> Split -> q_norm/k_norm (Gemma) -> RotaryEmbedding -> kernel -> MatMul(o)
+                                                        past K/V --^   present K/V <--'
         """
+        return self.attend_projected(self.project(x, w.qkv, w.qkv_bias, "qkv_proj", not w.in_major), layer, w,
+                                     mask, rope)
+
+    def attend_projected(self, qkv: str, layer: LayerSpec, w: LayerWeights, mask: str | None,
+                         rope: tuple[str, str]) -> str:
+        """``attend`` from the q|k|v projection ``[B,S,(n_q+2n_kv)*D]`` on."""
         b, s, i = self.b, self.spec, layer.index
         d = s.head_dim
-        qkv = self.project(x, w.qkv, w.qkv_bias, "qkv_proj")
         n_q, n_kv = w.n_q, w.n_kv
         q, k, v = b.op("Split", [qkv, b.ints("qkv_split", [n_q * d, n_kv * d, n_kv * d])], n_out=3, axis=-1,
                        name="qkv")
@@ -344,8 +359,12 @@ class DecoderGraph:
 
     def feed_forward(self, x: str, w: LayerWeights) -> str:
         """``down(act(gate(x)) * up(x))`` with the channels of ``w``."""
-        gate = self.project(x, w.gate, None, "gate_proj")
-        up = self.project(x, w.up, None, "up_proj")
+        gate = self.project(x, w.gate, None, "gate_proj", not w.in_major)
+        up = self.project(x, w.up, None, "up_proj", not w.in_major)
+        return self.down(gate, up, w)
+
+    def down(self, gate: str, up: str, w: LayerWeights) -> str:
+        """``down(act(gate) * up)``."""
         h = self.b.op("Mul", [self.act(gate, "act"), up], name="gated")
         return self.b.op("MatMul", [h, w.down], name="down_proj")
 
@@ -383,6 +402,7 @@ class DecoderGraph:
         b, s = self.b, self.spec
         self._inputs()
         masks, ropes = self._masks(), self._rope_tables()
+
         embed_name = b.weight("embed_tokens.weight", lambda: self.w.get(s.tensor("embed_tokens.weight")),
                               key=s.tensor("embed_tokens.weight"))
         x = b.op("Gather", [embed_name, INPUT_IDS], name="embed")

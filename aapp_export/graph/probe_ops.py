@@ -5,6 +5,8 @@ float32 whatever the model's dtype (the caller casts). Batch 1 (one request per 
 
 - ``probe_positions``: residual norms -> top ``ceil(ratio*T)`` positions (>= ``min_tokens``; position
   0 forced in when ``T <= force_first_below``), sorted ascending (``probe.probe_positions``);
+- ``rest_positions``: the other positions, ascending, and the permutation that puts
+  ``[probe rows; rest rows]`` back in sequence order (the pruned pass reuses the probe's rows);
 - ``fused_statistic``: ``P = X^2``, history rows at the probe's positions, ``a = P/(P+H+eps)``,
   ``S = sum_t (a P + (1-a) H)`` (``probe.probe_statistic``, ``fuse_history``);
 - ``head_scores`` / ``channel_scores``: PPsp with the precomputed weight factors;
@@ -16,6 +18,7 @@ float32 whatever the model's dtype (the caller casts). Batch 1 (one request per 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from onnx import TensorProto
 
 from ..probe import EPS
@@ -50,6 +53,25 @@ def probe_positions(b: GraphBuilder, residual: str, token_ratio: float, min_toke
     importance = b.op("Where", [force, b.const("inf", INF), importance], name="importance_forced")
     _, top = b.op("TopK", [importance, k], n_out=2, largest=1, sorted=1, name="top_tokens")
     return _sorted_ascending(b, top, k, "probe_positions")
+
+
+def rest_positions(b: GraphBuilder, positions: str, n_tokens: str) -> tuple[str, str]:
+    """``(rest [T-n], order [T])``: the positions not in ``positions`` (ascending), and for each position
+    its row in ``Concat(probe rows, rest rows)`` (``n_tokens``: ``[1]`` int64)."""
+    false = onnx.helper.make_tensor("false", TensorProto.BOOL, [1], [False])
+    none = b.op("ConstantOfShape", [n_tokens], name="no_token", value=false)
+    ones = b.op("Expand", [b.const("true", np.array(True)), b.op("Shape", [positions], name="probe_shape")],
+                name="probe_true")
+    is_probe = b.op("ScatterElements", [none, positions, ones], axis=0, name="is_probe")
+    rest = b.op("Reshape", [b.op("NonZero", [b.op("Not", [is_probe], name="is_rest")], name="rest_nz"),
+                            b.ints("flat", [-1])], name="rest_positions")
+    both = b.op("Concat", [positions, rest], axis=0, name="probe_then_rest")
+    count = b.op("Squeeze", [n_tokens, b.ints("axis0", [0])], name="t_scalar")
+    rows = b.op("Range", [b.const("zero_i", np.int64(0)), count, b.const("one_i", np.int64(1))], name="rows")
+    order = b.op("ScatterElements", [b.op("ConstantOfShape", [n_tokens], name="order_init",
+                                          value=onnx.helper.make_tensor("zero", TensorProto.INT64, [1], [0])),
+                                     both, rows], axis=0, name="row_of_position")
+    return rest, order
 
 
 def fused_statistic(b: GraphBuilder, x: str, history: str, positions: str, max_position: int) -> str:
@@ -111,4 +133,4 @@ def select_units(b: GraphBuilder, scores: str, n_keep: int, protected: np.ndarra
     return _sorted_ascending(b, top, k, f"{label}_kept")
 
 
-__all__ = ["probe_positions", "fused_statistic", "head_scores", "channel_scores", "risk_gate", "select_units"]
+__all__ = ["probe_positions", "rest_positions", "fused_statistic", "head_scores", "channel_scores", "risk_gate", "select_units"]

@@ -126,7 +126,8 @@ class PrunedGraph(DecoderGraph):
             for part, shape in shapes.items():
                 names[part] = self.b.add_input(kept_name(i, part), self.b.onnx_dtype, shape)
             return LayerWeights(names["qkv"], names.get("qkv_bias"), names["o"], names["gate"], names["up"],
-                                names["down"], self.plan.kept_heads[i], self.plan.kv_heads(layer))
+                                names["down"], self.plan.kept_heads[i], self.plan.kv_heads(layer),
+                                self.plan.kept_channels[i], in_major=True)
         return self.stored_weights(layer)  # prefill: the full stored weights; the blocks gather what they keep
 
     def stored_weights(self, layer: LayerSpec) -> LayerWeights:
@@ -143,7 +144,8 @@ class PrunedGraph(DecoderGraph):
                           key=t("self_attn.o_proj.weight"))
         mlp = {n: self.b.weight(f"{n}_proj.weight", (lambda n=n: self._mlp_rows(i, n)), key=t(f"mlp.{n}_proj.weight"))
                for n in ("gate", "up", "down")}
-        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], layer.num_heads, layer.num_kv_heads)
+        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], layer.num_heads, layer.num_kv_heads,
+                            layer.intermediate_size)
 
     def score_weights(self, layer: LayerSpec, kind: str) -> str:
         """PPsp's weight factors (``probe.head_score_weights`` / ``channel_score_weights``), float32, stored once."""
@@ -163,11 +165,35 @@ class PrunedGraph(DecoderGraph):
         return ops.probe_positions(self.b, self._f32(residual, "residual_f32"), p.token_ratio, p.min_tokens,
                                    p.force_first_below)
 
-    def _probe_tokens(self, h: str, positions: str) -> str:
-        """The normed hidden states at the probe positions, ``[n, H]``."""
+    def _rows_at(self, h: str, positions: str, label: str) -> str:
+        """The rows of ``h`` ``[1, T, H]`` at ``positions``: ``[n, H]``."""
         b = self.b
-        picked = b.op("Gather", [h, positions], axis=1, name="probe_tokens_3d")  # [1, n, H]
-        return b.op("Reshape", [picked, b.ints("probe_flat", [-1, self.spec.hidden_size])], name="probe_tokens")
+        picked = b.op("Gather", [h, positions], axis=1, name=f"{label}_3d")  # [1, n, H]
+        return b.op("Reshape", [picked, b.ints("rows_flat", [-1, self.spec.hidden_size])], name=label)
+
+    def _split_tokens(self, residual: str, h: str) -> tuple[str, str, str, str]:
+        """The probe's positions, its rows of ``h``, the other rows, and each position's row in
+        ``[probe rows; other rows]`` (``probe_ops.rest_positions``)."""
+        b = self.b
+        positions = self._positions(residual)
+        n_tokens = b.op("Slice", [b.op("Shape", [h], name="h_shape"), b.ints("one", [1]), b.ints("two", [2])],
+                        name="n_tokens")
+        rest, order = ops.rest_positions(b, positions, n_tokens)
+        return positions, self._rows_at(h, positions, "probe_tokens"), self._rows_at(h, rest, "rest_tokens"), order
+
+    def _kept_in_major(self, stored: str, rows: str, label: str) -> str:
+        """Kept rows of an output-major stored weight, transposed to ``[H, kept]``: the decode graph's
+        MatMul reads them unpacked at full speed (the rows die at once, only the copy stays)."""
+        b = self.b
+        return b.op("Transpose", [b.op("Gather", [stored, rows], axis=0, name=f"{label}_kept_rows")], perm=[1, 0],
+                    name=f"{label}_kept")
+
+    def _in_order(self, probe_part: str, rest_part: str, order: str, label: str) -> str:
+        """``[probe rows; rest rows]`` back in sequence order, ``[1, T, width]``."""
+        b = self.b
+        both = b.op("Concat", [probe_part, rest_part], axis=0, name=f"{label}_both")
+        rows = b.op("Gather", [both, order], axis=0, name=f"{label}_ordered")
+        return b.op("Unsqueeze", [rows, b.ints("axis0", [0])], name=label)
 
     def _gated(self, residual: str, layer: LayerSpec) -> str | None:
         """The forced-protection gate (risk gate * aapp) for decisions of this layer, read at ``gate_layer``."""
@@ -175,17 +201,16 @@ class PrunedGraph(DecoderGraph):
         if layer.index == p.gate_layer and self.gate is None:
             gate = ops.risk_gate(self.b, self._f32(residual, "gate_residual_f32"), p.direction, p.threshold,
                                  p.temperature)
-            self.b.add_output(gate, RISK_GATE, TensorProto.FLOAT, [1])
+            gate = self.b.add_output(gate, RISK_GATE, TensorProto.FLOAT, [1])
             self.gate = self.b.op("Mul", [gate, AAPP_INPUT], name="forced_gate")
         return self.gate if self.gate is not None else AAPP_INPUT  # before the gate layer: gate 1 (as the reference)
 
-    def _probe_attention(self, tokens: str, positions: str, layer: LayerSpec, w: LayerWeights,
+    def _probe_attention(self, qkv: str, positions: str, layer: LayerSpec, w: LayerWeights,
                          rope: tuple[str, str]) -> str:
-        """o_proj input of the probe tokens ``[n, heads*D]`` float32: all heads, RoPE at their positions,
-        causal (and sliding-window) attention among the probe tokens only."""
+        """o_proj input of the probe tokens ``[n, heads*D]`` float32 from their q|k|v ``[n, (q+2kv)*D]``:
+        all heads, RoPE at their positions, causal (and sliding-window) attention among the probe tokens."""
         b, s = self.b, self.spec
         d = s.head_dim
-        qkv = b.op("Gemm", [tokens, w.qkv] + ([w.qkv_bias] if w.qkv_bias else []), transB=1, name="probe_qkv")
         qkv = b.op("Unsqueeze", [qkv, b.ints("axis0", [0])], name="probe_qkv_3d")  # [1, n, (q+2kv)*D]
         q, k, v = b.op("Split", [qkv, b.ints("probe_split", [w.n_q * d, w.n_kv * d, w.n_kv * d])], n_out=3, axis=-1,
                        name="probe_qkv_split")
@@ -209,23 +234,29 @@ class PrunedGraph(DecoderGraph):
 
     # -- pruned blocks ------------------------------------------------------------------------------
     def _kept_output(self, i: int, part: str, value: str, shape: list[int]) -> str:
-        self.b.add_output(value, kept_name(i, part), self.b.onnx_dtype, shape)
-        return value
+        return self.b.add_output(value, kept_name(i, part), self.b.onnx_dtype, shape)
 
     def attention_block(self, h: str, residual: str, layer: LayerSpec, w: LayerWeights, mask: str | None,
                         rope: tuple[str, str]) -> str:
+        """Prefill of a pruned layer's attention, reusing the probe's work::
+
+            probe rows of h -> Gemm(all q|k|v rows) -> probe attention -> S -> PPsp -> kept heads
+                                     | kept columns                                      | rows of the stored weights
+            other rows of h --------------------------------> Gemm(kept q|k|v rows) <---'
+            [probe; other] -> sequence order -> norm/RoPE -> attention (kept heads) -> MatMul(kept o rows)
+        """
         b, p, i = self.b, self.plan, layer.index
         gate = self._gated(residual, layer) if self.mode == "prefill" else None
         if self.mode == "decode" or not p.pruned(i):
             return self.attend(h, layer, w, mask, rope)
         b.scope = f"layers.{i}/probe_attn/"
-        positions = self._positions(residual)
-        x = self._probe_attention(self._probe_tokens(h, positions), positions, layer, w, rope)
-        s = ops.fused_statistic(b, x, b.external("history_attn", p.history_attn[i]), positions,
-                                p.history_attn[i].dims[0] - 1)
+        positions, tokens, rest_tokens, order = self._split_tokens(residual, h)
+        qkv_probe = self.gemm_rows(tokens, w.qkv, w.qkv_bias, "probe_qkv")  # [n, (heads + 2 kv) * D]
+        x = self._probe_attention(qkv_probe, positions, layer, w, rope)
+        s = ops.fused_statistic(b, x, b.external(p.history_attn[i]), positions, p.history_attn[i].dims[0] - 1)
         scores = ops.head_scores(b, s, self.score_weights(layer, "heads"), layer.num_heads)
         kept = ops.select_units(b, scores, p.kept_heads[i], p.protected_heads[i], gate, layer.num_heads, "heads")
-        b.add_output(kept, f"kept_heads.{i}", TensorProto.INT64, [p.kept_heads[i]])
+        kept = b.add_output(kept, f"kept_heads.{i}", TensorProto.INT64, [p.kept_heads[i]])
         b.scope = f"layers.{i}/"
         d = self.spec.head_dim
         q_rows = self._rows(kept, d, "q_rows")
@@ -240,16 +271,17 @@ class PrunedGraph(DecoderGraph):
             kv_rows = b.op("Concat", [k_rows, v_rows], axis=0, name="kv_rows")
         rows = b.op("Concat", [q_rows, kv_rows], axis=0, name="qkv_rows")
         shapes = self.kept_shapes(layer)
-        qkv = b.op("Transpose", [b.op("Gather", [w.qkv, rows], axis=0, name="qkv_kept_rows")], perm=[1, 0],
-                   name="qkv_kept")
+        qkv = self._kept_output(i, "qkv", self._kept_in_major(w.qkv, rows, "qkv"), shapes["qkv"])  # [H, kept rows]
         bias = None
         if w.qkv_bias:
             bias = self._kept_output(i, "qkv_bias", b.op("Gather", [w.qkv_bias, rows], axis=0, name="qkv_bias_kept"),
                                      shapes["qkv_bias"])
-        o = b.op("Gather", [w.o, q_rows], axis=0, name="o_kept")
-        kept_w = LayerWeights(self._kept_output(i, "qkv", qkv, shapes["qkv"]), bias,
-                              self._kept_output(i, "o", o, shapes["o"]), "", "", "", p.kept_heads[i], p.kv_heads(layer))
-        return self.attend(h, layer, kept_w, mask, rope)
+        o = self._kept_output(i, "o", b.op("Gather", [w.o, q_rows], axis=0, name="o_kept"), shapes["o"])
+        probe_part = b.op("Gather", [qkv_probe, rows], axis=1, name="qkv_probe_kept")
+        rest_part = self.project(rest_tokens, qkv, bias, "qkv_rest")
+        projected = self._in_order(probe_part, rest_part, order, "qkv_proj")
+        kept_w = LayerWeights("", bias, o, "", "", "", p.kept_heads[i], p.kv_heads(layer), 0)
+        return self.attend_projected(projected, layer, kept_w, mask, rope)
 
     def _rows(self, heads: str, d: int, label: str) -> str:
         """Rows ``heads[:, None] * D + arange(D)``, flattened (``decoder.head_rows`` in ops)."""
@@ -260,31 +292,39 @@ class PrunedGraph(DecoderGraph):
         return b.op("Reshape", [b.op("Add", [base, offsets], name=f"{label}_2d"), b.ints("flat", [-1])], name=label)
 
     def mlp_block(self, h: str, residual: str, layer: LayerSpec, w: LayerWeights) -> str:
+        """Prefill of a pruned layer's MLP, reusing the probe's work::
+
+            probe rows of h -> Gemm(all gate, up rows) -> act * up -> S -> PPsp -> kept channels
+                                            | kept columns                         | rows of the stored weights
+            other rows of h ---> Gemm(kept gate, up rows) -> act * up              |
+            [probe; other] -> MatMul(kept down rows) -> sequence order  <----------'
+        """
         b, p, i = self.b, self.plan, layer.index
         if self.mode == "decode" or not p.pruned(i):
             return self.feed_forward(h, w)
         gate = self._gated(residual, layer)
         b.scope = f"layers.{i}/probe_mlp/"
-        positions = self._positions(residual)
-        tokens = self._probe_tokens(h, positions)
-        g = b.op("Gemm", [tokens, w.gate], transB=1, name="probe_gate")
-        u = b.op("Gemm", [tokens, w.up], transB=1, name="probe_up")
-        x = self._f32(b.op("Mul", [self.act(g, "probe_act"), u], name="probe_down_input"), "probe_down_input_f32")
-        s = ops.fused_statistic(b, x, b.external("history_mlp", p.history_mlp[i]), positions,
-                                p.history_mlp[i].dims[0] - 1)
+        positions, tokens, rest_tokens, order = self._split_tokens(residual, h)
+        gated_probe = b.op("Mul", [self.act(self.gemm_rows(tokens, w.gate, None, "probe_gate"), "probe_act"),
+                                   self.gemm_rows(tokens, w.up, None, "probe_up")], name="probe_down_input")
+        s = ops.fused_statistic(b, self._f32(gated_probe, "probe_down_input_f32"), b.external(p.history_mlp[i]),
+                                positions, p.history_mlp[i].dims[0] - 1)
         scores = ops.channel_scores(b, s, self.score_weights(layer, "channels"))
         kept = ops.select_units(b, scores, p.kept_channels[i], p.protected_channels[i], gate,
                                 layer.intermediate_size, "channels")
-        b.add_output(kept, f"kept_channels.{i}", TensorProto.INT64, [p.kept_channels[i]])
+        kept = b.add_output(kept, f"kept_channels.{i}", TensorProto.INT64, [p.kept_channels[i]])
         b.scope = f"layers.{i}/"
         shapes = self.kept_shapes(layer)
-        parts = {}
-        for name, stored in (("gate", w.gate), ("up", w.up), ("down", w.down)):
-            rows = b.op("Gather", [stored, kept], axis=0, name=f"{name}_kept_rows")
-            value = rows if name == "down" else b.op("Transpose", [rows], perm=[1, 0], name=f"{name}_kept")
-            parts[name] = self._kept_output(i, name, value, shapes[name])
-        kept_w = LayerWeights("", None, "", parts["gate"], parts["up"], parts["down"], 0, 0)
-        return self.feed_forward(h, kept_w)
+        kept_w = {name: self._kept_output(i, name, self._kept_in_major(stored, kept, name), shapes[name])
+                  for name, stored in (("gate", w.gate), ("up", w.up))}  # [H, kept] each
+        down = self._kept_output(i, "down", b.op("Gather", [w.down, kept], axis=0, name="down_kept"), shapes["down"])
+        probe_part = b.op("Gather", [gated_probe, kept], axis=1, name="gated_probe_kept")
+        rest_part = b.op("Mul", [self.act(self.project(rest_tokens, kept_w["gate"], None, "gate_rest"), "act_rest"),
+                                 self.project(rest_tokens, kept_w["up"], None, "up_rest")], name="gated_rest")
+        both = b.op("Concat", [probe_part, rest_part], axis=0, name="gated_both")
+        out = b.op("MatMul", [both, down], name="down_proj")  # [T, H], probe rows first
+        return b.op("Unsqueeze", [b.op("Gather", [out, order], axis=0, name="down_ordered"), b.ints("axis0", [0])],
+                    name="down_proj_3d")
 
     def build(self, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
         if self.mode == "prefill":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnxruntime as ort
 
@@ -22,6 +23,10 @@ PROVIDER_CHOICES = ("auto", "cuda", "cpu")
 class ProviderChoice:
     name: str  # "cuda" | "cpu"
     reason: str
+
+
+if TYPE_CHECKING:
+    from .weights import SharedWeights
 
 
 def cuda_unavailable_reason() -> str | None:
@@ -42,12 +47,15 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return so
 
 
-def open_session(model_path: Path, provider: str = "auto", threads: int | None = None
-                 ) -> tuple[ort.InferenceSession, ProviderChoice]:
-    """Create the ORT session on the requested provider; raises ProviderError when "cuda" cannot run."""
+def open_session(model_path: Path, provider: str = "auto", threads: int | None = None,
+                 shared: "SharedWeights | None" = None) -> tuple[ort.InferenceSession, ProviderChoice]:
+    """Create the ORT session on the requested provider; raises ProviderError when "cuda" cannot run.
+    ``shared``: weights mapped once for all sessions of the model dir (``weights.SharedWeights``)."""
     if provider not in PROVIDER_CHOICES:
         raise ProviderError(f"provider {provider!r} is not one of {', '.join(PROVIDER_CHOICES)}")
     so = session_options(threads)
+    if shared is not None:
+        shared.give_to(so)
     missing = cuda_unavailable_reason()
     if provider in ("auto", "cuda") and missing is None:
         try:

@@ -18,6 +18,9 @@ kept weights as contiguous tensors (``OrtValue``s left on the device); the level
 bound to them once and runs every decode step on them, with the same KV buffers. No per-step
 gather, no Python loop over layers. Batch 1 per request (a ``Session`` generates one request at a
 time). ``method="dense"`` or sparsity 0 runs the dense graph.
+
+Every graph's session reads the same memory-mapped weights (``weights.SharedWeights``): loading the
+pruned graphs adds no copy of the model.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ import onnxruntime as ort
 from .chat import TextCodec
 from .errors import InputError
 from .manifest import Manifest
+from .memory import return_large_blocks_to_os
 from .providers import open_session
 from .sampling import Sampler, SamplingParams
+from .weights import SharedWeights
 
 NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16}
 METHODS = ("dense", "pp", "aapp")
@@ -90,7 +95,8 @@ class _Graph:
     ort_session: ort.InferenceSession
     kv_heads: list[int]
     inputs: dict[str, Any] = field(default_factory=dict)  # name -> OrtValue (on the device) or numpy (CPU)
-    outputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # allocated by ONNX Runtime, returned by ``_run``
+    written: dict[str, ort.OrtValue] = field(default_factory=dict)  # outputs written into given buffers
 
 
 class _ConcatCache:
@@ -194,7 +200,9 @@ class Session:
             raise InputError(f"kv_cache='buffer' needs a graph exported with --attention gqa; {m.directory} uses "
                              f"{g.get('attention', 'onnx')!r} attention: pass kv_cache='concat' or re-export")
         self.kv_cache = ("buffer" if gqa else "concat") if kv_cache == "auto" else kv_cache
-        self.ort_session, choice = open_session(m.model_path, provider, threads)
+        return_large_blocks_to_os()
+        self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {})
+        self.ort_session, choice = open_session(m.model_path, provider, threads, self.shared_weights)
         self.provider, self.provider_reason = choice.name, choice.reason
         if self.provider == "cuda" and m.dtype == "fp32" and gqa:
             self.provider_reason += ("; GroupQueryAttention has no fp32 CUDA kernel, so ONNX Runtime places those "
@@ -215,6 +223,11 @@ class Session:
         self._logits_name = g["logits"]
         self._threads = threads
         self._dense = _Graph(self.ort_session, self.kv_heads)
+        # a prefill's arena chunks (a pruned one's include the kept-weight copies) are freed when it ends:
+        # each session has its own arena, which would otherwise keep its largest run resident
+        self._after_prefill = ort.RunOptions()
+        self._after_prefill.add_run_config_entry("memory.enable_memory_arena_shrinkage",
+                                                 "gpu:0" if self.device == "cuda" else "cpu:0")
         self.pruning: dict[str, Any] = m.data.get("pruning") or {}
         self._levels: dict[str, tuple[_Graph, _Graph]] = {}  # level key -> (prefill, decode), opened on first use
 
@@ -280,12 +293,12 @@ class Session:
         if key not in self._levels:
             graphs = []
             for mode in ("prefill", "decode"):
-                sess, _ = open_session(self.manifest.directory / entry[mode], self.provider, self._threads)
+                sess, _ = open_session(self.manifest.directory / entry[mode], self.provider, self._threads,
+                                       self.shared_weights)
                 graphs.append(_Graph(sess, list(entry["kv_heads"])))
             prefill, decode = graphs
-            kept = [i.name for i in decode.ort_session.get_inputs() if i.name.startswith("kept.")]
-            prefill.outputs = kept + [o.name for o in prefill.ort_session.get_outputs()
-                                      if o.name == "risk_gate" or o.name.startswith(("kept_heads.", "kept_channels."))]
+            prefill.outputs = [o.name for o in prefill.ort_session.get_outputs()
+                               if o.name == "risk_gate" or o.name.startswith(("kept_heads.", "kept_channels."))]
             self._levels[key] = (prefill, decode)
         return self._levels[key]
 
@@ -293,8 +306,12 @@ class Session:
         """This request's prefill (told the method) and decode graphs (its kept weights are bound after prefill)."""
         prefill, decode = self._level_graphs(*level)
         aapp = np.asarray([1.0 if method == "aapp" else 0.0], np.float32)
-        return (_Graph(prefill.ort_session, prefill.kv_heads, {"aapp": aapp}, prefill.outputs),
-                _Graph(decode.ort_session, decode.kv_heads))
+        # the kept weights: buffers of this request (outside the sessions' arenas, so they are freed when it
+        # ends), written by the prefill and read by every decode step
+        kept = {i.name: ort.OrtValue.ortvalue_from_shape_and_type(i.shape, self._np_dtype, self.device, 0)
+                for i in decode.ort_session.get_inputs() if i.name.startswith("kept.")}
+        return (_Graph(prefill.ort_session, prefill.kv_heads, {"aapp": aapp}, prefill.outputs, kept),
+                _Graph(decode.ort_session, decode.kv_heads, dict(kept)))
 
     # -- one graph run ------------------------------------------------------------------------------
     def _bind_graph_io(self, b: ort.IOBinding, graph: _Graph) -> None:
@@ -307,31 +324,42 @@ class Session:
         b.bind_output(self._logits_name, self.device)
         for name in graph.outputs:
             b.bind_output(name, self.device)
+        for name, value in graph.written.items():
+            b.bind_ortvalue_output(name, value)
 
     def _new_cache(self, kv_heads: list[int], prompt: int, max_new_tokens: int) -> "_ConcatCache | _BufferCache":
         if self.kv_cache == "buffer":
             return _BufferCache(self, kv_heads, prompt, prompt + max_new_tokens)
         return _ConcatCache(self, kv_heads)
 
-    def _run(self, graph: _Graph, ids: list[int], start: int, cache: "_ConcatCache | _BufferCache"
-             ) -> tuple[np.ndarray, dict[str, ort.OrtValue]]:
-        """Run ``ids`` at positions ``start..`` through ``cache``; returns last-position logits [V] and the
-        graph's extra outputs by name."""
+    def _run(self, graph: _Graph, ids: list[int], start: int, cache: "_ConcatCache | _BufferCache",
+             every_position: bool = False) -> tuple[np.ndarray, dict[str, ort.OrtValue]]:
+        """Run ``ids`` at positions ``start..`` through ``cache``; returns last-position logits [V] (or the
+        graph's logits of every position it outputs, [S or 1, V]) and the graph's extra outputs by name."""
         n = len(ids)
         b = cache.binding(graph, start, n)
         b.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
         b.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
         b.bind_cpu_input("position_ids", np.arange(start, start + n, dtype=np.int64)[None, :])
-        graph.ort_session.run_with_iobinding(b)
+        graph.ort_session.run_with_iobinding(b, self._after_prefill if n > 1 else None)
         outs = b.get_outputs()
         cache.update(outs)
         extras = dict(zip(graph.outputs, outs[cache.logits_index + 1:]))
-        return outs[cache.logits_index].numpy()[0, -1].astype(np.float32, copy=False), extras
+        logits = outs[cache.logits_index].numpy()[0]
+        return (logits if every_position else logits[-1]).astype(np.float32, copy=False), extras
 
-    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
-        """Last-position logits [vocab] of a prefill over ``token_ids`` (for checks)."""
+    def logits(self, token_ids: Sequence[int], *, sparsity: float = 0.0, method: str = "dense",
+               every_position: bool = False) -> np.ndarray:
+        """Logits of a prefill over ``token_ids`` (dense, or the pruned prefill of ``method`` at ``sparsity``):
+        the last position's ``[vocab]``, or with ``every_position`` ``[len(token_ids), vocab]``, which needs
+        a model exported with ``--all-logits``."""
+        if every_position and self.manifest.graph.get("last_logits_only", True):
+            raise InputError(f"{self.manifest.directory} was exported with the last position's logits only: "
+                             "re-export with --all-logits for every position's")
+        level = self._level(method, sparsity)
+        graph = self._dense if level is None else self._request_graphs(level, method)[0]
         ids = self.tokenize(list(token_ids))
-        return self._run(self._dense, ids, 0, self._new_cache(self.kv_heads, len(ids), 0))[0]
+        return self._run(graph, ids, 0, self._new_cache(graph.kv_heads, len(ids), 0), every_position)[0]
 
     def decisions(self, prompt: Prompt, *, sparsity: float, method: str = "aapp", chat: bool | None = None
                   ) -> dict[str, Any]:
@@ -366,8 +394,7 @@ class Session:
         for step in range(max_new_tokens):
             t0 = time.perf_counter()
             logits, extras = self._run(graph, step_ids, pos, cache)
-            if graph is not decode:  # the prefill decided: bind its kept weights to the decode graph, once
-                decode.inputs = {name: value for name, value in extras.items() if name.startswith("kept.")}
+            if graph is not decode:  # the prefill decided and wrote the kept weights the decode graph reads
                 state.risk_gate = float(extras["risk_gate"].numpy()[0]) if "risk_gate" in extras else None
                 graph = decode
             token = sampler(logits)
