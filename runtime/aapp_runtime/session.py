@@ -25,6 +25,7 @@ pruned graphs adds no copy of the model.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,8 @@ class Session:
                                                  "gpu:0" if self.device == "cuda" else "cpu:0")
         self.pruning: dict[str, Any] = m.data.get("pruning") or {}
         self._levels: dict[str, tuple[_Graph, _Graph]] = {}  # level key -> (prefill, decode), opened on first use
+        self._kept_free: dict[str, dict[str, ort.OrtValue]] = {}
+        self._kept_lock = threading.Lock()
 
     # -- inputs ---------------------------------------------------------------------------------
     def tokenize(self, prompt: Prompt, chat: bool | None = None) -> list[int]:
@@ -306,12 +309,22 @@ class Session:
         """This request's prefill (told the method) and decode graphs (its kept weights are bound after prefill)."""
         prefill, decode = self._level_graphs(*level)
         aapp = np.asarray([1.0 if method == "aapp" else 0.0], np.float32)
-        # the kept weights: buffers of this request (outside the sessions' arenas, so they are freed when it
-        # ends), written by the prefill and read by every decode step
-        kept = {i.name: ort.OrtValue.ortvalue_from_shape_and_type(i.shape, self._np_dtype, self.device, 0)
-                for i in decode.ort_session.get_inputs() if i.name.startswith("kept.")}
+        # the kept weights: buffers outside the sessions' arenas, written by the prefill and read by every
+        # decode step; the last finished request's set is reused by the next one at the same level
+        with self._kept_lock:
+            kept = self._kept_free.pop(level[0], None)
+            self._kept_free.clear()  # at most one set held between requests
+        if kept is None:
+            kept = {i.name: ort.OrtValue.ortvalue_from_shape_and_type(i.shape, self._np_dtype, self.device, 0)
+                    for i in decode.ort_session.get_inputs() if i.name.startswith("kept.")}
         return (_Graph(prefill.ort_session, prefill.kv_heads, {"aapp": aapp}, prefill.outputs, kept),
                 _Graph(decode.ort_session, decode.kv_heads, dict(kept)))
+
+    def _release(self, level: tuple[str, dict[str, Any]] | None, prefill: _Graph) -> None:
+        """A pruned request is over: its kept-weight buffers may serve the next one."""
+        if level is not None:
+            with self._kept_lock:
+                self._kept_free = {level[0]: prefill.written}
 
     # -- one graph run ------------------------------------------------------------------------------
     def _bind_graph_io(self, b: ort.IOBinding, graph: _Graph) -> None:
@@ -357,9 +370,12 @@ class Session:
             raise InputError(f"{self.manifest.directory} was exported with the last position's logits only: "
                              "re-export with --all-logits for every position's")
         level = self._level(method, sparsity)
-        graph = self._dense if level is None else self._request_graphs(level, method)[0]
         ids = self.tokenize(list(token_ids))
-        return self._run(graph, ids, 0, self._new_cache(graph.kv_heads, len(ids), 0), every_position)[0]
+        graph = self._dense if level is None else self._request_graphs(level, method)[0]
+        try:
+            return self._run(graph, ids, 0, self._new_cache(graph.kv_heads, len(ids), 0), every_position)[0]
+        finally:
+            self._release(level, graph)
 
     def decisions(self, prompt: Prompt, *, sparsity: float, method: str = "aapp", chat: bool | None = None
                   ) -> dict[str, Any]:
@@ -368,9 +384,12 @@ class Session:
         found = self._level(method, sparsity)
         if found is None:
             raise InputError("decisions() needs a pruned run: pass method='pp' or 'aapp' and a built sparsity > 0")
-        prefill, _ = self._request_graphs(found, method)
         ids = self.tokenize(prompt, chat)
-        logits, extras = self._run(prefill, ids, 0, self._new_cache(prefill.kv_heads, len(ids), 0))
+        prefill, _ = self._request_graphs(found, method)
+        try:
+            logits, extras = self._run(prefill, ids, 0, self._new_cache(prefill.kv_heads, len(ids), 0))
+        finally:
+            self._release(found, prefill)
         layers = sorted(int(k.split(".")[1]) for k in extras if k.startswith("kept_heads."))
         return {"heads": {i: extras[f"kept_heads.{i}"].numpy().tolist() for i in layers},
                 "channels": {i: extras[f"kept_channels.{i}"].numpy().tolist() for i in layers},
@@ -388,6 +407,14 @@ class Session:
             graph = decode = self._dense
         else:
             graph, decode = self._request_graphs(level, method)
+        try:
+            yield from self._steps(ids, state, max_new_tokens, sampler, stop, ignore_eos, graph, decode)
+        finally:
+            self._release(level, graph)
+
+    def _steps(self, ids: list[int], state: _Stream, max_new_tokens: int, sampler: Sampler, stop: Sequence[str],
+               ignore_eos: bool, graph: _Graph, decode: _Graph) -> Iterator[str]:
+        """Prefill with ``graph``, then decode steps with ``decode``, yielding new text."""
         cache = self._new_cache(graph.kv_heads, len(ids), max_new_tokens)
         emitted = ""
         pos, step_ids = 0, ids
