@@ -26,6 +26,8 @@ from .families import ModelSpec, load_model_spec
 from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
 from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
 from .pruned_export import DEFAULT_LEVELS, export_levels
+from .static_export import check_static as _check_static
+from .static_export import static_dims, static_layer_units, static_section
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 
@@ -51,6 +53,7 @@ class ExportOptions:
     check: bool = True
     calibration: CalibrationOptions | None = None  # None: no calibration (the CLI calibrates by default)
     levels: tuple[float, ...] = DEFAULT_LEVELS  # sparsity levels of the pruned graphs (needs calibration)
+    static: tuple[str, float] | None = None  # (method, sparsity): a smaller dense model with fixed kept units
 
 
 def split_out(out: str | Path) -> tuple[Path, str]:
@@ -182,6 +185,8 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file():
         raise ExportError(f"--out {out}: {out_dir} is a non-empty directory that is not a model dir; "
                           "choose an empty or new directory")
+    if options.static is not None:
+        _check_static(options)
     ckpt = resolve_checkpoint(model)
     reader = WeightReader(ckpt.path, allow_pickle=options.allow_pickle)
     spec = load_model_spec(ckpt.path, reader)
@@ -197,17 +202,25 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
         graph_path = tmp / graph_file
         decoder_options = DecoderOptions(options.dtype, options.last_logits_only, options.attention)
         metadata = {"aapp.family": spec.family, "aapp.source": ckpt.source}
-        proto = build_decoder(spec, reader, graph_path, decoder_options, metadata=metadata, store=store)
+        calibration = units = None
+        if options.static is not None:  # the statistics choose the units before the graph is built
+            if options.calibration is not None:
+                calibration = _calibrate(ckpt, tmp, options.calibration, log)
+            units = static_layer_units(spec, reader, tmp if calibration else None, *options.static)
+        proto = build_decoder(spec, reader, graph_path, decoder_options, units, metadata=metadata, store=store)
         onnx.save(proto, str(graph_path))
         tokenizer = _copy_tokenizer(ckpt.path, tmp)
         body = _manifest_body(spec, ckpt, options, graph_file, tokenizer, _eos_ids(ckpt.path, spec))
         files = [graph_file, graph_file + ".data", "tokenizer.json"]
         if tokenizer["chat_template"]:
             files.append(tokenizer["chat_template"])
+        if units is not None:
+            body["dims"].update(static_dims(spec, units))
+            body["pruning"] = static_section(spec, units, *options.static)
         if options.calibration is not None:
-            body["calibration"] = _calibrate(ckpt, tmp, options.calibration, log)
+            body["calibration"] = calibration or _calibrate(ckpt, tmp, options.calibration, log)
             files += ["calibration.safetensors", "calibration.json"]
-            if options.levels:
+            if options.levels and units is None:
                 body["pruning"] = export_levels(spec, reader, store, decoder_options, tmp, body["calibration"],
                                                 options.levels, metadata, log)
                 files += [f for level in body["pruning"]["levels"].values() for f in (level["prefill"], level["decode"])]

@@ -23,6 +23,7 @@ from torch import nn
 
 from . import probe as pp
 from .errors import InputError
+from .static import static_units
 
 METHODS = ("dense", "pp", "aapp", "wanda-sp", "flap", "random")
 
@@ -358,17 +359,6 @@ class Pruner:
             return torch.nonzero(keep_h).flatten(), torch.nonzero(keep_c).flatten()
         if i < self.cfg.skip_first:
             return torch.arange(nh), torch.arange(nc)
-        w_o = layer.self_attn.o_proj.weight.detach().float()
-        w_d = layer.mlp.down_proj.weight.detach().float()
-        if self.cfg.method == "random":
-            g = torch.Generator().manual_seed(self.cfg.seed * 1000 + i)
-            sh, sc = torch.rand(nh, generator=g), torch.rand(nc, generator=g)
-        elif self.cfg.method == "wanda-sp":  # sum_i |W_ik| * ||X_k||_2
-            st = self.stats[i]
-            sc = (w_d.abs() * st.sq_mlp.sqrt()[None]).sum(0)
-            sh = (w_o.abs() * st.sq_attn.sqrt()[None]).sum(0).view(nh, -1).sum(1)
-        else:  # flap: fluctuation Var(X_k) * ||W[:, k]||^2
-            st = self.stats[i]
-            sc = st.var_mlp * w_d.pow(2).sum(0)
-            sh = (st.var_attn * w_o.pow(2).sum(0)).view(nh, -1).sum(1)
-        return pp.top_units(sh, self.keep_heads[i]), pp.top_units(sc, self.keep_channels[i])
+        stats = self.stats[i] if self.stats is not None else None
+        return static_units(self.cfg.method, layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight, stats, nh,
+                            self.keep_heads[i], self.keep_channels[i], i, self.cfg.seed)

@@ -259,3 +259,56 @@ def test_sessions_share_one_mapping_of_the_weights(pruned):
     with pytest.raises(ModelDirError, match="does not fit the file"):
         Session(bad, provider="cpu", verify="none")
     shutil.rmtree(bad)
+
+
+@pytest.mark.parametrize("method", ["wanda-sp", "flap"])
+def test_static_export_is_a_smaller_model_equal_to_the_reference(method, pruned, tmp_path):
+    """aapp-export --static: a dense model with the reference's fixed units, its logits and greedy tokens."""
+    from aapp_runtime import InputError as RuntimeInputError
+    from aapp_runtime import Session
+
+    from aapp_export.cli.export import main as export_main
+    from aapp_export.pruning import Pruner, PruneConfig
+
+    ckpt, model_dir = pruned["llama"]
+    files = [x for name, lines in (("harmful", CALIB_HARMFUL), ("harmless", CALIB_HARMLESS), ("text", CALIB_TEXT))
+             for x in (f"--calib-{name}", str(_write(tmp_path / f"{name}.txt", lines)))]
+    out = tmp_path / method / "model.onnx"
+    assert export_main(["--model", str(ckpt), "--out", str(out), "--static", method, "--sparsity", "0.5", *files]) == 0
+    session = Session(out.parent, provider="cpu")
+    section = session.manifest.data["pruning"]
+    assert section["mode"] == "static" and section["method"] == method and session.levels == []
+    assert (out.parent / "model.onnx.data").stat().st_size < 0.85 * (model_dir / "model.onnx.data").stat().st_size
+    model, stats, _ = _reference(ckpt, out.parent)
+    ids = torch.randint(5, 380, (1, 13), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), Pruner(model, PruneConfig(method, 0.5), stats) as p:
+        for i, units in enumerate(section["kept_heads"]):
+            if units is not None:
+                assert units == p._static[i][0].tolist() and section["kept_channels"][i] == p._static[i][1].tolist()
+        p.new_request()
+        ref = model(ids).logits[0, -1]
+        p.new_request()
+        tokens = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                                pad_token_id=0, eos_token_id=None)[0, 13:].tolist()
+    assert np.abs(session.logits(ids[0].tolist()) - ref.numpy()).max() < 1e-4
+    assert session.generate(ids[0].tolist(), 8, ignore_eos=True).tokens == tokens
+    with pytest.raises(RuntimeInputError, match="no pruned graphs"):
+        session.generate("hi", 2, sparsity=0.4, method="pp")
+
+
+def test_static_export_bad_flags_are_one_line(pruned, capsys, tmp_path):
+    from aapp_export.cli.export import main as export_main
+
+    ckpt = str(pruned["llama"][0])
+    for extra, message in ((["--static", "flap"], "--static and --sparsity go together"),
+                           (["--static", "wanda-sp", "--sparsity", "0.95"], "pass a sparsity in (0, 0.9]"),
+                           (["--static", "flap", "--sparsity", "0.4", "--no-calibrate"], "drop --no-calibrate")):
+        assert export_main(["--model", ckpt, "--out", str(tmp_path / "x" / "model.onnx"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path

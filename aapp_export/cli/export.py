@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sparsity levels whose pruned graphs (probe + decisions in ONNX, prefill and decode) are "
                         "written; the runtime accepts exactly these (default 0.2,0.3,0.4,0.5; 'none' for a dense-only "
                         "export). Needs calibration")
+    p.add_argument("--static", choices=["wanda-sp", "flap", "random"], default=None,
+                   help="instead of pruned graphs, write a smaller dense model whose kept heads and channels are "
+                        "fixed by this static method at --sparsity (wanda-sp and flap use the calibration statistics)")
+    p.add_argument("--sparsity", type=float, default=None, help="with --static: the fraction of prunable units removed")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -40,12 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         from ..export import CalibrationOptions, ExportOptions, export_model
         from ..pruned_export import parse_levels
 
-        levels = () if args.levels.strip().lower() == "none" or args.no_calibrate else parse_levels(args.levels)
+        from ..errors import InputError
+
+        if (args.static is None) != (args.sparsity is None):
+            raise InputError("--static and --sparsity go together: e.g. --static wanda-sp --sparsity 0.4 (the dynamic "
+                             "levels are chosen with --levels)")
+        static = (args.static, args.sparsity) if args.static else None
+        levels = () if static or args.levels.strip().lower() == "none" or args.no_calibrate else parse_levels(args.levels)
         calibration = None if args.no_calibrate else CalibrationOptions(
             args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
                              allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration,
-                             levels=levels)
+                             levels=levels, static=static)
         export_model(args.model, args.out, opts, log=lambda m: print(m, file=sys.stderr))
         return 0
 
