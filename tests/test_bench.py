@@ -84,3 +84,21 @@ def test_cli_bad_engine_is_one_line_error(tmp_path, capsys):
     assert bench_main(["--out", str(tmp_path), "--engines", "ours,onnx-magic"]) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("aapp-bench: error: --engines") and "\n" not in err
+
+
+def test_pruned_bench_reports_levels_ceiling_bounds_and_rss(tiny_checkpoint, tmp_path, capsys):
+    """aapp-bench --sparsity: exports (children), then dense, aapp levels and the static ceiling side by side."""
+    args = [str(tiny_checkpoint), "--sparsity", "0,0.5", "--static-sparsity", "0.5", "--prompt-lengths", "8,24",
+            "--new-tokens", "4", "--threads", "1", "--out", str(tmp_path), "--json"]
+    assert bench_main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {(r["method"], r["sparsity"]): r for r in report["rows"]}
+    assert set(rows) == {("dense", 0.0), ("aapp", 0.5), ("wanda-sp static", 0.5)}
+    assert rows[("dense", 0.0)]["prefill_ratio"] == 1.0 and rows[("dense", 0.0)]["bytes_read_bound"] == 1.0
+    for key in (("aapp", 0.5), ("wanda-sp static", 0.5)):
+        assert 0.3 < rows[key]["bytes_read_bound"] < 0.95 and rows[key]["decode_ms_per_token"]["median"] > 0
+    aapp = rows[("aapp", 0.5)]
+    assert aapp["probe_projection_ms"] >= 0 and 0 < aapp["probe_share_of_prefill"] < 1
+    assert report["peak_rss_mb"] > report["rss_before_load_mb"] > 0 and report["rss_over_dense_weights"] > 0.5
+    assert (tmp_path / "bench_pruned.png").is_file() and (tmp_path / "bench_pruned.json").is_file()
+    assert bench_main([str(tiny_checkpoint), "--sparsity", "0,0.95", "--out", str(tmp_path)]) == 2

@@ -3,6 +3,9 @@
 ``aapp-bench [MODEL_DIR_OR_CHECKPOINT] [--json] [--out DIR] [--repeats N] [--rounds R]
 [--engines ours,ours-onnx,transformers,genai,genai-last] [--params-target 120M]``
 
+``aapp-bench [MODEL_DIR_OR_CHECKPOINT] --sparsity 0,0.2,0.4,0.5 [--json]``: the pruned graphs against
+the dense graph and the static Wanda-sp ceiling, side by side (``pruned_bench``).
+
 Without a model it makes (once, under ``--out``) a random Gemma-3-shaped fp32 checkpoint of about
 ``--params-target`` parameters. Prints a table (or the JSON report with ``--json``) and writes
 ``bench.json`` and ``bench.png`` into ``--out``.
@@ -41,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-target", default="120M",
                    help="size of the generated checkpoint (120M: Gemma-3-270M's shape, 18 layers; above 200M "
                         "Gemma-3-1B's width); ignored with MODEL")
+    p.add_argument("--sparsity", default=None,
+                   help="time the pruned graphs instead: dense (0) and aapp at these levels, e.g. 0,0.2,0.4,0.5, with "
+                        "our runtime only; MODEL may then be an exported model dir (its built levels)")
+    p.add_argument("--static-sparsity", type=float, default=0.4,
+                   help="with --sparsity: also time the static Wanda-sp export at this sparsity (the ceiling; 0: skip; "
+                        "needs a checkpoint, not a model dir)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -72,6 +81,35 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _pruned(args) -> int:
+    """``--sparsity``: the pruned graphs against dense and the static ceiling (``pruned_bench``)."""
+    from ..benchmark import DEFAULT_ENGINES
+    from ..errors import InputError
+    from ..pruned_bench import PrunedBenchPlan, format_table, plot, prepare, run_pruned_bench
+
+    if args.engines not in ("ours", ",".join(DEFAULT_ENGINES)):
+        raise InputError(f"--sparsity times our runtime only: drop --engines {args.engines!r} or pass --engines ours")
+    try:
+        levels = tuple(sorted({float(x) for x in args.sparsity.split(",") if x.strip()}))
+        lengths = [int(x) for x in args.prompt_lengths.split(",")]
+    except ValueError as exc:
+        raise InputError(f"--sparsity {args.sparsity!r} / --prompt-lengths: {exc}; e.g. --sparsity 0,0.4") from exc
+    if not levels or any(not 0 <= s <= 0.9 for s in levels) or min(lengths) < 1:
+        raise InputError(f"--sparsity {args.sparsity!r}: pass levels in [0, 0.9], e.g. 0,0.2,0.4,0.5")
+    plan = PrunedBenchPlan(sparsities=levels if 0.0 in levels else (0.0, *levels),
+                           static_sparsity=args.static_sparsity or None, rounds=max(args.rounds, 3),
+                           prefill=max(lengths), decode_prompt=min(lengths), new_tokens=args.new_tokens,
+                           threads=args.threads)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    model_dir, static_dir = prepare(args.model, args.out, args.params_target, plan, log)
+    report = run_pruned_bench(model_dir, static_dir, plan, args.out, log)
+    (args.out / "bench_pruned.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot(report, args.out / "bench_pruned.png")
+    print(json.dumps(report, indent=1) if args.json else format_table(report))
+    log(f"wrote {args.out / 'bench_pruned.json'} and {args.out / 'bench_pruned.png'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -80,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         from ..checkpoint import resolve_checkpoint
         from ..errors import InputError
 
+        if args.sparsity is not None:
+            return _pruned(args)
         engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
         bad = [e for e in engines if e not in ENGINES]
         if bad or not engines:
