@@ -264,11 +264,13 @@ def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor]
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
                       budget: float = 0.05, scorer: str | None = None, check_prompts: int = 48,
                       skip_first: int = SKIP_FIRST, log=print) -> Circuits:
-    """Score units with every scorer, check each causally, keep ``scorer`` (or the best)."""
+    """Score units with ``scorer`` (default: every scorer, each checked causally, the best kept; a given
+    scorer is the only one run, so ``refusal-dir`` or ``actdiff`` avoid grad-act's backward pass)."""
     harm, safe = collect_activations(model, tokenizer, harmful), collect_activations(model, tokenizer, harmless)
-    all_scores = {"actdiff": score_actdiff(model, harm, safe),
-                  "refusal-dir": score_refusal_direction(model, harm, safe),
-                  "grad-act": score_grad_act(model, tokenizer, harmful)}
+    scorers = {"actdiff": lambda: score_actdiff(model, harm, safe),
+               "refusal-dir": lambda: score_refusal_direction(model, harm, safe),
+               "grad-act": lambda: score_grad_act(model, tokenizer, harmful)}
+    all_scores = {name: make() for name, make in scorers.items() if scorer in (None, name)}
     checks, sets = {}, {}
     for name, (hs, cs) in all_scores.items():
         sets[name] = (protected_units(hs, budget, skip_first), protected_units(cs, budget, skip_first))

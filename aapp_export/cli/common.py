@@ -37,4 +37,5 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, default=0.05, help="protected fraction of prunable units (default 0.05)")
     p.add_argument("--scorer", choices=["actdiff", "refusal-dir", "grad-act"], default=None,
                    help="alignment scorer (default: the one whose causal check shows the largest gap; ties go to the "
-                        "largest drop in the refusal first-token probability)")
+                        "largest drop in the refusal first-token probability); a given scorer is the only one "
+                        "run: refusal-dir and actdiff need no backward pass")
