@@ -21,7 +21,8 @@ import torch
 from tqdm import tqdm
 
 from .errors import InputError
-from .pruning import LayerStats, decoder_layers
+from .pruning import LayerStats
+from .recorder import decoder_layers, unit_inputs
 
 MAX_POSITIONS = 256
 CALIBRATION_FILE = "calibration.safetensors"
@@ -47,45 +48,36 @@ def sha256_text(path: Path) -> str:
 def collect_stats(model, tokenizer, texts: list[str], max_positions: int = MAX_POSITIONS,
                   batch_size: int = 16) -> list[LayerStats]:
     """Per-layer activation statistics at the o_proj and down_proj inputs over ``texts``."""
-    layers = decoder_layers(model)
-    n = len(layers)
+    n = len(decoder_layers(model))
     acc: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     valid_now: list[torch.Tensor] = []
 
-    def hook(i: int, kind: str):
-        def fn(module, args):
-            x = args[0].detach().float()  # [B, T, K]
-            v = valid_now[0]  # [B, T]
-            t = min(x.shape[1], max_positions)
-            a = acc.setdefault((i, kind), {
-                "pos_sum": torch.zeros(max_positions, x.shape[-1]), "pos_n": torch.zeros(max_positions, 1),
-                "sum": torch.zeros(x.shape[-1]), "sq": torch.zeros(x.shape[-1]), "n": torch.zeros(1)})
-            xv = x * v[..., None]
-            a["pos_sum"][:t] += xv[:, :t].pow(2).sum(0)
-            a["pos_n"][:t] += v[:, :t].sum(0)[:, None]
-            a["sum"] += xv.sum((0, 1))
-            a["sq"] += xv.pow(2).sum((0, 1))
-            a["n"] += v.sum()
-            return None
+    def record(i: int, kind: str, x: torch.Tensor) -> None:
+        x = x.detach().float()  # [B, T, K]
+        v = valid_now[0]  # [B, T]
+        t = min(x.shape[1], max_positions)
+        a = acc.setdefault((i, kind), {
+            "pos_sum": torch.zeros(max_positions, x.shape[-1]), "pos_n": torch.zeros(max_positions, 1),
+            "sum": torch.zeros(x.shape[-1]), "sq": torch.zeros(x.shape[-1]), "n": torch.zeros(1)})
+        xv = x * v[..., None]
+        a["pos_sum"][:t] += xv[:, :t].pow(2).sum(0)
+        a["pos_n"][:t] += v[:, :t].sum(0)[:, None]
+        a["sum"] += xv.sum((0, 1))
+        a["sq"] += xv.pow(2).sum((0, 1))
+        a["n"] += v.sum()
 
-        return fn
-
-    handles = []
-    for i, layer in enumerate(layers):
-        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(hook(i, "attn")))
-        handles.append(layer.mlp.down_proj.register_forward_pre_hook(hook(i, "mlp")))
     side = tokenizer.padding_side
     tokenizer.padding_side = "right"  # positions count from the first token, as at inference
     try:
-        for s in tqdm(range(0, len(texts), batch_size), desc="calibration statistics", unit="batch", disable=None):
-            enc = tokenizer(texts[s:s + batch_size], return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_positions)
-            valid_now[:] = [enc["attention_mask"].float()]
-            model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        with unit_inputs(model, record):
+            for s in tqdm(range(0, len(texts), batch_size), desc="calibration statistics", unit="batch",
+                          disable=None):
+                enc = tokenizer(texts[s:s + batch_size], return_tensors="pt", padding=True, truncation=True,
+                                max_length=max_positions)
+                valid_now[:] = [enc["attention_mask"].float()]
+                model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     finally:
         tokenizer.padding_side = side
-        for h in handles:
-            h.remove()
     stats = []
     for i in range(n):
         parts = {}

@@ -26,7 +26,9 @@ from typing import Any
 import torch
 
 from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate
-from .pruning import LayerStats, Protection, Pruner, PruneConfig, decoder_layers, mlp_norm_name, unit_counts
+from .families import spec_of_model
+from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
+from .recorder import decoder_layers, unit_inputs
 
 SCORERS = ("actdiff", "refusal-dir", "grad-act")
 SKIP_FIRST = 3
@@ -48,28 +50,20 @@ class Activations:
 
 @torch.no_grad()
 def collect_activations(model, tokenizer, prompts: list[str], batch_size: int = 16) -> Activations:
-    layers = decoder_layers(model)
-    n = len(layers)
+    n = len(decoder_layers(model))
     sums = {k: [None] * n for k in ("attn", "mlp")}
     lasts: dict[str, list[list[torch.Tensor]]] = {k: [[] for _ in range(n)] for k in ("attn", "mlp")}
     residual: list[list[torch.Tensor]] = [[] for _ in range(n + 1)]
     state: dict[str, Any] = {}
 
-    def hook(i: int, kind: str):
-        def fn(module, args):
-            x = args[0].detach().float()
-            m = state["mask"][..., None]
-            s = (x * m).sum((0, 1))
-            sums[kind][i] = s if sums[kind][i] is None else sums[kind][i] + s
-            lasts[kind][i].append(x[:, -1])
-            return None
+    def record(i: int, kind: str, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        s = (x * state["mask"][..., None]).sum((0, 1))
+        sums[kind][i] = s if sums[kind][i] is None else sums[kind][i] + s
+        lasts[kind][i].append(x[:, -1])
 
-        return fn
-
-    handles = [layer.self_attn.o_proj.register_forward_pre_hook(hook(i, "attn")) for i, layer in enumerate(layers)]
-    handles += [layer.mlp.down_proj.register_forward_pre_hook(hook(i, "mlp")) for i, layer in enumerate(layers)]
     tokens = 0
-    try:
+    with unit_inputs(model, record):
         for s in range(0, len(prompts), batch_size):
             enc = chat_inputs(tokenizer, prompts[s:s + batch_size])  # left padding: last position is real
             state["mask"] = enc["attention_mask"].float()
@@ -77,9 +71,6 @@ def collect_activations(model, tokenizer, prompts: list[str], batch_size: int = 
             out = model(**enc, output_hidden_states=True)
             for l, h in enumerate(out.hidden_states):
                 residual[l].append(h[:, -1].float())
-    finally:
-        for h in handles:
-            h.remove()
     return Activations([x / tokens for x in sums["attn"]], [x / tokens for x in sums["mlp"]],
                        [torch.cat(x) for x in lasts["attn"]], [torch.cat(x) for x in lasts["mlp"]],
                        [torch.cat(x) for x in residual])
@@ -91,7 +82,7 @@ def _write_matrices(model, i: int) -> tuple[torch.Tensor, torch.Tensor]:
     layer = decoder_layers(model)[i]
     w_o = layer.self_attn.o_proj.weight.detach().float()
     w_d = layer.mlp.down_proj.weight.detach().float()
-    if hasattr(layer, "post_feedforward_layernorm"):
+    if spec_of_model(model).sandwich_norms:
         w_o = w_o * (1 + layer.post_attention_layernorm.weight.detach().float())[:, None]
         w_d = w_d * (1 + layer.post_feedforward_layernorm.weight.detach().float())[:, None]
     return w_o, w_d
@@ -143,40 +134,32 @@ def refusal_token(model, tokenizer, harmful: list[str]) -> int:
 
 
 def score_grad_act(model, tokenizer, harmful: list[str], batch_size: int = 16) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    layers = decoder_layers(model)
+    n_layers = len(decoder_layers(model))
     heads, _ = unit_counts(model)
     token = refusal_token(model, tokenizer, harmful)
     acts: dict[tuple[int, str], torch.Tensor] = {}
     totals: dict[tuple[int, str], torch.Tensor] = {}
 
-    def hook(i: int, kind: str):
-        def fn(module, args):
-            x = args[0]
-            x.retain_grad()
-            acts[(i, kind)] = x
-            return None
+    def record(i: int, kind: str, x: torch.Tensor) -> None:
+        x.retain_grad()
+        acts[(i, kind)] = x
 
-        return fn
-
-    handles = [l.self_attn.o_proj.register_forward_pre_hook(hook(i, "attn")) for i, l in enumerate(layers)]
-    handles += [l.mlp.down_proj.register_forward_pre_hook(hook(i, "mlp")) for i, l in enumerate(layers)]
     try:
-        for s in range(0, len(harmful), batch_size):
-            enc = chat_inputs(tokenizer, harmful[s:s + batch_size])
-            model.zero_grad(set_to_none=True)
-            logp = torch.log_softmax(model(**enc).logits[:, -1].float(), -1)[:, token].sum()
-            logp.backward()
-            m = enc["attention_mask"][..., None].float()
-            for key, x in acts.items():
-                contrib = (x.detach() * x.grad * m).sum(1).sum(0)  # sum over tokens and prompts
-                totals[key] = contrib if key not in totals else totals[key] + contrib
+        with unit_inputs(model, record):
+            for s in range(0, len(harmful), batch_size):
+                enc = chat_inputs(tokenizer, harmful[s:s + batch_size])
+                model.zero_grad(set_to_none=True)
+                logp = torch.log_softmax(model(**enc).logits[:, -1].float(), -1)[:, token].sum()
+                logp.backward()
+                m = enc["attention_mask"][..., None].float()
+                for key, x in acts.items():
+                    contrib = (x.detach() * x.grad * m).sum(1).sum(0)  # sum over tokens and prompts
+                    totals[key] = contrib if key not in totals else totals[key] + contrib
     finally:
-        for h in handles:
-            h.remove()
         model.zero_grad(set_to_none=True)
     n = len(harmful)
-    return ([_per_head(totals[(i, "attn")].abs() / n, heads[i]) for i in range(len(layers))],
-            [totals[(i, "mlp")].abs() / n for i in range(len(layers))])
+    return ([_per_head(totals[(i, "attn")].abs() / n, heads[i]) for i in range(n_layers)],
+            [totals[(i, "mlp")].abs() / n for i in range(n_layers)])
 
 
 def protected_units(scores: list[torch.Tensor], budget: float, skip_first: int = SKIP_FIRST) -> list[torch.Tensor]:
@@ -300,4 +283,4 @@ def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, A
                     summary.get("causal_check", {}))
 
 
-__all__ = ["SCORERS", "identify_circuits", "causal_check", "protected_units", "Circuits", "mlp_norm_name"]
+__all__ = ["SCORERS", "identify_circuits", "causal_check", "protected_units", "Circuits"]

@@ -179,11 +179,32 @@ def load_model_spec(directory: Path, reader: WeightReader | None = None) -> Mode
     """Read the config and tensor names of a checkpoint into a ``ModelSpec``."""
     reader = reader or WeightReader(directory)
     config = load_text_config(directory)
+    prefix, lm_head = _weight_prefix(reader)
+    return spec_from_config(config, prefix, lm_head, str(reader.dtype()).replace("torch.", ""),
+                            where=str(Path(directory) / "config.json"))
+
+
+def spec_of_model(model) -> ModelSpec:
+    """The ``ModelSpec`` of a loaded transformers causal LM (its text config; tensor names as in
+    ``state_dict``), for the PyTorch reference: family differences are read here, never re-detected."""
+    config = model.config
+    text = getattr(config, "text_config", None)
+    config = text if text is not None and getattr(model.config, "model_type", "") == "gemma3" else config
+    names = [n for n, _ in model.named_parameters()]
+    embed = next(n for n in names if n.endswith("embed_tokens.weight"))
+    lm_head = next((n for n in names if n.endswith("lm_head.weight")), None)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    return spec_from_config(config, embed[: -len("embed_tokens.weight")], lm_head, dtype)
+
+
+def spec_from_config(config, weight_prefix: str, lm_head: str | None, source_dtype: str,
+                     where: str = "config.json") -> ModelSpec:
+    """A ``ModelSpec`` from a transformers text config (``where`` names it in errors)."""
     model_type = getattr(config, "model_type", "?")
     family = FAMILIES.get(model_type)
     if family is None:
         raise UnsupportedModelError(
-            f"{Path(directory) / 'config.json'}: model_type {model_type!r} is not supported; "
+            f"{where}: model_type {model_type!r} is not supported; "
             f"supported: {', '.join(sorted(set(FAMILIES.values())))} (Gemma 3, Llama, Qwen 2.5)"
         )
     hidden = int(config.hidden_size)
@@ -193,9 +214,9 @@ def load_model_spec(directory: Path, reader: WeightReader | None = None) -> Mode
     act_name = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", "silu")
     activation = ACTIVATIONS.get(act_name)
     if activation is None:
-        raise UnsupportedModelError(f"config.json: activation {act_name!r} is not supported")
+        raise UnsupportedModelError(f"{where}: activation {act_name!r} is not supported")
     if n_heads % n_kv:
-        raise UnsupportedModelError(f"config.json: {n_heads} query heads is not a multiple of {n_kv} KV heads")
+        raise UnsupportedModelError(f"{where}: {n_heads} query heads is not a multiple of {n_kv} KV heads")
 
     layer_types = list(getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers)
     window = getattr(config, "sliding_window", None)
@@ -208,9 +229,7 @@ def load_model_spec(directory: Path, reader: WeightReader | None = None) -> Mode
         for i, kind in enumerate(layer_types)
     )
 
-    prefix, lm_head = _weight_prefix(reader)
     tied = bool(getattr(config, "tie_word_embeddings", False)) or lm_head is None
-    src_dtype = str(reader.dtype()).replace("torch.", "")
     gemma = family == "gemma3"
     embed_scale = hidden**0.5 if gemma else None  # the graph builder rounds it to the export dtype
     attn_scale = (float(config.query_pre_attn_scalar) ** -0.5) if gemma else head_dim**-0.5
@@ -234,10 +253,10 @@ def load_model_spec(directory: Path, reader: WeightReader | None = None) -> Mode
         final_logit_softcapping=getattr(config, "final_logit_softcapping", None),
         max_position_embeddings=int(getattr(config, "max_position_embeddings", 4096)),
         layers=layers,
-        weight_prefix=prefix,
+        weight_prefix=weight_prefix,
         lm_head_name=None if tied else lm_head,
         bos_token_id=getattr(config, "bos_token_id", None),
         eos_token_ids=_token_ids(getattr(config, "eos_token_id", None)),
         pad_token_id=getattr(config, "pad_token_id", None),
-        source_dtype=src_dtype,
+        source_dtype=source_dtype,
     )

@@ -46,8 +46,9 @@ def test_eval_json_and_matched_compute(six_layers, files, capsys):
     for method in ("dense", "pp", "aapp", "wanda-sp"):
         assert eval_main(_args(ckpt, files, method)) == 0
         results[method] = json.loads(capsys.readouterr().out)
-    keys = {"method", "sparsity", "refusal_rate", "over_refusal_rate", "perplexity", "flops_ratio", "n_harmful", "n_harmless"}
-    assert all(set(r) == keys for r in results.values())
+    keys = {"engine", "method", "sparsity", "refusal_rate", "over_refusal_rate", "perplexity", "flops_ratio", "n_harmful",
+            "n_harmless"}
+    assert all(set(r) == keys and r["engine"] == "torch" for r in results.values())
     assert results["dense"]["flops_ratio"] == 1.0 and results["dense"]["n_harmful"] == 5
     assert results["pp"]["flops_ratio"] < 1.0
     assert abs(results["aapp"]["flops_ratio"] - results["pp"]["flops_ratio"]) <= 0.01 * results["pp"]["flops_ratio"]
