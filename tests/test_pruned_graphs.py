@@ -312,3 +312,29 @@ def test_static_export_bad_flags_are_one_line(pruned, capsys, tmp_path):
 def _write(path, lines):
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_fp16_pruned_graphs_run_and_stay_close_to_fp32(pruned, tmp_path):
+    """fp16 export: the same levels run (probe statistics in fp32), decide mostly alike, logits close."""
+    from aapp_runtime import Session
+
+    from aapp_export.export import CalibrationOptions, ExportOptions, export_model
+
+    ckpt, model_dir = pruned["gemma3"]
+    files = {name: _write(tmp_path / f"{name}.txt", lines)
+             for name, lines in (("harmful", CALIB_HARMFUL), ("harmless", CALIB_HARMLESS), ("text", CALIB_TEXT))}
+    out = export_model(str(ckpt), tmp_path / "fp16" / "model.onnx",
+                       ExportOptions(dtype="fp16", calibration=CalibrationOptions(**files), levels=(0.4,)),
+                       log=lambda m: None)
+    half, full = Session(out, provider="cpu"), Session(model_dir, provider="cpu")
+    agree = total = 0
+    for seed in range(3):
+        ids = torch.randint(5, 380, (1, 24), generator=torch.Generator().manual_seed(seed))[0].tolist()
+        a, b = half.decisions(ids, sparsity=0.4, method="aapp"), full.decisions(ids, sparsity=0.4, method="aapp")
+        assert np.abs(a["logits"] - b["logits"]).max() < 5e-2
+        for kind in ("heads", "channels"):
+            for i in a[kind]:
+                total += 1
+                agree += len(set(a[kind][i]) & set(b[kind][i])) >= 0.9 * len(b[kind][i])
+        assert len(half.generate(ids, 4, sparsity=0.4, method="aapp", ignore_eos=True).tokens) == 4
+    assert agree >= 0.8 * total
