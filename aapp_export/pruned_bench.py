@@ -12,8 +12,9 @@ Reported per configuration: medians and min-max over rounds, the ratios to dense
 same rounds, the bytes-read bound of decode (``kept_fraction``: weights a decode step reads /
 dense) beside the decode ratio, the probe's time at prefill split into its projections (whose kept
 columns the pruned pass reuses) and its decisions (attention among the probe tokens, statistics,
-scores, selection), from ONNX Runtime's profiler; and the peak RSS with every graph's session
-loaded, less the RSS before the first graph was loaded, over the dense weights' bytes. Exports run
+scores, selection), from ONNX Runtime's profiler; and the peak RSS with every graph's session of the
+model dir loaded and a request of each level run (the static ceiling, another model dir, is loaded
+afterwards), less the RSS before the first graph was loaded, over the dense weights' bytes. Exports run
 in child processes (this process never imports torch), so the RSS is the runtime's own.
 """
 
@@ -147,14 +148,12 @@ def run_pruned_bench(model_dir: Path, static_dir: Path | None, plan: PrunedBench
     if missing:
         raise InputError(f"{model_dir} has no pruned graphs for sparsity {missing} (built: {built or 'none'}): "
                          "pass --sparsity with built levels, or re-export with --levels")
-    static = Session(static_dir, provider="cpu", threads=plan.threads) if static_dir else None
     rng = np.random.default_rng(0)
     vocab = int(session.manifest.dims["vocab_size"])
     long_ids = rng.integers(5, vocab, plan.prefill).tolist()
     short_ids = rng.integers(5, vocab, plan.decode_prompt).tolist()
     configs: list[tuple[str, float]] = [("dense", 0.0)] + [("aapp", s) for s in plan.sparsities if s > 0]
-    if static:
-        configs.append(("wanda-sp static", float(plan.static_sparsity)))
+    static = None
 
     def run(config: tuple[str, float], ids: list[int], n: int):
         method, s = config
@@ -165,6 +164,12 @@ def run_pruned_bench(model_dir: Path, static_dir: Path | None, plan: PrunedBench
     for config in configs:  # load every graph and warm up
         run(config, short_ids, 4)
         run(config, long_ids, 1)
+    peak = _rss_mb("VmHWM")  # every graph of the model dir loaded, a request of each level run
+    if static_dir:  # the ceiling is another model dir with its own weights: loaded after the measurement
+        static = Session(static_dir, provider="cpu", threads=plan.threads)
+        configs.append(("wanda-sp static", float(plan.static_sparsity)))
+        run(configs[-1], short_ids, 4)
+        run(configs[-1], long_ids, 1)
     prefill: dict = {c: [] for c in configs}
     decode: dict = {c: [] for c in configs}
     for r in range(plan.rounds):
@@ -172,7 +177,6 @@ def run_pruned_bench(model_dir: Path, static_dir: Path | None, plan: PrunedBench
             prefill[config].append(run(config, long_ids, 1).prefill_ms)
             decode[config].append(run(config, short_ids, plan.new_tokens).decode_ms_per_token)
         log(f"round {r + 1}/{plan.rounds} done")
-    peak = _rss_mb("VmHWM")  # before the profiled sessions below, which load their own copies
     levels = session.pruning.get("levels", {})
     dense_p, dense_d = prefill[configs[0]], decode[configs[0]]
     rows = []
@@ -198,8 +202,8 @@ def run_pruned_bench(model_dir: Path, static_dir: Path | None, plan: PrunedBench
             "machine": machine_info(), "provider": session.provider, "rows": rows,
             "weights_mb": round(weights_mb, 1), "rss_before_load_mb": round(rss_before, 1),
             "peak_rss_mb": round(peak, 1), "rss_over_dense_weights": round((peak - rss_before) / weights_mb, 3),
-            "rss_note": "peak with the dense session, every level's prefill and decode sessions"
-                        + (" and the static model's" if static else "") + " loaded, less the RSS before loading"}
+            "rss_note": "peak with the dense session and every level's prefill and decode sessions loaded and run "
+                        "(before the static ceiling's model dir is loaded), less the RSS before loading"}
 
 
 def format_table(report: dict[str, Any]) -> str:
