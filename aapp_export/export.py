@@ -17,13 +17,14 @@ from typing import Any, Callable
 
 import onnx
 
-from aapp_runtime.manifest import MANIFEST_NAME, write_manifest
+from aapp_runtime.manifest import write_manifest
 
 from . import __version__
 from .checkpoint import ResolvedCheckpoint, WeightReader, resolve_checkpoint
 from .errors import CheckpointError, ExportError, InputError
 from .families import ModelSpec, load_model_spec
 from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
+from .outdir import check_replaceable, remove_stale_leftovers, replace_dir, resolve_target, terminate_as_exception
 from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
 from .pruned_export import DEFAULT_LEVELS, export_levels
 from .static_export import check_static as _check_static
@@ -54,6 +55,7 @@ class ExportOptions:
     calibration: CalibrationOptions | None = None  # None: no calibration (the CLI calibrates by default)
     levels: tuple[float, ...] = DEFAULT_LEVELS  # sparsity levels of the pruned graphs (needs calibration)
     static: tuple[str, float] | None = None  # (method, sparsity): a smaller dense model with fixed kept units
+    force: bool = False  # replace --out even when it holds files the export did not write
 
 
 def split_out(out: str | Path) -> tuple[Path, str]:
@@ -180,11 +182,8 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     if options.dtype not in TORCH_DTYPES:
         raise InputError(f"--dtype {options.dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
     out_dir, graph_file = split_out(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"--out {out}: {out_dir} exists and is not a directory; choose another path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file():
-        raise ExportError(f"--out {out}: {out_dir} is a non-empty directory that is not a model dir; "
-                          "choose an empty or new directory")
+    out_dir = resolve_target(out_dir)
+    check_replaceable(out_dir, f"--out {out}", options.force)
     if options.static is not None:
         _check_static(options)
     ckpt = resolve_checkpoint(model)
@@ -194,48 +193,52 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
         f"as {options.dtype} to {out_dir / graph_file}")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_leftovers(out_dir.parent, out_dir.name):
+        log(f"removed {stale}, left by an export whose process is gone")
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     store = WeightStore(tmp / (graph_file + ".data"))
-    try:
-        graph_path = tmp / graph_file
-        decoder_options = DecoderOptions(options.dtype, options.last_logits_only, options.attention)
-        metadata = {"aapp.family": spec.family, "aapp.source": ckpt.source}
-        calibration = units = None
-        if options.static is not None:  # the statistics choose the units before the graph is built
+    with terminate_as_exception():
+        try:
+            graph_path = tmp / graph_file
+            decoder_options = DecoderOptions(options.dtype, options.last_logits_only, options.attention)
+            metadata = {"aapp.family": spec.family, "aapp.source": ckpt.source}
+            calibration = units = None
+            if options.static is not None:  # the statistics choose the units before the graph is built
+                if options.calibration is not None:
+                    calibration = _calibrate(ckpt, tmp, options.calibration, log)
+                units = static_layer_units(spec, reader, tmp if calibration else None, *options.static)
+            proto = build_decoder(spec, reader, graph_path, decoder_options, units, metadata=metadata, store=store)
+            onnx.save(proto, str(graph_path))
+            tokenizer = _copy_tokenizer(ckpt.path, tmp)
+            body = _manifest_body(spec, ckpt, options, graph_file, tokenizer, _eos_ids(ckpt.path, spec))
+            files = [graph_file, graph_file + ".data", "tokenizer.json"]
+            if tokenizer["chat_template"]:
+                files.append(tokenizer["chat_template"])
+            if units is not None:
+                body["dims"].update(static_dims(spec, units))
+                body["pruning"] = static_section(spec, units, *options.static)
             if options.calibration is not None:
-                calibration = _calibrate(ckpt, tmp, options.calibration, log)
-            units = static_layer_units(spec, reader, tmp if calibration else None, *options.static)
-        proto = build_decoder(spec, reader, graph_path, decoder_options, units, metadata=metadata, store=store)
-        onnx.save(proto, str(graph_path))
-        tokenizer = _copy_tokenizer(ckpt.path, tmp)
-        body = _manifest_body(spec, ckpt, options, graph_file, tokenizer, _eos_ids(ckpt.path, spec))
-        files = [graph_file, graph_file + ".data", "tokenizer.json"]
-        if tokenizer["chat_template"]:
-            files.append(tokenizer["chat_template"])
-        if units is not None:
-            body["dims"].update(static_dims(spec, units))
-            body["pruning"] = static_section(spec, units, *options.static)
-        if options.calibration is not None:
-            body["calibration"] = calibration or _calibrate(ckpt, tmp, options.calibration, log)
-            files += ["calibration.safetensors", "calibration.json"]
-            if options.levels and units is None:
-                body["pruning"] = export_levels(spec, reader, store, decoder_options, tmp, body["calibration"],
-                                                options.levels, metadata, log)
-                files += [f for level in body["pruning"]["levels"].values() for f in (level["prefill"], level["decode"])]
-        store.close()
-        body["shared_weights"] = store.index_json()
-        if options.check:
-            for name in files:
-                if name.endswith(".onnx"):
-                    onnx.checker.check_model(str(tmp / name))
-        write_manifest(tmp, body, files)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        store.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                body["calibration"] = calibration or _calibrate(ckpt, tmp, options.calibration, log)
+                files += ["calibration.safetensors", "calibration.json"]
+                if options.levels and units is None:
+                    body["pruning"] = export_levels(spec, reader, store, decoder_options, tmp, body["calibration"],
+                                                    options.levels, metadata, log)
+                    files += [f for level in body["pruning"]["levels"].values()
+                              for f in (level["prefill"], level["decode"])]
+            store.close()
+            body["shared_weights"] = store.index_json()
+            if options.check:
+                for name in files:
+                    if name.endswith(".onnx"):
+                        onnx.checker.check_model(str(tmp / name))
+            write_manifest(tmp, body, sorted(set(files) | {p.name for p in tmp.iterdir() if p.is_file()}))
+            replace_dir(tmp, out_dir)
+        except BaseException:
+            store.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     log(f"wrote {out_dir} ({sum(f.stat().st_size for f in out_dir.iterdir()) / 1e6:.1f} MB)")
     return out_dir
 
@@ -250,14 +253,3 @@ def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, lo
     files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text")}
     log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}")
     return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, log=log, **files)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an earlier export at ``target`` is removed only after the move."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

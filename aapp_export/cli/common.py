@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -10,6 +11,7 @@ from typing import Callable
 from aapp_runtime.errors import AappRuntimeError
 
 from ..errors import AappError
+from ..outdir import Terminated
 
 
 def run_cli(prog: str, body: Callable[[], int], debug: bool) -> int:
@@ -24,6 +26,20 @@ def run_cli(prog: str, body: Callable[[], int], debug: bool) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM); nothing was left behind", file=sys.stderr)
+        return 143
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush cannot fail."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def add_calibration_args(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="demo",
                    help="alias (demo, gemma3, gemma3-1b, llama2, qwen2.5), hub id (org/name) or local directory "
                         "(default: demo, the bundled model)")
-    p.add_argument("--out", required=True, help="output graph path DIR/model.onnx (or DIR); DIR becomes the model dir")
+    p.add_argument("--out", required=True, help="output graph path DIR/model.onnx (or DIR); DIR becomes the model dir "
+                   "(an earlier export there is replaced; a directory holding anything else is refused unless --force)")
+    p.add_argument("--force", action="store_true", help="replace --out even when it holds files the export did not write")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     p.add_argument("--attention", choices=["gqa", "onnx"], default="gqa",  # graph.decoder.ATTENTION_KERNELS (torch-free here)
                    help="attention kernel: gqa = ONNX Runtime's GroupQueryAttention (fastest on CPU; fp32/fp16 on "
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
                              allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration,
-                             levels=levels, static=static)
+                             levels=levels, static=static, force=args.force)
         export_model(args.model, args.out, opts, log=lambda m: print(m, file=sys.stderr))
         return 0
 

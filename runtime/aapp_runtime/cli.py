@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .errors import AappRuntimeError
@@ -55,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"aapp-run: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `aapp-run ... | head`: the reader went away, stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+    except KeyboardInterrupt:
+        print("aapp-run: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

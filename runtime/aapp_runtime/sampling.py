@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,12 +18,23 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise InputError(f"temperature={self.temperature} is negative: use 0 for greedy or a value > 0")
-        if self.top_k < 0:
-            raise InputError(f"top_k={self.top_k} is negative: use 0 to disable it")
-        if not 0 < self.top_p <= 1:
-            raise InputError(f"top_p={self.top_p} is outside (0, 1]: use 1 to disable it")
+        if not _real(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
+            raise InputError(f"temperature={self.temperature!r} is not a finite number >= 0: use 0 for greedy or a "
+                             "value > 0")
+        if not _whole(self.top_k) or self.top_k < 0:
+            raise InputError(f"top_k={self.top_k!r} is not a whole number >= 0: use 0 to disable it")
+        if not _real(self.top_p) or not 0 < self.top_p <= 1:  # NaN fails the comparison too
+            raise InputError(f"top_p={self.top_p!r} is outside (0, 1]: use 1 to disable it")
+        if self.seed is not None and (not _whole(self.seed) or self.seed < 0):
+            raise InputError(f"seed={self.seed!r} is not a whole number >= 0 (or None for a random seed)")
+
+
+def _real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _whole(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 class Sampler:

@@ -35,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .chat import TextCodec
-from .errors import InputError
+from .errors import InputError, ModelDirError
 from .manifest import Manifest
 from .memory import return_large_blocks_to_os
 from .providers import open_session
@@ -74,6 +74,48 @@ class GenerationResult:
                 "prompt_tokens": self.prompt_tokens, "finish_reason": self.finish_reason, "method": self.method,
                 "sparsity": self.sparsity, "kept_fraction": self.kept_fraction,
                 "risk_gate": None if self.risk_gate is None else round(self.risk_gate, 4)}
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} is not valid Unicode ({exc.reason} at character {exc.start}): pass text "
+                         "decoded from UTF-8") from exc
+
+
+def _message(m: dict[str, Any], j: int) -> dict[str, Any]:
+    """A chat message with string content (OpenAI-style content parts: the text parts joined)."""
+    role, content = m.get("role"), m.get("content")
+    if not isinstance(role, str):
+        raise InputError(f"message {j} has no string 'role': pass {{'role': 'user', 'content': '...'}}")
+    if isinstance(content, list):
+        kinds = {p.get("type") if isinstance(p, dict) else type(p).__name__ for p in content}
+        if kinds - {"text"} or not all(isinstance(p.get("text"), str) for p in content):
+            raise InputError(f"message {j}: content parts of type {sorted(map(str, kinds - {'text'}))} are not "
+                             "supported; this model reads text parts ({'type': 'text', 'text': '...'}) only")
+        content = "".join(p["text"] for p in content)
+    if not isinstance(content, str):
+        raise InputError(f"message {j}: 'content' is {type(content).__name__}, not a string or a list of text parts")
+    _check_text(content, f"message {j}")
+    return {**m, "content": content}
+
+
+def _stop_strings(stop: str | Sequence[str] | None) -> list[str]:
+    """``stop`` as a list: one string is one stop string (as OpenAI and llama-cpp-python read it)."""
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, (list, tuple)) and all(isinstance(x, str) for x in stop):
+        return list(stop)
+    raise InputError(f"stop={stop!r} is not a string or a list of strings")
+
+
+def _check_count(n: Any) -> int:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, (bool, np.bool_)) or n < 0:
+        raise InputError(f"max_new_tokens={n!r} is not a whole number >= 0")
+    return int(n)
 
 
 class _Stream:
@@ -237,23 +279,30 @@ class Session:
     # -- inputs ---------------------------------------------------------------------------------
     def tokenize(self, prompt: Prompt, chat: bool | None = None) -> list[int]:
         """Token ids of a prompt: a string (chat-formatted when the model has a template, unless
-        ``chat=False``), a list of chat messages, or a list of token ids (used as is)."""
+        ``chat=False``), a list of chat messages (``content`` a string, or OpenAI-style parts whose
+        ``text`` parts are joined), or a list of token ids (used as is)."""
+        if chat is not None and not isinstance(chat, bool):
+            raise InputError(f"chat={chat!r} is not True, False or None")
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise InputError("the prompt is empty: pass some text, chat messages or token ids")
+            _check_text(prompt, "the prompt")
             use_chat = self.codec.template is not None if chat is None else chat
             ids = (self.codec.encode_chat([{"role": "user", "content": prompt}]) if use_chat
                    else self.codec.encode(prompt))
+        elif not isinstance(prompt, (list, tuple)):
+            raise InputError(f"prompt of type {type(prompt).__name__} is not a string, a list of "
+                             "{'role','content'} messages, or a list of token ids (bytes: decode them to str first)")
         elif len(prompt) == 0:
             raise InputError("the prompt is empty: pass some text, chat messages or token ids")
-        elif all(isinstance(t, (int, np.integer)) for t in prompt):
+        elif all(isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) for t in prompt):
             ids = [int(t) for t in prompt]
             vocab = int(self.manifest.dims["vocab_size"])
             bad = [t for t in ids if not 0 <= t < vocab]
             if bad:
                 raise InputError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
         elif all(isinstance(m, dict) for m in prompt):
-            ids = self.codec.encode_chat(list(prompt))
+            ids = self.codec.encode_chat([_message(m, j) for j, m in enumerate(prompt)])
         else:
             raise InputError("prompt must be a string, a list of {'role','content'} messages, or a list of token ids")
         if len(ids) >= self.context_length:
@@ -269,7 +318,7 @@ class Session:
 
     def _level(self, method: str, sparsity: float) -> tuple[str, dict[str, Any]] | None:
         """The manifest entry of the pruned graphs for ``method`` at ``sparsity`` (None: run dense)."""
-        if method not in METHODS:
+        if not isinstance(method, str) or method not in METHODS:
             raise InputError(f"method={method!r} is not one of {', '.join(METHODS)}")
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or not 0 <= sparsity <= 0.9:
             raise InputError(f"sparsity={sparsity!r} is outside [0, 0.9]: pass a fraction such as 0.4")
@@ -424,6 +473,10 @@ class Session:
             if graph is not decode:  # the prefill decided and wrote the kept weights the decode graph reads
                 state.risk_gate = float(extras["risk_gate"].numpy()[0]) if "risk_gate" in extras else None
                 graph = decode
+            if not np.isfinite(logits).all():
+                raise ModelDirError(f"{self.manifest.directory}: the model's logits are not finite (NaN or inf) at "
+                                    f"step {step}; its weights are likely damaged: re-export from a good checkpoint "
+                                    "(or, for fp16, export fp32)")
             token = sampler(logits)
             elapsed = (time.perf_counter() - t0) * 1000
             if step == 0:
@@ -449,17 +502,18 @@ class Session:
                 emitted = text
 
     def stream(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
+               top_p: float = 1.0, stop: str | Sequence[str] | None = (), seed: int | None = None,
                chat: bool | None = None, ignore_eos: bool = False, sparsity: float = 0.0,
                method: str = "dense") -> Iterator[str]:
         """Yield the new text piece by piece as it is generated (pruning arguments as ``generate``)."""
         level = self._level(method, sparsity)
         sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
+        stop, max_new_tokens = _stop_strings(stop), _check_count(max_new_tokens)
         yield from self._generate(self.tokenize(prompt, chat), _Stream(), max_new_tokens, sampler, stop, ignore_eos,
                                   level, method)
 
     def generate(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
+                 top_p: float = 1.0, stop: str | Sequence[str] | None = (), seed: int | None = None,
                  chat: bool | None = None, ignore_eos: bool = False, sparsity: float = 0.0,
                  method: str = "dense") -> GenerationResult:
         """Generate up to ``max_new_tokens`` new tokens (``temperature=0``: greedy; ``ignore_eos``
@@ -470,6 +524,7 @@ class Session:
         the dense graph whatever the method."""
         level = self._level(method, sparsity)
         sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
+        stop, max_new_tokens = _stop_strings(stop), _check_count(max_new_tokens)
         ids = self.tokenize(prompt, chat)
         state = _Stream()
         for _ in self._generate(ids, state, max_new_tokens, sampler, stop, ignore_eos, level, method):

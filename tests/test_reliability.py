@@ -1,0 +1,189 @@
+"""Bad input never loses a file, never passes silently, never shows a traceback (issue 17's test plan,
+the cases done so far): exports that would delete files they did not write, leftovers of killed
+exports, SIGTERM, symlinked --out; runtime arguments of every wrong type; non-finite logits; a
+broken pipe."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from aapp_export.cli.export import main as export_main
+from aapp_export.errors import ExportError
+from aapp_export.export import ExportOptions, export_model
+
+
+def _export(ckpt, out, **kw):
+    return export_model(str(ckpt), out, ExportOptions(**kw), log=lambda m: None)
+
+
+# -- exports never delete what they did not write ---------------------------------------------------
+def test_reexport_refuses_a_model_dir_with_foreign_files_unless_forced(checkpoints, tmp_path, capsys):
+    out = tmp_path / "m" / "model.onnx"
+    _export(checkpoints["llama"], out)
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    (tmp_path / "m" / "runs").mkdir()
+    assert export_main(["--model", str(checkpoints["llama"]), "--out", str(out), "--no-calibrate"]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "runs" in err and "--force" in err and err.count("\n") == 1
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
+    (tmp_path / "m" / "runs").rmdir()
+    (tmp_path / "m" / "notes.txt").rename(tmp_path / "notes.txt")
+    _export(checkpoints["llama"], out)  # the refusal is for foreign files only: a clean model dir is replaced
+    (tmp_path / "notes.txt").rename(tmp_path / "m" / "notes.txt")
+    with pytest.raises(ExportError, match="notes.txt"):
+        _export(checkpoints["llama"], out)
+    _export(checkpoints["llama"], out, force=True)  # only when the user says so
+    assert not (tmp_path / "m" / "notes.txt").exists() and (tmp_path / "m" / "aapp.json").is_file()
+
+
+def test_stale_partial_dirs_of_dead_exports_are_removed_live_ones_kept(checkpoints, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".m.partial-{dead.pid}"
+    live = tmp_path / f".m.partial-{os.getppid()}"
+    other = tmp_path / f".other.partial-{dead.pid}"
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "model.onnx.data").write_bytes(b"\0" * 1000)
+    _export(checkpoints["qwen2"], tmp_path / "m" / "model.onnx")
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_sigterm_during_an_export_leaves_nothing_behind(checkpoints, tmp_path):
+    code = ("import sys, time\nimport aapp_export.export as e\n"
+            "e._copy_tokenizer = lambda *a, **k: time.sleep(120)\n"
+            "from aapp_export.cli.export import main\n"
+            f"sys.exit(main(['--model', {str(checkpoints['gemma3'])!r}, '--out', {str(tmp_path / 'm' / 'model.onnx')!r}, "
+            "'--no-calibrate']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / f".m.partial-{proc.pid}"
+    deadline = time.time() + 120
+    while not (partial / "model.onnx").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (partial / "model.onnx").exists()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert not partial.exists() and not (tmp_path / "m").exists()
+
+
+def test_a_symlinked_out_stays_a_link_to_the_new_export(checkpoints, tmp_path):
+    real = tmp_path / "real"
+    _export(checkpoints["llama"], real / "model.onnx")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    _export(checkpoints["llama"], link / "model.onnx")
+    assert link.is_symlink() and (link / "aapp.json").is_file() and (real / "aapp.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# -- the runtime checks what it is handed -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def session(exports):
+    from aapp_runtime import Session
+
+    return Session(exports["gemma3"], provider="cpu")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prompt=b"hello"), "bytes"), (dict(prompt=[True, False]), "prompt must be"), (dict(prompt=None), "NoneType"),
+    (dict(prompt="hi\udc80"), "not valid Unicode"), (dict(temperature=float("nan")), "temperature"),
+    (dict(temperature=float("inf")), "temperature"), (dict(seed=-1), "seed"), (dict(seed=1.5), "seed"),
+    (dict(max_new_tokens=5.0), "max_new_tokens"), (dict(max_new_tokens=None), "max_new_tokens"),
+    (dict(max_new_tokens=True), "max_new_tokens"), (dict(top_k=2.5), "top_k"), (dict(top_p=float("nan")), "top_p"),
+    (dict(stop=3), "stop"), (dict(stop=[b"x"]), "stop"), (dict(method=None, sparsity=0.4), "method"),
+    (dict(chat="yes"), "chat"),
+    (dict(prompt=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), "image_url"),
+    (dict(prompt=[{"role": "user", "content": 5}]), "content"),
+])
+def test_wrong_arguments_are_typed_one_line_errors(session, kwargs, message):
+    from aapp_runtime import InputError
+
+    kwargs = {"prompt": "hello", **kwargs}
+    prompt = kwargs.pop("prompt")
+    for call in (session.generate, lambda *a, **k: list(session.stream(*a, **k))):
+        with pytest.raises(InputError, match=message) as info:
+            call(prompt, **{"max_new_tokens": 2, **kwargs})
+        assert "\n" not in str(info.value)
+
+
+def test_stop_string_content_parts_and_none(session):
+    plain = session.generate("Tell me about bread", 12)
+    assert session.generate("Tell me about bread", 12, stop=None).tokens == plain.tokens
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Tell me "}, {"type": "text", "text": "about bread"}]}]
+    assert session.generate(parts, 12).tokens == plain.tokens
+    if len(plain.text) > 3:
+        word = plain.text[1:3]
+        one, listed = session.generate("Tell me about bread", 12, stop=word), session.generate(
+            "Tell me about bread", 12, stop=[word])
+        assert one.text == listed.text and one.finish_reason == "stop"
+
+
+def test_random_arguments_fail_only_with_runtime_errors(session):
+    """Property-style: any value in any argument either works or raises the runtime's typed error."""
+    from aapp_runtime import AappRuntimeError
+
+    rng = random.Random(0)
+    values = [None, -1, 0, 1, 2.5, -0.5, float("nan"), float("inf"), True, "x", b"x", [], [1], {"a": 1}, 10**9, 0.9]
+    names = ["max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "sparsity", "method", "chat"]
+    for _ in range(120):
+        kwargs = {name: rng.choice(values) for name in rng.sample(names, 3)}
+        if isinstance(kwargs.get("max_new_tokens"), int) and not isinstance(kwargs["max_new_tokens"], bool):
+            kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], 3)
+        try:
+            session.generate("hi", **kwargs)
+        except AappRuntimeError:
+            pass
+
+
+def test_non_finite_logits_stop_with_an_error_naming_the_weights(checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from aapp_runtime import ModelDirError, Session
+
+    ckpt = tmp_path / "nan-ckpt"
+    import shutil
+
+    shutil.copytree(checkpoints["llama"], ckpt)
+    weights = ckpt / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = next(n for n in tensors if n.endswith("layers.1.mlp.down_proj.weight"))
+    tensors[name][0, 0] = math.nan
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    out = _export(ckpt, tmp_path / "nan" / "model.onnx")
+    with pytest.raises(ModelDirError, match="not finite.*weights"):
+        Session(out, provider="cpu").generate("hello", 3)
+
+
+def test_aapp_run_into_a_closed_pipe_exits_quietly(exports):
+    proc = subprocess.Popen([sys.executable, "-m", "aapp_runtime.cli", str(exports["llama"]), "--prompt", "hi",
+                             "--max-new-tokens", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `| head -c 0`
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_eval_limit_must_be_positive(capsys):
+    from aapp_export.cli.eval import main as eval_main
+
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit) as info:
+            eval_main(["--limit", bad])
+        assert info.value.code == 2
+        assert "not a whole number >= 1" in capsys.readouterr().err
+
+
+def test_json_of_a_result_round_trips(session):
+    assert json.loads(json.dumps(session.generate("hi", 2).to_json()))["tokens"] is not None
+    assert np.isfinite(session.logits([5, 6, 7])).all()
