@@ -100,6 +100,7 @@ class WeightReader:
         self.allow_pickle = allow_pickle
         self._handles: dict[Path, object] = {}
         self._pickled: dict[str, torch.Tensor] | None = None
+        self._finite: set[str] = set()
 
     @cached_property
     def _where(self) -> dict[str, Path]:
@@ -169,8 +170,25 @@ class WeightReader:
                 "the checkpoint is partial or of another architecture"
             )
         if self._pickled is not None and name in self._pickled:
-            return self._pickled[name]
-        return self._open(file).get_tensor(name)
+            t = self._pickled[name]
+        else:
+            t = self._open(file).get_tensor(name)
+        if name not in self._finite and t.is_floating_point():  # a scan while streaming, once per tensor
+            if not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"tensor {name!r} in {self.directory} holds NaN or infinite values; the "
+                                      "checkpoint is damaged: re-download it or export another one")
+            self._finite.add(name)
+        return t
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape without reading its data."""
+        file = self._where.get(name)
+        if file is None:
+            raise CheckpointError(f"tensor {name!r} is missing from the checkpoint in {self.directory}; "
+                                  "the checkpoint is partial or of another architecture")
+        if self._pickled is not None and name in self._pickled:
+            return tuple(self._pickled[name].shape)
+        return tuple(self._open(file).get_slice(name).get_shape())
 
     def dtype(self) -> torch.dtype:
         """Dtype of the checkpoint's floating-point weights (from its first matrix)."""

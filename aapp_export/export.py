@@ -27,6 +27,7 @@ from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
 from .outdir import check_replaceable, remove_stale_leftovers, replace_dir, resolve_target, terminate_as_exception
 from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
 from .pruned_export import DEFAULT_LEVELS, export_levels
+from .validate import validate_checkpoint
 from .static_export import check_static as _check_static
 from .static_export import static_dims, static_layer_units, static_section
 
@@ -189,6 +190,7 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     ckpt = resolve_checkpoint(model)
     reader = WeightReader(ckpt.path, allow_pickle=options.allow_pickle)
     spec = load_model_spec(ckpt.path, reader)
+    validate_checkpoint(spec, reader)
     log(f"exporting {ckpt.source} ({spec.family}, {spec.num_layers} layers, hidden {spec.hidden_size}) "
         f"as {options.dtype} to {out_dir / graph_file}")
 

@@ -146,23 +146,56 @@ def test_random_arguments_fail_only_with_runtime_errors(session):
             pass
 
 
-def test_non_finite_logits_stop_with_an_error_naming_the_weights(checkpoints, tmp_path):
-    from safetensors.torch import load_file, save_file
-
-    from aapp_runtime import ModelDirError, Session
-
-    ckpt = tmp_path / "nan-ckpt"
+def _copy_checkpoint(src, dst):
     import shutil
 
-    shutil.copytree(checkpoints["llama"], ckpt)
-    weights = ckpt / "model.safetensors"
-    tensors = load_file(str(weights))
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_nan_in_a_checkpoint_stops_the_export_naming_the_tensor(checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from aapp_export.errors import CheckpointError
+
+    ckpt = _copy_checkpoint(checkpoints["llama"], tmp_path / "nan-ckpt")
+    tensors = load_file(str(ckpt / "model.safetensors"))
     name = next(n for n in tensors if n.endswith("layers.1.mlp.down_proj.weight"))
     tensors[name][0, 0] = math.nan
-    save_file(tensors, str(weights), metadata={"format": "pt"})
-    out = _export(ckpt, tmp_path / "nan" / "model.onnx")
+    save_file(tensors, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=f"{name}.*NaN or infinite"):
+        _export(ckpt, tmp_path / "nan" / "model.onnx")
+    assert not (tmp_path / "nan").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_non_finite_logits_stop_generation_with_an_error_naming_the_weights(checkpoints, tmp_path):
+    from aapp_runtime import ModelDirError, Session
+
+    out = _export(checkpoints["llama"], tmp_path / "m" / "model.onnx")
+    data = out / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[4096 * 2: 4096 * 6] = np.full(4096, np.nan, np.float32).tobytes()  # damage a stored weight
+    data.write_bytes(bytes(raw))
     with pytest.raises(ModelDirError, match="not finite.*weights"):
-        Session(out, provider="cpu").generate("hello", 3)
+        Session(out, provider="cpu", verify="none").generate("hello", 3)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("intermediate_size", 200, "implies"), ("vocab_size", 100000, "vocab_size"), ("num_hidden_layers", 3, "layers up to"),
+    ("hidden_size", 96, "implies"),
+])
+def test_a_config_that_disagrees_with_the_weights_stops_the_export(checkpoints, tmp_path, field, value, message,
+                                                                   capsys):
+    ckpt = _copy_checkpoint(checkpoints["qwen2"], tmp_path / "bad-ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    config[field] = value if field != "num_hidden_layers" else config[field] - 1
+    if field == "num_hidden_layers" and "layer_types" in config:
+        config["layer_types"] = config["layer_types"][:config[field]]
+    (ckpt / "config.json").write_text(json.dumps(config))
+    assert export_main(["--model", str(ckpt), "--out", str(tmp_path / "o" / "model.onnx"), "--no-calibrate"]) != 0
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_aapp_run_into_a_closed_pipe_exits_quietly(exports):
