@@ -220,3 +220,28 @@ def test_eval_limit_must_be_positive(capsys):
 def test_json_of_a_result_round_trips(session):
     assert json.loads(json.dumps(session.generate("hi", 2).to_json()))["tokens"] is not None
     assert np.isfinite(session.logits([5, 6, 7])).all()
+
+
+def test_a_damaged_large_file_is_caught_at_the_next_load_and_unchanged_ones_hash_once(checkpoints, tmp_path,
+                                                                                      monkeypatch):
+    import aapp_runtime.manifest as mf
+    from aapp_runtime import ModelDirError, Session
+
+    monkeypatch.setenv("AAPP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(mf, "LARGE_FILE", 10_000)  # the weight file counts as large
+    out = _export(checkpoints["gemma3"], tmp_path / "m" / "model.onnx")
+    hashed = []
+    real = mf.sha256_file
+    monkeypatch.setattr(mf, "sha256_file", lambda p, *a: hashed.append(p.name) or real(p, *a))
+    Session(out, provider="cpu")
+    assert "model.onnx.data" in hashed and (tmp_path / "cache" / "verified.json").is_file()
+    hashed.clear()
+    Session(out, provider="cpu")
+    assert "model.onnx.data" not in hashed  # stamp: unchanged since it was hashed
+    data = out / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[5000] ^= 0xFF
+    time.sleep(0.01)
+    data.write_bytes(bytes(raw))  # same size, new mtime
+    with pytest.raises(ModelDirError, match="model.onnx.data does not match the checksum"):
+        Session(out, provider="cpu")

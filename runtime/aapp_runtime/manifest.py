@@ -1,16 +1,24 @@
 """The model-directory contract: ``aapp.json``, its schema version and its checksums.
 
 The exporter writes the manifest through ``write_manifest``; the runtime reads it with
-``Manifest.load``, which refuses another major version, missing files and (by default) files whose
-size or checksum changed since export. Hashing a multi-GB weight file takes a while, so the default
-check hashes the graph and tokenizer files and compares the weight file's size; ``verify="full"``
-hashes everything.
+``Manifest.load``, which refuses another major version, missing files and files whose size or
+checksum changed since export.
+
+What is checked when (``verify="fast"``, the default): every file's size at every load; files up to
+64 MB are hashed at every load; a larger file (the weights) is hashed in full the first time it is
+loaded, and the result is remembered in a verification stamp keyed by the file's path, size, inode
+and modification time (``$AAPP_CACHE`` or ``~/.cache/aapp-runtime/verified.json``). Later loads of
+an unchanged file skip the hash; any write to it (a copy, an edit, a truncation) changes its
+modification time, so the next load hashes it again and a damaged byte is caught there. A damaged
+byte that leaves the modification time alone (bit rot under the file system) is caught by
+``verify="full"``, which hashes everything at every load; ``"none"`` checks nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +29,7 @@ MANIFEST_NAME = "aapp.json"
 MANIFEST_FORMAT = "aapp-model"
 MANIFEST_VERSION = 2  # 2: the "pruning" section lists the pruned graphs of each sparsity level
 READABLE_VERSIONS = (1, 2)  # version 1 dirs run dense only
-LARGE_FILE = 64 * 1024 * 1024  # files above this are size-checked unless verify="full"
+LARGE_FILE = 64 * 1024 * 1024  # files above this are hashed once, then trusted while their stamp holds
 
 
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
@@ -30,6 +38,38 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _stamp_file() -> Path:
+    root = os.environ.get("AAPP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aapp-runtime")
+    return Path(root) / "verified.json"
+
+
+def _stamp_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_ino}|{st.st_mtime_ns}"
+
+
+def _stamps() -> dict[str, str]:
+    try:
+        data = json.loads(_stamp_file().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(key: str, digest: str) -> None:
+    """Record a verified large file (best effort: a read-only home only costs a hash next time)."""
+    path = _stamp_file()
+    stamps = _stamps()
+    stamps[key] = digest
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stamps))
+        tmp.replace(path)
+    except OSError:
+        pass
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -94,11 +134,16 @@ class Manifest:
                     f"{f} has {size} bytes but {MANIFEST_NAME} records {record['bytes']}: the file is truncated "
                     "or from another export; re-export or re-copy the model dir"
                 )
-            if (full or size <= LARGE_FILE) and sha256_file(f) != record["sha256"]:
+            stamp = _stamp_key(f)
+            if not full and size > LARGE_FILE and _stamps().get(stamp) == record["sha256"]:
+                continue  # hashed before, unchanged since
+            if sha256_file(f) != record["sha256"]:
                 raise ModelDirError(
                     f"{f} does not match the checksum in {MANIFEST_NAME}: the file was changed or corrupted; "
                     "re-export or re-copy the model dir"
                 )
+            if size > LARGE_FILE:
+                _remember(stamp, record["sha256"])
 
     # -- convenient views --------------------------------------------------------------------------
     @property
