@@ -107,8 +107,10 @@ def load_text_config(directory: Path):
         raise CheckpointError(f"{directory} has no config.json: it is not a Hugging Face checkpoint directory")
     try:
         config = AutoConfig.from_pretrained(str(directory))
-    except (ValueError, KeyError) as exc:
-        raise UnsupportedModelError(f"{cfg_file}: transformers cannot read this config ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - invalid JSON, wrong field types or values (transformers validates)
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        raise UnsupportedModelError(f"{cfg_file}: transformers cannot read this config ({first}); fix the file or "
+                                    "use the checkpoint's original config.json") from exc
     text = getattr(config, "text_config", None)
     return text if text is not None and getattr(config, "model_type", "") == "gemma3" else config
 
@@ -207,6 +209,10 @@ def spec_from_config(config, weight_prefix: str, lm_head: str | None, source_dty
             f"{where}: model_type {model_type!r} is not supported; "
             f"supported: {', '.join(sorted(set(FAMILIES.values())))} (Gemma 3, Llama, Qwen 2.5)"
         )
+    for field_name in ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers", "vocab_size"):
+        value = getattr(config, field_name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UnsupportedModelError(f"{where}: {field_name} is {value!r}, not a whole number >= 1; fix the config")
     hidden = int(config.hidden_size)
     n_heads = int(config.num_attention_heads)
     n_kv = int(getattr(config, "num_key_value_heads", None) or n_heads)

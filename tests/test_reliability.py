@@ -245,3 +245,42 @@ def test_a_damaged_large_file_is_caught_at_the_next_load_and_unchanged_ones_hash
     data.write_bytes(bytes(raw))  # same size, new mtime
     with pytest.raises(ModelDirError, match="model.onnx.data does not match the checksum"):
         Session(out, provider="cpu")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "string_hidden", "zero_heads", "list_vocab"])
+def test_a_damaged_config_is_a_one_line_error(checkpoints, tmp_path, damage, capsys):
+    ckpt = _copy_checkpoint(checkpoints["llama"], tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    config.update({"string_hidden": {"hidden_size": "sixty"}, "zero_heads": {"num_attention_heads": 0},
+                   "list_vocab": {"vocab_size": [1, 2]}}.get(damage, {}))
+    text = json.dumps(config)
+    (ckpt / "config.json").write_text(text[: len(text) // 2] if damage == "truncated" else text)
+    assert export_main(["--model", str(ckpt), "--out", str(tmp_path / "o" / "model.onnx"), "--no-calibrate"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("tamper", ["dims_list", "head_dim_string", "kv_heads_short", "graph_not_dict",
+                                    "kv_heads_wrong"])
+def test_a_tampered_manifest_is_a_one_line_error(exports, tmp_path, tamper):
+    import shutil
+
+    from aapp_runtime import ModelDirError, Session
+
+    d = tmp_path / "m"
+    shutil.copytree(exports["gemma3"], d)
+    m = json.loads((d / "aapp.json").read_text())
+    if tamper == "dims_list":
+        m["dims"] = [1, 2]
+    elif tamper == "head_dim_string":
+        m["dims"]["head_dim"] = "16"
+    elif tamper == "kv_heads_short":
+        m["dims"]["num_kv_heads"] = m["dims"]["num_kv_heads"][:1]
+    elif tamper == "graph_not_dict":
+        m["graph"] = "model.onnx"
+    else:
+        m["dims"]["num_kv_heads"] = [k + 1 for k in m["dims"]["num_kv_heads"]]
+    (d / "aapp.json").write_text(json.dumps(m))
+    with pytest.raises(ModelDirError) as info:
+        Session(d, provider="cpu").generate("hi", 2)
+    assert "\n" not in str(info.value) and "aapp.json" in str(info.value)

@@ -72,6 +72,38 @@ def _remember(key: str, digest: str) -> None:
         pass
 
 
+def _check_schema(path: Path, data: dict[str, Any]) -> None:
+    """The fields the runtime reads, with the types it reads them as (a tampered manifest is one error)."""
+    def bad(field: str, want: str) -> ModelDirError:
+        return ModelDirError(f"{path}: field {field} is not {want}; the manifest was edited or damaged: re-export "
+                             "the model")
+
+    def whole(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    for key in ("graph", "dims", "tokens", "files"):
+        if not isinstance(data.get(key), dict):
+            raise bad(f"'{key}'", "an object")
+    dims = data["dims"]
+    for key in ("vocab_size", "hidden_size", "head_dim", "num_layers", "max_position_embeddings"):
+        if not whole(dims.get(key)) or dims.get(key) == 0:
+            raise bad(f"dims.{key}", "a whole number >= 1")
+    n = dims["num_layers"]
+    for key in ("num_heads", "num_kv_heads", "intermediate_size"):
+        value = dims.get(key)
+        if not isinstance(value, list) or len(value) != n or not all(whole(v) and v > 0 for v in value):
+            raise bad(f"dims.{key}", f"a list of {n} whole numbers >= 1")
+    for key in ("file", "logits", "past_key", "past_value", "present_key", "present_value"):
+        if not isinstance(data["graph"].get(key), str):
+            raise bad(f"graph.{key}", "a string")
+    for name, record in data["files"].items():
+        if not isinstance(record, dict) or not whole(record.get("bytes")) or not isinstance(record.get("sha256"), str):
+            raise bad(f"files[{name!r}]", "{'sha256': ..., 'bytes': ...}")
+    pruning = data.get("pruning")
+    if pruning is not None and (not isinstance(pruning, dict) or not isinstance(pruning.get("levels", {}), dict)):
+        raise bad("'pruning'", "an object with a 'levels' object")
+
+
 def file_record(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
@@ -118,6 +150,7 @@ class Manifest:
         for key in ("family", "graph", "dims", "tokens", "files"):
             if key not in data:
                 raise ModelDirError(f"{path}: required field {key!r} is missing; re-export the model")
+        _check_schema(path, data)
         manifest = cls(directory, data)
         if verify != "none":
             manifest.verify(full=verify == "full")

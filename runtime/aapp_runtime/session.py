@@ -265,6 +265,7 @@ class Session:
                                for i in range(self.num_layers)]
         self._logits_name = g["logits"]
         self._threads = threads
+        self._check_io(self.ort_session, m.model_path, self.kv_heads)
         self._dense = _Graph(self.ort_session, self.kv_heads)
         # a prefill's arena chunks (a pruned one's include the kept-weight copies) are freed when it ends:
         # each session has its own arena, which would otherwise keep its largest run resident
@@ -275,6 +276,17 @@ class Session:
         self._levels: dict[str, tuple[_Graph, _Graph]] = {}  # level key -> (prefill, decode), opened on first use
         self._kept_free: dict[str, dict[str, ort.OrtValue]] = {}
         self._kept_lock = threading.Lock()
+
+    def _check_io(self, sess: ort.InferenceSession, path: Path, kv_heads: list[int]) -> None:
+        """The graph's KV inputs against the manifest's dims (a manifest edited or from another export)."""
+        inputs = {i.name: i.shape for i in sess.get_inputs()}
+        for i, (key, value) in enumerate(self._past_names):
+            for name in (key, value):
+                shape = inputs.get(name)
+                if shape is None or len(shape) != 4 or shape[1] != kv_heads[i] or shape[3] != self.head_dim:
+                    raise ModelDirError(f"{self.manifest.directory / 'aapp.json'}: layer {i} has {kv_heads[i]} KV heads "
+                                        f"of {self.head_dim} but {path.name} takes {name} {shape}; the manifest does "
+                                        "not belong to this graph: re-export the model")
 
     # -- inputs ---------------------------------------------------------------------------------
     def tokenize(self, prompt: Prompt, chat: bool | None = None) -> list[int]:
@@ -345,8 +357,9 @@ class Session:
         if key not in self._levels:
             graphs = []
             for mode in ("prefill", "decode"):
-                sess, _ = open_session(self.manifest.directory / entry[mode], self.provider, self._threads,
-                                       self.shared_weights)
+                path = self.manifest.directory / entry[mode]
+                sess, _ = open_session(path, self.provider, self._threads, self.shared_weights)
+                self._check_io(sess, path, list(entry["kv_heads"]))
                 graphs.append(_Graph(sess, list(entry["kv_heads"])))
             prefill, decode = graphs
             prefill.outputs = [o.name for o in prefill.ort_session.get_outputs()
