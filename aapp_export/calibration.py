@@ -34,7 +34,14 @@ def read_lines(path: Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"prompt file {path} does not exist: pass a text file with one prompt a line")
-    lines = [l.strip() for l in path.read_text().splitlines() if l.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"prompt file {path} is not UTF-8 text (byte {exc.start}): pass a text file with one prompt "
+                         "a line") from exc
+    if "\0" in text:
+        raise InputError(f"prompt file {path} holds NUL bytes, so it is binary: pass a text file with one prompt a line")
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
     if not lines:
         raise InputError(f"prompt file {path} is empty: it needs at least one prompt a line")
     return lines

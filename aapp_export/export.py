@@ -237,6 +237,12 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
                         onnx.checker.check_model(str(tmp / name))
             write_manifest(tmp, body, sorted(set(files) | {p.name for p in tmp.iterdir() if p.is_file()}))
             replace_dir(tmp, out_dir)
+        except OSError as exc:  # a full or read-only disk, a busy target: one line, nothing left behind
+            store.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ExportError(f"--out {out}: {exc.strerror or exc} ({exc.filename or tmp}) while writing the export; "
+                              f"nothing was left behind: free disk space, make {out_dir.parent} writable, or choose "
+                              "another --out") from exc
         except BaseException:
             store.close()
             shutil.rmtree(tmp, ignore_errors=True)

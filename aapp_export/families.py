@@ -181,9 +181,10 @@ def load_model_spec(directory: Path, reader: WeightReader | None = None) -> Mode
     """Read the config and tensor names of a checkpoint into a ``ModelSpec``."""
     reader = reader or WeightReader(directory)
     config = load_text_config(directory)
+    where = str(Path(directory) / "config.json")
+    _family(config, where)  # an unsupported architecture is named before its tensor names are read
     prefix, lm_head = _weight_prefix(reader)
-    return spec_from_config(config, prefix, lm_head, str(reader.dtype()).replace("torch.", ""),
-                            where=str(Path(directory) / "config.json"))
+    return spec_from_config(config, prefix, lm_head, str(reader.dtype()).replace("torch.", ""), where=where)
 
 
 def spec_of_model(model) -> ModelSpec:
@@ -199,9 +200,7 @@ def spec_of_model(model) -> ModelSpec:
     return spec_from_config(config, embed[: -len("embed_tokens.weight")], lm_head, dtype)
 
 
-def spec_from_config(config, weight_prefix: str, lm_head: str | None, source_dtype: str,
-                     where: str = "config.json") -> ModelSpec:
-    """A ``ModelSpec`` from a transformers text config (``where`` names it in errors)."""
+def _family(config, where: str) -> str:
     model_type = getattr(config, "model_type", "?")
     family = FAMILIES.get(model_type)
     if family is None:
@@ -209,6 +208,13 @@ def spec_from_config(config, weight_prefix: str, lm_head: str | None, source_dty
             f"{where}: model_type {model_type!r} is not supported; "
             f"supported: {', '.join(sorted(set(FAMILIES.values())))} (Gemma 3, Llama, Qwen 2.5)"
         )
+    return family
+
+
+def spec_from_config(config, weight_prefix: str, lm_head: str | None, source_dtype: str,
+                     where: str = "config.json") -> ModelSpec:
+    """A ``ModelSpec`` from a transformers text config (``where`` names it in errors)."""
+    family = _family(config, where)
     for field_name in ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers", "vocab_size"):
         value = getattr(config, field_name, None)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -284,3 +284,25 @@ def test_a_tampered_manifest_is_a_one_line_error(exports, tmp_path, tamper):
     with pytest.raises(ModelDirError) as info:
         Session(d, provider="cpu").generate("hi", 2)
     assert "\n" not in str(info.value) and "aapp.json" in str(info.value)
+
+
+def test_a_binary_prompt_file_is_a_one_line_error(tmp_path):
+    from aapp_export.calibration import read_lines
+    from aapp_export.errors import InputError
+
+    for raw in (b"\xff\xfe\x00bad", b"ok\x00\x01"):
+        (tmp_path / "bin.txt").write_bytes(raw)
+        with pytest.raises(InputError, match="not UTF-8|binary"):
+            read_lines(tmp_path / "bin.txt")
+
+
+def test_an_unwritable_out_is_a_one_line_error_and_leaves_nothing(checkpoints, tmp_path, monkeypatch):
+    import aapp_export.export as ex
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "m" / "model.onnx.data"))
+
+    monkeypatch.setattr(ex, "write_manifest", full_disk)
+    with pytest.raises(ExportError, match="No space left on device.*nothing was left behind"):
+        _export(checkpoints["llama"], tmp_path / "m" / "model.onnx")
+    assert list(tmp_path.iterdir()) == []
