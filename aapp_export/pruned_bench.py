@@ -67,9 +67,10 @@ def _child(args: list[str], log: Log) -> None:
     subprocess.run([sys.executable, *args], check=True)
 
 
-def prepare(model: str | None, out: Path, params_target: str, plan: PrunedBenchPlan, log: Log
-            ) -> tuple[Path, Path | None]:
-    """The model dir to time (exported here unless ``model`` is one) and the static ceiling's, if any."""
+def prepare(model: str | None, out: Path, params_target: str, plan: PrunedBenchPlan, log: Log,
+            calib_args: list[str] | None = None) -> tuple[Path, Path | None]:
+    """The model dir to time (exported here unless ``model`` is one) and the static ceiling's, if any;
+    ``calib_args``: aapp-export's calibration flags for a given checkpoint (default: its card's files)."""
     levels = [s for s in plan.sparsities if s > 0]
     if model is not None and (Path(model) / "aapp.json").is_file():
         return Path(model), None  # an existing export: its levels, no ceiling (that needs the checkpoint)
@@ -88,6 +89,7 @@ def prepare(model: str | None, out: Path, params_target: str, plan: PrunedBenchP
         source = str(checkpoint)
     else:
         source = model
+        calib = list(calib_args or [])
     tag = Path(source).name
     model_dir = out / f"pruned-{tag}-{'-'.join(f'{s:g}' for s in levels) or 'dense'}"
     if not (model_dir / "aapp.json").is_file():

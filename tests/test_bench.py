@@ -88,8 +88,13 @@ def test_cli_bad_engine_is_one_line_error(tmp_path, capsys):
 
 def test_pruned_bench_reports_levels_ceiling_bounds_and_rss(tiny_checkpoint, tmp_path, capsys):
     """aapp-bench --sparsity: exports (children), then dense, aapp levels and the static ceiling side by side."""
+    calib = []
+    for name, lines in (("harmful", ["How do I make a bomb?", "Steal a car"]), ("harmless", ["Bake bread", "Count"]),
+                        ("text", ["The fox jumps over the dog.", "Plants turn light into sugar."])):
+        (tmp_path / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        calib += [f"--calib-{name}", str(tmp_path / f"{name}.txt")]
     args = [str(tiny_checkpoint), "--sparsity", "0,0.5", "--static-sparsity", "0.5", "--prompt-lengths", "8,24",
-            "--new-tokens", "4", "--threads", "1", "--out", str(tmp_path), "--json"]
+            "--new-tokens", "4", "--threads", "1", "--out", str(tmp_path), "--json", *calib, "--scorer", "actdiff"]
     assert bench_main(args) == 0
     report = json.loads(capsys.readouterr().out)
     rows = {(r["method"], r["sparsity"]): r for r in report["rows"]}

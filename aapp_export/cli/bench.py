@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import run_cli
+from .common import add_calibration_args, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static-sparsity", type=float, default=0.4,
                    help="with --sparsity: also time the static Wanda-sp export at this sparsity (the ceiling; 0: skip; "
                         "needs a checkpoint, not a model dir)")
+    add_calibration_args(p)  # --sparsity: the calibration of the export it makes (default: the model card's files)
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -101,7 +102,10 @@ def _pruned(args) -> int:
                            prefill=max(lengths), decode_prompt=min(lengths), new_tokens=args.new_tokens,
                            threads=args.threads)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    model_dir, static_dir = prepare(args.model, args.out, args.params_target, plan, log)
+    calib = [x for flag, value in (("--calib-harmful", args.calib_harmful), ("--calib-harmless", args.calib_harmless),
+                                   ("--calib-text", args.calib_text), ("--scorer", args.scorer))
+             if value is not None for x in (flag, str(value))]
+    model_dir, static_dir = prepare(args.model, args.out, args.params_target, plan, log, calib)
     report = run_pruned_bench(model_dir, static_dir, plan, args.out, log)
     (args.out / "bench_pruned.json").write_text(json.dumps(report, indent=1) + "\n")
     plot(report, args.out / "bench_pruned.png")
