@@ -306,3 +306,13 @@ def test_an_unwritable_out_is_a_one_line_error_and_leaves_nothing(checkpoints, t
     with pytest.raises(ExportError, match="No space left on device.*nothing was left behind"):
         _export(checkpoints["llama"], tmp_path / "m" / "model.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_joined_stream_equals_generate_with_multi_token_stop_strings(session):
+    """A stop string's first tokens are held back until it either completes (dropped) or does not."""
+    full = session.generate("Tell me about bread", 24, ignore_eos=True)
+    text = full.text
+    assert len(text) > 12
+    for stop in (text[4:12], text[6:9] + "#never#", "#never#", [text[10:15], "zz"]):
+        streamed = "".join(session.stream("Tell me about bread", 24, stop=stop, ignore_eos=True))
+        assert streamed == session.generate("Tell me about bread", 24, stop=stop, ignore_eos=True).text, stop

@@ -112,6 +112,16 @@ def _stop_strings(stop: str | Sequence[str] | None) -> list[str]:
     raise InputError(f"stop={stop!r} is not a string or a list of strings")
 
 
+def _stop_prefix(text: str, stop: Sequence[str]) -> int:
+    """Length of the longest end of ``text`` that begins a stop string (held back by ``stream``, so that
+    the joined stream equals ``generate().text`` when the stop string completes)."""
+    longest = max((len(s) for s in stop), default=0)
+    for k in range(min(len(text), longest - 1), 0, -1):
+        if any(s.startswith(text[-k:]) for s in stop if len(s) > k):
+            return k
+    return 0
+
+
 def _check_count(n: Any) -> int:
     if not isinstance(n, (int, np.integer)) or isinstance(n, (bool, np.bool_)) or n < 0:
         raise InputError(f"max_new_tokens={n!r} is not a whole number >= 0")
@@ -510,9 +520,12 @@ class Session:
                     yield state.text[len(emitted):]
                 return
             state.text = text
-            if not text.endswith("\ufffd") and len(text) > len(emitted):  # hold back half a UTF-8 char
-                yield text[len(emitted):]
-                emitted = text
+            safe = len(text) - _stop_prefix(text, stop)  # a stop string may be starting: hold it back
+            if not text.endswith("\ufffd") and safe > len(emitted):  # and half a UTF-8 char
+                yield text[len(emitted):safe]
+                emitted = text[:safe]
+        if len(state.text) > len(emitted):  # the end (eos or length): what was held back is text after all
+            yield state.text[len(emitted):]
 
     def stream(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, stop: str | Sequence[str] | None = (), seed: int | None = None,
