@@ -163,9 +163,14 @@ def run_pruned_bench(model_dir: Path, static_dir: Path | None, plan: PrunedBench
             return static.generate(ids, n, ignore_eos=True)
         return session.generate(ids, n, ignore_eos=True, sparsity=s, method=method)
 
-    for config in configs:  # load every graph and warm up
+    weights_mb = (model_dir / "model.onnx.data").stat().st_size / 2**20
+    by_level = {}
+    # load every graph and warm up: dense, then the levels from the sparsest, so that the peak after each
+    # level (with every earlier graph loaded and run) is that level's own peak (its copies are the largest yet)
+    for config in [configs[0]] + sorted(configs[1:], key=lambda c: -c[1]):
         run(config, short_ids, 4)
         run(config, long_ids, 1)
+        by_level[f"{config[1]:g}"] = round((_rss_mb("VmHWM") - rss_before) / weights_mb, 3)
     peak = _rss_mb("VmHWM")  # every graph of the model dir loaded, a request of each level run
     if static_dir:  # the ceiling is another model dir with its own weights: loaded after the measurement
         static = Session(static_dir, provider="cpu", threads=plan.threads)
@@ -198,12 +203,12 @@ def run_pruned_bench(model_dir: Path, static_dir: Path | None, plan: PrunedBench
         if entry:
             row.update(_probe_split(session, long_ids, entry, work))
         rows.append(row)
-    weights_mb = (model_dir / "model.onnx.data").stat().st_size / 2**20
     return {"model_dir": str(model_dir), "static_dir": str(static_dir) if static_dir else None,
             "family": session.manifest.data.get("family"), "dims": session.manifest.dims, "plan": asdict(plan),
             "machine": machine_info(), "provider": session.provider, "rows": rows,
             "weights_mb": round(weights_mb, 1), "rss_before_load_mb": round(rss_before, 1),
             "peak_rss_mb": round(peak, 1), "rss_over_dense_weights": round((peak - rss_before) / weights_mb, 3),
+            "rss_over_dense_weights_by_level": by_level,
             "rss_note": "peak with the dense session and every level's prefill and decode sessions loaded and run "
                         "(before the static ceiling's model dir is loaded), less the RSS before loading"}
 
@@ -219,6 +224,8 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{d['median']:>10.2f} ({d['min']:.1f}-{d['max']:.1f}){r['decode_ratio']:>7.3f}"
                      f"{r['bytes_read_bound']:>7.3f}{probe:>21s}")
     m = report["machine"]
+    levels = ", ".join(f"{k}: {v:.2f}x" for k, v in report.get("rss_over_dense_weights_by_level", {}).items())
+    lines.append(f"peak RSS over the dense weights, each level with every sparser one loaded and run: {levels}")
     lines.append(f"peak RSS {report['peak_rss_mb']:.0f} MB = before load {report['rss_before_load_mb']:.0f} + "
                  f"{report['rss_over_dense_weights']:.2f} x the dense weights ({report['weights_mb']:.0f} MB); "
                  f"{m['cpu']} x{m['cores']}, {report['plan']['threads']} threads, ORT {m['onnxruntime']}")

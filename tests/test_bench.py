@@ -105,5 +105,7 @@ def test_pruned_bench_reports_levels_ceiling_bounds_and_rss(tiny_checkpoint, tmp
     aapp = rows[("aapp", 0.5)]
     assert aapp["probe_projection_ms"] >= 0 and 0 < aapp["probe_share_of_prefill"] < 1
     assert report["peak_rss_mb"] > report["rss_before_load_mb"] > 0 and report["rss_over_dense_weights"] > 0.5
+    by_level = report["rss_over_dense_weights_by_level"]
+    assert set(by_level) == {"0", "0.5"} and by_level["0"] <= by_level["0.5"] <= report["rss_over_dense_weights"]
     assert (tmp_path / "bench_pruned.png").is_file() and (tmp_path / "bench_pruned.json").is_file()
     assert bench_main([str(tiny_checkpoint), "--sparsity", "0,0.95", "--out", str(tmp_path)]) == 2
