@@ -251,7 +251,6 @@ class Pruner:
             self.method = (AlignmentAware if config.method == "aapp" else ProbePruning)(self)
         elif config.method != "dense":
             self.method = StaticUnits(self, ablate)
-        self._static = self.method.units if isinstance(self.method, StaticUnits) else {}
         self._hooks: list = []
         self._masking = None
         self._weights: dict[tuple[int, str], torch.Tensor] = {}

@@ -14,15 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import probe as pp
 from .checkpoint import WeightReader
 from .errors import InputError
 from .families import ModelSpec
-from .graph.decoder import LayerUnits, kv_shared
-from .pruned_export import decode_weight_bytes
+from .graph.decoder import LayerUnits, kv_heads_kept
+from .graph.pruned import kept_counts
+from .pruned_export import SKIP_FIRST, decode_weight_bytes
 from .static import STATIC_METHODS, static_units
-
-SKIP_FIRST = 3
 
 
 def check_static(options) -> None:
@@ -44,8 +42,7 @@ def static_layer_units(spec: ModelSpec, reader: WeightReader, calibration_dir: P
         from .calibration import load_calibration
 
         stats, _ = load_calibration(calibration_dir, spec.num_layers)
-    heads = pp.kept_counts([l.num_heads for l in spec.layers], sparsity, SKIP_FIRST)
-    channels = pp.kept_counts([l.intermediate_size for l in spec.layers], sparsity, SKIP_FIRST)
+    heads, channels = kept_counts(spec, sparsity, SKIP_FIRST)
     units = []
     for layer in spec.layers:
         i = layer.index
@@ -64,7 +61,7 @@ def _kept(spec: ModelSpec, units: list[LayerUnits]) -> tuple[list[int], list[int
     for layer, u in zip(spec.layers, units):
         n = layer.num_heads if u.heads is None else len(u.heads)
         heads.append(n)
-        kv.append(layer.num_kv_heads if u.heads is None or kv_shared(layer.num_kv_heads) else n)
+        kv.append(kv_heads_kept(layer, None if u.heads is None else n))
         channels.append(layer.intermediate_size if u.channels is None else len(u.channels))
     return heads, kv, channels
 

@@ -284,7 +284,8 @@ def test_static_export_is_a_smaller_model_equal_to_the_reference(method, pruned,
     with torch.no_grad(), Pruner(model, PruneConfig(method, 0.5), stats) as p:
         for i, units in enumerate(section["kept_heads"]):
             if units is not None:
-                assert units == p._static[i][0].tolist() and section["kept_channels"][i] == p._static[i][1].tolist()
+                static = p.method.units[i]
+                assert units == static[0].tolist() and section["kept_channels"][i] == static[1].tolist()
         p.new_request()
         ref = model(ids).logits[0, -1]
         p.new_request()

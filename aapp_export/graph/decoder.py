@@ -87,13 +87,19 @@ class LayerWeights:
     down: str
     n_q: int
     n_kv: int
-    n_ch: int  # MLP channels
     in_major: bool = False
 
 
 def kv_shared(num_kv_heads: int) -> bool:
     """With one KV head every kept query head shares it; otherwise each kept head gets its group's K/V."""
     return num_kv_heads == 1
+
+
+def kv_heads_kept(layer: LayerSpec, kept_heads: int | None) -> int:
+    """KV heads of a layer that keeps ``kept_heads`` query heads (None: all), by the rule above."""
+    if kept_heads is None or kv_shared(layer.num_kv_heads):
+        return layer.num_kv_heads
+    return kept_heads
 
 
 def head_rows(heads: np.ndarray, head_dim: int) -> np.ndarray:
@@ -170,9 +176,8 @@ class DecoderGraph:
                           key=key(t("self_attn.o_proj.weight")))
         mlp = {name: self.b.weight(f"{name}_proj.weight", (lambda n=name: sub(self._mlp_rows(i, n), ch)),
                                    key=key(t(f"mlp.{name}_proj.weight"))) for name in ("gate", "up", "down")}
-        n_kv = layer.num_kv_heads if rows is None or kv_shared(layer.num_kv_heads) else len(heads)
-        n_ch = layer.intermediate_size if ch is None else len(ch)
-        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], len(heads), n_kv, n_ch)
+        n_kv = kv_heads_kept(layer, None if rows is None else len(heads))
+        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], len(heads), n_kv)
 
     def _mlp_rows(self, i: int, name: str) -> torch.Tensor:
         """An MLP weight with one row per channel: gate/up as stored in the checkpoint, down transposed."""
@@ -227,10 +232,8 @@ class DecoderGraph:
 
     def kv_heads_of(self, layer: LayerSpec) -> int:
         """KV heads of a layer's cache in this graph."""
-        units = self.units[layer.index]
-        if units.heads is None or kv_shared(layer.num_kv_heads):
-            return layer.num_kv_heads
-        return len(units.heads)
+        heads = self.units[layer.index].heads
+        return kv_heads_kept(layer, None if heads is None else len(heads))
 
     # -- shared per-call tensors ----------------------------------------------------------------
     def _inputs(self) -> None:

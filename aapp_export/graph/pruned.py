@@ -40,7 +40,7 @@ from ..errors import ExportError
 from ..families import LayerSpec, ModelSpec
 from . import probe_ops as ops
 from .builder import ExternalTensor, WeightStore
-from .decoder import DecoderGraph, DecoderOptions, LayerWeights, head_rows, kv_shared
+from .decoder import DecoderGraph, DecoderOptions, LayerWeights, head_rows, kv_heads_kept, kv_shared
 
 AAPP_INPUT, RISK_GATE = "aapp", "risk_gate"
 KEPT_PARTS = ("qkv", "qkv_bias", "o", "gate", "up", "down")
@@ -81,9 +81,7 @@ class PruningPlan:
 
     def kv_heads(self, layer: LayerSpec) -> int:
         """KV heads of a layer in this level's graphs."""
-        if not self.pruned(layer.index) or kv_shared(layer.num_kv_heads):
-            return layer.num_kv_heads
-        return self.kept_heads[layer.index]
+        return kv_heads_kept(layer, self.kept_heads[layer.index] if self.pruned(layer.index) else None)
 
 
 class PrunedGraph(DecoderGraph):
@@ -126,8 +124,7 @@ class PrunedGraph(DecoderGraph):
             for part, shape in shapes.items():
                 names[part] = self.b.add_input(kept_name(i, part), self.b.onnx_dtype, shape)
             return LayerWeights(names["qkv"], names.get("qkv_bias"), names["o"], names["gate"], names["up"],
-                                names["down"], self.plan.kept_heads[i], self.plan.kv_heads(layer),
-                                self.plan.kept_channels[i], in_major=True)
+                                names["down"], self.plan.kept_heads[i], self.plan.kv_heads(layer), in_major=True)
         return self.stored_weights(layer)  # prefill: the full stored weights; the blocks gather what they keep
 
     def stored_weights(self, layer: LayerSpec) -> LayerWeights:
@@ -144,8 +141,7 @@ class PrunedGraph(DecoderGraph):
                           key=t("self_attn.o_proj.weight"))
         mlp = {n: self.b.weight(f"{n}_proj.weight", (lambda n=n: self._mlp_rows(i, n)), key=t(f"mlp.{n}_proj.weight"))
                for n in ("gate", "up", "down")}
-        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], layer.num_heads, layer.num_kv_heads,
-                            layer.intermediate_size)
+        return LayerWeights(qkv, bias, o, mlp["gate"], mlp["up"], mlp["down"], layer.num_heads, layer.num_kv_heads)
 
     def score_weights(self, layer: LayerSpec, kind: str) -> str:
         """PPsp's weight factors (``probe.head_score_weights`` / ``channel_score_weights``), float32, stored once."""
@@ -280,7 +276,7 @@ class PrunedGraph(DecoderGraph):
         probe_part = b.op("Gather", [qkv_probe, rows], axis=1, name="qkv_probe_kept")
         rest_part = self.project(rest_tokens, qkv, bias, "qkv_rest")
         projected = self._in_order(probe_part, rest_part, order, "qkv_proj")
-        kept_w = LayerWeights("", bias, o, "", "", "", p.kept_heads[i], p.kv_heads(layer), 0)
+        kept_w = LayerWeights("", bias, o, "", "", "", p.kept_heads[i], p.kv_heads(layer))
         return self.attend_projected(projected, layer, kept_w, mask, rope)
 
     def _rows(self, heads: str, d: int, label: str) -> str:
