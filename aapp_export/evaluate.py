@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
+from .probe import PROBE_MAX_TOKENS, probe_token_count
 from .pruning import Pruner
 from .refusal import is_refusal
 
@@ -113,12 +114,13 @@ def mean_prompt_tokens(tokenizer, prompts: list[str]) -> float:
 
 
 def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str], harmless: list[str],
-             texts: list[str], stats=None, circuits=None, max_new_tokens: int = 48) -> EvalResult:
+             texts: list[str], stats=None, circuits=None, max_new_tokens: int = 48,
+             probe_max_tokens: int = PROBE_MAX_TOKENS) -> EvalResult:
     """One row of the table: refusal, over-refusal, perplexity and FLOPs ratio of a method."""
     from .flops import Dims, flops_ratio
     from .pruning import PruneConfig
 
-    cfg = PruneConfig(method, sparsity)
+    cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens)
     protection = circuits.protection() if circuits is not None and method == "aapp" else None
     make = (lambda: None) if method == "dense" else (lambda: Pruner(model, cfg, stats, protection))  # noqa: E731
     harmful_answers = generate_answers(model, tokenizer, harmful, max_new_tokens, make(), desc=f"{method} harmful")
@@ -130,7 +132,7 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
         ratio = 1.0
     else:
         prompt = mean_prompt_tokens(tokenizer, harmful + harmless)
-        probe = max(2, math.ceil(cfg.token_ratio * prompt)) if method in ("pp", "aapp") else 0
+        probe = probe_token_count(round(prompt), cfg.token_ratio, max_tokens=cfg.probe_max_tokens) if method in ("pp", "aapp") else 0
         ratio = flops_ratio(dims, round(prompt), max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe,
                             cfg.skip_first)
     return EvalResult(method, sparsity, refusal_rate(harmful_answers), refusal_rate(harmless_answers), ppl, ratio,

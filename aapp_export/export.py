@@ -26,6 +26,7 @@ from .families import ModelSpec, load_model_spec
 from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
 from .outdir import check_replaceable, remove_stale_leftovers, replace_dir, resolve_target, terminate_as_exception
 from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
+from .probe import PROBE_MAX_TOKENS
 from .pruned_export import DEFAULT_LEVELS, export_levels
 from .validate import validate_checkpoint
 from .static_export import check_static as _check_static
@@ -55,6 +56,7 @@ class ExportOptions:
     check: bool = True
     calibration: CalibrationOptions | None = None  # None: no calibration (the CLI calibrates by default)
     levels: tuple[float, ...] = DEFAULT_LEVELS  # sparsity levels of the pruned graphs (needs calibration)
+    probe_max_tokens: int = PROBE_MAX_TOKENS  # the probe's budget for long prompts (0: ceil(ratio * T) always)
     static: tuple[str, float] | None = None  # (method, sparsity): a smaller dense model with fixed kept units
     force: bool = False  # replace --out even when it holds files the export did not write
 
@@ -226,7 +228,8 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
                 files += ["calibration.safetensors", "calibration.json"]
                 if options.levels and units is None:
                     body["pruning"] = export_levels(spec, reader, store, decoder_options, tmp, body["calibration"],
-                                                    options.levels, metadata, log)
+                                                    options.levels, metadata, log,
+                                                    probe_max_tokens=options.probe_max_tokens)
                     files += [f for level in body["pruning"]["levels"].values()
                               for f in (level["prefill"], level["decode"])]
             store.close()

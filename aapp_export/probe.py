@@ -3,8 +3,8 @@
 Everything here is a function of plain tensors, so the PyTorch reference (``pruning.py``) and the
 ONNX graphs built later make the same decisions from the same numbers:
 
-- ``probe_positions``: top ``ceil(token_ratio*T)`` positions by residual norm (>= 2; position 0
-  forced in when T <= 10);
+- ``probe_positions``: top ``ceil(token_ratio*T)`` positions by residual norm, at most ``max_tokens``
+  (the long-prompt budget, ``probe_token_count``) and at least 2; position 0 forced in when T <= 10;
 - ``probe_rows``: top ``ceil(batch_ratio*B)`` batch rows;
 - ``fuse_history``: ``a = P/(P+H+eps)``, ``F = a*P + (1-a)*H``;
 - ``channel_scores`` / ``head_scores``: PPsp importance from the fused statistic and the output
@@ -26,10 +26,12 @@ import math
 import torch
 
 EPS = 1e-6
+PROBE_MAX_TOKENS = 64  # probe budget for long prompts (``probe_token_count``); 0: none
 
 
 def probe_positions(residual: torch.Tensor, valid: torch.Tensor | None = None, token_ratio: float = 0.5,
-                    min_tokens: int = 2, force_first_below: int = 10) -> torch.Tensor:
+                    min_tokens: int = 2, force_first_below: int = 10,
+                    max_tokens: int = PROBE_MAX_TOKENS) -> torch.Tensor:
     """Sorted positions of the probe tokens.
 
     ``residual``: [B, T, H] residual stream before the norm; ``valid``: [B, T] bool (padding False).
@@ -40,7 +42,7 @@ def probe_positions(residual: torch.Tensor, valid: torch.Tensor | None = None, t
         r = r * valid
     importance = r.norm(dim=0)  # [T]
     n_valid = int(valid.any(0).sum()) if valid is not None else residual.shape[1]
-    k = probe_token_count(n_valid, token_ratio, min_tokens)
+    k = probe_token_count(n_valid, token_ratio, min_tokens, max_tokens)
     if valid is not None:
         importance = importance.masked_fill(~valid.any(0), -1.0)
     if n_valid <= force_first_below:
@@ -50,9 +52,19 @@ def probe_positions(residual: torch.Tensor, valid: torch.Tensor | None = None, t
     return torch.topk(importance, k).indices.sort().values
 
 
-def probe_token_count(n_tokens: int, token_ratio: float = 0.5, min_tokens: int = 2) -> int:
-    """Probe size for a prompt of ``n_tokens``: ``ceil(token_ratio * n)``, at least ``min_tokens``, at most n."""
-    return min(n_tokens, max(min_tokens, math.ceil(token_ratio * n_tokens)))
+def probe_token_count(n_tokens: int, token_ratio: float = 0.5, min_tokens: int = 2,
+                      max_tokens: int = PROBE_MAX_TOKENS) -> int:
+    """Probe size for a prompt of ``n_tokens``: ``ceil(token_ratio * n)``, at most ``max_tokens`` (0: no
+    budget), at least ``min_tokens``, at most n.
+
+    The budget keeps the probe's cost flat for long prompts: at batch 1 the probe runs its tokens
+    through every unit of a pruned layer, so half of a 512-token prompt costs half a dense layer before
+    the pruned pass starts. Prompts up to ``2 * max_tokens`` tokens are probed exactly as PP's default.
+    """
+    k = math.ceil(token_ratio * n_tokens)
+    if max_tokens:
+        k = min(k, max_tokens)
+    return min(n_tokens, max(min_tokens, k))
 
 
 def probe_rows(residual: torch.Tensor, valid: torch.Tensor | None = None, batch_ratio: float = 0.05) -> torch.Tensor:

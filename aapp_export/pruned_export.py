@@ -24,6 +24,7 @@ from .families import ModelSpec
 from .graph.builder import ExternalTensor, WeightStore
 from .graph.decoder import DecoderOptions
 from .graph.pruned import AAPP_INPUT, RISK_GATE, PruningPlan, build_level, kept_counts, level_name
+from .probe import PROBE_MAX_TOKENS
 
 DEFAULT_LEVELS = (0.2, 0.3, 0.4, 0.5)
 SKIP_FIRST = 3
@@ -68,7 +69,7 @@ def _protected(tensors_dir: Path, n_layers: int) -> tuple[list[np.ndarray], list
 
 
 def plan_for(spec: ModelSpec, model_dir: Path, calibration: dict[str, Any], sparsity: float,
-             skip_first: int = SKIP_FIRST) -> PruningPlan:
+             skip_first: int = SKIP_FIRST, probe_max_tokens: int = PROBE_MAX_TOKENS) -> PruningPlan:
     """The ``PruningPlan`` of one level from the calibration files in ``model_dir``."""
     index = safetensors_index(Path(model_dir) / CALIBRATION_FILE)
     heads, channels, direction = _protected(Path(model_dir), spec.num_layers)
@@ -78,7 +79,7 @@ def plan_for(spec: ModelSpec, model_dir: Path, calibration: dict[str, Any], spar
                        tuple(index.get(f"layers.{i}.hist_attn") for i in range(spec.num_layers)),
                        tuple(index.get(f"layers.{i}.hist_mlp") for i in range(spec.num_layers)),
                        tuple(heads), tuple(channels), direction, int(gate["layer"]), float(gate["threshold"]),
-                       float(gate["temperature"]), skip_first=skip_first)
+                       float(gate["temperature"]), skip_first=skip_first, max_tokens=probe_max_tokens)
 
 
 def decode_weight_bytes(spec: ModelSpec, heads: Sequence[int], kv_heads: Sequence[int], channels: Sequence[int],
@@ -94,7 +95,8 @@ def decode_weight_bytes(spec: ModelSpec, heads: Sequence[int], kv_heads: Sequenc
 
 def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, options: DecoderOptions,
                   model_dir: Path, calibration: dict[str, Any], levels: Sequence[float],
-                  metadata: dict[str, str] | None = None, log=print) -> dict[str, Any]:
+                  metadata: dict[str, str] | None = None, log=print,
+                  probe_max_tokens: int = PROBE_MAX_TOKENS) -> dict[str, Any]:
     """Write every level's graphs into ``model_dir``; returns the manifest's ``pruning`` section."""
     dense_heads = [l.num_heads for l in spec.layers]
     dense_kv = [l.num_kv_heads for l in spec.layers]
@@ -102,7 +104,7 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
     value_bytes = 4 if options.dtype == "fp32" else 2
     dense_bytes = decode_weight_bytes(spec, dense_heads, dense_kv, dense_channels, value_bytes)
     out: dict[str, Any] = {}
-    plans = [plan_for(spec, model_dir, calibration, sparsity) for sparsity in levels]
+    plans = [plan_for(spec, model_dir, calibration, sparsity, probe_max_tokens=probe_max_tokens) for sparsity in levels]
     for sparsity, plan in zip(levels, plans):
         log(f"writing the pruned graphs of sparsity {sparsity} (prefill decides, decode reuses)")
         files = build_level(spec, reader, store, options, plan, model_dir, metadata)
@@ -120,7 +122,7 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
         "levels": out,
         "skip_first": any_plan.skip_first,
         "probe": {"token_ratio": any_plan.token_ratio, "min_tokens": any_plan.min_tokens,
-                  "force_first_below": any_plan.force_first_below},
+                  "force_first_below": any_plan.force_first_below, "max_tokens": any_plan.max_tokens},
         "kept_count_rule": "aapp_export.probe.kept_counts: first skip_first layers dense, the ratio on the others "
                            "rescaled so the model-wide fraction pruned equals the sparsity",
         "kv_rule": "one KV head: shared by the kept query heads; several: each kept query head gets its group's K/V",

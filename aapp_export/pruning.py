@@ -80,6 +80,7 @@ class PruneConfig:
     sparsity: float = 0.0
     skip_first: int = 3
     token_ratio: float = 0.5
+    probe_max_tokens: int = pp.PROBE_MAX_TOKENS  # probe budget for long prompts (``probe.probe_token_count``)
     seed: int = 0
     mlp_multiple: int = 1
 
@@ -366,7 +367,8 @@ class Pruner:
         """Per batch row: row index, probe positions (indices into T), position ids of those."""
         valid = self.recorded.valid_for(h)
         for b in range(h.shape[0]):
-            pos = pp.probe_positions(h[b:b + 1], valid[b:b + 1], self.cfg.token_ratio)
+            pos = pp.probe_positions(h[b:b + 1], valid[b:b + 1], self.cfg.token_ratio,
+                                     max_tokens=self.cfg.probe_max_tokens)
             yield b, pos, (valid[b].long().cumsum(0) - 1)[pos]
 
     def score_weights(self, i: int, kind: str, w: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harmless", type=Path, help="harmless prompts, one a line (default: the card's held-out file)")
     p.add_argument("--text", type=Path, help="held-out text for perplexity, one paragraph a line")
     add_calibration_args(p)
+    p.add_argument("--probe-max-tokens", type=int, default=64,
+                   help="--engine torch: the probe's token budget (0: none); the onnx engine uses the export's")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--limit", type=_positive, default=None, help="use the first N (>= 1) prompts of each file")
     p.add_argument("--json", action="store_true")
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if not 0 <= args.sparsity <= 0.9:
             raise InputError(f"--sparsity {args.sparsity} is outside [0, 0.9]: pass a fraction such as 0.4")
+        if args.probe_max_tokens < 0:
+            raise InputError(f"--probe-max-tokens {args.probe_max_tokens}: pass a token count >= 1, or 0 for no budget")
         if args.engine == "onnx":
             return _onnx(args)
         ckpt = resolve_checkpoint(args.model)
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 text=_default(args.calib_text, ckpt, "calibration", "text", "--calib-text"),
                 budget=args.budget, scorer=args.scorer, log=log)
         result = run_eval(model, tok, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
-                          prompts["text"], stats, circuits, args.max_new_tokens)
+                          prompts["text"], stats, circuits, args.max_new_tokens, args.probe_max_tokens)
         _print({"engine": "torch", **result.to_json()}, args.json)
         return 0
 

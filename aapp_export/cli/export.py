@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sparsity levels whose pruned graphs (probe + decisions in ONNX, prefill and decode) are "
                         "written; the runtime accepts exactly these (default 0.2,0.3,0.4,0.5; 'none' for a dense-only "
                         "export). Needs calibration")
+    p.add_argument("--probe-max-tokens", type=int, default=64,
+                   help="the probe's token budget: it runs min(ceil(0.5 * prompt), this) tokens through every unit "
+                        "of a pruned layer (0: no budget, PP's ceil(0.5 * prompt) at any length)")
     p.add_argument("--static", choices=["wanda-sp", "flap", "random"], default=None,
                    help="instead of pruned graphs, write a smaller dense model whose kept heads and channels are "
                         "fixed by this static method at --sparsity (wanda-sp and flap use the calibration statistics)")
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from ..errors import InputError
 
+        if args.probe_max_tokens < 0:
+            raise InputError(f"--probe-max-tokens {args.probe_max_tokens}: pass a token count >= 1, or 0 for no budget")
         if (args.static is None) != (args.sparsity is None):
             raise InputError("--static and --sparsity go together: e.g. --static wanda-sp --sparsity 0.4 (the dynamic "
                              "levels are chosen with --levels)")
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
                              allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration,
-                             levels=levels, static=static, force=args.force)
+                             levels=levels, probe_max_tokens=args.probe_max_tokens, static=static, force=args.force)
         export_model(args.model, args.out, opts, log=lambda m: print(m, file=sys.stderr))
         return 0
 

@@ -3,7 +3,8 @@
 Every function takes a ``GraphBuilder`` and tensor names and returns tensor names; all statistics are
 float32 whatever the model's dtype (the caller casts). Batch 1 (one request per graph run):
 
-- ``probe_positions``: residual norms -> top ``ceil(ratio*T)`` positions (>= ``min_tokens``; position
+- ``probe_positions``: residual norms -> top ``ceil(ratio*T)`` positions (<= ``max_tokens`` when set,
+  >= ``min_tokens``; position
   0 forced in when ``T <= force_first_below``), sorted ascending (``probe.probe_positions``);
 - ``rest_positions``: the other positions, ascending, and the permutation that puts
   ``[probe rows; rest rows]`` back in sequence order (the pruned pass reuses the probe's rows);
@@ -35,7 +36,7 @@ def _sorted_ascending(b: GraphBuilder, idx: str, k: str, label: str) -> str:
 
 
 def probe_positions(b: GraphBuilder, residual: str, token_ratio: float, min_tokens: int,
-                    force_first_below: int) -> str:
+                    force_first_below: int, max_tokens: int) -> str:
     """Sorted probe positions ``[n]`` (int64) of ``residual`` ``[1, T, H]`` float32."""
     norms = b.op("ReduceL2", [residual, b.ints("last_axis", [-1])], keepdims=0, name="token_norms")  # [1, T]
     importance = b.op("Squeeze", [norms, b.ints("axis0", [0])], name="importance")  # [T]
@@ -44,6 +45,8 @@ def probe_positions(b: GraphBuilder, residual: str, token_ratio: float, min_toke
     k = b.op("Cast", [b.op("Ceil", [b.op("Mul", [t_f, b.const("token_ratio", np.float32(token_ratio))],
                                          name="ratio_t")], name="ceil_ratio_t")], to=TensorProto.INT64,
              name="ratio_count")
+    if max_tokens:
+        k = b.op("Min", [k, b.ints("max_tokens", [max_tokens])], name="within_budget")
     k = b.op("Min", [t, b.op("Max", [k, b.ints("min_tokens", [min_tokens])], name="at_least")], name="probe_count")
     positions = b.op("Range", [b.const("zero_i", np.int64(0)), b.op("Squeeze", [t], name="t_scalar"),
                                b.const("one_i", np.int64(1))], name="positions")

@@ -74,6 +74,7 @@ class PruningPlan:
     token_ratio: float = 0.5
     min_tokens: int = 2
     force_first_below: int = 10
+    max_tokens: int = pp.PROBE_MAX_TOKENS
     extra: dict = field(default_factory=dict)
 
     def pruned(self, i: int) -> bool:
@@ -159,7 +160,7 @@ class PrunedGraph(DecoderGraph):
     def _positions(self, residual: str) -> str:
         p = self.plan
         return ops.probe_positions(self.b, self._f32(residual, "residual_f32"), p.token_ratio, p.min_tokens,
-                                   p.force_first_below)
+                                   p.force_first_below, p.max_tokens)
 
     def _rows_at(self, h: str, positions: str, label: str) -> str:
         """The rows of ``h`` ``[1, T, H]`` at ``positions``: ``[n, H]``."""
