@@ -7,5 +7,5 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e "./runtime[cpu]" -e ".[dev,bench]"
+.venv/bin/python -m pip install -q -e "./runtime[cpu,serve]" -e ".[dev,bench]"
 echo "installed into .venv: $(.venv/bin/python -c 'import torch, onnxruntime, transformers; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__, "| transformers", transformers.__version__)')"

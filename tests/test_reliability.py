@@ -99,10 +99,11 @@ def session(exports):
     (dict(prompt=b"hello"), "bytes"), (dict(prompt=[True, False]), "prompt must be"), (dict(prompt=None), "NoneType"),
     (dict(prompt="hi\udc80"), "not valid Unicode"), (dict(temperature=float("nan")), "temperature"),
     (dict(temperature=float("inf")), "temperature"), (dict(seed=-1), "seed"), (dict(seed=1.5), "seed"),
-    (dict(max_new_tokens=5.0), "max_new_tokens"), (dict(max_new_tokens=None), "max_new_tokens"),
+    (dict(max_new_tokens=5.0), "max_new_tokens"), (dict(max_new_tokens=-1), "max_new_tokens"),
     (dict(max_new_tokens=True), "max_new_tokens"), (dict(top_k=2.5), "top_k"), (dict(top_p=float("nan")), "top_p"),
     (dict(stop=3), "stop"), (dict(stop=[b"x"]), "stop"), (dict(method=None, sparsity=0.4), "method"),
-    (dict(chat="yes"), "chat"),
+    (dict(chat="yes"), "chat"), (dict(min_p=1.0), "min_p"), (dict(repetition_penalty=0), "repetition_penalty"),
+    (dict(timeout_s=-1), "timeout_s"), (dict(ignore_eos="yes"), "ignore_eos"),
     (dict(prompt=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), "image_url"),
     (dict(prompt=[{"role": "user", "content": 5}]), "content"),
 ])
@@ -314,5 +315,5 @@ def test_the_joined_stream_equals_generate_with_multi_token_stop_strings(session
     text = full.text
     assert len(text) > 12
     for stop in (text[4:12], text[6:9] + "#never#", "#never#", [text[10:15], "zz"]):
-        streamed = "".join(session.stream("Tell me about bread", 24, stop=stop, ignore_eos=True))
+        streamed = "".join(c.text for c in session.stream("Tell me about bread", 24, stop=stop, ignore_eos=True))
         assert streamed == session.generate("Tell me about bread", 24, stop=stop, ignore_eos=True).text, stop

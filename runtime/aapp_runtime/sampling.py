@@ -1,50 +1,25 @@
-"""Next-token choice from logits: greedy, temperature, top-k, top-p, with a seeded generator."""
+"""Next-token choice from logits: repetition penalty, then greedy or temperature sampling restricted
+by top-k, top-p and min-p, with a seeded generator (the parameters: ``generation.GenerationParams``)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if not _real(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
-            raise InputError(f"temperature={self.temperature!r} is not a finite number >= 0: use 0 for greedy or a "
-                             "value > 0")
-        if not _whole(self.top_k) or self.top_k < 0:
-            raise InputError(f"top_k={self.top_k!r} is not a whole number >= 0: use 0 to disable it")
-        if not _real(self.top_p) or not 0 < self.top_p <= 1:  # NaN fails the comparison too
-            raise InputError(f"top_p={self.top_p!r} is outside (0, 1]: use 1 to disable it")
-        if self.seed is not None and (not _whole(self.seed) or self.seed < 0):
-            raise InputError(f"seed={self.seed!r} is not a whole number >= 0 (or None for a random seed)")
-
-
-def _real(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def _whole(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+from .generation import GenerationParams
 
 
 class Sampler:
-    def __init__(self, params: SamplingParams) -> None:
+    def __init__(self, params: GenerationParams) -> None:
         self.params = params
         self.rng = np.random.default_rng(params.seed)
 
-    def __call__(self, logits: np.ndarray) -> int:
-        """Pick a token from a [vocab] logits vector."""
+    def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        """Pick a token from a [vocab] logits vector; ``history``: the ids so far (prompt and generated),
+        which a ``repetition_penalty`` != 1 makes less (> 1) or more (< 1) likely, as transformers does."""
         p = self.params
+        logits = self.penalized(logits, history)
         if p.temperature == 0:
             return int(np.argmax(logits))
         z = logits.astype(np.float64) / p.temperature
@@ -53,6 +28,9 @@ class Sampler:
             z = np.where(z < kth, -np.inf, z)
         probs = np.exp(z - z.max())
         probs /= probs.sum()
+        if p.min_p > 0:  # keep tokens at least min_p times as likely as the most likely one
+            probs = np.where(probs >= p.min_p * probs.max(), probs, 0.0)
+            probs /= probs.sum()
         if p.top_p < 1.0:
             order = np.argsort(-probs)
             cum = np.cumsum(probs[order])
@@ -62,3 +40,14 @@ class Sampler:
             probs = np.where(keep, probs, 0.0)
             probs /= probs.sum()
         return int(self.rng.choice(probs.size, p=probs))
+
+    def penalized(self, logits: np.ndarray, history: Sequence[int]) -> np.ndarray:
+        """``logits`` with the repetition penalty applied to every id in ``history`` (once per id)."""
+        penalty = self.params.repetition_penalty
+        if penalty == 1.0 or not len(history):
+            return logits
+        seen = np.unique(np.asarray(history, dtype=np.int64))
+        out = logits.astype(np.float32, copy=True)
+        hit = out[seen]
+        out[seen] = np.where(hit > 0, hit / penalty, hit * penalty)
+        return out

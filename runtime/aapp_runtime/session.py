@@ -25,6 +25,7 @@ pruned graphs adds no copy of the model.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,41 +40,14 @@ from .errors import InputError, ModelDirError
 from .manifest import Manifest
 from .memory import return_large_blocks_to_os
 from .providers import open_session
-from .sampling import Sampler, SamplingParams
+from .generation import Chunk, Generation, GenerationParams, GenerationResult, model_defaults, resolve_params, stop_prefix
+from .sampling import Sampler
 from .weights import SharedWeights
 
 NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16}
 METHODS = ("dense", "pp", "aapp")
 
 Prompt = str | Sequence[dict[str, Any]] | Sequence[int]
-
-
-@dataclass
-class GenerationResult:
-    """New tokens only; timings in milliseconds measured around the ORT runs."""
-
-    text: str
-    tokens: list[int]
-    prompt_tokens: int
-    provider: str
-    finish_reason: str  # "eos" | "stop" | "length"
-    prefill_ms: float
-    decode_ms: list[float] = field(default_factory=list)
-    method: str = "dense"
-    sparsity: float = 0.0
-    kept_fraction: float = 1.0  # bytes of weights a decode step reads / dense
-    risk_gate: float | None = None  # AAPP's gate read at prefill (pruned runs)
-
-    @property
-    def decode_ms_per_token(self) -> float:
-        return float(np.median(self.decode_ms)) if self.decode_ms else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"text": self.text, "tokens": self.tokens, "provider": self.provider,
-                "prefill_ms": round(self.prefill_ms, 3), "decode_ms_per_token": round(self.decode_ms_per_token, 3),
-                "prompt_tokens": self.prompt_tokens, "finish_reason": self.finish_reason, "method": self.method,
-                "sparsity": self.sparsity, "kept_fraction": self.kept_fraction,
-                "risk_gate": None if self.risk_gate is None else round(self.risk_gate, 4)}
 
 
 def _check_text(text: str, what: str) -> None:
@@ -101,43 +75,18 @@ def _message(m: dict[str, Any], j: int) -> dict[str, Any]:
     return {**m, "content": content}
 
 
-def _stop_strings(stop: str | Sequence[str] | None) -> list[str]:
-    """``stop`` as a list: one string is one stop string (as OpenAI and llama-cpp-python read it)."""
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        return [stop]
-    if isinstance(stop, (list, tuple)) and all(isinstance(x, str) for x in stop):
-        return list(stop)
-    raise InputError(f"stop={stop!r} is not a string or a list of strings")
+class _State:
+    """One generation's progress, filled by ``Session._steps``."""
 
-
-def _stop_prefix(text: str, stop: Sequence[str]) -> int:
-    """Length of the longest end of ``text`` that begins a stop string (held back by ``stream``, so that
-    the joined stream equals ``generate().text`` when the stop string completes)."""
-    longest = max((len(s) for s in stop), default=0)
-    for k in range(min(len(text), longest - 1), 0, -1):
-        if any(s.startswith(text[-k:]) for s in stop if len(s) > k):
-            return k
-    return 0
-
-
-def _check_count(n: Any) -> int:
-    if not isinstance(n, (int, np.integer)) or isinstance(n, (bool, np.bool_)) or n < 0:
-        raise InputError(f"max_new_tokens={n!r} is not a whole number >= 0")
-    return int(n)
-
-
-class _Stream:
-    """Internal state of one generation: KV OrtValues, positions, timings."""
-
-    def __init__(self) -> None:
+    def __init__(self, prompt_tokens: int, cached_tokens: int = 0, clipped: int | None = None) -> None:
         self.tokens: list[int] = []
         self.prefill_ms = 0.0
         self.decode_ms: list[float] = []
         self.finish_reason = "length"
         self.text = ""
         self.risk_gate: float | None = None
+        self.prompt_tokens, self.cached_tokens, self.clipped = prompt_tokens, cached_tokens, clipped
+        self.fed: list[int] = []  # ids whose keys and values are in the cache, in order
 
 
 @dataclass
@@ -176,6 +125,13 @@ class _ConcatCache:
 
     def update(self, outs: list[ort.OrtValue]) -> None:
         self.past = [(outs[2 * i], outs[2 * i + 1]) for i in range(len(self.past))]
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` positions (a conversation whose next prompt diverges there)."""
+        if self.past and self.past[0][0].shape()[2] > n:
+            self.past = [tuple(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[:, :, :n]),
+                                                                 self.s.device, 0) for v in pair)
+                         for pair in self.past]
 
 
 class _BufferCache:
@@ -232,14 +188,25 @@ class _BufferCache:
     def update(self, outs: list[ort.OrtValue]) -> None:
         pass  # written in place
 
+    def truncate(self, n: int) -> None:
+        pass  # the next run writes from position n on and attends over its attention mask's length only
+
 
 class Session:
     """An exported model on one execution provider.
+
+    Thread safety: one ``Session`` may serve several threads at once. Each generation has its own KV
+    cache, IO bindings and kept-weight buffers; ONNX Runtime runs the graphs of concurrent requests in
+    parallel, each on the session's intra-op thread pool, so they share the cores (a request does not
+    wait for another, it runs slower beside it). Opening a pruning level's sessions (first use) is
+    serialized. A ``Generation`` or ``Conversation`` belongs to one consumer at a time.
 
     ``provider``: "auto" (CUDA when usable, else CPU; ``provider_reason`` says why), "cuda" (error
     when CUDA is unusable) or "cpu". ``kv_cache``: "auto" (a preallocated in-place buffer when the
     graph's attention supports it, else concatenation), "buffer" or "concat" (module docstring).
     """
+
+    PREFILL_CHUNK = 512  # prompt tokens per dense prefill run: a cancel or a deadline waits at most one chunk
 
     def __init__(self, model_dir: str | Path, provider: str = "auto", *, threads: int | None = None,
                  verify: str = "fast", kv_cache: str = "auto") -> None:
@@ -286,6 +253,21 @@ class Session:
         self._levels: dict[str, tuple[_Graph, _Graph]] = {}  # level key -> (prefill, decode), opened on first use
         self._kept_free: dict[str, dict[str, ort.OrtValue]] = {}
         self._kept_lock = threading.Lock()
+        self._open_lock = threading.Lock()  # one thread opens a level's sessions, the others wait for them
+        self.defaults = model_defaults(self._generation_config())
+
+    def _generation_config(self) -> dict[str, Any]:
+        path = self.manifest.directory / "generation_config.json"
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelDirError(f"{path}: not readable JSON ({exc}); fix or delete it (it only holds the model's "
+                                "default sampling settings)") from exc
+        if not isinstance(data, dict):
+            raise ModelDirError(f"{path}: not a JSON object; fix or delete it")
+        return data
 
     def _check_io(self, sess: ort.InferenceSession, path: Path, kv_heads: list[int]) -> None:
         """The graph's KV inputs against the manifest's dims (a manifest edited or from another export)."""
@@ -364,6 +346,10 @@ class Session:
                          f"of those, or re-export with --levels {sparsity:g},...")
 
     def _level_graphs(self, key: str, entry: dict[str, Any]) -> tuple[_Graph, _Graph]:
+        with self._open_lock:
+            return self._open_level(key, entry)
+
+    def _open_level(self, key: str, entry: dict[str, Any]) -> tuple[_Graph, _Graph]:
         if key not in self._levels:
             graphs = []
             for mode in ("prefill", "decode"):
@@ -469,30 +455,53 @@ class Session:
                 "logits": logits}
 
     # -- generation ------------------------------------------------------------------------------
-    def _generate(self, ids: list[int], state: _Stream, max_new_tokens: int, sampler: Sampler,
-                  stop: Sequence[str], ignore_eos: bool = False, level: tuple[str, dict[str, Any]] | None = None,
-                  method: str = "dense") -> Iterator[str]:
-        if max_new_tokens < 0:
-            raise InputError(f"max_new_tokens={max_new_tokens} is negative")
-        max_new_tokens = min(max_new_tokens, self.context_length - len(ids))
-        if level is None:
-            graph = decode = self._dense
-        else:
-            graph, decode = self._request_graphs(level, method)
-        try:
-            yield from self._steps(ids, state, max_new_tokens, sampler, stop, ignore_eos, graph, decode)
-        finally:
-            self._release(level, graph)
+    def params(self, **given: Any) -> GenerationParams:
+        """Checked ``GenerationParams``: the arguments given (not None), else ``generation_config.json``'s
+        defaults (``generation.model_defaults``), else greedy with 64 new tokens."""
+        return resolve_params(self.defaults, **given)
 
-    def _steps(self, ids: list[int], state: _Stream, max_new_tokens: int, sampler: Sampler, stop: Sequence[str],
-               ignore_eos: bool, graph: _Graph, decode: _Graph) -> Iterator[str]:
-        """Prefill with ``graph``, then decode steps with ``decode``, yielding new text."""
-        cache = self._new_cache(graph.kv_heads, len(ids), max_new_tokens)
-        emitted = ""
-        pos, step_ids = 0, ids
-        for step in range(max_new_tokens):
+    def _clip(self, prompt_tokens: int, max_new_tokens: int) -> tuple[int, int | None]:
+        """``max_new_tokens`` within the context: (the count used, the count when it was lowered)."""
+        room = self.context_length - prompt_tokens
+        return (room, room) if max_new_tokens > room else (max_new_tokens, None)
+
+    def _prefill(self, graph: _Graph, ids: list[int], start: int, cache: "_ConcatCache | _BufferCache",
+                 gen: Generation) -> tuple[np.ndarray | None, dict[str, ort.OrtValue], str | None]:
+        """Run ``ids`` from position ``start``: a dense or decode graph in chunks of ``PREFILL_CHUNK``
+        tokens, checking ``gen`` between chunks; a pruned prefill graph in one run (its probe decides
+        from the whole prompt). Returns (last logits or None when stopped, extra outputs, stop reason)."""
+        pruned_prefill = bool(graph.outputs)
+        step = len(ids) if pruned_prefill else self.PREFILL_CHUNK
+        logits, extras = None, {}
+        for i in range(0, len(ids), step):
+            reason = gen.stop_reason()
+            if reason:
+                return None, extras, reason
+            logits, extras = self._run(graph, ids[i:i + step], start + i, cache)
+        return logits, extras, None
+
+    def _steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
+               graph: _Graph, decode: _Graph, cache: "_ConcatCache | _BufferCache", start: int = 0
+               ) -> Iterator[Chunk]:
+        """Prefill ``ids`` (at ``start``: the cache holds the positions before) with ``graph``, then decode
+        with ``decode``; yields chunks, the last with the finish reason, usage and timings."""
+        sampler = Sampler(params)
+        history = list(ids) if params.repetition_penalty != 1.0 else []
+        emitted, pending = "", []
+        pos, step_ids = start, ids
+        stop = params.stop
+        for step in range(state.clipped if state.clipped is not None else params.max_new_tokens):
             t0 = time.perf_counter()
-            logits, extras = self._run(graph, step_ids, pos, cache)
+            if step == 0:
+                logits, extras, reason = self._prefill(graph, step_ids, pos, cache, gen)
+            else:
+                reason = gen.stop_reason()
+                if not reason:
+                    logits, extras = self._run(graph, step_ids, pos, cache)
+            if reason:
+                state.finish_reason = reason
+                break
+            state.fed += step_ids
             if graph is not decode:  # the prefill decided and wrote the kept weights the decode graph reads
                 state.risk_gate = float(extras["risk_gate"].numpy()[0]) if "risk_gate" in extras else None
                 graph = decode
@@ -500,7 +509,7 @@ class Session:
                 raise ModelDirError(f"{self.manifest.directory}: the model's logits are not finite (NaN or inf) at "
                                     f"step {step}; its weights are likely damaged: re-export from a good checkpoint "
                                     "(or, for fp16, export fp32)")
-            token = sampler(logits)
+            token = sampler(logits, history)
             elapsed = (time.perf_counter() - t0) * 1000
             if step == 0:
                 state.prefill_ms = elapsed
@@ -508,55 +517,80 @@ class Session:
                 state.decode_ms.append(elapsed)
             pos += len(step_ids)
             step_ids = [token]
-            if token in self.eos_ids and not ignore_eos:
+            if token in self.eos_ids and not params.ignore_eos:
                 state.finish_reason = "eos"
                 break
             state.tokens.append(token)
+            pending.append(token)
+            if history:
+                history.append(token)
             text = self.codec.decode(state.tokens)
-            hit = min((text.find(s) for s in stop if s and s in text), default=-1)
+            hit = min((text.find(s) for s in stop if s in text), default=-1)
             if hit >= 0:
                 state.text, state.finish_reason = text[:hit], "stop"
-                if len(state.text) > len(emitted):
-                    yield state.text[len(emitted):]
-                return
+                break
             state.text = text
-            safe = len(text) - _stop_prefix(text, stop)  # a stop string may be starting: hold it back
-            if not text.endswith("\ufffd") and safe > len(emitted):  # and half a UTF-8 char
-                yield text[len(emitted):safe]
-                emitted = text[:safe]
-        if len(state.text) > len(emitted):  # the end (eos or length): what was held back is text after all
-            yield state.text[len(emitted):]
+            safe = len(text) - stop_prefix(text, stop)  # a stop string may be starting: hold it back
+            if not text.endswith("\ufffd") and safe > len(emitted):  # and half a UTF-8 character
+                yield Chunk(text[len(emitted):safe], pending)
+                emitted, pending = text[:safe], []
+        # the end: what was held back is text after all (or was cut at the stop string)
+        result = self._result(state)
+        yield Chunk(state.text[len(emitted):], pending, state.finish_reason, result.usage, result.timings)
 
-    def stream(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0, stop: str | Sequence[str] | None = (), seed: int | None = None,
-               chat: bool | None = None, ignore_eos: bool = False, sparsity: float = 0.0,
-               method: str = "dense") -> Iterator[str]:
-        """Yield the new text piece by piece as it is generated (pruning arguments as ``generate``)."""
-        level = self._level(method, sparsity)
-        sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
-        stop, max_new_tokens = _stop_strings(stop), _check_count(max_new_tokens)
-        yield from self._generate(self.tokenize(prompt, chat), _Stream(), max_new_tokens, sampler, stop, ignore_eos,
-                                  level, method)
+    def _result(self, state: _State, level: tuple[str, dict[str, Any]] | None = None, method: str = "dense"
+                ) -> GenerationResult:
+        pruned = level is not None
+        return GenerationResult(state.text, list(state.tokens), state.prompt_tokens, self.provider,
+                                state.finish_reason, state.prefill_ms, list(state.decode_ms),
+                                method if pruned else "dense", float(level[1]["sparsity"]) if pruned else 0.0,
+                                float(level[1].get("kept_fraction", 1.0)) if pruned else 1.0, state.risk_gate,
+                                state.clipped, state.cached_tokens)
 
-    def generate(self, prompt: Prompt, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, stop: str | Sequence[str] | None = (), seed: int | None = None,
-                 chat: bool | None = None, ignore_eos: bool = False, sparsity: float = 0.0,
-                 method: str = "dense") -> GenerationResult:
-        """Generate up to ``max_new_tokens`` new tokens (``temperature=0``: greedy; ``ignore_eos``
-        keeps going past end-of-sequence tokens, for benchmarks and parity checks).
+    def start(self, prompt: Prompt, max_new_tokens: int | None = None, *, temperature: float | None = None,
+              top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+              repetition_penalty: float | None = None, stop: str | Sequence[str] | None = None,
+              seed: int | None = None, chat: bool | None = None, ignore_eos: bool = False,
+              sparsity: float = 0.0, method: str = "dense", timeout_s: float | None = None) -> Generation:
+        """A ``Generation`` of ``prompt``, run as it is consumed: iterate it for ``Chunk``s, call
+        ``result()``, ``cancel()`` it from any thread. Arguments left None take the model's
+        ``generation_config.json`` defaults (``Session.defaults``); ``temperature=0`` is greedy.
 
         ``method``: "dense", "pp" (Probe Pruning) or "aapp" (PP with the protected alignment units
-        forced in by the risk gate); ``sparsity``: a level the export built (``Session.levels``); 0 runs
-        the dense graph whatever the method."""
+        forced in by the risk gate); ``sparsity``: a level the export built (``Session.levels``); 0
+        runs the dense graph whatever the method. ``timeout_s``: a deadline from the first step;
+        ``ignore_eos`` keeps going past end-of-sequence tokens (benchmarks, parity checks)."""
         level = self._level(method, sparsity)
-        sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
-        stop, max_new_tokens = _stop_strings(stop), _check_count(max_new_tokens)
+        params = self.params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                             min_p=min_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
+                             ignore_eos=ignore_eos, timeout_s=timeout_s)
         ids = self.tokenize(prompt, chat)
-        state = _Stream()
-        for _ in self._generate(ids, state, max_new_tokens, sampler, stop, ignore_eos, level, method):
-            pass
-        pruned = level is not None
-        return GenerationResult(state.text, state.tokens, len(ids), self.provider, state.finish_reason,
-                                state.prefill_ms, state.decode_ms, method if pruned else "dense",
-                                float(sparsity) if pruned else 0.0,
-                                float(level[1].get("kept_fraction", 1.0)) if pruned else 1.0, state.risk_gate)
+        n, clipped = self._clip(len(ids), params.max_new_tokens)
+        state = _State(len(ids), clipped=clipped)
+
+        def run(gen: Generation) -> Iterator[Chunk]:
+            graph, decode = (self._dense, self._dense) if level is None else self._request_graphs(level, method)
+            try:
+                yield from self._steps(ids, params, gen, state, graph, decode,
+                                       self._new_cache(graph.kv_heads, len(ids), n))
+            finally:
+                self._release(level, graph)
+
+        return Generation(run, params.timeout_s, lambda: self._result(state, level, method))
+
+    def stream(self, prompt: Prompt, max_new_tokens: int | None = None, **kwargs: Any) -> Iterator[Chunk]:
+        """Yield ``Chunk``s as the text is generated (arguments as ``start``); their joined text equals
+        ``generate(...).text`` for the same arguments, and the last chunk has the finish reason,
+        usage and timings."""
+        return iter(self.start(prompt, max_new_tokens, **kwargs))
+
+    def generate(self, prompt: Prompt, max_new_tokens: int | None = None, **kwargs: Any) -> GenerationResult:
+        """Generate up to ``max_new_tokens`` new tokens (arguments as ``start``)."""
+        return self.start(prompt, max_new_tokens, **kwargs).result()
+
+    def chat(self, messages: Sequence[dict[str, Any]] = (), *, sparsity: float = 0.0, method: str = "dense",
+             overflow: str = "error") -> "Conversation":
+        """A multi-turn conversation that keeps the KV cache of its turns (``conversation.Conversation``)."""
+        from .conversation import Conversation
+
+        return Conversation(self, messages, sparsity=sparsity, method=method, overflow=overflow)
