@@ -364,3 +364,58 @@ def test_probe_budget_default_is_one_number(pruned):
         assert cli.build_parser().get_default("probe_max_tokens") == pp.PROBE_MAX_TOKENS
     manifest = json.loads((pruned["llama"][1] / "aapp.json").read_text())
     assert manifest["pruning"]["probe"]["max_tokens"] == pp.PROBE_MAX_TOKENS
+
+
+def test_pruned_requests_from_eight_threads_and_pruned_conversations(pruned):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aapp_runtime import Session
+
+    session = Session(pruned["llama"][1], provider="cpu")
+    jobs = [(torch.randint(5, 380, (20 + i,), generator=torch.Generator().manual_seed(i)).tolist(),
+             ("dense", "pp", "aapp")[i % 3], 0.0 if i % 3 == 0 else (0.4, 0.5)[i % 2]) for i in range(12)]
+    run = lambda job: session.generate(job[0], 8, method=job[1], sparsity=job[2], ignore_eos=True).tokens  # noqa: E731
+    want = [run(job) for job in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(run, jobs)) == want
+    # a pruned conversation decides at its first turn and runs later turns on the decode graph with the
+    # kept weights: several tokens per run there equal one token per run
+    one_by_one = Session(pruned["llama"][1], provider="cpu")
+    one_by_one.PREFILL_CHUNK = 1
+    results = []
+    for s in (session, one_by_one):
+        chat = s.chat(sparsity=0.4, method="aapp")
+        first = chat.send("Tell me about bread", 6, ignore_eos=True)
+        second = chat.send("And then, tell me about rivers?", 6, ignore_eos=True)
+        assert first.method == second.method == "aapp" and first.risk_gate is not None
+        assert second.cached_tokens >= first.prompt_tokens and second.prompt_tokens - second.cached_tokens > 1
+        results.append((first.tokens, second.tokens))
+        chat.close()
+    assert results[0] == results[1]
+    assert results[0][0] == session.generate([{"role": "user", "content": "Tell me about bread"}], 6, method="aapp",
+                                             sparsity=0.4, ignore_eos=True).tokens
+
+
+def test_an_app_ships_only_the_files_it_reads(pruned, tmp_path):
+    import shutil
+
+    from aapp_runtime import ModelDirError, Session
+
+    source = pruned["qwen2"][1]
+    ids = list(range(5, 25))
+    want_dense = Session(source, provider="cpu").generate(ids, 4, ignore_eos=True).tokens
+    want_pruned = Session(source, provider="cpu").generate(ids, 4, sparsity=0.4, method="aapp", ignore_eos=True).tokens
+    pruned_app, dense_app = tmp_path / "pruned-app", tmp_path / "dense-app"
+    shutil.copytree(source, pruned_app)
+    (pruned_app / "calibration.json").unlink()  # the exporter's record: no generation reads it
+    assert Session(pruned_app, provider="cpu").generate(ids, 4, sparsity=0.4, method="aapp",
+                                                        ignore_eos=True).tokens == want_pruned
+    shutil.copytree(pruned_app, dense_app)
+    for name in ("calibration.safetensors", "prefill-s0.40.onnx", "decode-s0.40.onnx"):
+        (dense_app / name).unlink()
+    session = Session(dense_app, provider="cpu")  # checksums still cover every file it has
+    assert session.generate(ids, 4, ignore_eos=True).tokens == want_dense
+    with pytest.raises(ModelDirError, match="shipped without calibration.safetensors, decode-s0.40.onnx"):
+        session.generate(ids, 4, sparsity=0.4, method="aapp")
+    with pytest.raises(ModelDirError, match="shipped without calibration.safetensors, which sparsity 0.5"):
+        session.generate(ids, 4, sparsity=0.5, method="aapp")  # its graphs are there, the history is not

@@ -156,9 +156,27 @@ class Manifest:
             manifest.verify(full=verify == "full")
         return manifest
 
+    @property
+    def optional_files(self) -> set[str]:
+        """Files an app may leave out: what only the pruned levels read (their graphs, the history
+        statistics in ``calibration.safetensors``) and what only the exporter reads (``calibration.json``).
+        A level whose files are absent is refused when asked for (``Session``)."""
+        pruning = self.data.get("pruning") or {}
+        files = {"calibration.json", (pruning.get("history") or {}).get("file", "calibration.safetensors")}
+        for entry in (pruning.get("levels") or {}).values():
+            files |= {entry.get("prefill"), entry.get("decode")}
+        return {f for f in files if isinstance(f, str)}
+
+    def absent(self) -> set[str]:
+        """Optional files (``optional_files``) this model dir was shipped without."""
+        return {name for name in self.optional_files & set(self.data["files"]) if not (self.directory / name).exists()}
+
     def verify(self, full: bool = False) -> None:
+        absent = self.absent()
         for name, record in self.data["files"].items():
             f = self.directory / name
+            if name in absent:
+                continue  # checked when a level that needs it is asked for
             if not f.is_file():
                 raise ModelDirError(f"{f} is listed in {MANIFEST_NAME} but missing: copy the whole model dir")
             size = f.stat().st_size

@@ -221,7 +221,7 @@ class Session:
                              f"{g.get('attention', 'onnx')!r} attention: pass kv_cache='concat' or re-export")
         self.kv_cache = ("buffer" if gqa else "concat") if kv_cache == "auto" else kv_cache
         return_large_blocks_to_os()
-        self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {})
+        self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
         self.ort_session, choice = open_session(m.model_path, provider, threads, self.shared_weights)
         self.provider, self.provider_reason = choice.name, choice.reason
         if self.provider == "cuda" and m.dtype == "fp32" and gqa:
@@ -351,6 +351,12 @@ class Session:
 
     def _open_level(self, key: str, entry: dict[str, Any]) -> tuple[_Graph, _Graph]:
         if key not in self._levels:
+            history = (self.pruning.get("history") or {}).get("file", "calibration.safetensors")
+            missing = sorted(self.manifest.absent() & {entry["prefill"], entry["decode"], history})
+            if missing:
+                raise ModelDirError(f"{self.manifest.directory} was shipped without {', '.join(missing)}, which "
+                                    f"sparsity {entry['sparsity']:g} needs: copy them from the export, or run "
+                                    "method='dense'")
             graphs = []
             for mode in ("prefill", "decode"):
                 path = self.manifest.directory / entry[mode]

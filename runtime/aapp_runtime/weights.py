@@ -28,7 +28,7 @@ class SharedWeights:
     """``OrtValue``s over memory maps of a model dir's weight files (keep this object alive as long as
     any session that was given them)."""
 
-    def __init__(self, directory: Path, table: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, table: dict[str, Any], absent: set[str] = frozenset()) -> None:
         self.values: dict[str, ort.OrtValue] = {}
         self._maps: dict[str, np.memmap] = {}
         self._arrays: list[np.ndarray] = []
@@ -39,6 +39,8 @@ class SharedWeights:
             except (TypeError, ValueError) as exc:
                 raise ModelDirError(f"{directory}/aapp.json: shared_weights[{name!r}] is not "
                                     "[file, offset, length, type, shape]; re-export the model") from exc
+            if str(location) in absent:
+                continue  # a file the app left out (the pruned levels' history statistics)
             dtype = ONNX_NUMPY.get(int(onnx_type))
             if dtype is None or offset % np.dtype(dtype).itemsize:
                 continue  # a type numpy lacks (bf16) or an unaligned tensor: ONNX Runtime loads it itself
