@@ -82,7 +82,7 @@ def collect_stats(model, tokenizer, texts: list[str], max_positions: int = MAX_P
                 enc = tokenizer(texts[s:s + batch_size], return_tensors="pt", padding=True, truncation=True,
                                 max_length=max_positions)
                 valid_now[:] = [enc["attention_mask"].float()]
-                model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+                model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], logits_to_keep=1)
     finally:
         tokenizer.padding_side = side
     stats = []
@@ -114,14 +114,16 @@ def stats_from_tensors(tensors: dict[str, torch.Tensor], n_layers: int) -> list[
             for i in range(n_layers)]
 
 
-def load_model(checkpoint: Path):
-    """transformers model (fp32, eval) and tokenizer of a local checkpoint dir."""
+def load_model(checkpoint: Path, dtype: str = "fp32"):
+    """transformers model (eval; weights in ``dtype``: "fp32" or "bf16") and tokenizer of a local
+    checkpoint dir. Statistics and scores accumulate in fp32 whatever the weights' dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(checkpoint))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch_dtype).eval()
     return model, tok
 
 
@@ -187,10 +189,11 @@ def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, har
 
 
 def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
-                         budget: float = 0.05, scorer: str | None = None, log=print) -> dict[str, Any]:
-    """What ``aapp-export`` calls: calibration of ``checkpoint`` into ``out_dir``
+                         budget: float = 0.05, scorer: str | None = None, dtype: str = "fp32",
+                         log=print) -> dict[str, Any]:
+    """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype``) into ``out_dir``
     (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
-    model, tok = load_model(checkpoint)
+    model, tok = load_model(checkpoint, dtype)
     stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
                                 scorer=scorer, log=log)
     summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text)

@@ -68,7 +68,7 @@ def collect_activations(model, tokenizer, prompts: list[str], batch_size: int = 
             enc = chat_inputs(tokenizer, prompts[s:s + batch_size])  # left padding: last position is real
             state["mask"] = enc["attention_mask"].float()
             tokens += int(enc["attention_mask"].sum())
-            out = model(**enc, output_hidden_states=True)
+            out = model(**enc, output_hidden_states=True, logits_to_keep=1)  # the last position's only
             for l, h in enumerate(out.hidden_states):
                 residual[l].append(h[:, -1].float())
     return Activations([x / tokens for x in sums["attn"]], [x / tokens for x in sums["mlp"]],
@@ -144,19 +144,26 @@ def score_grad_act(model, tokenizer, harmful: list[str], batch_size: int = 16) -
         x.retain_grad()
         acts[(i, kind)] = x
 
+    # gradients flow to the activations only: the weights' gradients (a second copy of the model) are
+    # never computed, and the embedding output starts the graph instead of the parameters
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    start = model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
     try:
         with unit_inputs(model, record):
             for s in range(0, len(harmful), batch_size):
                 enc = chat_inputs(tokenizer, harmful[s:s + batch_size])
-                model.zero_grad(set_to_none=True)
-                logp = torch.log_softmax(model(**enc).logits[:, -1].float(), -1)[:, token].sum()
+                logp = torch.log_softmax(model(**enc, logits_to_keep=1).logits[:, -1].float(), -1)[:, token].sum()
                 logp.backward()
                 m = enc["attention_mask"][..., None].float()
                 for key, x in acts.items():
                     contrib = (x.detach() * x.grad * m).sum(1).sum(0)  # sum over tokens and prompts
                     totals[key] = contrib if key not in totals else totals[key] + contrib
     finally:
-        model.zero_grad(set_to_none=True)
+        start.remove()
+        for p in trainable:
+            p.requires_grad_(True)
     n = len(harmful)
     return ([_per_head(totals[(i, "attn")].abs() / n, heads[i]) for i in range(n_layers)],
             [totals[(i, "mlp")].abs() / n for i in range(n_layers)])

@@ -6,6 +6,7 @@ the end, so a crash never leaves a half-written model dir.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ from .checkpoint import ResolvedCheckpoint, WeightReader, resolve_checkpoint
 from .errors import CheckpointError, ExportError, InputError
 from .families import ModelSpec, load_model_spec
 from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
+from .plan import ExportPlan, plan_export
 from .outdir import check_replaceable, remove_stale_leftovers, replace_dir, resolve_target, terminate_as_exception
 from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
 from .probe import PROBE_MAX_TOKENS
@@ -45,6 +47,7 @@ class CalibrationOptions:
     text: Path | None = None
     budget: float = 0.05
     scorer: str | None = None
+    dtype: str = "auto"  # weights during calibration: fp32, bf16, or auto (fp32 when it fits, else bf16)
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,39 @@ def _manifest_body(spec: ModelSpec, ckpt: ResolvedCheckpoint, opts: ExportOption
     }
 
 
+SOURCE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+CALIBRATION_DTYPES = ("auto", "fp32", "bf16")
+
+
+def _plan(spec, options: ExportOptions, out_dir: Path, calibration_dtype: str | None) -> ExportPlan:
+    cal = options.calibration
+    return plan_export(spec, SOURCE_DTYPES.get(spec.source_dtype, "fp32"), options.dtype, calibration_dtype,
+                       cal.scorer if cal else None, out_dir, 0 if options.static else len(options.levels))
+
+
+def export_plan(model: str, out: str | Path, options: ExportOptions = ExportOptions()) -> ExportPlan:
+    """What exporting ``model`` to ``out`` needs and whether this machine has it (``aapp-export --plan``);
+    reads the config and tensor headers only. The calibration dtype is resolved as the export would."""
+    out_dir, _ = split_out(out)
+    ckpt = resolve_checkpoint(model)
+    spec = load_model_spec(ckpt.path, WeightReader(ckpt.path, allow_pickle=options.allow_pickle))
+    return _resolved_plan(spec, options, resolve_target(out_dir))[0]
+
+
+def _resolved_plan(spec, options: ExportOptions, out_dir: Path) -> tuple[ExportPlan, str | None]:
+    cal = options.calibration
+    if cal is None:
+        return _plan(spec, options, out_dir, None), None
+    if cal.dtype not in CALIBRATION_DTYPES:
+        raise InputError(f"--calib-dtype {cal.dtype!r} is not one of {', '.join(CALIBRATION_DTYPES)}")
+    if cal.dtype != "auto":
+        return _plan(spec, options, out_dir, cal.dtype), cal.dtype
+    fp32 = _plan(spec, options, out_dir, "fp32")
+    if not fp32.problems():
+        return fp32, "fp32"
+    return _plan(spec, options, out_dir, "bf16"), "bf16"  # half the weights; statistics still sum in fp32
+
+
 def export_model(model: str, out: str | Path, options: ExportOptions = ExportOptions(),
                  log: Callable[[str], None] = print) -> Path:
     """Export ``model`` (alias, hub id or directory) to ``out`` (``DIR/model.onnx``); returns DIR."""
@@ -193,8 +229,17 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     reader = WeightReader(ckpt.path, allow_pickle=options.allow_pickle)
     spec = load_model_spec(ckpt.path, reader)
     validate_checkpoint(spec, reader)
+    plan, calibration_dtype = _resolved_plan(spec, options, out_dir)
+    problems = plan.problems()
+    if problems:  # before anything is loaded or written
+        raise ExportError(f"{ckpt.source} does not fit this machine: {'; '.join(problems)} (`aapp-export --plan` "
+                          "prints the whole estimate)")
+    if calibration_dtype is not None and options.calibration is not None:
+        options = dataclasses.replace(options, calibration=dataclasses.replace(options.calibration,
+                                                                               dtype=calibration_dtype))
     log(f"exporting {ckpt.source} ({spec.family}, {spec.num_layers} layers, hidden {spec.hidden_size}) "
-        f"as {options.dtype} to {out_dir / graph_file}")
+        f"as {options.dtype} to {out_dir / graph_file}" + (f"; calibrating in {calibration_dtype}"
+                                                          if calibration_dtype else ""))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_leftovers(out_dir.parent, out_dir.name):
@@ -208,10 +253,10 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
             graph_path = tmp / graph_file
             decoder_options = DecoderOptions(options.dtype, options.last_logits_only, options.attention)
             metadata = {"aapp.family": spec.family, "aapp.source": ckpt.source}
-            calibration = units = None
-            if options.static is not None:  # the statistics choose the units before the graph is built
-                if options.calibration is not None:
-                    calibration = _calibrate(ckpt, tmp, options.calibration, log)
+            units = None
+            # calibration first: one that cannot run costs no disk (and the static units need its statistics)
+            calibration = _calibrate(ckpt, tmp, options.calibration, log) if options.calibration else None
+            if options.static is not None:
                 units = static_layer_units(spec, reader, tmp if calibration else None, *options.static)
             proto = build_decoder(spec, reader, graph_path, decoder_options, units, metadata=metadata, store=store)
             onnx.save(proto, str(graph_path))
@@ -224,7 +269,7 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
                 body["dims"].update(static_dims(spec, units))
                 body["pruning"] = static_section(spec, units, *options.static)
             if options.calibration is not None:
-                body["calibration"] = calibration or _calibrate(ckpt, tmp, options.calibration, log)
+                body["calibration"] = calibration
                 files += ["calibration.safetensors", "calibration.json"]
                 if options.levels and units is None:
                     body["pruning"] = export_levels(spec, reader, store, decoder_options, tmp, body["calibration"],
@@ -263,4 +308,5 @@ def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, lo
 
     files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text")}
     log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}")
-    return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, log=log, **files)
+    return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, dtype=opts.dtype, log=log,
+                                **files)

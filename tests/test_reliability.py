@@ -262,7 +262,7 @@ def test_a_damaged_config_is_a_one_line_error(checkpoints, tmp_path, damage, cap
 
 
 @pytest.mark.parametrize("tamper", ["dims_list", "head_dim_string", "kv_heads_short", "graph_not_dict",
-                                    "kv_heads_wrong"])
+                                    "kv_heads_wrong", "vocab_wrong"])
 def test_a_tampered_manifest_is_a_one_line_error(exports, tmp_path, tamper):
     import shutil
 
@@ -279,6 +279,8 @@ def test_a_tampered_manifest_is_a_one_line_error(exports, tmp_path, tamper):
         m["dims"]["num_kv_heads"] = m["dims"]["num_kv_heads"][:1]
     elif tamper == "graph_not_dict":
         m["graph"] = "model.onnx"
+    elif tamper == "vocab_wrong":
+        m["dims"]["vocab_size"] += 7
     else:
         m["dims"]["num_kv_heads"] = [k + 1 for k in m["dims"]["num_kv_heads"]]
     (d / "aapp.json").write_text(json.dumps(m))

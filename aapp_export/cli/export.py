@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sparsity levels whose pruned graphs (probe + decisions in ONNX, prefill and decode) are "
                         "written; the runtime accepts exactly these (default 0.2,0.3,0.4,0.5; 'none' for a dense-only "
                         "export). Needs calibration")
+    p.add_argument("--calib-dtype", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="weights during calibration (statistics always sum in fp32); auto: fp32 when the memory "
+                        "plan fits, else bf16")
+    p.add_argument("--plan", action="store_true",
+                   help="print the memory and disk plan (graph build, each calibration step, model dir) against "
+                        "this machine, and change nothing")
     p.add_argument("--probe-max-tokens", type=int, default=64,
                    help="the probe's token budget: it runs min(ceil(0.5 * prompt), this) tokens through every unit "
                         "of a pruned layer (0: no budget, PP's ceil(0.5 * prompt) at any length)")
@@ -59,10 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         static = (args.static, args.sparsity) if args.static else None
         levels = () if static or args.levels.strip().lower() == "none" or args.no_calibrate else parse_levels(args.levels)
         calibration = None if args.no_calibrate else CalibrationOptions(
-            args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer)
+            args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer, args.calib_dtype)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
                              allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration,
                              levels=levels, probe_max_tokens=args.probe_max_tokens, static=static, force=args.force)
+        if args.plan:
+            from ..export import export_plan
+
+            plan = export_plan(args.model, args.out, opts)
+            print("\n".join(plan.lines()))
+            return 0
         export_model(args.model, args.out, opts, log=lambda m: print(m, file=sys.stderr))
         return 0
 

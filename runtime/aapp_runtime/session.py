@@ -279,6 +279,12 @@ class Session:
                     raise ModelDirError(f"{self.manifest.directory / 'aapp.json'}: layer {i} has {kv_heads[i]} KV heads "
                                         f"of {self.head_dim} but {path.name} takes {name} {shape}; the manifest does "
                                         "not belong to this graph: re-export the model")
+        logits = {o.name: o.shape for o in sess.get_outputs()}.get(self._logits_name)
+        vocab = int(self.manifest.dims["vocab_size"])
+        if logits is None or (isinstance(logits[-1], int) and logits[-1] != vocab):
+            raise ModelDirError(f"{self.manifest.directory / 'aapp.json'}: vocab_size {vocab} but {path.name} outputs "
+                                f"{self._logits_name} {logits}; the manifest does not belong to this graph: re-export "
+                                "the model")
 
     # -- inputs ---------------------------------------------------------------------------------
     def tokenize(self, prompt: Prompt, chat: bool | None = None) -> list[int]:

@@ -1,0 +1,184 @@
+"""Memory and disk plan of an export, from the checkpoint's config alone (``aapp-export --plan``), and
+the check that stops an export the machine cannot hold before anything is loaded or written.
+
+Estimates (bytes; ``c`` the calibration dtype's size, B the calibration batch, T its tokens):
+
+- **graph build**: the weights stream tensor by tensor into the data file, so the peak is the
+  process (``BASE``) plus the largest tensor read and converted (twice its size in the export dtype,
+  plus its checkpoint copy);
+- **calibration**: ``BASE`` + every weight in the calibration dtype + the largest step of:
+  statistics (a forward of B x ``MAX_POSITIONS`` tokens, no gradients: one layer's activations, fp32
+  copies of the recorded inputs, the running sums), circuit activations (every layer's last-token
+  residuals are small; the forward's transients as above at the chat prompts' length), and, for
+  grad-act, the backward of B chat prompts (every layer's saved activations and the recorded inputs'
+  gradients; the weights' gradients are never computed);
+- **model dir**: every weight in the export dtype, the calibration statistics, the graphs' protos.
+
+``AAPP_MEMORY_BYTES`` overrides the memory the machine reports (tests; a container that misreports).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .families import ModelSpec
+
+GIB = 1 << 30
+BASE = int(0.9 * GIB)  # python + torch + transformers + onnx, measured at about 0.8 GB
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+CALIB_BATCH = 16
+CALIB_TOKENS = 256  # MAX_POSITIONS of the history statistics
+CHAT_TOKENS = 64  # a calibration prompt with its chat template, generously
+MARGIN = 1.1  # what the plan asks of the machine on top of its estimate
+
+
+def parameter_counts(spec: ModelSpec) -> dict[str, int]:
+    """Parameters of the text model by part (the LM head only when it is not tied)."""
+    h, d = spec.hidden_size, spec.head_dim
+    layers = sum(h * d * (2 * l.num_heads + 2 * l.num_kv_heads) + 3 * h * l.intermediate_size + 4 * h
+                 for l in spec.layers)
+    embed = spec.vocab_size * h
+    return {"embeddings": embed, "layers": layers, "lm_head": 0 if spec.tie_word_embeddings else embed,
+            "total": embed + layers + (0 if spec.tie_word_embeddings else embed)}
+
+
+def _largest_tensor(spec: ModelSpec) -> int:
+    widest = max(max(l.intermediate_size, l.num_heads * spec.head_dim) for l in spec.layers)
+    return max(spec.vocab_size, widest) * spec.hidden_size
+
+
+def _forward_transient(spec: ModelSpec, batch: int, tokens: int, c: int) -> int:
+    """One layer's activations in a no-gradient forward, with the recorder's fp32 copies."""
+    wide = max(l.intermediate_size for l in spec.layers)
+    heads = max(l.num_heads for l in spec.layers)
+    per_token = (3 * wide + 6 * spec.hidden_size) * c + 3 * wide * 4 + heads * spec.head_dim * 4
+    return batch * tokens * per_token + batch * heads * tokens * tokens * 4
+
+
+def _backward(spec: ModelSpec, batch: int, tokens: int, c: int) -> int:
+    """Activations a backward through every layer keeps, and the recorded inputs' gradients."""
+    total = 0
+    for l in spec.layers:
+        q = l.num_heads * spec.head_dim
+        per_token = (8 * spec.hidden_size + 2 * q + 4 * l.intermediate_size) * c + 2 * (q + l.intermediate_size) * 4
+        total += batch * tokens * per_token + batch * l.num_heads * tokens * tokens * 4
+    return total + batch * tokens * spec.hidden_size * 4 * (spec.num_layers + 1)
+
+
+@dataclass
+class ExportPlan:
+    """What an export needs (bytes) and what the machine has."""
+
+    params: dict[str, int]
+    checkpoint_dtype: str
+    export_dtype: str
+    calibration_dtype: str | None  # None: no calibration
+    scorer: str | None
+    graph_build: int
+    calibration: dict[str, int] = field(default_factory=dict)
+    model_dir: int = 0
+    memory_available: int = 0
+    disk_free: int = 0
+
+    @property
+    def peak(self) -> int:
+        return max([self.graph_build, *self.calibration.values()])
+
+    def problems(self) -> list[str]:
+        """What does not fit, each with the flags that would."""
+        out = []
+        need = int(self.peak * MARGIN)
+        if self.memory_available and need > self.memory_available:
+            step = max(self.calibration, key=self.calibration.get) if self.calibration and \
+                max(self.calibration.values()) >= self.graph_build else "graph build"
+            fixes = []
+            if self.calibration_dtype == "fp32":
+                fixes.append("--calib-dtype bf16")
+            if self.scorer in (None, "grad-act") and step == "grad-act backward":
+                fixes.append("--scorer refusal-dir (no backward)")
+            if self.calibration:
+                fixes.append("--no-calibrate (dense only)")
+            fixes.append("a machine with more memory")
+            out.append(f"{step} needs about {need / GIB:.1f} GiB but {self.memory_available / GIB:.1f} GiB is "
+                       f"available; try {', '.join(fixes)}")
+        if self.disk_free and self.model_dir * MARGIN > self.disk_free:
+            out.append(f"the model dir needs about {self.model_dir / GIB:.1f} GiB but {self.disk_free / GIB:.1f} GiB "
+                       "is free there; free disk space, choose another --out, or --dtype fp16/bf16")
+        return out
+
+    def lines(self) -> list[str]:
+        p = self.params
+        rows = [f"parameters: {p['total'] / 1e9:.2f} B (embeddings {p['embeddings'] / 1e9:.2f} B, layers "
+                f"{p['layers'] / 1e9:.2f} B, untied LM head {p['lm_head'] / 1e9:.2f} B); checkpoint "
+                f"{self.checkpoint_dtype}, export {self.export_dtype}",
+                f"graph build peak: {self.graph_build / GIB:.1f} GiB (weights stream tensor by tensor)"]
+        for step, value in self.calibration.items():
+            rows.append(f"calibration ({self.calibration_dtype}) {step}: {value / GIB:.1f} GiB")
+        rows.append(f"model dir: {self.model_dir / GIB:.1f} GiB; free disk there: {self.disk_free / GIB:.1f} GiB")
+        rows.append(f"peak: {self.peak / GIB:.1f} GiB (+{MARGIN - 1:.0%} margin); memory available: "
+                    f"{self.memory_available / GIB:.1f} GiB")
+        problems = self.problems()
+        rows += [f"does not fit: {p}" for p in problems] or ["fits"]
+        return rows
+
+    def to_json(self) -> dict:
+        return {"params": self.params, "checkpoint_dtype": self.checkpoint_dtype, "export_dtype": self.export_dtype,
+                "calibration_dtype": self.calibration_dtype, "scorer": self.scorer,
+                "graph_build_bytes": self.graph_build, "calibration_bytes": self.calibration,
+                "model_dir_bytes": self.model_dir, "peak_bytes": self.peak,
+                "memory_available_bytes": self.memory_available, "disk_free_bytes": self.disk_free,
+                "problems": self.problems()}
+
+
+def memory_available() -> int:
+    """Memory this process may still use: ``AAPP_MEMORY_BYTES``, else the kernel's MemAvailable (and a
+    cgroup limit when lower), else 0 (unknown: nothing is refused)."""
+    override = os.environ.get("AAPP_MEMORY_BYTES")
+    if override:
+        return int(float(override))
+    available = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        if limit != "max":
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(available, 0)
+
+
+def plan_export(spec: ModelSpec, checkpoint_dtype: str, export_dtype: str, calibration_dtype: str | None,
+                scorer: str | None, out_dir: Path, levels: int = 0) -> ExportPlan:
+    """The plan of exporting ``spec`` (``calibration_dtype`` None: no calibration)."""
+    params = parameter_counts(spec)
+    e = DTYPE_BYTES.get(export_dtype, 4)
+    largest = _largest_tensor(spec)
+    graph_build = BASE + largest * (2 * e + DTYPE_BYTES.get(checkpoint_dtype, 4))
+    calibration: dict[str, int] = {}
+    stats_bytes = 0
+    if calibration_dtype is not None:
+        c = DTYPE_BYTES[calibration_dtype]
+        weights = BASE + params["total"] * c
+        sums = sum(2 * (CALIB_TOKENS + 3) * (l.num_heads * spec.head_dim + l.intermediate_size) * 4
+                   for l in spec.layers)
+        calibration["history statistics"] = weights + sums + _forward_transient(spec, CALIB_BATCH, CALIB_TOKENS, c)
+        calibration["circuit activations"] = weights + sums + _forward_transient(spec, CALIB_BATCH, CHAT_TOKENS, c)
+        if scorer in (None, "grad-act"):
+            calibration["grad-act backward"] = weights + sums + _backward(spec, CALIB_BATCH, CHAT_TOKENS, c)
+        stats_bytes = sums // 2
+    model_dir = params["total"] * e + stats_bytes + (1 + 2 * levels) * (4 << 20)
+    target = out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("."))
+    return ExportPlan(params, checkpoint_dtype, export_dtype, calibration_dtype, scorer, graph_build, calibration,
+                      model_dir, memory_available(), shutil.disk_usage(target).free)
+
+
+__all__ = ["ExportPlan", "plan_export", "parameter_counts", "memory_available"]

@@ -1,0 +1,51 @@
+"""The export's memory plan: parameter counts against hand counts, the advice when a machine is too
+small (simulated with AAPP_MEMORY_BYTES), and --plan changing nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from aapp_export.families import load_model_spec
+from aapp_export.plan import GIB, parameter_counts, plan_export
+
+
+def test_parameter_counts_equal_the_checkpoint(checkpoints):
+    import torch
+    from safetensors.torch import load_file
+
+    for fam, ckpt in checkpoints.items():
+        spec = load_model_spec(ckpt)
+        tensors = load_file(str(ckpt / "model.safetensors"))
+        # the checkpoint's own count: every tensor except the final norm (the plan counts 4 norms a layer,
+        # Gemma's 4 and Llama/Qwen's 2 plus q/k-norm-free biases alike: within a hidden vector per layer)
+        total = sum(t.numel() for t in tensors.values())
+        counts = parameter_counts(spec)
+        assert abs(counts["total"] - total) <= (spec.num_layers * 4 + 1) * spec.hidden_size + \
+            sum(t.numel() for n, t in tensors.items() if n.endswith("bias")), fam
+        assert counts["embeddings"] == spec.vocab_size * spec.hidden_size
+        assert (counts["lm_head"] == 0) == spec.tie_word_embeddings
+
+
+def test_a_machine_too_small_is_told_what_fits_before_anything_is_written(checkpoints, tmp_path, monkeypatch, capsys):
+    from aapp_export.cli.export import main
+
+    spec = load_model_spec(checkpoints["llama"])
+    fp32 = plan_export(spec, "fp32", "fp32", "fp32", None, tmp_path)
+    bf16 = plan_export(spec, "fp32", "fp32", "bf16", None, tmp_path)
+    assert bf16.calibration["history statistics"] < fp32.calibration["history statistics"]
+    assert fp32.calibration["grad-act backward"] > fp32.calibration["circuit activations"]
+    assert "grad-act backward" not in plan_export(spec, "fp32", "fp32", "fp32", "refusal-dir", tmp_path).calibration
+    monkeypatch.setenv("AAPP_MEMORY_BYTES", str(int(0.5 * GIB)))
+    out = tmp_path / "m" / "model.onnx"
+    assert main([f"--model={checkpoints['llama']}", f"--out={out}"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not fit this machine" in err and "GiB is available" in err
+    assert "--no-calibrate" in err and not out.parent.exists() and list(tmp_path.iterdir()) == []
+    assert main([f"--model={checkpoints['llama']}", f"--out={out}", "--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "calibration (bf16) history statistics" in printed and "does not fit" in printed  # auto chose bf16
+    assert not out.parent.exists()
+    monkeypatch.setenv("AAPP_MEMORY_BYTES", str(64 * GIB))
+    assert main([f"--model={checkpoints['llama']}", f"--out={out}", "--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "calibration (fp32)" in printed and printed.strip().endswith("fits")
