@@ -27,7 +27,7 @@ from pathlib import Path
 from .families import ModelSpec
 
 GIB = 1 << 30
-BASE = int(0.9 * GIB)  # python + torch + transformers + onnx, measured at about 0.8 GB
+BASE = int(0.9 * GIB)  # an allowance for python + torch + transformers + onnx themselves
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 CALIB_BATCH = 16
 CALIB_TOKENS = 256  # MAX_POSITIONS of the history statistics

@@ -176,6 +176,10 @@ def test_a_conversation_reuses_its_cache_and_equals_a_fresh_prefill(exports, kv_
         assert result.prompt_tokens == len(ids) and result.cached_tokens >= previous
         previous = result.prompt_tokens
         assert result.tokens == s.generate(history, 10, ignore_eos=True).tokens
+    # a repetition penalty counts the cached prompt too, as a fresh prefill's does
+    penalized = chat.send("Bread again", 10, ignore_eos=True, repetition_penalty=1.5)
+    assert penalized.cached_tokens > 0
+    assert penalized.tokens == s.generate(chat.messages[:-1], 10, ignore_eos=True, repetition_penalty=1.5).tokens
     # the cache after the turns, extended by the next prompt, gives a fresh prefill's logits
     chat.messages.append({"role": "user", "content": "One more"})
     ids = s.tokenize(chat.messages)

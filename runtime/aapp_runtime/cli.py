@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from .errors import AappRuntimeError, InputError
+from .errors import AappRuntimeError, InputError, report
 from .providers import PROVIDER_CHOICES
 
 
@@ -63,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
         return 0
     except AappRuntimeError as exc:
-        if args.debug:
-            raise
-        print(f"aapp-run: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report("aapp-run", exc, args.debug)
     except BrokenPipeError:  # `aapp-run ... | head`: the reader went away, stop quietly
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -129,7 +129,7 @@ class Conversation:
                 self._cache.truncate(reuse)
             self._cached = ids[:reuse]
             try:
-                yield from s._steps(ids[reuse:], params, gen, state, graph, decode, self._cache, start=reuse)
+                yield from s._steps(ids[reuse:], params, gen, state, graph, decode, self._cache, ids[:reuse])
             finally:
                 self._cached = ids[:reuse] + state.fed
                 self.messages.append({"role": "assistant", "content": state.text})

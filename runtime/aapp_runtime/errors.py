@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class AappRuntimeError(Exception):
     """Base class of every error the runtime raises on purpose."""
@@ -19,3 +21,11 @@ class ProviderError(AappRuntimeError):
 
 class InputError(AappRuntimeError):
     """A bad generation input: empty prompt, prompt longer than the context, bad sampling value."""
+
+
+def report(prog: str, exc: BaseException, debug: bool) -> int:
+    """A command's one-line error (the traceback only with ``--debug``); returns the exit status."""
+    if debug:
+        raise exc
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return getattr(exc, "exit_code", 1)

@@ -27,7 +27,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-from .errors import AappRuntimeError, InputError
+from .errors import AappRuntimeError, InputError, report
 from .generation import Generation
 from .providers import PROVIDER_CHOICES
 
@@ -152,7 +152,7 @@ class App:
         if max_tokens is not None and not 0 < max_tokens <= self.limits.max_tokens:
             raise HTTPError(400, f"'max_tokens' is {max_tokens}; this server takes 1 to {self.limits.max_tokens}",
                             param="max_tokens")
-        args: dict[str, Any] = {"max_new_tokens": max_tokens if max_tokens is not None else None}
+        args: dict[str, Any] = {"max_new_tokens": max_tokens}
         for name in ("temperature", "top_p", *EXTRA_FIELDS):
             args[name] = _number(body, name, (int, float))
         args["seed"] = _number(body, "seed", int)
@@ -365,16 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aapp-serve: {model_id} on {session.provider} at http://{args.host}:{args.port}/v1", file=sys.stderr)
         uvicorn.run(app.asgi, host=args.host, port=args.port, log_level="warning")
         return 0
-    except AappRuntimeError as exc:
-        if args.debug:
-            raise
-        print(f"aapp-serve: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # the port is taken, say
-        if args.debug:
-            raise
-        print(f"aapp-serve: error: {exc}", file=sys.stderr)
-        return 1
+    except (AappRuntimeError, OSError) as exc:  # OSError: the port is taken, say
+        return report("aapp-serve", exc, args.debug)
 
 
 if __name__ == "__main__":

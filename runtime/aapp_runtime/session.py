@@ -493,12 +493,13 @@ class Session:
         return logits, extras, None
 
     def _steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
-               graph: _Graph, decode: _Graph, cache: "_ConcatCache | _BufferCache", start: int = 0
+               graph: _Graph, decode: _Graph, cache: "_ConcatCache | _BufferCache", cached: Sequence[int] = ()
                ) -> Iterator[Chunk]:
-        """Prefill ``ids`` (at ``start``: the cache holds the positions before) with ``graph``, then decode
-        with ``decode``; yields chunks, the last with the finish reason, usage and timings."""
+        """Prefill ``ids`` after the ``cached`` ids whose keys and values the cache holds, with ``graph``,
+        then decode with ``decode``; yields chunks, the last with the finish reason, usage and timings."""
         sampler = Sampler(params)
-        history = list(ids) if params.repetition_penalty != 1.0 else []
+        history = [*cached, *ids] if params.repetition_penalty != 1.0 else []  # the whole prompt
+        start = len(cached)
         emitted, pending = "", []
         pos, step_ids = start, ids
         stop = params.stop
