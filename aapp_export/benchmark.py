@@ -8,7 +8,11 @@ One run measures every engine on the same checkpoint and the same token ids:
 - ``genai``: onnxruntime-genai's own builder (``-p fp32 -e cpu``, its defaults: the prefill
   computes logits for every prompt position) and its generator API;
 - ``genai-last``: the same builder with ``prune_lm_head=true`` (last-position logits only, like
-  ours): the like-for-like onnxruntime-genai baseline.
+  ours): the like-for-like onnxruntime-genai baseline;
+- ``optimum``: *our* dense model dir loaded by Hugging Face optimum's ``ORTModelForCausalLM``
+  (optimum-onnx pins transformers < 4.58, so its worker runs in the interpreter of
+  ``.venv-optimum``, made by ``scripts/optimum_env.sh``, or ``$AAPP_OPTIMUM_PYTHON``; skipped
+  without it): the same graph under optimum's Python loop, and a check that the export interoperates.
 
 Every engine runs in its own subprocess, so its peak RSS (``VmHWM``) is its own, and the rounds
 rotate the engine order so that a change of machine load does not land on one engine only. Each
@@ -48,7 +52,7 @@ import numpy as np
 
 from .errors import AappError
 
-ENGINES = ("ours", "ours-onnx", "transformers", "genai", "genai-last")
+ENGINES = ("ours", "ours-onnx", "transformers", "genai", "genai-last", "optimum")
 DEFAULT_ENGINES = ENGINES
 REFERENCE = "transformers"
 GENAI_MIN_CAPACITY = 1024  # genai sizes its KV buffers by max_length; keep them past the sliding window
@@ -61,7 +65,10 @@ ENGINE_NOTES = {
     "transformers": "AutoModelForCausalLM eager fp32, DynamicCache, logits_to_keep=1 at prefill",
     "genai": "onnxruntime-genai builder -p fp32 -e cpu (defaults: logits for every prompt position) + og.Generator",
     "genai-last": "onnxruntime-genai builder -p fp32 -e cpu, extra option prune_lm_head=true + og.Generator",
+    "optimum": "the 'ours' model dir loaded by optimum-onnx ORTModelForCausalLM (CPUExecutionProvider), "
+               "forward() with its past_key_values, in .venv-optimum",
 }
+REPO_ROOT = Path(__file__).resolve().parents[1]
 Log = Callable[[str], None]
 
 
@@ -338,7 +345,63 @@ def _vocab(model_dir: Path) -> int:
     return int(json.loads((model_dir / "genai_config.json").read_text())["model"]["vocab_size"])
 
 
+def _optimum(model_dir: Path, threads: int) -> Engine:
+    """Our model dir under optimum's ORTModelForCausalLM (runs in the optimum environment)."""
+    import onnxruntime as ort
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    model = ORTModelForCausalLM.from_pretrained(str(model_dir), file_name="model.onnx", session_options=options,
+                                                provider="CPUExecutionProvider")
+
+    @torch.no_grad()
+    def run(ids: list[int], n: int) -> tuple[float, list[float], list[int], np.ndarray]:
+        x = torch.tensor([ids])
+        t0 = time.perf_counter()
+        out = model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True)
+        token = int(out.logits[0, -1].argmax())
+        prefill_ms = (time.perf_counter() - t0) * 1000
+        first_logits = out.logits[0, -1].float().numpy().copy()
+        steps, tokens, length = [], [token], len(ids)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            length += 1
+            out = model(input_ids=torch.tensor([[token]]), attention_mask=torch.ones(1, length, dtype=torch.long),
+                        past_key_values=out.past_key_values, use_cache=True)
+            token = int(out.logits[0, -1].argmax())
+            steps.append((time.perf_counter() - t0) * 1000)
+            tokens.append(token)
+        return prefill_ms, steps, tokens, first_logits
+
+    return Engine(lambda ids: run(ids, 0)[0], lambda ids, n: run(ids, n)[1:3], lambda ids: run(ids, 0)[3])
+
+
+def optimum_python() -> Path | None:
+    """The interpreter of the optimum environment (``$AAPP_OPTIMUM_PYTHON`` or ``.venv-optimum``), if any."""
+    configured = os.environ.get("AAPP_OPTIMUM_PYTHON")
+    path = Path(configured) if configured else REPO_ROOT / ".venv-optimum" / "bin" / "python"
+    return path if path.is_file() else None
+
+
+def engine_command(engine: str) -> tuple[list[str], dict[str, str]]:
+    """The interpreter and environment an engine's worker runs in: ours, except optimum's own venv
+    (which imports this module from the source tree)."""
+    if engine != "optimum":
+        return [sys.executable], dict(os.environ)
+    python = optimum_python()
+    if python is None:
+        raise BenchmarkError("the optimum engine needs its environment: run `bash scripts/optimum_env.sh` "
+                             "(or set AAPP_OPTIMUM_PYTHON to an interpreter with optimum-onnx)")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    return [str(python)], env
+
+
 def open_engine(engine: str, path: Path, threads: int) -> Engine:
+    if engine == "optimum":
+        return _optimum(path, threads)
     if engine in OURS_ATTENTION:
         return _ours(path, threads)
     if engine == "transformers":
@@ -351,6 +414,8 @@ def run_worker(engine: str, path: Path, plan: BenchPlan, vocab: int, logits_file
     t0 = time.perf_counter()
     eng = open_engine(engine, path, plan.threads)
     record: dict[str, Any] = {"engine": engine, "load_s": round(time.perf_counter() - t0, 3)}
+    if engine == "optimum":  # its own environment: say which versions ran
+        record["versions"] = {m: _version(m) for m in ("optimum-onnx", "optimum", "transformers", "onnxruntime", "torch")}
     for length in plan.prompt_lengths:
         ids = plan.prompt(length, vocab)
         for _ in range(plan.warmup):
@@ -482,9 +547,10 @@ def graph_stats(model_file: Path) -> dict[str, Any]:
 def _run_one(engine: str, path: Path, plan: BenchPlan, vocab: int, logits_file: Path) -> dict[str, Any]:
     """One worker subprocess; adds the load average and other processes' CPU share during it."""
     before = (os.getloadavg()[0], _busy_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter())
-    cmd = [sys.executable, "-m", "aapp_export.benchmark", "--worker", engine, str(path), json.dumps(plan.to_json()),
-           str(vocab), str(logits_file)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    python, env = engine_command(engine)
+    cmd = python + ["-m", "aapp_export.benchmark", "--worker", engine, str(path), json.dumps(plan.to_json()),
+                    str(vocab), str(logits_file)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         log_file = logits_file.parent / f"{engine}-worker.log"
         log_file.write_text(proc.stdout + proc.stderr)
@@ -544,6 +610,11 @@ def run_benchmark(checkpoint: Path, work: Path, plan: BenchPlan, engines: tuple[
                 continue
             paths[engine] = build_genai(checkpoint, work / engine, log, GENAI_BUILD_OPTIONS[engine])
             graphs[engine] = graph_stats(paths[engine] / "model.onnx")
+        elif engine == "optimum":
+            if optimum_python() is None:
+                skipped[engine] = "no optimum environment (bash scripts/optimum_env.sh, or AAPP_OPTIMUM_PYTHON)"
+                continue
+            paths[engine] = build_ours(checkpoint, work / "ours", log, OURS_ATTENTION["ours"])
     names = list(paths)
     records: dict[str, list[dict[str, Any]]] = {e: [] for e in names}
     for rnd in range(plan.rounds):

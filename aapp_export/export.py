@@ -23,7 +23,7 @@ from aapp_runtime.manifest import write_manifest
 from . import __version__
 from .checkpoint import ResolvedCheckpoint, WeightReader, resolve_checkpoint
 from .errors import CheckpointError, ExportError, InputError
-from .families import ModelSpec, load_model_spec
+from .families import ModelSpec, load_model_spec, load_text_config
 from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
 from .plan import ExportPlan, plan_export
 from .outdir import check_replaceable, remove_stale_leftovers, replace_dir, resolve_target, terminate_as_exception
@@ -120,6 +120,28 @@ def _copy_tokenizer(src: Path, dst: Path) -> dict[str, Any]:
             if text is not None:
                 entry["special_tokens"][key] = text
     return entry
+
+
+def _write_hf_config(src: Path, dst: Path, kv_heads: list[int]) -> bool:
+    """Write the checkpoint's text config as ``config.json``, so that Hugging Face tools that read one
+    next to an ONNX decoder (optimum's ``ORTModelForCausalLM``) load the model dir. A text-only
+    checkpoint's file is copied as it is; a multimodal Gemma 3's text tower is written out in full.
+    It describes the source checkpoint (a static export's narrower layers are in the manifest); it is
+    skipped (returns False) when the graph's layers have different KV head counts (a static MHA
+    export), as no Hugging Face config could size such a cache."""
+    if len(set(kv_heads)) != 1:
+        return False
+    raw = json.loads((src / "config.json").read_text())
+    if "text_config" not in raw:
+        shutil.copyfile(src / "config.json", dst / "config.json")
+        return True
+    text = load_text_config(src).to_dict()
+    text["architectures"] = ["Gemma3ForCausalLM"]
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if text.get(key) is None and raw.get(key) is not None:
+            text[key] = raw[key]
+    (dst / "config.json").write_text(json.dumps(text, indent=2, sort_keys=True) + "\n")
+    return True
 
 
 def _eos_ids(src: Path, spec: ModelSpec) -> list[int]:
@@ -261,6 +283,8 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
             proto = build_decoder(spec, reader, graph_path, decoder_options, units, metadata=metadata, store=store)
             onnx.save(proto, str(graph_path))
             tokenizer = _copy_tokenizer(ckpt.path, tmp)
+            _write_hf_config(ckpt.path, tmp, [l.num_kv_heads for l in spec.layers] if units is None
+                             else static_dims(spec, units)["num_kv_heads"])
             body = _manifest_body(spec, ckpt, options, graph_file, tokenizer, _eos_ids(ckpt.path, spec))
             files = [graph_file, graph_file + ".data", "tokenizer.json"]
             if tokenizer["chat_template"]:

@@ -29,7 +29,7 @@ MANIFEST = "aapp.json"
 # what any version of the exporter writes besides the files its manifest lists (older manifests did
 # not list the copied tokenizer files)
 EXPORT_WRITES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
-                 "chat_template.jinja", "calibration.safetensors", "calibration.json"}
+                 "chat_template.jinja", "calibration.safetensors", "calibration.json", "config.json"}
 _LEVEL_GRAPH = re.compile(r"^(prefill|decode)-s\d\.\d\d\.onnx$")
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)$")
 

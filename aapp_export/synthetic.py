@@ -123,3 +123,23 @@ def make_checkpoint(directory: Path, family: str, seed: int = 0, dtype: torch.dt
     model.save_pretrained(str(directory), **kwargs)
     save_tokenizer(directory)
     return directory
+
+
+def make_multimodal_gemma3(directory: Path, seed: int = 0):
+    """Save a tiny random multimodal Gemma 3 (``Gemma3ForConditionalGeneration``: SigLIP vision tower
+    + the text tower of :func:`gemma3_config`) with a tokenizer; returns the loaded model."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig
+
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=28, patch_size=14)
+    config = Gemma3Config(text_config=gemma3_config().to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
+                          image_token_index=383, boi_token_index=381, eoi_token_index=382)
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "language_model" in name and p.ndim == 2:
+                p.normal_(0, 0.08)
+    model.save_pretrained(str(directory))
+    save_tokenizer(directory)
+    return model

@@ -9,12 +9,13 @@ import json
 import pytest
 
 from aapp_export.benchmark import (BenchPlan, bench_config_kwargs, gemma3_params, genai_available,
-                                   make_bench_checkpoint, parse_count, run_benchmark, SHAPES)
+                                   make_bench_checkpoint, optimum_python, parse_count, run_benchmark, SHAPES)
 from aapp_export.cli.bench import main as bench_main
 
 TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=16)
-ENGINES = ("ours", "ours-onnx", "transformers") + (("genai-last",) if genai_available() else ())
+ENGINES = (("ours", "ours-onnx", "transformers") + (("genai-last",) if genai_available() else ())
+           + (("optimum",) if optimum_python() else ()))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from aapp_export.checkpoint import WeightReader
 from aapp_export.export import ExportOptions, export_model
 from aapp_export.families import load_model_spec
 from aapp_runtime import Session
-from aapp_export.synthetic import gemma3_config, make_checkpoint, save_tokenizer
+from aapp_export.synthetic import make_checkpoint, make_multimodal_gemma3
 
 IDS = list(range(5, 45))
 
@@ -24,25 +24,19 @@ def _ref_logits(model, ids=IDS) -> np.ndarray:
 
 
 def test_gemma3_multimodal_checkpoint_exports_its_text_tower(tmp_path):
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig
-
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                image_size=28, patch_size=14)
-    config = Gemma3Config(text_config=gemma3_config().to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
-                          image_token_index=383, boi_token_index=381, eoi_token_index=382)
-    torch.manual_seed(0)
-    model = Gemma3ForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "language_model" in name and p.ndim == 2:
-                p.normal_(0, 0.08)
-    model.save_pretrained(tmp_path / "mm")
-    save_tokenizer(tmp_path / "mm")
+    model = make_multimodal_gemma3(tmp_path / "mm")
     spec = load_model_spec(tmp_path / "mm")
     assert spec.family == "gemma3" and spec.num_layers == 4 and "language_model" in spec.weight_prefix
     out = export_model(str(tmp_path / "mm"), tmp_path / "out" / "model.onnx", log=lambda m: None)
     got = Session(out, provider="cpu").logits(IDS)
     assert np.abs(got - _ref_logits(model)).max() <= 1e-4
+    # config.json for Hugging Face tools (optimum) is the text tower's, in full; the runtime does not need it
+    hf = json.loads((out / "config.json").read_text())
+    assert hf["model_type"] == "gemma3_text" and hf["architectures"] == ["Gemma3ForCausalLM"]
+    assert hf["num_hidden_layers"] == 4 and hf["num_key_value_heads"] == 2 and "vision_config" not in hf
+    assert "config.json" in json.loads((out / "aapp.json").read_text())["files"]
+    (out / "config.json").unlink()
+    assert np.array_equal(Session(out, provider="cpu").logits(IDS), got)
 
 
 def test_sharded_checkpoint_with_index_loads(tmp_path):

@@ -1,7 +1,7 @@
-"""``aapp-bench``: latency of our runtime vs transformers eager and onnxruntime-genai on one checkpoint.
+"""``aapp-bench``: latency of our runtime vs transformers eager, onnxruntime-genai and optimum on one checkpoint.
 
 ``aapp-bench [MODEL_DIR_OR_CHECKPOINT] [--json] [--out DIR] [--repeats N] [--rounds R]
-[--engines ours,ours-onnx,transformers,genai,genai-last] [--params-target 120M]``
+[--engines ours,ours-onnx,transformers,genai,genai-last,optimum] [--params-target 120M]``
 
 ``aapp-bench [MODEL_DIR_OR_CHECKPOINT] --sparsity 0,0.2,0.4,0.5 [--json]``: the pruned graphs against
 the dense graph and the static Wanda-sp ceiling, side by side (``pruned_bench``).
@@ -33,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "--params-target parameters, made under --out)")
     p.add_argument("--out", type=Path, default=Path("bench_out"), help="work dir for the models, bench.json, bench.png")
     p.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
-                   help="comma-separated: ours, transformers, genai (its builder's defaults), genai-last "
-                        "(its builder with prune_lm_head=true)")
+                   help="comma-separated: ours, ours-onnx (the standard Attention op), transformers, genai (its "
+                        "builder's defaults), genai-last (its builder with prune_lm_head=true), optimum (our "
+                        "model dir under optimum's ORTModelForCausalLM, in .venv-optimum); engines whose "
+                        "package is missing are skipped and named in the report")
     p.add_argument("--repeats", type=int, default=5, help="measured runs per engine per round (after --warmup)")
     p.add_argument("--rounds", type=int, default=1, help="fresh worker processes per engine, engine order rotated")
     p.add_argument("--warmup", type=int, default=1)

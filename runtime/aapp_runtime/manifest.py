@@ -159,10 +159,11 @@ class Manifest:
     @property
     def optional_files(self) -> set[str]:
         """Files an app may leave out: what only the pruned levels read (their graphs, the history
-        statistics in ``calibration.safetensors``) and what only the exporter reads (``calibration.json``).
+        statistics in ``calibration.safetensors``), what only the exporter reads (``calibration.json``)
+        and the Hugging Face ``config.json`` written for other tools (optimum).
         A level whose files are absent is refused when asked for (``Session``)."""
         pruning = self.data.get("pruning") or {}
-        files = {"calibration.json", (pruning.get("history") or {}).get("file", "calibration.safetensors")}
+        files = {"calibration.json", "config.json", (pruning.get("history") or {}).get("file", "calibration.safetensors")}
         for entry in (pruning.get("levels") or {}).values():
             files |= {entry.get("prefill"), entry.get("decode")}
         return {f for f in files if isinstance(f, str)}

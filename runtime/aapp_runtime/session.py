@@ -150,7 +150,7 @@ class _BufferCache:
         self.limit = limit
         self.logits_index = 2 * len(kv_heads)
         self.buffers: list[ort.OrtValue] = []
-        self._bindings: dict[int, ort.IOBinding] = {}
+        self._bindings: dict[int, tuple[int, ort.IOBinding]] = {}
         self.capacity = 0
         self._allocate(min(limit, prompt + self.KV_BLOCK), filled=0)
 
@@ -173,8 +173,11 @@ class _BufferCache:
     def binding(self, graph: _Graph, start: int, n: int) -> ort.IOBinding:
         if start + n > self.capacity:
             self._allocate(min(self.limit, max(start + n, 2 * self.capacity)), filled=min(start, self.capacity))
-        b = self._bindings.get(id(graph))
-        if b is None:
+        # ORT keeps the logits it allocated for a binding's first run and refuses another shape later:
+        # a graph with logits at every position gets a new binding when the run's length changes
+        rows = 1 if self.s.manifest.graph.get("last_logits_only", True) else n
+        rows_bound, b = self._bindings.get(id(graph), (None, None))
+        if b is None or rows_bound != rows:
             s = self.s
             b = graph.ort_session.io_binding()
             names = [(p, o) for (pk, pv), (ok, ov) in zip(s._past_names, s._present_names) for p, o in ((pk, ok), (pv, ov))]
@@ -182,7 +185,7 @@ class _BufferCache:
                 b.bind_ortvalue_input(past, buf)
                 b.bind_ortvalue_output(present, buf)
             s._bind_graph_io(b, graph)
-            self._bindings[id(graph)] = b
+            self._bindings[id(graph)] = (rows, b)
         return b
 
     def update(self, outs: list[ort.OrtValue]) -> None:
