@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate
 from .families import spec_of_model
@@ -64,7 +65,8 @@ def collect_activations(model, tokenizer, prompts: list[str], batch_size: int = 
 
     tokens = 0
     with unit_inputs(model, record):
-        for s in range(0, len(prompts), batch_size):
+        for s in tqdm(range(0, len(prompts), batch_size), desc="circuit activations", unit="batch", disable=None,
+                      leave=False):
             enc = chat_inputs(tokenizer, prompts[s:s + batch_size])  # left padding: last position is real
             state["mask"] = enc["attention_mask"].float()
             tokens += int(enc["attention_mask"].sum())
@@ -152,7 +154,8 @@ def score_grad_act(model, tokenizer, harmful: list[str], batch_size: int = 16) -
     start = model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
     try:
         with unit_inputs(model, record):
-            for s in range(0, len(harmful), batch_size):
+            for s in tqdm(range(0, len(harmful), batch_size), desc="grad-act scores", unit="batch", disable=None,
+                          leave=False):
                 enc = chat_inputs(tokenizer, harmful[s:s + batch_size])
                 logp = torch.log_softmax(model(**enc, logits_to_keep=1).logits[:, -1].float(), -1)[:, token].sum()
                 logp.backward()

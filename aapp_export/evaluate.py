@@ -58,7 +58,7 @@ def first_token_probs(model, tokenizer, prompts: list[str], pruner: Pruner | Non
             enc = chat_inputs(tokenizer, prompts[s:s + batch_size])
             if pruner is not None:
                 pruner.new_request()
-            out.append(model(**enc).logits[:, -1].float().softmax(-1))
+            out.append(model(**enc, logits_to_keep=1).logits[:, -1].float().softmax(-1))
     return torch.cat(out)
 
 

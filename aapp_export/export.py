@@ -248,6 +248,7 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     if options.static is not None:
         _check_static(options)
     ckpt = resolve_checkpoint(model)
+    check_replaceable(out_dir, f"--out {out}", options.force, keep={"the checkpoint": ckpt.path})
     reader = WeightReader(ckpt.path, allow_pickle=options.allow_pickle)
     spec = load_model_spec(ckpt.path, reader)
     validate_checkpoint(spec, reader)

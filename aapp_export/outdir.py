@@ -62,12 +62,28 @@ def resolve_target(out_dir: Path) -> Path:
     return Path(os.path.realpath(out_dir)) if out_dir.is_symlink() else out_dir
 
 
-def check_replaceable(target: Path, flag: str, force: bool) -> None:
-    """Refuse to replace a directory that holds anything an export did not write."""
+def _within(path: Path, directory: Path) -> bool:
+    path, directory = Path(os.path.realpath(path)), Path(os.path.realpath(directory))
+    return path == directory or directory in path.parents
+
+
+def check_replaceable(target: Path, flag: str, force: bool, keep: dict[str, Path] | None = None) -> None:
+    """Refuse, before anything is built, to replace a directory that holds anything an export did not
+    write, one that cannot be renamed (a mount point: ``EBUSY``), or one that holds ``keep``'s paths
+    (the checkpoint being read, the working directory), even with ``--force``."""
     if not target.exists():
         return
     if not target.is_dir():
         raise ExportError(f"{flag}: {target} exists and is not a directory; choose another path")
+    for what, path in {"the working directory": Path.cwd(), **(keep or {})}.items():
+        if _within(path, target):
+            raise ExportError(f"{flag}: {target} would be replaced by the export, but {what} ({path}) is inside it; "
+                              "choose an --out outside it" + (" (or run from another directory)"
+                                                               if what == "the working directory" else ""))
+    if os.path.ismount(target):
+        raise ExportError(f"{flag}: {target} is a mount point, which an export cannot replace (it writes a sibling "
+                          "directory and renames it); use a directory inside it, e.g. "
+                          f"--out {target / 'model' / 'model.onnx'}")
     entries = sorted(p.name for p in target.iterdir())
     if not entries or force:
         return

@@ -4,17 +4,21 @@ export plan's estimate, and how far bf16's protected units and pruning decisions
     python scripts/measure_calibration.py CKPT --dtype fp32 --scorer actdiff   # one run, one process
     python scripts/measure_calibration.py CKPT --compare --scorer actdiff      # fp32 vs bf16 (two children)
 
-Each run is a fresh child process (peak RSS is per process: ``VmHWM``). Prompt files default to the
-demo card's. Prints JSON.
+Each run is a fresh child process (peak RSS is per process: ``VmHWM``); a sampler thread reads the
+RSS every 20 ms and charges it to the calibration step running then (model load, history
+statistics, circuit activations, grad-act backward, causal check), the steps the plan estimates.
+Prompt files default to the demo card's. Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +33,49 @@ def _hwm_mb() -> float:
     return 0.0
 
 
+class StepPeaks:
+    """Peak RSS (MiB) per calibration step, sampled every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.step, self.peaks, self.seconds = "start", {}, {}
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._interval, self._stop = interval, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            step = self.step
+            self.peaks[step] = max(self.peaks.get(step, 0.0), self._rss())
+
+    def wrap(self, module, name: str, step: str) -> None:
+        """Charge the time inside ``module.name`` to ``step`` (the previous step resumes after it)."""
+        fn = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            outer, self.step, t0 = self.step, step, time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.peaks[step] = max(self.peaks.get(step, 0.0), self._rss())
+                self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t0
+                self.step = outer
+        setattr(module, name, wrapped)
+
+    def __enter__(self) -> "StepPeaks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def one(ckpt: Path, dtype: str, scorer: str | None, out: Path) -> dict:
+    from aapp_export import calibration, circuits
     from aapp_export.calibration import calibrate_checkpoint
     from aapp_export.checkpoint import WeightReader
     from aapp_export.export import SOURCE_DTYPES
@@ -39,12 +85,25 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path) -> dict:
     data = ROOT / "models" / "demo" / "data"
     spec = load_model_spec(ckpt, WeightReader(ckpt))
     plan = plan_export(spec, SOURCE_DTYPES.get(spec.source_dtype, "fp32"), "fp32", dtype, scorer, out)
+    peaks = StepPeaks()
+    for module, name, step in ((calibration, "load_model", "model load"),
+                               (calibration, "collect_stats", "history statistics"),
+                               (circuits, "collect_activations", "circuit activations"),
+                               (circuits, "score_grad_act", "grad-act backward"),
+                               (circuits, "causal_check", "causal check")):
+        peaks.wrap(module, name, step)
     t0 = time.perf_counter()
-    calibrate_checkpoint(ckpt, out, harmful=data / "harmful_calib.txt", harmless=data / "harmless_calib.txt",
-                         text=data / "text_calib.txt", scorer=scorer, dtype=dtype, log=lambda m: None)
-    return {"dtype": dtype, "scorer": scorer, "seconds": round(time.perf_counter() - t0, 1),
+    with peaks:
+        calibrate_checkpoint(ckpt, out, harmful=data / "harmful_calib.txt", harmless=data / "harmless_calib.txt",
+                             text=data / "text_calib.txt", scorer=scorer, dtype=dtype, log=lambda m: None)
+    measured = {k: round(v, 1) for k, v in peaks.peaks.items()}
+    planned = {k: round(v / 2**20, 1) for k, v in plan.calibration.items()}
+    return {"checkpoint": str(ckpt), "parameters": plan.params["total"], "dtype": dtype, "scorer": scorer,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "step_seconds": {k: round(v, 1) for k, v in peaks.seconds.items()},
             "peak_rss_mb": round(_hwm_mb(), 1), "plan_peak_mb": round(max(plan.calibration.values()) / 2**20, 1),
-            "plan_steps_mb": {k: round(v / 2**20, 1) for k, v in plan.calibration.items()}}
+            "step_peak_rss_mb": measured, "plan_steps_mb": planned,
+            "plan_over_measured": {k: round(planned[k] / measured[k], 3) for k in planned if measured.get(k)}}
 
 
 def compare(ckpt: Path, scorer: str | None) -> dict:

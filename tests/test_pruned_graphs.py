@@ -276,6 +276,31 @@ def test_sessions_share_one_mapping_of_the_weights(pruned):
     shutil.rmtree(bad)
 
 
+def test_weights_are_shared_only_where_levels_need_them(pruned, exports):
+    """A dense-only model dir lets ONNX Runtime load and pre-pack its own weights; a pruning-capable one
+    maps them once for every graph; either way, and when forced, the tokens are the same."""
+    from aapp_runtime import InputError as RuntimeInputError
+    from aapp_runtime import Session
+
+    ids = [5, 6, 7, 8, 9, 10]
+    dense_only = Session(exports["llama"], provider="cpu")
+    assert dense_only.share_weights is False and dense_only.shared_weights is None
+    forced = Session(exports["llama"], provider="cpu", share_weights=True)
+    assert forced.shared_weights is not None and forced.shared_weights.values
+    assert dense_only.generate(ids, 8, ignore_eos=True).tokens == forced.generate(ids, 8, ignore_eos=True).tokens
+    model_dir = pruned["llama"][1]
+    shared = Session(model_dir, provider="cpu")
+    own = Session(model_dir, provider="cpu", share_weights=False)
+    assert shared.share_weights and own.shared_weights is None
+    assert own.generate(ids, 8, ignore_eos=True).tokens == shared.generate(ids, 8, ignore_eos=True).tokens
+    # a level on the own-weights session maps the weights at its first use, and decides the same
+    a = own.generate(ids, 8, ignore_eos=True, sparsity=0.4, method="aapp")
+    b = shared.generate(ids, 8, ignore_eos=True, sparsity=0.4, method="aapp")
+    assert own.shared_weights is not None and a.tokens == b.tokens
+    with pytest.raises(RuntimeInputError, match="share_weights"):
+        Session(model_dir, provider="cpu", share_weights="yes")
+
+
 @pytest.mark.parametrize("method", ["wanda-sp", "flap"])
 def test_static_export_is_a_smaller_model_equal_to_the_reference(method, pruned, tmp_path):
     """aapp-export --static: a dense model with the reference's fixed units, its logits and greedy tokens."""

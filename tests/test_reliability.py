@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,29 @@ def test_reexport_refuses_a_model_dir_with_foreign_files_unless_forced(checkpoin
         _export(checkpoints["llama"], out)
     _export(checkpoints["llama"], out, force=True)  # only when the user says so
     assert not (tmp_path / "m" / "notes.txt").exists() and (tmp_path / "m" / "aapp.json").is_file()
+
+
+def test_out_holding_the_checkpoint_or_the_working_dir_or_a_mount_is_refused_before_the_build(
+        checkpoints, tmp_path, monkeypatch):
+    import shutil
+
+    from aapp_export import outdir
+
+    ckpt = tmp_path / "work" / "ckpt"
+    shutil.copytree(checkpoints["qwen2"], ckpt)
+    before = sorted(p.name for p in ckpt.iterdir())
+    with pytest.raises(ExportError, match="the checkpoint .* is inside it"):  # even --force must not delete it
+        _export(ckpt, tmp_path / "work" / "model.onnx", force=True)
+    assert sorted(p.name for p in ckpt.iterdir()) == before
+    out = _export(checkpoints["qwen2"], tmp_path / "m" / "model.onnx")
+    monkeypatch.chdir(out)
+    with pytest.raises(ExportError, match="the working directory .* is inside it"):
+        _export(checkpoints["qwen2"], out / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(outdir.os.path, "ismount", lambda p: Path(p) == out)  # as a docker volume would be
+    with pytest.raises(ExportError, match="mount point"):
+        _export(checkpoints["qwen2"], out / "model.onnx")
+    assert not [p for p in (tmp_path / "m").parent.iterdir() if p.name.startswith(".m.")]
 
 
 def test_stale_partial_dirs_of_dead_exports_are_removed_live_ones_kept(checkpoints, tmp_path):

@@ -207,12 +207,16 @@ class Session:
     ``provider``: "auto" (CUDA when usable, else CPU; ``provider_reason`` says why), "cuda" (error
     when CUDA is unusable) or "cpu". ``kv_cache``: "auto" (a preallocated in-place buffer when the
     graph's attention supports it, else concatenation), "buffer" or "concat" (module docstring).
+    ``share_weights``: None (default) maps the weights once for every graph when the model dir has
+    pruned levels, else lets the dense session load and pre-pack its own copy (faster dense decode on
+    CPU); True / False force either (False on a pruning-capable dir: fast dense, and a level's first
+    use maps the weights beside the dense copy).
     """
 
     PREFILL_CHUNK = 512  # prompt tokens per dense prefill run: a cancel or a deadline waits at most one chunk
 
     def __init__(self, model_dir: str | Path, provider: str = "auto", *, threads: int | None = None,
-                 verify: str = "fast", kv_cache: str = "auto") -> None:
+                 verify: str = "fast", kv_cache: str = "auto", share_weights: bool | None = None) -> None:
         self.manifest = Manifest.load(model_dir, verify=verify)
         m = self.manifest
         g = m.graph
@@ -224,7 +228,18 @@ class Session:
                              f"{g.get('attention', 'onnx')!r} attention: pass kv_cache='concat' or re-export")
         self.kv_cache = ("buffer" if gqa else "concat") if kv_cache == "auto" else kv_cache
         return_large_blocks_to_os()
-        self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
+        # shared: every graph reads one memory map of the weights (what the pruned levels need to stay
+        # within their memory budget), which ONNX Runtime cannot pre-pack; own: the dense session loads and
+        # pre-packs its copy (dense decode measured 8-15% faster on CPU), the right choice without levels
+        runnable = [e for e in (m.data.get("pruning") or {}).get("levels", {}).values()
+                    if not m.absent() & {e.get("prefill"), e.get("decode")}]
+        if share_weights is not None and not isinstance(share_weights, bool):
+            raise InputError(f"share_weights={share_weights!r} is not True, False or None (None: share when the "
+                             "model dir has pruned levels)")
+        self.share_weights = bool(runnable) if share_weights is None else share_weights
+        self.shared_weights: SharedWeights | None = None
+        if self.share_weights:
+            self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
         self.ort_session, choice = open_session(m.model_path, provider, threads, self.shared_weights)
         self.provider, self.provider_reason = choice.name, choice.reason
         if self.provider == "cuda" and m.dtype == "fp32" and gqa:
@@ -366,6 +381,9 @@ class Session:
                 raise ModelDirError(f"{self.manifest.directory} was shipped without {', '.join(missing)}, which "
                                     f"sparsity {entry['sparsity']:g} needs: copy them from the export, or run "
                                     "method='dense'")
+            if self.shared_weights is None:  # share_weights=False: the dense session keeps its own copy
+                m = self.manifest
+                self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
             graphs = []
             for mode in ("prefill", "decode"):
                 path = self.manifest.directory / entry[mode]
