@@ -39,12 +39,12 @@ from .chat import TextCodec
 from .errors import InputError, ModelDirError
 from .manifest import Manifest
 from .memory import return_large_blocks_to_os
+from . import tensors
 from .providers import open_session
 from .generation import Chunk, Generation, GenerationParams, GenerationResult, model_defaults, resolve_params, stop_prefix
 from .sampling import Sampler
 from .weights import SharedWeights
 
-NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16}
 METHODS = ("dense", "pp", "aapp")
 
 Prompt = str | Sequence[dict[str, Any]] | Sequence[int]
@@ -110,8 +110,7 @@ class _ConcatCache:
         self.logits_index = 2 * len(self.past)  # logits are bound after the present pairs
 
     def _empty(self, kv_heads: int) -> ort.OrtValue:
-        return ort.OrtValue.ortvalue_from_numpy(np.zeros((1, kv_heads, 0, self.s.head_dim), self.s._np_dtype),
-                                                self.s.device, 0)
+        return tensors.empty((1, kv_heads, 0, self.s.head_dim), self.s.dtype, self.s.device)
 
     def binding(self, graph: _Graph, start: int, n: int) -> ort.IOBinding:
         b = graph.ort_session.io_binding()
@@ -129,8 +128,8 @@ class _ConcatCache:
     def truncate(self, n: int) -> None:
         """Keep the first ``n`` positions (a conversation whose next prompt diverges there)."""
         if self.past and self.past[0][0].shape()[2] > n:
-            self.past = [tuple(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[:, :, :n]),
-                                                                 self.s.device, 0) for v in pair)
+            self.past = [tuple(tensors.from_host(tensors.to_host(v)[:, :, :n], self.s.dtype, self.s.device)
+                               for v in pair)
                          for pair in self.past]
 
 
@@ -162,11 +161,11 @@ class _BufferCache:
         for j, h in enumerate(heads):
             shape = [1, h, capacity, s.head_dim]
             if filled:
-                host = np.zeros(shape, s._np_dtype)
-                host[:, :, :filled] = old[j].numpy()[:, :, :filled]
-                buf = ort.OrtValue.ortvalue_from_numpy(host, s.device, 0)
+                host = np.zeros(shape, tensors.HOST_DTYPES[s.dtype])
+                host[:, :, :filled] = tensors.to_host(old[j])[:, :, :filled]
+                buf = tensors.from_host(host, s.dtype, s.device)
             else:
-                buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, s._np_dtype, s.device, 0)
+                buf = tensors.empty(shape, s.dtype, s.device)
             self.buffers.append(buf)
         self.capacity = capacity
 
@@ -254,7 +253,8 @@ class Session:
         self.head_dim = int(m.dims["head_dim"])
         self.context_length = int(m.dims["max_position_embeddings"])
         self.eos_ids = set(m.tokens.get("eos", []))
-        self._np_dtype = NUMPY_DTYPES.get(m.dtype, np.float32)
+        self.dtype = m.dtype if m.dtype in tensors.ELEMENT_TYPES else "fp32"  # of the graphs' KV cache and weights
+        self._np_dtype = tensors.HOST_DTYPES[self.dtype]
         self._past_names = [(g["past_key"].format(i=i), g["past_value"].format(i=i)) for i in range(self.num_layers)]
         self._present_names = [(g["present_key"].format(i=i), g["present_value"].format(i=i))
                                for i in range(self.num_layers)]
@@ -406,7 +406,7 @@ class Session:
             kept = self._kept_free.pop(level[0], None)
             self._kept_free.clear()  # at most one set held between requests
         if kept is None:
-            kept = {i.name: ort.OrtValue.ortvalue_from_shape_and_type(i.shape, self._np_dtype, self.device, 0)
+            kept = {i.name: tensors.empty(i.shape, self.dtype, self.device)
                     for i in decode.ort_session.get_inputs() if i.name.startswith("kept.")}
         return (_Graph(prefill.ort_session, prefill.kv_heads, {"aapp": aapp}, prefill.outputs, kept),
                 _Graph(decode.ort_session, decode.kv_heads, dict(kept)))
@@ -449,7 +449,7 @@ class Session:
         outs = b.get_outputs()
         cache.update(outs)
         extras = dict(zip(graph.outputs, outs[cache.logits_index + 1:]))
-        logits = outs[cache.logits_index].numpy()[0]
+        logits = tensors.as_float32(outs[cache.logits_index])[0]
         return (logits if every_position else logits[-1]).astype(np.float32, copy=False), extras
 
     def logits(self, token_ids: Sequence[int], *, sparsity: float = 0.0, method: str = "dense",
@@ -484,7 +484,7 @@ class Session:
         layers = sorted(int(k.split(".")[1]) for k in extras if k.startswith("kept_heads."))
         return {"heads": {i: extras[f"kept_heads.{i}"].numpy().tolist() for i in layers},
                 "channels": {i: extras[f"kept_channels.{i}"].numpy().tolist() for i in layers},
-                "risk_gate": float(extras["risk_gate"].numpy()[0]) if "risk_gate" in extras else None,
+                "risk_gate": float(tensors.as_float32(extras["risk_gate"])[0]) if "risk_gate" in extras else None,
                 "logits": logits}
 
     # -- generation ------------------------------------------------------------------------------
@@ -537,7 +537,7 @@ class Session:
                 break
             state.fed += step_ids
             if graph is not decode:  # the prefill decided and wrote the kept weights the decode graph reads
-                state.risk_gate = float(extras["risk_gate"].numpy()[0]) if "risk_gate" in extras else None
+                state.risk_gate = float(tensors.as_float32(extras["risk_gate"])[0]) if "risk_gate" in extras else None
                 graph = decode
             if not np.isfinite(logits).all():
                 raise ModelDirError(f"{self.manifest.directory}: the model's logits are not finite (NaN or inf) at "
