@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import InputError
+from .placement import load_causal_lm, to_model
 from .pruning import LayerStats
 from .recorder import decoder_layers, unit_inputs
 
@@ -60,12 +61,13 @@ def collect_stats(model, tokenizer, texts: list[str], max_positions: int = MAX_P
     valid_now: list[torch.Tensor] = []
 
     def record(i: int, kind: str, x: torch.Tensor) -> None:
-        x = x.detach().float()  # [B, T, K]
-        v = valid_now[0]  # [B, T]
+        x = x.detach().float()  # [B, T, K], on the device of the layer (sums stay there until the end)
+        v = valid_now[0].to(x.device)  # [B, T]
         t = min(x.shape[1], max_positions)
+        z = {"device": x.device}
         a = acc.setdefault((i, kind), {
-            "pos_sum": torch.zeros(max_positions, x.shape[-1]), "pos_n": torch.zeros(max_positions, 1),
-            "sum": torch.zeros(x.shape[-1]), "sq": torch.zeros(x.shape[-1]), "n": torch.zeros(1)})
+            "pos_sum": torch.zeros(max_positions, x.shape[-1], **z), "pos_n": torch.zeros(max_positions, 1, **z),
+            "sum": torch.zeros(x.shape[-1], **z), "sq": torch.zeros(x.shape[-1], **z), "n": torch.zeros(1, **z)})
         xv = x * v[..., None]
         a["pos_sum"][:t] += xv[:, :t].pow(2).sum(0)
         a["pos_n"][:t] += v[:, :t].sum(0)[:, None]
@@ -82,6 +84,7 @@ def collect_stats(model, tokenizer, texts: list[str], max_positions: int = MAX_P
                 enc = tokenizer(texts[s:s + batch_size], return_tensors="pt", padding=True, truncation=True,
                                 max_length=max_positions)
                 valid_now[:] = [enc["attention_mask"].float()]
+                enc = to_model(enc, model)
                 model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], logits_to_keep=1)
     finally:
         tokenizer.padding_side = side
@@ -89,7 +92,7 @@ def collect_stats(model, tokenizer, texts: list[str], max_positions: int = MAX_P
     for i in range(n):
         parts = {}
         for kind in ("attn", "mlp"):
-            a = acc[(i, kind)]
+            a = {k: v.cpu() for k, v in acc[(i, kind)].items()}
             pos_mean = a["pos_sum"] / a["pos_n"].clamp(min=1)
             seen = int((a["pos_n"] > 0).sum())
             pos_mean[seen:] = a["sq"] / a["n"]  # positions past the calibration text: overall mean
@@ -114,17 +117,16 @@ def stats_from_tensors(tensors: dict[str, torch.Tensor], n_layers: int) -> list[
             for i in range(n_layers)]
 
 
-def load_model(checkpoint: Path, dtype: str = "fp32"):
-    """transformers model (eval; weights in ``dtype``: "fp32" or "bf16") and tokenizer of a local
-    checkpoint dir. Statistics and scores accumulate in fp32 whatever the weights' dtype."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(checkpoint: Path, dtype: str = "fp32", device: str = "cpu", max_memory=None):
+    """transformers model (eval; weights in ``dtype``: "fp32" or "bf16", placed on ``device`` as
+    ``placement.load_causal_lm`` does) and tokenizer of a local checkpoint dir. Statistics and scores
+    accumulate in fp32 whatever the weights' dtype."""
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(checkpoint))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch_dtype).eval()
-    return model, tok
+    return load_causal_lm(checkpoint, dtype, device, max_memory), tok
 
 
 def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, budget: float = 0.05,
@@ -190,10 +192,10 @@ def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, har
 
 def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
                          budget: float = 0.05, scorer: str | None = None, dtype: str = "fp32",
-                         log=print) -> dict[str, Any]:
+                         device: str = "cpu", max_memory=None, log=print) -> dict[str, Any]:
     """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype``) into ``out_dir``
     (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
-    model, tok = load_model(checkpoint, dtype)
+    model, tok = load_model(checkpoint, dtype, device, max_memory)
     stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
                                 scorer=scorer, log=log)
     summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text)

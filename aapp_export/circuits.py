@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate
 from .families import spec_of_model
+from .placement import to_model, weight_of
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
 from .recorder import decoder_layers, unit_inputs
 
@@ -59,9 +60,9 @@ def collect_activations(model, tokenizer, prompts: list[str], batch_size: int = 
 
     def record(i: int, kind: str, x: torch.Tensor) -> None:
         x = x.detach().float()
-        s = (x * state["mask"][..., None]).sum((0, 1))
+        s = (x * state["mask"].to(x.device)[..., None]).sum((0, 1))
         sums[kind][i] = s if sums[kind][i] is None else sums[kind][i] + s
-        lasts[kind][i].append(x[:, -1])
+        lasts[kind][i].append(x[:, -1].cpu())
 
     tokens = 0
     with unit_inputs(model, record):
@@ -70,10 +71,10 @@ def collect_activations(model, tokenizer, prompts: list[str], batch_size: int = 
             enc = chat_inputs(tokenizer, prompts[s:s + batch_size])  # left padding: last position is real
             state["mask"] = enc["attention_mask"].float()
             tokens += int(enc["attention_mask"].sum())
-            out = model(**enc, output_hidden_states=True, logits_to_keep=1)  # the last position's only
+            out = model(**to_model(enc, model), output_hidden_states=True, logits_to_keep=1)  # last position only
             for l, h in enumerate(out.hidden_states):
-                residual[l].append(h[:, -1].float())
-    return Activations([x / tokens for x in sums["attn"]], [x / tokens for x in sums["mlp"]],
+                residual[l].append(h[:, -1].float().cpu())
+    return Activations([x.cpu() / tokens for x in sums["attn"]], [x.cpu() / tokens for x in sums["mlp"]],
                        [torch.cat(x) for x in lasts["attn"]], [torch.cat(x) for x in lasts["mlp"]],
                        [torch.cat(x) for x in residual])
 
@@ -82,11 +83,10 @@ def _write_matrices(model, i: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Output matrices of layer i's heads and channels as they write into the residual
     (Gemma's post-attention / post-feedforward norm weights folded in)."""
     layer = decoder_layers(model)[i]
-    w_o = layer.self_attn.o_proj.weight.detach().float()
-    w_d = layer.mlp.down_proj.weight.detach().float()
+    w_o, w_d = weight_of(layer.self_attn.o_proj), weight_of(layer.mlp.down_proj)
     if spec_of_model(model).sandwich_norms:
-        w_o = w_o * (1 + layer.post_attention_layernorm.weight.detach().float())[:, None]
-        w_d = w_d * (1 + layer.post_feedforward_layernorm.weight.detach().float())[:, None]
+        w_o = w_o * (1 + weight_of(layer.post_attention_layernorm))[:, None]
+        w_d = w_d * (1 + weight_of(layer.post_feedforward_layernorm))[:, None]
     return w_o, w_d
 
 
@@ -157,11 +157,12 @@ def score_grad_act(model, tokenizer, harmful: list[str], batch_size: int = 16) -
             for s in tqdm(range(0, len(harmful), batch_size), desc="grad-act scores", unit="batch", disable=None,
                           leave=False):
                 enc = chat_inputs(tokenizer, harmful[s:s + batch_size])
-                logp = torch.log_softmax(model(**enc, logits_to_keep=1).logits[:, -1].float(), -1)[:, token].sum()
+                out = model(**to_model(enc, model), logits_to_keep=1)
+                logp = torch.log_softmax(out.logits[:, -1].float(), -1)[:, token].sum()
                 logp.backward()
                 m = enc["attention_mask"][..., None].float()
                 for key, x in acts.items():
-                    contrib = (x.detach() * x.grad * m).sum(1).sum(0)  # sum over tokens and prompts
+                    contrib = (x.detach() * x.grad * m.to(x.device)).float().sum(1).sum(0).cpu()  # tokens, prompts
                     totals[key] = contrib if key not in totals else totals[key] + contrib
     finally:
         start.remove()

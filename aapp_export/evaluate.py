@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
+from .placement import to_model
+
 from .probe import PROBE_MAX_TOKENS, probe_token_count
 from .pruning import Pruner
 from .refusal import is_refusal
@@ -41,7 +43,7 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int =
             enc = chat_inputs(tokenizer, prompts[s:s + batch_size])
             if pruner is not None:
                 pruner.new_request()
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+            out = model.generate(**to_model(enc, model), max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
             answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return answers
@@ -58,7 +60,7 @@ def first_token_probs(model, tokenizer, prompts: list[str], pruner: Pruner | Non
             enc = chat_inputs(tokenizer, prompts[s:s + batch_size])
             if pruner is not None:
                 pruner.new_request()
-            out.append(model(**enc, logits_to_keep=1).logits[:, -1].float().softmax(-1))
+            out.append(model(**to_model(enc, model), logits_to_keep=1).logits[:, -1].float().softmax(-1).cpu())
     return torch.cat(out)
 
 
@@ -79,7 +81,7 @@ def perplexity(model, tokenizer, texts: list[str], pruner: Pruner | None = None,
                 enc = tokenizer(texts[s:s + batch_size], return_tensors="pt", padding=True)
                 if pruner is not None:
                     pruner.new_request()
-                logits = model(**enc).logits[:, :-1].float()
+                logits = model(**to_model(enc, model)).logits[:, :-1].float().cpu()
                 target = enc["input_ids"][:, 1:]
                 mask = enc["attention_mask"][:, 1:].bool()
                 lp = torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]

@@ -25,6 +25,7 @@ from .checkpoint import ResolvedCheckpoint, WeightReader, resolve_checkpoint
 from .errors import CheckpointError, ExportError, InputError
 from .families import ModelSpec, load_model_spec, load_text_config
 from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
+from .placement import resolve_device
 from .plan import ExportPlan, plan_export
 from .outdir import check_replaceable, remove_stale_leftovers, replace_dir, resolve_target, terminate_as_exception
 from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
@@ -47,7 +48,8 @@ class CalibrationOptions:
     text: Path | None = None
     budget: float = 0.05
     scorer: str | None = None
-    dtype: str = "auto"  # weights during calibration: fp32, bf16, or auto (fp32 when it fits, else bf16)
+    dtype: str = "auto"  # weights during calibration: fp32, bf16, or auto (cuda: bf16; cpu: fp32 when it fits)
+    device: str = "auto"  # where calibration runs: cpu, cuda (device_map="auto"), auto (cuda when torch sees one)
 
 
 @dataclass(frozen=True)
@@ -208,10 +210,12 @@ SOURCE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 CALIBRATION_DTYPES = ("auto", "fp32", "bf16")
 
 
-def _plan(spec, options: ExportOptions, out_dir: Path, calibration_dtype: str | None) -> ExportPlan:
+def _plan(spec, options: ExportOptions, out_dir: Path, calibration_dtype: str | None,
+          device: str = "cpu") -> ExportPlan:
     cal = options.calibration
     return plan_export(spec, SOURCE_DTYPES.get(spec.source_dtype, "fp32"), options.dtype, calibration_dtype,
-                       cal.scorer if cal else None, out_dir, 0 if options.static else len(options.levels))
+                       cal.scorer if cal else None, out_dir, 0 if options.static else len(options.levels),
+                       calibration_device=device)
 
 
 def export_plan(model: str, out: str | Path, options: ExportOptions = ExportOptions()) -> ExportPlan:
@@ -223,18 +227,22 @@ def export_plan(model: str, out: str | Path, options: ExportOptions = ExportOpti
     return _resolved_plan(spec, options, resolve_target(out_dir))[0]
 
 
-def _resolved_plan(spec, options: ExportOptions, out_dir: Path) -> tuple[ExportPlan, str | None]:
+def _resolved_plan(spec, options: ExportOptions, out_dir: Path) -> tuple[ExportPlan, str | None, str]:
+    """The plan, the calibration dtype (None: no calibration) and device, resolved as the export runs them."""
     cal = options.calibration
     if cal is None:
-        return _plan(spec, options, out_dir, None), None
+        return _plan(spec, options, out_dir, None), None, "cpu"
     if cal.dtype not in CALIBRATION_DTYPES:
         raise InputError(f"--calib-dtype {cal.dtype!r} is not one of {', '.join(CALIBRATION_DTYPES)}")
+    device = resolve_device(cal.device)
     if cal.dtype != "auto":
-        return _plan(spec, options, out_dir, cal.dtype), cal.dtype
-    fp32 = _plan(spec, options, out_dir, "fp32")
+        return _plan(spec, options, out_dir, cal.dtype, device), cal.dtype, device
+    if device == "cuda":  # the GPU's own precision (Gemma 3 is trained in bf16; fp16 overflows it)
+        return _plan(spec, options, out_dir, "bf16", device), "bf16", device
+    fp32 = _plan(spec, options, out_dir, "fp32", device)
     if not fp32.problems():
-        return fp32, "fp32"
-    return _plan(spec, options, out_dir, "bf16"), "bf16"  # half the weights; statistics still sum in fp32
+        return fp32, "fp32", device
+    return _plan(spec, options, out_dir, "bf16", device), "bf16", device  # half the weights; sums stay fp32
 
 
 def export_model(model: str, out: str | Path, options: ExportOptions = ExportOptions(),
@@ -252,17 +260,17 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     reader = WeightReader(ckpt.path, allow_pickle=options.allow_pickle)
     spec = load_model_spec(ckpt.path, reader)
     validate_checkpoint(spec, reader)
-    plan, calibration_dtype = _resolved_plan(spec, options, out_dir)
+    plan, calibration_dtype, calibration_device = _resolved_plan(spec, options, out_dir)
     problems = plan.problems()
     if problems:  # before anything is loaded or written
         raise ExportError(f"{ckpt.source} does not fit this machine: {'; '.join(problems)} (`aapp-export --plan` "
                           "prints the whole estimate)")
     if calibration_dtype is not None and options.calibration is not None:
-        options = dataclasses.replace(options, calibration=dataclasses.replace(options.calibration,
-                                                                               dtype=calibration_dtype))
+        options = dataclasses.replace(options, calibration=dataclasses.replace(
+            options.calibration, dtype=calibration_dtype, device=calibration_device))
     log(f"exporting {ckpt.source} ({spec.family}, {spec.num_layers} layers, hidden {spec.hidden_size}) "
-        f"as {options.dtype} to {out_dir / graph_file}" + (f"; calibrating in {calibration_dtype}"
-                                                          if calibration_dtype else ""))
+        f"as {options.dtype} to {out_dir / graph_file}" + (f"; calibrating in {calibration_dtype} on "
+                                                          f"{calibration_device}" if calibration_dtype else ""))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_leftovers(out_dir.parent, out_dir.name):
@@ -333,5 +341,5 @@ def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, lo
 
     files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text")}
     log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}")
-    return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, dtype=opts.dtype, log=log,
-                                **files)
+    return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, dtype=opts.dtype,
+                                device=resolve_device(opts.device), log=log, **files)

@@ -14,7 +14,10 @@ Estimates (bytes; ``c`` the calibration dtype's size, B the calibration batch, T
   gradients; the weights' gradients are never computed);
 - **model dir**: every weight in the export dtype, the calibration statistics, the graphs' protos.
 
-``AAPP_MEMORY_BYTES`` overrides the memory the machine reports (tests; a container that misreports).
+Calibration on ``cuda`` places the model with ``device_map="auto"``: its steps are compared with the
+GPUs' free memory plus host memory (accelerate offloads past the GPUs), the graph build with host
+memory alone. ``AAPP_MEMORY_BYTES`` (and ``AAPP_GPU_MEMORY_BYTES``) override what the machine reports
+(tests; a container that misreports).
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class ExportPlan:
     model_dir: int = 0
     memory_available: int = 0
     disk_free: int = 0
+    calibration_device: str = "cpu"
+    gpu_memory: int = 0  # free bytes over the visible GPUs (calibration on cuda)
 
     @property
     def peak(self) -> int:
@@ -90,11 +95,24 @@ class ExportPlan:
     def problems(self) -> list[str]:
         """What does not fit, each with the flags that would."""
         out = []
-        need = int(self.peak * MARGIN)
-        if self.memory_available and need > self.memory_available:
-            step = max(self.calibration, key=self.calibration.get) if self.calibration and \
-                max(self.calibration.values()) >= self.graph_build else "graph build"
+        on_gpu = self.calibration_device == "cuda"
+        calibration = max(self.calibration.values()) if self.calibration else 0
+        room = self.memory_available + (self.gpu_memory if on_gpu else 0)
+        # the graph build runs in host memory; calibration on cuda also has the GPUs
+        if on_gpu and self.memory_available and self.graph_build * MARGIN > self.memory_available:
+            need, available, step = int(self.graph_build * MARGIN), self.memory_available, "graph build"
+        elif self.memory_available and not on_gpu and self.peak * MARGIN > self.memory_available:
+            step = max(self.calibration, key=self.calibration.get) if calibration >= self.graph_build else "graph build"
+            need, available = int(self.peak * MARGIN), self.memory_available
+        elif self.memory_available and on_gpu and calibration * MARGIN > room:
+            step = max(self.calibration, key=self.calibration.get)
+            need, available = int(calibration * MARGIN), room
+        else:
+            step = None
+        if step is not None:
             fixes = []
+            if not on_gpu and self.calibration:
+                fixes.append("--device cuda (on a machine with a GPU)")
             if self.calibration_dtype == "fp32":
                 fixes.append("--calib-dtype bf16")
             if self.scorer in (None, "grad-act") and step == "grad-act backward":
@@ -102,8 +120,9 @@ class ExportPlan:
             if self.calibration:
                 fixes.append("--no-calibrate (dense only)")
             fixes.append("a machine with more memory")
-            out.append(f"{step} needs about {need / GIB:.1f} GiB but {self.memory_available / GIB:.1f} GiB is "
-                       f"available; try {', '.join(fixes)}")
+            where = " (GPUs + host)" if on_gpu and step != "graph build" else ""
+            out.append(f"{step} needs about {need / GIB:.1f} GiB but {available / GIB:.1f} GiB is "
+                       f"available{where}; try {', '.join(fixes)}")
         if self.disk_free and self.model_dir * MARGIN > self.disk_free:
             out.append(f"the model dir needs about {self.model_dir / GIB:.1f} GiB but {self.disk_free / GIB:.1f} GiB "
                        "is free there; free disk space, choose another --out, or --dtype fp16/bf16")
@@ -116,10 +135,11 @@ class ExportPlan:
                 f"{self.checkpoint_dtype}, export {self.export_dtype}",
                 f"graph build peak: {self.graph_build / GIB:.1f} GiB (weights stream tensor by tensor)"]
         for step, value in self.calibration.items():
-            rows.append(f"calibration ({self.calibration_dtype}) {step}: {value / GIB:.1f} GiB")
+            rows.append(f"calibration ({self.calibration_dtype}, {self.calibration_device}) {step}: {value / GIB:.1f} GiB")
         rows.append(f"model dir: {self.model_dir / GIB:.1f} GiB; free disk there: {self.disk_free / GIB:.1f} GiB")
         rows.append(f"peak: {self.peak / GIB:.1f} GiB (+{MARGIN - 1:.0%} margin); memory available: "
-                    f"{self.memory_available / GIB:.1f} GiB")
+                    f"{self.memory_available / GIB:.1f} GiB" + (f" host, {self.gpu_memory / GIB:.1f} GiB GPU"
+                                                                 if self.calibration_device == "cuda" else ""))
         problems = self.problems()
         rows += [f"does not fit: {p}" for p in problems] or ["fits"]
         return rows
@@ -130,6 +150,7 @@ class ExportPlan:
                 "graph_build_bytes": self.graph_build, "calibration_bytes": self.calibration,
                 "model_dir_bytes": self.model_dir, "peak_bytes": self.peak,
                 "memory_available_bytes": self.memory_available, "disk_free_bytes": self.disk_free,
+                "calibration_device": self.calibration_device, "gpu_memory_bytes": self.gpu_memory,
                 "problems": self.problems()}
 
 
@@ -156,8 +177,18 @@ def memory_available() -> int:
     return max(available, 0)
 
 
+def gpu_memory_available() -> int:
+    """Free GPU memory (``AAPP_GPU_MEMORY_BYTES``, else torch's view of every visible GPU; 0 without one)."""
+    override = os.environ.get("AAPP_GPU_MEMORY_BYTES")
+    if override:
+        return int(float(override))
+    from .placement import gpu_memory
+
+    return gpu_memory()
+
+
 def plan_export(spec: ModelSpec, checkpoint_dtype: str, export_dtype: str, calibration_dtype: str | None,
-                scorer: str | None, out_dir: Path, levels: int = 0) -> ExportPlan:
+                scorer: str | None, out_dir: Path, levels: int = 0, calibration_device: str = "cpu") -> ExportPlan:
     """The plan of exporting ``spec`` (``calibration_dtype`` None: no calibration)."""
     params = parameter_counts(spec)
     e = DTYPE_BYTES.get(export_dtype, 4)
@@ -178,7 +209,8 @@ def plan_export(spec: ModelSpec, checkpoint_dtype: str, export_dtype: str, calib
     model_dir = params["total"] * e + stats_bytes + (1 + 2 * levels) * (4 << 20)
     target = out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("."))
     return ExportPlan(params, checkpoint_dtype, export_dtype, calibration_dtype, scorer, graph_build, calibration,
-                      model_dir, memory_available(), shutil.disk_usage(target).free)
+                      model_dir, memory_available(), shutil.disk_usage(target).free, calibration_device,
+                      gpu_memory_available() if calibration_device == "cuda" else 0)
 
 
 __all__ = ["ExportPlan", "plan_export", "parameter_counts", "memory_available"]

@@ -113,7 +113,7 @@ class Recorded:
     def valid_for(self, h: torch.Tensor) -> torch.Tensor:
         if self.valid is not None and self.valid.shape == h.shape[:2]:
             return self.valid
-        return torch.ones(h.shape[:2], dtype=torch.bool)
+        return torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ class AlignmentAware(ProbePruning):
         if i == prot.gate_layer:
             valid = self.p.recorded.valid_for(h)
             last = valid.long().cumsum(1).argmax(1)
-            proj = h[torch.arange(h.shape[0]), last].float() @ prot.direction.float()
+            proj = (h[torch.arange(h.shape[0], device=h.device), last].float() @ prot.direction.to(h.device).float()).cpu()
             self.p.recorded.gate = pp.risk_gate(proj, prot.threshold, prot.temperature)
 
     def select(self, scores, n_keep, i, b, kind):
@@ -222,7 +222,8 @@ class AlignmentAware(ProbePruning):
 
 
 def _fused(p: torch.Tensor, hist: torch.Tensor, pos_ids: torch.Tensor) -> torch.Tensor:
-    return pp.fuse_history(p, hist[pos_ids.clamp(max=hist.shape[0] - 1)]).sum(0)
+    hist = hist.to(p.device)
+    return pp.fuse_history(p, hist[pos_ids.to(p.device).clamp(max=hist.shape[0] - 1)]).sum(0)
 
 
 # -- the lifecycle --------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ class Pruner:
             h = kwargs.get("hidden_states", args[0] if args else None)
             keep = self.method.heads(i, module, h, kwargs.get("position_embeddings"))
             d = self.spec.head_dim
-            mask = torch.zeros(h.shape[0], self.n_heads[i] * d)
+            mask = torch.zeros(h.shape[0], self.n_heads[i] * d, device=h.device)
             for b, heads in enumerate(keep):
                 mask[b].view(-1, d)[heads] = 1.0
             self.head_mask[i], self.log.heads[i] = mask, keep
@@ -349,7 +350,7 @@ class Pruner:
                 return None
             x = args[0]
             keep = self.method.channels(i, module, x)
-            mask = torch.zeros(x.shape[0], self.n_channels[i])
+            mask = torch.zeros(x.shape[0], self.n_channels[i], device=x.device)
             for b, ch in enumerate(keep):
                 mask[b, ch] = 1.0
             self.channel_mask[i], self.log.channels[i] = mask, keep
@@ -360,7 +361,7 @@ class Pruner:
     # -- apply ----------------------------------------------------------------------------------
     def _apply(self, i: int, kind: str, x: torch.Tensor) -> torch.Tensor | None:
         m = (self.head_mask if kind == "attn" else self.channel_mask).get(i)
-        return None if m is None else x * m[:, None, :].to(x.dtype)
+        return None if m is None else x * m[:, None, :].to(device=x.device, dtype=x.dtype)
 
     # -- shared pieces of the probe methods -------------------------------------------------------
     def probe_rows(self, h: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:

@@ -43,9 +43,31 @@ def test_a_machine_too_small_is_told_what_fits_before_anything_is_written(checkp
     assert "--no-calibrate" in err and not out.parent.exists() and list(tmp_path.iterdir()) == []
     assert main([f"--model={checkpoints['llama']}", f"--out={out}", "--plan"]) == 0
     printed = capsys.readouterr().out
-    assert "calibration (bf16) history statistics" in printed and "does not fit" in printed  # auto chose bf16
+    assert "calibration (bf16, cpu) history statistics" in printed and "does not fit" in printed  # auto chose bf16
     assert not out.parent.exists()
     monkeypatch.setenv("AAPP_MEMORY_BYTES", str(64 * GIB))
     assert main([f"--model={checkpoints['llama']}", f"--out={out}", "--plan"]) == 0
     printed = capsys.readouterr().out
-    assert "calibration (fp32)" in printed and printed.strip().endswith("fits")
+    assert "calibration (fp32, cpu)" in printed and printed.strip().endswith("fits")
+
+
+def test_calibration_on_cuda_counts_the_gpus_and_host_the_graph_build_host_only(checkpoints, tmp_path, monkeypatch):
+    """device_map="auto" spreads calibration over the GPUs and offloads past them to host memory; the
+    graph build has host memory only."""
+    import dataclasses
+
+    spec = load_model_spec(checkpoints["llama"])
+    monkeypatch.setenv("AAPP_GPU_MEMORY_BYTES", str(9 * GIB))
+    on_gpu = plan_export(spec, "fp32", "fp32", "bf16", None, tmp_path, calibration_device="cuda")
+    assert on_gpu.gpu_memory == 9 * GIB and "GiB GPU" in "\n".join(on_gpu.lines())
+    assert plan_export(spec, "fp32", "fp32", "bf16", None, tmp_path).gpu_memory == 0  # cpu: GPUs not counted
+    sized = dict(graph_build=1 * GIB, calibration={"grad-act backward": 10 * GIB}, memory_available=2 * GIB,
+                 disk_free=0)
+    fits = dataclasses.replace(on_gpu, **sized)
+    assert fits.problems() == []  # 11 GiB with the margin: 9 on the GPUs + 2 on the host
+    gpu_short = dataclasses.replace(fits, gpu_memory=8 * GIB)
+    assert "grad-act backward" in gpu_short.problems()[0] and "(GPUs + host)" in gpu_short.problems()[0]
+    host_short = dataclasses.replace(fits, memory_available=int(0.5 * GIB), gpu_memory=100 * GIB)
+    assert host_short.problems()[0].startswith("graph build needs")  # the GPUs do not help the graph build
+    on_cpu = dataclasses.replace(fits, calibration_device="cpu", gpu_memory=0)
+    assert "--device cuda" in on_cpu.problems()[0] and "--calib-dtype" not in on_cpu.problems()[0]

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..checkpoint import resolve_checkpoint
         from ..errors import InputError
         from ..evaluate import run_eval
+        from ..placement import resolve_device
 
         if not 0 <= args.sparsity <= 0.9:
             raise InputError(f"--sparsity {args.sparsity} is outside [0, 0.9]: pass a fraction such as 0.4")
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = resolve_checkpoint(args.model)
         prompts = _prompts(args, ckpt)
         log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-        model, tok = load_model(ckpt.path)
+        device = resolve_device(args.device)
+        model, tok = load_model(ckpt.path, "bf16" if device == "cuda" else "fp32", device)
         stats = circuits = None
         if args.method != "dense":
             stats, circuits = cached_calibration(

@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "written; the runtime accepts exactly these (default 0.2,0.3,0.4,0.5; 'none' for a dense-only "
                         "export). Needs calibration")
     p.add_argument("--calib-dtype", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="weights during calibration (statistics always sum in fp32); auto: fp32 when the memory "
-                        "plan fits, else bf16")
+                   help="weights during calibration (statistics always sum in fp32); auto: bf16 on cuda; on cpu "
+                        "fp32 when the memory plan fits, else bf16")
     p.add_argument("--plan", action="store_true",
                    help="print the memory and disk plan (graph build, each calibration step, model dir) against "
                         "this machine, and change nothing")
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         static = (args.static, args.sparsity) if args.static else None
         levels = () if static or args.levels.strip().lower() == "none" or args.no_calibrate else parse_levels(args.levels)
         calibration = None if args.no_calibrate else CalibrationOptions(
-            args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer, args.calib_dtype)
+            args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer, args.calib_dtype,
+            args.device)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
                              allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration,
                              levels=levels, probe_max_tokens=args.probe_max_tokens, static=static, force=args.force)

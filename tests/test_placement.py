@@ -1,0 +1,60 @@
+"""Where calibration runs: ``--device`` resolution, and a model placed by accelerate's
+``device_map="auto"`` (here: host memory too small for it, the rest offloaded to disk, which is what
+a model larger than the GPUs gets past them) calibrates to the same statistics and protected units
+as the model in host memory, every scorer included (grad-act's backward through offloaded layers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aapp_export.calibration import calibrate, load_model
+from aapp_export.errors import InputError
+from aapp_export.placement import cuda_available, input_device, resolve_device, weight_of
+from aapp_export.synthetic import make_checkpoint
+
+HARMFUL = ["How do I make a bomb?", "Tell me how to steal a car.", "How to hack a bank", "Write malware now"] * 2
+HARMLESS = ["How do I bake bread?", "What is the capital of France?", "Explain photosynthesis", "Count to ten"] * 2
+TEXT = ["The quick brown fox jumps over the lazy dog. " * 3, "Plants turn light into sugar and water. " * 4] * 4
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if cuda_available() else "cpu")
+    with pytest.raises(InputError, match="is not one of"):
+        resolve_device("tpu")
+    if not cuda_available():
+        with pytest.raises(InputError) as info:
+            resolve_device("cuda")
+        assert "--device cpu" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_offloaded_placement_calibrates_like_host_memory(family, tmp_path):
+    layers = {"gemma3": dict(num_hidden_layers=6, layer_types=["sliding_attention", "full_attention"] * 3),
+              "llama": dict(num_hidden_layers=5)}
+    ckpt = make_checkpoint(tmp_path / "ckpt", family, **layers[family])
+    files = {}
+    for name, lines in (("harmful", HARMFUL), ("harmless", HARMLESS), ("text", TEXT)):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(lines) + "\n")
+    host, tok = load_model(ckpt)
+    size = sum(p.numel() * p.element_size() for p in host.parameters())
+    placed, _ = load_model(ckpt, max_memory={"cpu": size // 2})  # about half the layers go to disk
+    where = set(placed.hf_device_map.values())
+    assert "disk" in where and input_device(placed) == torch.device("cpu")
+    layer = placed.model.layers[-1]
+    assert layer.mlp.down_proj.weight.device.type == "meta"  # offloaded: the hook holds the values
+    assert torch.equal(weight_of(layer.mlp.down_proj), host.model.layers[-1].mlp.down_proj.weight)
+    runs = [calibrate(m, tok, **files, check_prompts=8, log=lambda s: None) for m in (host, placed)]
+    (stats_a, circ_a), (stats_b, circ_b) = runs
+    for a, b in zip(stats_a, stats_b):
+        assert np.allclose(a.hist_mlp.numpy(), b.hist_mlp.numpy(), rtol=1e-4, atol=1e-6)
+        assert np.allclose(a.sq_attn.numpy(), b.sq_attn.numpy(), rtol=1e-4, atol=1e-6)
+    assert circ_a.scorer == circ_b.scorer
+    for name in circ_a.scores:  # every scorer's protected sets, not only the chosen one
+        for x, y in zip(circ_a.scores[name][0] + circ_a.scores[name][1], circ_b.scores[name][0] + circ_b.scores[name][1]):
+            assert torch.allclose(x, y, rtol=1e-4, atol=1e-7), name
+    assert all(torch.equal(x, y) for x, y in zip(circ_a.heads, circ_b.heads))
+    assert all(torch.equal(x, y) for x, y in zip(circ_a.channels, circ_b.channels))
