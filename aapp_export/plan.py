@@ -87,6 +87,7 @@ class ExportPlan:
     disk_free: int = 0
     calibration_device: str = "cpu"
     gpu_memory: int = 0  # free bytes over the visible GPUs (calibration on cuda)
+    alternatives: dict[str, int] = field(default_factory=dict)  # flags -> the peak they would give
 
     @property
     def peak(self) -> int:
@@ -110,15 +111,18 @@ class ExportPlan:
         else:
             step = None
         if step is not None:
-            fixes = []
+            # the flags whose plan fits (the cheapest of the calibration ones first), then the GPU
+            fixes, chosen = [], []
+            for flags, peak in self.alternatives.items():
+                fits = peak * MARGIN <= (available if step == "graph build" or not on_gpu else room)
+                if fits and not any(set(c.split()) <= set(flags.split()) for c in chosen):  # not a superset
+                    chosen.append(flags)
+                    fixes.append(f"{flags} ({peak * MARGIN / GIB:.1f} GiB)")
+            if not chosen and self.alternatives:  # nothing fits here: say what the smallest would need
+                flags, peak = min(self.alternatives.items(), key=lambda kv: kv[1])
+                fixes.append(f"(even {flags} needs {peak * MARGIN / GIB:.1f} GiB)")
             if not on_gpu and self.calibration:
-                fixes.append("--device cuda (on a machine with a GPU)")
-            if self.calibration_dtype == "fp32":
-                fixes.append("--calib-dtype bf16")
-            if self.scorer in (None, "grad-act") and step == "grad-act backward":
-                fixes.append("--scorer refusal-dir (no backward)")
-            if self.calibration:
-                fixes.append("--no-calibrate (dense only)")
+                fixes.append("--device cuda (on a machine with GPUs)")
             fixes.append("a machine with more memory")
             where = " (GPUs + host)" if on_gpu and step != "graph build" else ""
             out.append(f"{step} needs about {need / GIB:.1f} GiB but {available / GIB:.1f} GiB is "
@@ -187,30 +191,48 @@ def gpu_memory_available() -> int:
     return gpu_memory()
 
 
+def _calibration_steps(spec: ModelSpec, params: dict[str, int], c: int, scorer: str | None) -> dict[str, int]:
+    """Peak bytes of each calibration step with weights of ``c`` bytes."""
+    weights = BASE + params["total"] * c
+    sums = _stat_sums(spec)
+    steps = {"history statistics": weights + sums + _forward_transient(spec, CALIB_BATCH, CALIB_TOKENS, c),
+             "circuit activations": weights + sums + _forward_transient(spec, CALIB_BATCH, CHAT_TOKENS, c)}
+    if scorer in (None, "grad-act"):
+        steps["grad-act backward"] = weights + sums + _backward(spec, CALIB_BATCH, CHAT_TOKENS, c)
+    return steps
+
+
+def _stat_sums(spec: ModelSpec) -> int:
+    """The history statistics' fp32 running sums (per position and overall, attention and MLP)."""
+    return sum(2 * (CALIB_TOKENS + 3) * (l.num_heads * spec.head_dim + l.intermediate_size) * 4 for l in spec.layers)
+
+
 def plan_export(spec: ModelSpec, checkpoint_dtype: str, export_dtype: str, calibration_dtype: str | None,
                 scorer: str | None, out_dir: Path, levels: int = 0, calibration_device: str = "cpu") -> ExportPlan:
-    """The plan of exporting ``spec`` (``calibration_dtype`` None: no calibration)."""
+    """The plan of exporting ``spec`` (``calibration_dtype`` None: no calibration), with the peak each
+    memory-saving flag would give (``alternatives``)."""
     params = parameter_counts(spec)
     e = DTYPE_BYTES.get(export_dtype, 4)
     largest = _largest_tensor(spec)
     graph_build = BASE + largest * (2 * e + DTYPE_BYTES.get(checkpoint_dtype, 4))
     calibration: dict[str, int] = {}
+    alternatives: dict[str, int] = {}
     stats_bytes = 0
     if calibration_dtype is not None:
-        c = DTYPE_BYTES[calibration_dtype]
-        weights = BASE + params["total"] * c
-        sums = sum(2 * (CALIB_TOKENS + 3) * (l.num_heads * spec.head_dim + l.intermediate_size) * 4
-                   for l in spec.layers)
-        calibration["history statistics"] = weights + sums + _forward_transient(spec, CALIB_BATCH, CALIB_TOKENS, c)
-        calibration["circuit activations"] = weights + sums + _forward_transient(spec, CALIB_BATCH, CHAT_TOKENS, c)
-        if scorer in (None, "grad-act"):
-            calibration["grad-act backward"] = weights + sums + _backward(spec, CALIB_BATCH, CHAT_TOKENS, c)
-        stats_bytes = sums // 2
+        calibration = _calibration_steps(spec, params, DTYPE_BYTES[calibration_dtype], scorer)
+        options = {"--calib-dtype bf16": ("bf16", scorer), "--scorer refusal-dir": (calibration_dtype, "refusal-dir"),
+                   "--calib-dtype bf16 --scorer refusal-dir": ("bf16", "refusal-dir")}
+        for flags, (dtype, other) in options.items():
+            if (dtype, other) != (calibration_dtype, scorer) and not (other == "refusal-dir" and scorer not in
+                                                                       (None, "grad-act")):
+                alternatives[flags] = max(graph_build, *_calibration_steps(spec, params, DTYPE_BYTES[dtype],
+                                                                           other).values())
+        alternatives["--no-calibrate (dense only)"] = graph_build
+        stats_bytes = _stat_sums(spec) // 2
     model_dir = params["total"] * e + stats_bytes + (1 + 2 * levels) * (4 << 20)
     target = out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("."))
     return ExportPlan(params, checkpoint_dtype, export_dtype, calibration_dtype, scorer, graph_build, calibration,
                       model_dir, memory_available(), shutil.disk_usage(target).free, calibration_device,
-                      gpu_memory_available() if calibration_device == "cuda" else 0)
-
+                      gpu_memory_available() if calibration_device == "cuda" else 0, alternatives)
 
 __all__ = ["ExportPlan", "plan_export", "parameter_counts", "memory_available"]

@@ -5,6 +5,8 @@ Weights are random but scaled so logits span several units (so a 1e-4 match is a
 norm weights are perturbed away from their init, and a small byte-level BPE tokenizer with a
 Gemma-style chat template is saved beside them. ``CONFIGS`` are tiny (tests);
 ``bench_gemma3_config`` is a Gemma-3-270M-like shape of ~120M parameters (benchmarks).
+``make_shape_checkpoint`` writes a checkpoint of a real model's layout and size whose weights are
+zeros stored sparsely (no memory, next to no disk): enough for ``aapp-export --plan`` at 12B.
 """
 
 from __future__ import annotations
@@ -143,3 +145,47 @@ def make_multimodal_gemma3(directory: Path, seed: int = 0):
     model.save_pretrained(str(directory))
     save_tokenizer(directory)
     return model
+
+
+def make_shape_checkpoint(directory: Path, config, dtype: torch.dtype = torch.bfloat16,
+                          shard_bytes: int = 5 * 10**9) -> Path:
+    """Save ``config``'s model as transformers lays it out (its class, tensor names and shapes, shards
+    of at most ``shard_bytes`` in ``dtype`` with their index, as the hub's big checkpoints are) with zero
+    weights written as sparse files, plus a tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    auto = AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = auto.from_config(config, dtype=dtype)
+    size = torch.tensor([], dtype=dtype).element_size()
+    name_of = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}[dtype]
+    shards: list[dict] = [{}]
+    used = 0
+    for name, tensor in model.state_dict().items():
+        n = tensor.numel() * size
+        if used and used + n > shard_bytes:
+            shards.append({})
+            used = 0
+        shards[-1][name] = {"dtype": name_of, "shape": list(tensor.shape), "data_offsets": [used, used + n]}
+        used += n
+    files = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for file, header in zip(files, shards):
+        end = max(e["data_offsets"][1] for e in header.values())
+        weight_map.update({name: file for name in header})
+        raw = json.dumps({**header, "__metadata__": {"format": "pt"}}, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(directory / file, "wb") as f:
+            f.write(len(raw).to_bytes(8, "little") + raw)
+            f.truncate(8 + len(raw) + end)  # the zeros: a hole in the file
+    if len(files) > 1:
+        total = sum(t.numel() * size for t in model.state_dict().values())
+        (directory / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    config.architectures = [type(model).__name__]
+    config.save_pretrained(str(directory))
+    save_tokenizer(directory)
+    return directory

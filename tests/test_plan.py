@@ -71,3 +71,25 @@ def test_calibration_on_cuda_counts_the_gpus_and_host_the_graph_build_host_only(
     assert host_short.problems()[0].startswith("graph build needs")  # the GPUs do not help the graph build
     on_cpu = dataclasses.replace(fits, calibration_device="cpu", gpu_memory=0)
     assert "--device cuda" in on_cpu.problems()[0] and "--calib-dtype" not in on_cpu.problems()[0]
+
+
+def test_the_advice_names_the_flags_whose_plan_fits(checkpoints, tmp_path):
+    """Each memory-saving flag has its own planned peak; only those that fit are offered (a flag
+    that fits alone is not offered again combined), and when none does, the smallest need is said."""
+    import dataclasses
+
+    spec = load_model_spec(checkpoints["llama"])
+    plan = plan_export(spec, "fp32", "fp32", "fp32", None, tmp_path)
+    assert set(plan.alternatives) == {"--calib-dtype bf16", "--scorer refusal-dir",
+                                      "--calib-dtype bf16 --scorer refusal-dir", "--no-calibrate (dense only)"}
+    assert plan.alternatives["--calib-dtype bf16 --scorer refusal-dir"] <= plan.alternatives["--calib-dtype bf16"]
+    sized = dataclasses.replace(plan, graph_build=1 * GIB, calibration={"grad-act backward": 8 * GIB},
+                                memory_available=6 * GIB, disk_free=0,
+                                alternatives={"--calib-dtype bf16": 5 * GIB, "--scorer refusal-dir": 7 * GIB,
+                                              "--calib-dtype bf16 --scorer refusal-dir": 4 * GIB,
+                                              "--no-calibrate (dense only)": 1 * GIB})
+    advice = sized.problems()[0]
+    assert "--calib-dtype bf16 (5.5 GiB)" in advice and "--no-calibrate (dense only) (1.1 GiB)" in advice
+    assert "refusal-dir" not in advice  # alone it does not fit; combined, bf16 alone already does
+    nothing = dataclasses.replace(sized, memory_available=int(0.5 * GIB))
+    assert "(even --no-calibrate (dense only) needs 1.1 GiB)" in nothing.problems()[0]
