@@ -192,12 +192,13 @@ def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, har
 
 def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
                          budget: float = 0.05, scorer: str | None = None, dtype: str = "fp32",
-                         device: str = "cpu", max_memory=None, log=print) -> dict[str, Any]:
+                         device: str = "cpu", max_memory=None, check_prompts: int = 48,
+                         log=print) -> dict[str, Any]:
     """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype``) into ``out_dir``
     (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
     model, tok = load_model(checkpoint, dtype, device, max_memory)
     stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                scorer=scorer, log=log)
+                                scorer=scorer, check_prompts=check_prompts, log=log)
     summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text)
     save_calibration(out_dir, stats, circuits, summary)
     return summary

@@ -28,12 +28,11 @@ from tqdm import tqdm
 
 from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate
 from .families import spec_of_model
+from .choices import SCORERS, SKIP_FIRST
 from .placement import to_model, weight_of
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
 from .recorder import decoder_layers, unit_inputs
 
-SCORERS = ("actdiff", "refusal-dir", "grad-act")
-SKIP_FIRST = 3
 CHECK_TOKENS = 24
 CHECK_SEEDS = 5
 
@@ -62,7 +61,7 @@ def collect_activations(model, tokenizer, prompts: list[str], batch_size: int = 
         x = x.detach().float()
         s = (x * state["mask"].to(x.device)[..., None]).sum((0, 1))
         sums[kind][i] = s if sums[kind][i] is None else sums[kind][i] + s
-        lasts[kind][i].append(x[:, -1].cpu())
+        lasts[kind][i].append(x[:, -1].cpu().clone())  # a copy: a view would keep all of x alive
 
     tokens = 0
     with unit_inputs(model, record):
@@ -73,7 +72,7 @@ def collect_activations(model, tokenizer, prompts: list[str], batch_size: int = 
             tokens += int(enc["attention_mask"].sum())
             out = model(**to_model(enc, model), output_hidden_states=True, logits_to_keep=1)  # last position only
             for l, h in enumerate(out.hidden_states):
-                residual[l].append(h[:, -1].float().cpu())
+                residual[l].append(h[:, -1].float().cpu().clone())
     return Activations([x.cpu() / tokens for x in sums["attn"]], [x.cpu() / tokens for x in sums["mlp"]],
                        [torch.cat(x) for x in lasts["attn"]], [torch.cat(x) for x in lasts["mlp"]],
                        [torch.cat(x) for x in residual])

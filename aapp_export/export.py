@@ -22,6 +22,7 @@ from aapp_runtime.manifest import write_manifest
 
 from . import __version__
 from .checkpoint import ResolvedCheckpoint, WeightReader, resolve_checkpoint
+from .choices import CALIBRATION_DTYPES
 from .errors import CheckpointError, ExportError, InputError
 from .families import ModelSpec, load_model_spec, load_text_config
 from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
@@ -207,7 +208,6 @@ def _manifest_body(spec: ModelSpec, ckpt: ResolvedCheckpoint, opts: ExportOption
 
 
 SOURCE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-CALIBRATION_DTYPES = ("auto", "fp32", "bf16")
 
 
 def _plan(spec, options: ExportOptions, out_dir: Path, calibration_dtype: str | None,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .choices import SKIP_FIRST
+
 
 @dataclass(frozen=True)
 class Dims:
@@ -71,7 +73,7 @@ def probe_flops(dims: Dims, prompt: int, probe_tokens: int, pruned_layers: list[
 
 
 def flops_ratio(dims: Dims, prompt: int, new_tokens: int, heads: list[int], channels: list[int],
-                probe_tokens: int = 0, skip_first: int = 3) -> float:
+                probe_tokens: int = 0, skip_first: int = SKIP_FIRST) -> float:
     """(pruned request + probe) / dense request."""
     dense = request_flops(dims, prompt, new_tokens)
     pruned = request_flops(dims, prompt, new_tokens, heads, channels)

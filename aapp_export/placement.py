@@ -21,8 +21,8 @@ from typing import Any, Mapping
 import torch
 
 from .errors import InputError
+from .choices import DEVICES
 
-DEVICES = ("auto", "cpu", "cuda")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 

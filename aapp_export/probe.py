@@ -25,8 +25,9 @@ import math
 
 import torch
 
+from .choices import PROBE_MAX_TOKENS, SKIP_FIRST, check_sparsity  # noqa: F401 (PROBE_MAX_TOKENS: re-exported)
+
 EPS = 1e-6
-PROBE_MAX_TOKENS = 64  # probe budget for long prompts (``probe_token_count``); 0: none
 
 
 def probe_positions(residual: torch.Tensor, valid: torch.Tensor | None = None, token_ratio: float = 0.5,
@@ -109,17 +110,14 @@ def head_scores(s: torch.Tensor, weights: torch.Tensor, num_heads: int) -> torch
     return (s.pow(2) * weights).reshape(num_heads, -1).sum(1).sqrt()
 
 
-def kept_counts(units: list[int], sparsity: float, skip_first: int = 3, multiple: int = 1) -> list[int]:
+def kept_counts(units: list[int], sparsity: float, skip_first: int = SKIP_FIRST, multiple: int = 1) -> list[int]:
     """Units kept per layer so that the model-wide fraction pruned equals ``sparsity``.
 
     The first ``skip_first`` layers stay dense; the ratio on the others is rescaled so the average
     over all layers is the target (capped at pruning everything but one unit). ``multiple`` rounds
     kept counts (e.g. 64 for tensor-core friendly MLP widths on large models).
     """
-    if not 0 <= sparsity <= 0.9:
-        from .errors import InputError
-
-        raise InputError(f"sparsity={sparsity} is outside [0, 0.9]: pass a fraction such as 0.4")
+    check_sparsity(sparsity, "sparsity")
     total = sum(units)
     prunable = sum(units[skip_first:])
     if prunable == 0 or sparsity == 0:

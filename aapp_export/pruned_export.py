@@ -24,23 +24,23 @@ from .families import ModelSpec
 from .graph.builder import ExternalTensor, WeightStore
 from .graph.decoder import DecoderOptions
 from .graph.pruned import AAPP_INPUT, RISK_GATE, PruningPlan, build_level, kept_counts, level_name
-from .probe import PROBE_MAX_TOKENS
+from .choices import MAX_SPARSITY, PROBE_MAX_TOKENS, SKIP_FIRST
 
 DEFAULT_LEVELS = (0.2, 0.3, 0.4, 0.5)
-SKIP_FIRST = 3
 SAFETENSORS_TYPES = {"F32": TensorProto.FLOAT, "F16": TensorProto.FLOAT16, "BF16": TensorProto.BFLOAT16,
                      "I64": TensorProto.INT64}
 
 
 def parse_levels(text: str | Sequence[float]) -> tuple[float, ...]:
-    """``"0.2,0.4"`` -> ``(0.2, 0.4)``, each in (0, 0.9], sorted, no repeats."""
+    """``"0.2,0.4"`` -> ``(0.2, 0.4)``, each in (0, MAX_SPARSITY], sorted, no repeats."""
     try:
         values = [float(x) for x in (text.split(",") if isinstance(text, str) else text) if str(x).strip()]
     except ValueError as exc:
         raise InputError(f"--levels {text!r}: not a comma-separated list of fractions (e.g. 0.2,0.4)") from exc
-    bad = [v for v in values if not 0 < v <= 0.9]
+    bad = [v for v in values if not 0 < v <= MAX_SPARSITY]
     if bad or not values:
-        raise InputError(f"--levels {text!r}: every level must be in (0, 0.9] (e.g. 0.2,0.4); 0 is the dense graph")
+        raise InputError(f"--levels {text!r}: every level must be in (0, {MAX_SPARSITY}] (e.g. 0.2,0.4); 0 is the "
+                         "dense graph")
     return tuple(sorted({round(v, 4) for v in values}))
 
 

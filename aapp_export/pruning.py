@@ -33,10 +33,10 @@ from torch import nn
 from . import probe as pp
 from .errors import InputError
 from .families import ModelSpec, spec_of_model
+from .choices import METHODS, SKIP_FIRST, check_sparsity  # noqa: F401 (METHODS: re-exported)
 from .recorder import decoder_layers, unit_inputs
 from .static import static_units
 
-METHODS = ("dense", "pp", "aapp", "wanda-sp", "flap", "random")
 
 
 def mlp_norm_name(spec: ModelSpec) -> str:
@@ -78,7 +78,7 @@ class Protection:
 class PruneConfig:
     method: str = "dense"
     sparsity: float = 0.0
-    skip_first: int = 3
+    skip_first: int = SKIP_FIRST
     token_ratio: float = 0.5
     probe_max_tokens: int = pp.PROBE_MAX_TOKENS  # probe budget for long prompts (``probe.probe_token_count``)
     seed: int = 0
@@ -87,8 +87,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS + ("ablate",):
             raise InputError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
-        if not 0 <= self.sparsity <= 0.9:
-            raise InputError(f"sparsity={self.sparsity} is outside [0, 0.9]: pass a fraction such as 0.4")
+        check_sparsity(self.sparsity, "sparsity")
 
 
 @dataclass

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from . import probe as pp
+from .choices import STATIC_METHODS  # noqa: F401 (re-exported)
 
-STATIC_METHODS = ("wanda-sp", "flap", "random")
 
 
 def static_scores(method: str, w_o: torch.Tensor, w_down: torch.Tensor, stats, n_heads: int, layer: int,

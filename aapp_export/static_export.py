@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import WeightReader
+from .choices import SKIP_FIRST, check_sparsity
 from .errors import InputError
 from .families import ModelSpec
 from .graph.decoder import LayerUnits, kv_heads_kept
 from .graph.pruned import kept_counts
-from .pruned_export import SKIP_FIRST, decode_weight_bytes
+from .pruned_export import decode_weight_bytes
 from .static import STATIC_METHODS, static_units
 
 
@@ -28,8 +29,7 @@ def check_static(options) -> None:
     method, sparsity = options.static
     if method not in STATIC_METHODS:
         raise InputError(f"--static {method!r} is not one of {', '.join(STATIC_METHODS)}")
-    if isinstance(sparsity, bool) or not 0 < float(sparsity) <= 0.9:
-        raise InputError(f"--static {method} --sparsity {sparsity}: pass a sparsity in (0, 0.9], e.g. 0.4")
+    check_sparsity(sparsity, f"--static {method} --sparsity", zero=False)
     if method != "random" and options.calibration is None:
         raise InputError(f"--static {method} scores units with calibration statistics: drop --no-calibrate")
 

@@ -74,7 +74,7 @@ class StepPeaks:
         self._thread.join()
 
 
-def one(ckpt: Path, dtype: str, scorer: str | None, out: Path) -> dict:
+def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: int = 48) -> dict:
     from aapp_export import calibration, circuits
     from aapp_export.calibration import calibrate_checkpoint
     from aapp_export.checkpoint import WeightReader
@@ -95,10 +95,12 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path) -> dict:
     t0 = time.perf_counter()
     with peaks:
         calibrate_checkpoint(ckpt, out, harmful=data / "harmful_calib.txt", harmless=data / "harmless_calib.txt",
-                             text=data / "text_calib.txt", scorer=scorer, dtype=dtype, log=lambda m: None)
+                             text=data / "text_calib.txt", scorer=scorer, dtype=dtype, check_prompts=check_prompts,
+                             log=lambda m: None)
     measured = {k: round(v, 1) for k, v in peaks.peaks.items()}
     planned = {k: round(v / 2**20, 1) for k, v in plan.calibration.items()}
     return {"checkpoint": str(ckpt), "parameters": plan.params["total"], "dtype": dtype, "scorer": scorer,
+            "check_prompts": check_prompts,
             "seconds": round(time.perf_counter() - t0, 1),
             "step_seconds": {k: round(v, 1) for k, v in peaks.seconds.items()},
             "peak_rss_mb": round(_hwm_mb(), 1), "plan_peak_mb": round(max(plan.calibration.values()) / 2**20, 1),
@@ -106,13 +108,14 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path) -> dict:
             "plan_over_measured": {k: round(planned[k] / measured[k], 3) for k in planned if measured.get(k)}}
 
 
-def compare(ckpt: Path, scorer: str | None) -> dict:
+def compare(ckpt: Path, scorer: str | None, check_prompts: int = 48) -> dict:
     from safetensors.numpy import load_file
 
     runs, dirs = {}, {}
     for dtype in ("fp32", "bf16"):
         dirs[dtype] = Path(tempfile.mkdtemp(prefix=f"calib-{dtype}-"))
-        cmd = [sys.executable, __file__, str(ckpt), "--dtype", dtype, "--out", str(dirs[dtype])]
+        cmd = [sys.executable, __file__, str(ckpt), "--dtype", dtype, "--out", str(dirs[dtype]),
+               "--check-prompts", str(check_prompts)]
         if scorer:
             cmd += ["--scorer", scorer]
         runs[dtype] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
@@ -133,12 +136,14 @@ def main() -> None:
     p.add_argument("--scorer", default=None)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--compare", action="store_true")
+    p.add_argument("--check-prompts", type=int, default=48,
+                   help="harmful prompts of the causal check (the export uses 48; fewer is quicker, same peak)")
     args = p.parse_args()
     if args.compare:
-        print(json.dumps(compare(args.checkpoint, args.scorer), indent=1))
+        print(json.dumps(compare(args.checkpoint, args.scorer, args.check_prompts), indent=1))
     else:
         out = args.out or Path(tempfile.mkdtemp(prefix="calib-"))
-        print(json.dumps(one(args.checkpoint, args.dtype, args.scorer, out)))
+        print(json.dumps(one(args.checkpoint, args.dtype, args.scorer, out, args.check_prompts)))
 
 
 if __name__ == "__main__":

@@ -342,7 +342,7 @@ def test_static_export_bad_flags_are_one_line(pruned, capsys, tmp_path):
 
     ckpt = str(pruned["llama"][0])
     for extra, message in ((["--static", "flap"], "--static and --sparsity go together"),
-                           (["--static", "wanda-sp", "--sparsity", "0.95"], "pass a sparsity in (0, 0.9]"),
+                           (["--static", "wanda-sp", "--sparsity", "0.95"], "is outside (0, 0.9]"),
                            (["--static", "flap", "--sparsity", "0.4", "--no-calibrate"], "drop --no-calibrate")):
         assert export_main(["--model", ckpt, "--out", str(tmp_path / "x" / "model.onnx"), *extra]) == 2
         err = capsys.readouterr().err

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..choices import MAX_SPARSITY
 from .common import add_calibration_args, run_cli
 
 
@@ -97,8 +98,8 @@ def _pruned(args) -> int:
         lengths = [int(x) for x in args.prompt_lengths.split(",")]
     except ValueError as exc:
         raise InputError(f"--sparsity {args.sparsity!r} / --prompt-lengths: {exc}; e.g. --sparsity 0,0.4") from exc
-    if not levels or any(not 0 <= s <= 0.9 for s in levels) or min(lengths) < 1:
-        raise InputError(f"--sparsity {args.sparsity!r}: pass levels in [0, 0.9], e.g. 0,0.2,0.4,0.5")
+    if not levels or any(not 0 <= s <= MAX_SPARSITY for s in levels) or min(lengths) < 1:
+        raise InputError(f"--sparsity {args.sparsity!r}: pass levels in [0, {MAX_SPARSITY}], e.g. 0,0.2,0.4,0.5")
     plan = PrunedBenchPlan(sparsities=levels if 0.0 in levels else (0.0, *levels),
                            static_sparsity=args.static_sparsity or None, rounds=max(args.rounds, 3),
                            prefill=max(lengths), decode_prompt=min(lengths), new_tokens=args.new_tokens,

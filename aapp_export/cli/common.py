@@ -10,6 +10,7 @@ from typing import Callable
 
 from aapp_runtime.errors import AappRuntimeError
 
+from ..choices import DEVICES, SCORERS
 from ..errors import AappError
 from ..outdir import Terminated
 
@@ -50,12 +51,12 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
                    "(default: the model card's)")
     p.add_argument("--calib-text", type=Path, help="general text for PP history statistics, one paragraph a line "
                    "(default: the model card's)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    p.add_argument("--device", choices=DEVICES, default="auto",
                    help="where calibration (and aapp-eval's torch engine) runs: cuda spreads the model over the "
                         "GPUs with accelerate (device_map=auto, host memory past them) in bf16; auto: cuda when "
                         "torch sees a GPU, else cpu")
     p.add_argument("--budget", type=float, default=0.05, help="protected fraction of prunable units (default 0.05)")
-    p.add_argument("--scorer", choices=["actdiff", "refusal-dir", "grad-act"], default=None,
+    p.add_argument("--scorer", choices=SCORERS, default=None,
                    help="alignment scorer (default: the one whose causal check shows the largest gap; ties go to the "
                         "largest drop in the refusal first-token probability); a given scorer is the only one "
                         "run: refusal-dir and actdiff need no backward pass")

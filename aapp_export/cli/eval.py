@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..choices import MAX_SPARSITY, METHODS, PROBE_MAX_TOKENS, check_sparsity
 from .common import add_calibration_args, run_cli
 
 
@@ -27,13 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="demo", help="alias, hub id or checkpoint dir (default: demo); with "
                    "--engine onnx, an exported model dir")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="cpu", help="--engine onnx: provider")
-    p.add_argument("--method", default="aapp", choices=["dense", "pp", "aapp", "wanda-sp", "flap", "random"])
-    p.add_argument("--sparsity", type=float, default=0.4, help="fraction of prunable units removed, in [0, 0.9]")
+    p.add_argument("--method", default="aapp", choices=METHODS)
+    p.add_argument("--sparsity", type=float, default=0.4,
+                   help=f"fraction of prunable units removed, in [0, {MAX_SPARSITY}]")
     p.add_argument("--harmful", type=Path, help="harmful prompts, one a line (default: the card's held-out file)")
     p.add_argument("--harmless", type=Path, help="harmless prompts, one a line (default: the card's held-out file)")
     p.add_argument("--text", type=Path, help="held-out text for perplexity, one paragraph a line")
     add_calibration_args(p)
-    p.add_argument("--probe-max-tokens", type=int, default=64,
+    p.add_argument("--probe-max-tokens", type=int, default=PROBE_MAX_TOKENS,
                    help="--engine torch: the probe's token budget (0: none); the onnx engine uses the export's")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--limit", type=_positive, default=None, help="use the first N (>= 1) prompts of each file")
@@ -113,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..evaluate import run_eval
         from ..placement import resolve_device
 
-        if not 0 <= args.sparsity <= 0.9:
-            raise InputError(f"--sparsity {args.sparsity} is outside [0, 0.9]: pass a fraction such as 0.4")
+        check_sparsity(args.sparsity, "--sparsity")
         if args.probe_max_tokens < 0:
             raise InputError(f"--probe-max-tokens {args.probe_max_tokens}: pass a token count >= 1, or 0 for no budget")
         if args.engine == "onnx":

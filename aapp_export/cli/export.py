@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..choices import (ATTENTION_KERNELS, CALIBRATION_DTYPES, EXPORT_DTYPES, PROBE_MAX_TOKENS,
+                       STATIC_METHODS)
 from .common import add_calibration_args, run_cli
 
 
@@ -17,8 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output graph path DIR/model.onnx (or DIR); DIR becomes the model dir "
                    "(an earlier export there is replaced; a directory holding anything else is refused unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out even when it holds files the export did not write")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-    p.add_argument("--attention", choices=["gqa", "onnx"], default="gqa",  # graph.decoder.ATTENTION_KERNELS (torch-free here)
+    p.add_argument("--dtype", choices=EXPORT_DTYPES, default="fp32")
+    p.add_argument("--attention", choices=ATTENTION_KERNELS, default="gqa",
                    help="attention kernel: gqa = ONNX Runtime's GroupQueryAttention (fastest on CPU; fp32/fp16 on "
                         "CPU, fp16/bf16 on CUDA), onnx = the standard opset-23 Attention op (any ONNX backend)")
     p.add_argument("--all-logits", action="store_true", help="output logits for every position, not only the last")
@@ -31,16 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sparsity levels whose pruned graphs (probe + decisions in ONNX, prefill and decode) are "
                         "written; the runtime accepts exactly these (default 0.2,0.3,0.4,0.5; 'none' for a dense-only "
                         "export). Needs calibration")
-    p.add_argument("--calib-dtype", choices=["auto", "fp32", "bf16"], default="auto",
+    p.add_argument("--calib-dtype", choices=CALIBRATION_DTYPES, default="auto",
                    help="weights during calibration (statistics always sum in fp32); auto: bf16 on cuda; on cpu "
                         "fp32 when the memory plan fits, else bf16")
     p.add_argument("--plan", action="store_true",
                    help="print the memory and disk plan (graph build, each calibration step, model dir) against "
                         "this machine, and change nothing")
-    p.add_argument("--probe-max-tokens", type=int, default=64,
+    p.add_argument("--probe-max-tokens", type=int, default=PROBE_MAX_TOKENS,
                    help="the probe's token budget: it runs min(ceil(0.5 * prompt), this) tokens through every unit "
                         "of a pruned layer (0: no budget, PP's ceil(0.5 * prompt) at any length)")
-    p.add_argument("--static", choices=["wanda-sp", "flap", "random"], default=None,
+    p.add_argument("--static", choices=STATIC_METHODS, default=None,
                    help="instead of pruned graphs, write a smaller dense model whose kept heads and channels are "
                         "fixed by this static method at --sparsity (wanda-sp and flap use the calibration statistics)")
     p.add_argument("--sparsity", type=float, default=None, help="with --static: the fraction of prunable units removed")

@@ -49,6 +49,7 @@ from onnx import TensorProto
 from tqdm import tqdm
 
 from ..checkpoint import WeightReader
+from ..choices import ATTENTION_KERNELS
 from ..errors import ExportError, InputError, UnsupportedModelError
 from ..families import LayerSpec, ModelSpec
 from .builder import ONNX_DTYPES, TORCH_DTYPES, GraphBuilder, WeightStore
@@ -115,7 +116,6 @@ def qkv_rows(heads: np.ndarray, num_heads: int, num_kv_heads: int, head_dim: int
     return np.concatenate([q, k, k + num_kv_heads * head_dim])
 
 
-ATTENTION_KERNELS = ("gqa", "onnx")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from onnx import TensorProto
 
 from .. import probe as pp
 from ..checkpoint import WeightReader
+from ..choices import SKIP_FIRST
 from ..errors import ExportError
 from ..families import LayerSpec, ModelSpec
 from . import probe_ops as ops
@@ -70,7 +71,7 @@ class PruningPlan:
     gate_layer: int
     threshold: float
     temperature: float
-    skip_first: int = 3
+    skip_first: int = SKIP_FIRST
     token_ratio: float = 0.5
     min_tokens: int = 2
     force_first_below: int = 10

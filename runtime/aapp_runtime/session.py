@@ -45,7 +45,8 @@ from .generation import Chunk, Generation, GenerationParams, GenerationResult, m
 from .sampling import Sampler
 from .weights import SharedWeights
 
-METHODS = ("dense", "pp", "aapp")
+METHODS = ("dense", "pp", "aapp")  # aapp_export.choices.RUNTIME_METHODS (a test keeps them equal)
+MAX_SPARSITY = 0.9  # aapp_export.choices.MAX_SPARSITY
 
 Prompt = str | Sequence[dict[str, Any]] | Sequence[int]
 
@@ -348,8 +349,9 @@ class Session:
         """The manifest entry of the pruned graphs for ``method`` at ``sparsity`` (None: run dense)."""
         if not isinstance(method, str) or method not in METHODS:
             raise InputError(f"method={method!r} is not one of {', '.join(METHODS)}")
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or not 0 <= sparsity <= 0.9:
-            raise InputError(f"sparsity={sparsity!r} is outside [0, 0.9]: pass a fraction such as 0.4")
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or \
+                not 0 <= sparsity <= MAX_SPARSITY:
+            raise InputError(f"sparsity={sparsity!r} is outside [0, {MAX_SPARSITY}]: pass a fraction such as 0.4")
         if method == "dense":
             if sparsity:
                 raise InputError(f"method='dense' prunes nothing but sparsity={sparsity}: pass method='pp' or "

@@ -1,0 +1,39 @@
+"""Names and limits that the CLIs (argparse choices, defaults), the library's checks and the graph
+builder all read, so that each is defined once. Torch-free: a CLI builds its parser from it without
+importing torch. The runtime (a separate distribution that never imports this package) keeps its own
+copy of what a model dir runs (``aapp_runtime.session.METHODS``); a test checks they agree.
+"""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+SKIP_FIRST = 3  # the first layers are never pruned (PP's choice; the risk gate reads the input of the next)
+MAX_SPARSITY = 0.9  # the largest fraction of a layer's prunable units a request may remove
+PROBE_MAX_TOKENS = 64  # the probe's token budget for long prompts (docs/DESIGN.md: why 64)
+
+RUNTIME_METHODS = ("dense", "pp", "aapp")  # what an exported model dir runs per request
+STATIC_METHODS = ("wanda-sp", "flap", "random")  # fixed kept units (the reference, --static exports)
+METHODS = RUNTIME_METHODS + STATIC_METHODS  # what the PyTorch reference and aapp-eval run
+SCORERS = ("actdiff", "refusal-dir", "grad-act")  # alignment-circuit scorers
+ATTENTION_KERNELS = ("gqa", "onnx")  # com.microsoft.GroupQueryAttention, or the standard Attention op
+EXPORT_DTYPES = ("fp32", "fp16", "bf16")
+CALIBRATION_DTYPES = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_sparsity(value: float, flag: str, *, zero: bool = True) -> float:
+    """``value`` as a float in [0, MAX_SPARSITY] ((0, MAX_SPARSITY] when ``zero`` is False), else a
+    one-line ``InputError`` naming ``flag``."""
+    low = "[0" if zero else "(0"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not (0 <= number <= MAX_SPARSITY) or (not zero and number == 0):
+        raise InputError(f"{flag} {value!r} is outside {low}, {MAX_SPARSITY}]: pass a fraction such as 0.4")
+    return number
+
+
+__all__ = ["SKIP_FIRST", "MAX_SPARSITY", "PROBE_MAX_TOKENS", "RUNTIME_METHODS", "STATIC_METHODS", "METHODS", "SCORERS",
+           "ATTENTION_KERNELS", "EXPORT_DTYPES", "CALIBRATION_DTYPES", "DEVICES", "check_sparsity"]
