@@ -283,7 +283,8 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
         try:
             graph_path = tmp / graph_file
             decoder_options = DecoderOptions(options.dtype, options.last_logits_only, options.attention)
-            metadata = {"aapp.family": spec.family, "aapp.source": ckpt.source}
+            metadata = {"aapp.family": spec.family, "aapp.source": ckpt.source,
+                        "aapp.max_position_embeddings": str(spec.max_position_embeddings)}
             units = None
             # calibration first: one that cannot run costs no disk (and the static units need its statistics)
             calibration = _calibrate(ckpt, tmp, options.calibration, log) if options.calibration else None

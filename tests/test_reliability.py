@@ -287,7 +287,7 @@ def test_a_damaged_config_is_a_one_line_error(checkpoints, tmp_path, damage, cap
 
 
 @pytest.mark.parametrize("tamper", ["dims_list", "head_dim_string", "kv_heads_short", "graph_not_dict",
-                                    "kv_heads_wrong", "vocab_wrong"])
+                                    "kv_heads_wrong", "vocab_wrong", "context_longer"])
 def test_a_tampered_manifest_is_a_one_line_error(exports, tmp_path, tamper):
     import shutil
 
@@ -306,6 +306,8 @@ def test_a_tampered_manifest_is_a_one_line_error(exports, tmp_path, tamper):
         m["graph"] = "model.onnx"
     elif tamper == "vocab_wrong":
         m["dims"]["vocab_size"] += 7
+    elif tamper == "context_longer":  # generation would run past the positions the model knows
+        m["dims"]["max_position_embeddings"] *= 2
     else:
         m["dims"]["num_kv_heads"] = [k + 1 for k in m["dims"]["num_kv_heads"]]
     (d / "aapp.json").write_text(json.dumps(m))

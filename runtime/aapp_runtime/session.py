@@ -298,6 +298,11 @@ class Session:
                     raise ModelDirError(f"{self.manifest.directory / 'aapp.json'}: layer {i} has {kv_heads[i]} KV heads "
                                         f"of {self.head_dim} but {path.name} takes {name} {shape}; the manifest does "
                                         "not belong to this graph: re-export the model")
+        positions = sess.get_modelmeta().custom_metadata_map.get("aapp.max_position_embeddings")
+        if positions is not None and positions.isdigit() and int(positions) != self.context_length:
+            raise ModelDirError(f"{self.manifest.directory / 'aapp.json'}: max_position_embeddings "
+                                f"{self.context_length} but {path.name} was built for {positions} positions; the "
+                                "manifest does not belong to this graph: re-export the model")
         logits = {o.name: o.shape for o in sess.get_outputs()}.get(self._logits_name)
         vocab = int(self.manifest.dims["vocab_size"])
         if logits is None or (isinstance(logits[-1], int) and logits[-1] != vocab):
