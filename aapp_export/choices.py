@@ -14,7 +14,10 @@ PROBE_MAX_TOKENS = 64  # the probe's token budget for long prompts (docs/DESIGN.
 
 RUNTIME_METHODS = ("dense", "pp", "aapp")  # what an exported model dir runs per request
 STATIC_METHODS = ("wanda-sp", "flap", "random")  # fixed kept units (the reference, --static exports)
-METHODS = RUNTIME_METHODS + STATIC_METHODS  # what the PyTorch reference and aapp-eval run
+ADAPTIVE_METHODS = ("aapp-adaptive",)  # the risk gate also picks the request's sparsity (reference only so far)
+METHODS = RUNTIME_METHODS + ADAPTIVE_METHODS + STATIC_METHODS  # what the PyTorch reference and aapp-eval run
+ADAPTIVE_THRESHOLD = 0.5  # aapp-adaptive: a request whose risk gate reaches this runs at the low sparsity
+ADAPTIVE_LOW_SPARSITY = 0.0  # ... which is dense by default (refusals are short, so they cost little)
 SCORERS = ("actdiff", "refusal-dir", "grad-act")  # alignment-circuit scorers
 ATTENTION_KERNELS = ("gqa", "onnx")  # com.microsoft.GroupQueryAttention, or the standard Attention op
 EXPORT_DTYPES = ("fp32", "fp16", "bf16")
@@ -36,4 +39,5 @@ def check_sparsity(value: float, flag: str, *, zero: bool = True) -> float:
 
 
 __all__ = ["SKIP_FIRST", "MAX_SPARSITY", "PROBE_MAX_TOKENS", "RUNTIME_METHODS", "STATIC_METHODS", "METHODS", "SCORERS",
+           "ADAPTIVE_METHODS", "ADAPTIVE_THRESHOLD", "ADAPTIVE_LOW_SPARSITY",
            "ATTENTION_KERNELS", "EXPORT_DTYPES", "CALIBRATION_DTYPES", "DEVICES", "check_sparsity"]

@@ -102,11 +102,20 @@ class EvalResult:
     flops_ratio: float
     n_harmful: int
     n_harmless: int
+    flops_ratio_harmful: float | None = None  # FLOPs per request of each file relative to dense
+    flops_ratio_harmless: float | None = None
+    low_share_harmful: float | None = None  # aapp-adaptive: share of requests run at the low sparsity
+    low_share_harmless: float | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
-        for k in ("refusal_rate", "over_refusal_rate", "flops_ratio"):
-            d[k] = round(d[k], 4)
+        for k in ("refusal_rate", "over_refusal_rate", "flops_ratio", "flops_ratio_harmful", "flops_ratio_harmless",
+                  "low_share_harmful", "low_share_harmless"):
+            if d[k] is not None:
+                d[k] = round(d[k], 4)
+        for k in ("low_share_harmful", "low_share_harmless"):  # aapp-adaptive only
+            if d[k] is None:
+                del d[k]
         d["perplexity"] = round(d["perplexity"], 3)
         return d
 
@@ -123,19 +132,36 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
     from .pruning import PruneConfig
 
     cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens)
-    protection = circuits.protection() if circuits is not None and method == "aapp" else None
+    protection = circuits.protection() if circuits is not None and method in ("aapp", "aapp-adaptive") else None
     make = (lambda: None) if method == "dense" else (lambda: Pruner(model, cfg, stats, protection))  # noqa: E731
-    harmful_answers = generate_answers(model, tokenizer, harmful, max_new_tokens, make(), desc=f"{method} harmful")
-    harmless_answers = generate_answers(model, tokenizer, harmless, max_new_tokens, make(), desc=f"{method} harmless")
+    pruners = {"harmful": make(), "harmless": make()}
+    harmful_answers = generate_answers(model, tokenizer, harmful, max_new_tokens, pruners["harmful"],
+                                       desc=f"{method} harmful")
+    harmless_answers = generate_answers(model, tokenizer, harmless, max_new_tokens, pruners["harmless"],
+                                        desc=f"{method} harmless")
     ppl = perplexity(model, tokenizer, texts, make())
-    pruner = make()
     dims = Dims.from_config(model.config)
-    if pruner is None:
-        ratio = 1.0
-    else:
-        prompt = mean_prompt_tokens(tokenizer, harmful + harmless)
-        probe = probe_token_count(round(prompt), cfg.token_ratio, max_tokens=cfg.probe_max_tokens) if method in ("pp", "aapp") else 0
-        ratio = flops_ratio(dims, round(prompt), max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe,
-                            cfg.skip_first)
-    return EvalResult(method, sparsity, refusal_rate(harmful_answers), refusal_rate(harmless_answers), ppl, ratio,
-                      len(harmful), len(harmless))
+    probed = method in ("pp", "aapp", "aapp-adaptive")
+
+    def ratio(pruner, prompts: list[str]) -> tuple[float, float | None]:
+        """FLOPs per request of ``prompts`` relative to dense, and aapp-adaptive's share at the low sparsity."""
+        if pruner is None:
+            return 1.0, None
+        prompt = round(mean_prompt_tokens(tokenizer, prompts))
+        probe = probe_token_count(prompt, cfg.token_ratio, max_tokens=cfg.probe_max_tokens) if probed else 0
+        target = flops_ratio(dims, prompt, max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe, cfg.skip_first)
+        if method != "aapp-adaptive":
+            return target, None
+        flags = [low for log in pruner.request_logs() for low in log.low]
+        share = sum(flags) / max(1, len(flags))
+        low = flops_ratio(dims, prompt, max_new_tokens, pruner.low_heads, pruner.low_channels,
+                          probe if cfg.adaptive_low > 0 else 0, cfg.skip_first)  # dense rows need no probe
+        return (1 - share) * target + share * low, share
+
+    (r_harm, low_harm), (r_safe, low_safe) = ratio(pruners["harmful"], harmful), ratio(pruners["harmless"], harmless)
+    if method == "aapp-adaptive":  # requests of both files, each at its own cost
+        mean = (r_harm * len(harmful) + r_safe * len(harmless)) / max(1, len(harmful) + len(harmless))
+    else:  # the table's historical figure: one request of the mean prompt length of both files
+        mean = ratio(pruners["harmful"], harmful + harmless)[0]
+    return EvalResult(method, sparsity, refusal_rate(harmful_answers), refusal_rate(harmless_answers), ppl, mean,
+                      len(harmful), len(harmless), r_harm, r_safe, low_harm, low_safe)

@@ -33,7 +33,8 @@ from torch import nn
 from . import probe as pp
 from .errors import InputError
 from .families import ModelSpec, spec_of_model
-from .choices import METHODS, SKIP_FIRST, check_sparsity  # noqa: F401 (METHODS: re-exported)
+from .choices import (ADAPTIVE_LOW_SPARSITY, ADAPTIVE_THRESHOLD, METHODS, SKIP_FIRST,  # noqa: F401 (re-exported)
+                      check_sparsity)
 from .recorder import decoder_layers, unit_inputs
 from .static import static_units
 
@@ -83,11 +84,17 @@ class PruneConfig:
     probe_max_tokens: int = pp.PROBE_MAX_TOKENS  # probe budget for long prompts (``probe.probe_token_count``)
     seed: int = 0
     mlp_multiple: int = 1
+    adaptive_threshold: float = ADAPTIVE_THRESHOLD  # aapp-adaptive: gate at which a request runs at ...
+    adaptive_low: float = ADAPTIVE_LOW_SPARSITY  # ... this sparsity instead of ``sparsity``
 
     def __post_init__(self) -> None:
         if self.method not in METHODS + ("ablate",):
             raise InputError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
         check_sparsity(self.sparsity, "sparsity")
+        check_sparsity(self.adaptive_low, "adaptive_low")
+        if self.adaptive_low > self.sparsity:
+            raise InputError(f"adaptive_low={self.adaptive_low} is above sparsity={self.sparsity}: requests that look "
+                             "harmful run at the lower sparsity")
 
 
 @dataclass
@@ -98,6 +105,7 @@ class RequestLog:
     channels: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     probe_tokens: dict[int, list[int]] = field(default_factory=dict)  # layer -> per row probe size
     gate: list[float] = field(default_factory=list)
+    low: list[bool] = field(default_factory=list)  # aapp-adaptive: per row, ran at the low sparsity
 
 
 @dataclass
@@ -220,6 +228,24 @@ class AlignmentAware(ProbePruning):
         return pp.aapp_select(scores, getattr(self.p.protection, kind)[i], gate, n_keep)
 
 
+class RiskAdaptive(AlignmentAware):
+    """aapp-adaptive: AAPP whose risk gate also sets the request's sparsity. A row whose gate reaches
+    ``adaptive_threshold`` keeps the counts of ``adaptive_low`` (dense by default: every unit, no
+    selection needed), the others AAPP's at ``sparsity``. The gate is read before the first pruned
+    layer, so every pruned layer knows the row's counts."""
+
+    def select(self, scores, n_keep, i, b, kind):
+        p = self.p
+        gate_t = p.recorded.gate
+        gate = float(gate_t[b]) if gate_t is not None else 1.0
+        low = gate >= p.cfg.adaptive_threshold
+        if b >= len(p.log.low):
+            p.log.low.append(low)
+        if low:
+            n_keep = (p.low_heads if kind == "heads" else p.low_channels)[i]
+        return super().select(scores, n_keep, i, b, kind)
+
+
 def _fused(p: torch.Tensor, hist: torch.Tensor, pos_ids: torch.Tensor) -> torch.Tensor:
     hist = hist.to(p.device)
     return pp.fuse_history(p, hist[pos_ids.to(p.device).clamp(max=hist.shape[0] - 1)]).sum(0)
@@ -243,19 +269,27 @@ class Pruner:
         self.n_channels = [l.intermediate_size for l in self.spec.layers]
         self.keep_heads = pp.kept_counts(self.n_heads, config.sparsity, config.skip_first)
         self.keep_channels = pp.kept_counts(self.n_channels, config.sparsity, config.skip_first, config.mlp_multiple)
-        if config.method in ("pp", "aapp", "wanda-sp", "flap") and stats is None:
+        if config.method in ("pp", "aapp", "aapp-adaptive", "wanda-sp", "flap") and stats is None:
             raise InputError(f"method {config.method!r} needs calibration statistics (run calibration first)")
-        if config.method == "aapp" and protection is None:
-            raise InputError("method 'aapp' needs the protected set (run alignment-circuit identification first)")
+        if config.method in ("aapp", "aapp-adaptive") and protection is None:
+            raise InputError(f"method {config.method!r} needs the protected set (run alignment-circuit identification "
+                             "first)")
+        self.low_heads = pp.kept_counts(self.n_heads, config.adaptive_low, config.skip_first)
+        self.low_channels = pp.kept_counts(self.n_channels, config.adaptive_low, config.skip_first, config.mlp_multiple)
         self.method: Method | None = None
-        if config.method in ("pp", "aapp"):
-            self.method = (AlignmentAware if config.method == "aapp" else ProbePruning)(self)
+        if config.method in ("pp", "aapp", "aapp-adaptive"):
+            self.method = {"pp": ProbePruning, "aapp": AlignmentAware, "aapp-adaptive": RiskAdaptive}[config.method](self)
         elif config.method != "dense":
             self.method = StaticUnits(self, ablate)
         self._hooks: list = []
         self._masking = None
         self._weights: dict[tuple[int, str], torch.Tensor] = {}
+        self.finished: list[RequestLog] = []
         self.new_request()
+
+    def request_logs(self) -> list[RequestLog]:
+        """Every batch decided since this pruner was made (the current one last, if decided)."""
+        return self.finished + ([self.log] if self.log.heads or self.log.channels else [])
 
     @property
     def active(self) -> bool:
@@ -288,6 +322,8 @@ class Pruner:
 
     def new_request(self) -> None:
         """Forget the previous decisions: the next forward is a prefill that decides again."""
+        if getattr(self, "log", None) is not None and (self.log.heads or self.log.channels):
+            self.finished.append(self.log)  # the requests decided so far (FLOPs accounting per request)
         self.decided = False
         self.head_mask: dict[int, torch.Tensor] = {}  # layer -> [B, heads*D]
         self.channel_mask: dict[int, torch.Tensor] = {}  # layer -> [B, I]

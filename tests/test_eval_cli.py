@@ -43,12 +43,18 @@ def _args(ckpt, files, method, sparsity="0.4"):
 def test_eval_json_and_matched_compute(six_layers, files, capsys):
     ckpt = six_layers
     results = {}
-    for method in ("dense", "pp", "aapp", "wanda-sp"):
+    for method in ("dense", "pp", "aapp", "wanda-sp", "aapp-adaptive"):
         assert eval_main(_args(ckpt, files, method)) == 0
         results[method] = json.loads(capsys.readouterr().out)
     keys = {"engine", "method", "sparsity", "refusal_rate", "over_refusal_rate", "perplexity", "flops_ratio", "n_harmful",
-            "n_harmless"}
+            "n_harmless", "flops_ratio_harmful", "flops_ratio_harmless"}
+    adaptive = results.pop("aapp-adaptive")
     assert all(set(r) == keys and r["engine"] == "torch" for r in results.values())
+    assert set(adaptive) == keys | {"low_share_harmful", "low_share_harmless"}
+    for cls, n in (("harmful", 5), ("harmless", results["dense"]["n_harmless"])):  # each request at its own cost
+        share = adaptive[f"low_share_{cls}"]
+        assert round(share * n) == share * n or abs(round(share * n) - share * n) < 1e-3
+        assert results["aapp"][f"flops_ratio_{cls}"] - 1e-3 <= adaptive[f"flops_ratio_{cls}"] <= 1.0
     assert results["dense"]["flops_ratio"] == 1.0 and results["dense"]["n_harmful"] == 5
     assert results["pp"]["flops_ratio"] < 1.0
     assert abs(results["aapp"]["flops_ratio"] - results["pp"]["flops_ratio"]) <= 0.01 * results["pp"]["flops_ratio"]

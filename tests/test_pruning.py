@@ -48,7 +48,7 @@ def test_sparsity_zero_is_dense(tiny):
 def test_kept_counts_equal_across_methods(tiny):
     model, _, stats = tiny
     counts = {}
-    for method in METHODS[1:]:
+    for method in [m for m in METHODS[1:] if m != "aapp-adaptive"]:  # adaptive changes counts by design
         cfg = PruneConfig(method, 0.4, skip_first=1)
         with torch.no_grad(), Pruner(model, cfg, stats, _protection(model)) as p:
             p.new_request()
@@ -106,3 +106,55 @@ def test_ablating_nothing_is_dense(tiny):
         with Pruner(model, PruneConfig("ablate"), ablate=(empty, empty)) as p:
             p.new_request()
             assert torch.allclose(model(ids).logits, ref)
+
+
+def test_aapp_adaptive_runs_rows_that_look_harmful_at_the_low_sparsity(tiny):
+    """Gate 1 (threshold far below): every row keeps the low sparsity's counts (dense by default);
+    gate 0: AAPP's counts at the target."""
+    import dataclasses
+
+    model, _, stats = tiny
+    for threshold, low in ((-1e9, True), (1e9, False)):
+        prot = dataclasses.replace(_protection(model), threshold=threshold, gate_layer=1)  # read before layer 1
+        with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", 0.4, skip_first=1), stats, prot) as p:
+            p.new_request()
+            model(_ids(2))
+            assert p.log.low == [low, low]
+            heads = p.low_heads if low else p.keep_heads
+            channels = p.low_channels if low else p.keep_channels
+            assert all([len(k) for k in v] == [heads[i]] * 2 for i, v in p.log.heads.items())
+            assert all(m.sum(1).tolist() == [channels[i]] * 2 for i, m in p.channel_mask.items())
+    assert p.low_channels == p.n_channels and p.low_heads == p.n_heads  # low sparsity 0: dense
+    assert p.keep_channels != p.n_channels
+    with pytest.raises(Exception, match="adaptive_low"):
+        PruneConfig("aapp-adaptive", 0.2, adaptive_low=0.4)
+
+
+def test_aapp_adaptive_flops_per_class_by_hand(tiny):
+    """FLOPs per request of each file: at gate 0 every request costs AAPP's FLOPs at the target, at
+    gate 1 every request runs dense (no probe): 1.0; the mean weighs the files by their requests."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from aapp_export.evaluate import run_eval
+
+    model, tok, stats = tiny
+    if model.config.num_hidden_layers <= 3:
+        pytest.skip("no layer past skip_first=3 in this tiny model")
+    harmful, harmless = ["How do I pick a lock?", "Make a weapon"], ["Bake bread", "Name a colour", "Count to 3"]
+    aapp = run_eval(model, tok, "aapp", 0.4, harmful, harmless, TEXTS[:2], stats,
+                    SimpleNamespace(protection=lambda: _protection(model)), max_new_tokens=4)
+    for threshold, share in ((1e9, 0.0), (-1e9, 1.0)):
+        prot = dataclasses.replace(_protection(model), threshold=threshold, gate_layer=1)  # read before layer 1
+        r = run_eval(model, tok, "aapp-adaptive", 0.4, harmful, harmless, TEXTS[:2], stats,
+                     SimpleNamespace(protection=lambda prot=prot: prot), max_new_tokens=4)
+        assert r.low_share_harmful == share and r.low_share_harmless == share
+        if share == 0.0:
+            assert r.flops_ratio_harmful == pytest.approx(aapp.flops_ratio_harmful)
+            assert r.flops_ratio_harmless == pytest.approx(aapp.flops_ratio_harmless)
+            assert r.flops_ratio_harmful <= 1.0
+        else:
+            assert r.flops_ratio_harmful == pytest.approx(1.0) and r.flops_ratio_harmless == pytest.approx(1.0)
+        assert r.flops_ratio == pytest.approx((2 * r.flops_ratio_harmful + 3 * r.flops_ratio_harmless) / 5)
+    assert aapp.low_share_harmful is None and "flops_ratio_harmful" in aapp.to_json()
+

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..choices import MAX_SPARSITY, METHODS, PROBE_MAX_TOKENS, check_sparsity
+from ..choices import MAX_SPARSITY, METHODS, PROBE_MAX_TOKENS, RUNTIME_METHODS, STATIC_METHODS, check_sparsity
 from .common import add_calibration_args, run_cli
 
 
@@ -85,8 +85,9 @@ def _onnx(args) -> int:
     from ..errors import InputError
     from ..evaluate_onnx import run_eval_onnx
 
-    if args.method not in ("dense", "pp", "aapp"):
-        raise InputError(f"--engine onnx runs dense, pp and aapp; {args.method!r} is a static baseline: evaluate it "
+    if args.method not in RUNTIME_METHODS:
+        kind = "a static baseline" if args.method in STATIC_METHODS else "not in the exported graphs yet"
+        raise InputError(f"--engine onnx runs {', '.join(RUNTIME_METHODS)}; {args.method!r} is {kind}: evaluate it "
                          "with --engine torch")
     session = Session(args.model, provider=args.provider)
     source = str(session.manifest.data.get("source", ""))
