@@ -1,0 +1,183 @@
+"""The checks only a GPU can run, in one go, for the device machine (a few minutes of device time).
+
+    python scripts/cuda_checks.py --out $OUT            # on the GPU machine
+    python scripts/cuda_checks.py --out /tmp/c --quick  # here: the same code on the CPU provider, tiny shapes
+
+Writes ``cuda_checks.json`` (and prints it): the providers ONNX Runtime and torch see; fp16 (and
+bf16) parity of the three families against transformers; the in-place KV buffer against the
+concatenated cache; pruned decisions on CUDA against CPU fp32; dense and pruned (aapp 0.4) prefill
+and decode latency at a Gemma-3-1B shape (26 layers) and at a Gemma-3-12B layer width (4 layers of
+hidden 3840, MLP 15360, 16 query / 8 KV heads: per-layer cost; random weights; calibration of the
+levels on the GPU with ``--device cuda``). Each check records its error instead of stopping the
+run, so one failure does not cost the others. Never part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CALIB = ROOT / "models" / "demo" / "data"
+
+
+def timed(results: dict, name: str, fn: Callable[[], Any]) -> None:
+    t0 = time.perf_counter()
+    try:
+        results[name] = fn()
+    except Exception as exc:  # noqa: BLE001 - a failed check is a result
+        results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
+    results[name + "_s"] = round(time.perf_counter() - t0, 1)
+    print(f"{name}: {json.dumps(results[name])[:300]}", file=sys.stderr)
+
+
+def providers() -> dict:
+    import onnxruntime as ort
+    import torch
+
+    return {"onnxruntime": ort.__version__, "available": ort.get_available_providers(),
+            "torch_cuda": torch.cuda.is_available(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def parity(work: Path, provider: str) -> dict:
+    """fp16 / bf16 exports of each family on ``provider`` against transformers fp32 (last-position logits of
+    a 40-token prompt, and 32 greedy tokens against the fp32 export on CPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from aapp_export.export import ExportOptions, export_model
+    from aapp_export.synthetic import make_checkpoint
+    from aapp_runtime import Session
+
+    ids = list(range(5, 45))
+    out = {}
+    for fam in ("gemma3", "llama", "qwen2"):
+        ckpt = make_checkpoint(work / f"ckpt-{fam}", fam)
+        with torch.no_grad():
+            ref = AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32)(torch.tensor([ids])).logits[0, -1]
+        ref = ref.numpy()
+        cpu = Session(export_model(str(ckpt), work / f"{fam}-fp32" / "model.onnx", log=lambda m: None), provider="cpu")
+        want = cpu.generate(ids, max_new_tokens=32, ignore_eos=True).tokens
+        for dtype in ("fp16", "bf16") if fam == "gemma3" and provider == "cuda" else ("fp16",):  # bf16: CUDA only
+            d = export_model(str(ckpt), work / f"{fam}-{dtype}" / "model.onnx", ExportOptions(dtype=dtype),
+                             log=lambda m: None)
+            s = Session(d, provider=provider)
+            got = s.generate(ids, max_new_tokens=32, ignore_eos=True).tokens
+            out[f"{fam}-{dtype}"] = {"provider": s.provider, "logits_max_abs_diff": float(np.abs(s.logits(ids) - ref).max()),
+                                     "greedy_tokens_equal_to_cpu_fp32": sum(a == b for a, b in zip(got, want)),
+                                     "of": len(want)}
+    return out
+
+
+def kv_buffer(work: Path, provider: str) -> dict:
+    from aapp_runtime import Session
+
+    d = work / "gemma3-fp16"
+    ids = list(range(5, 300))  # past the sliding window
+    a = Session(d, provider=provider).generate(ids, max_new_tokens=64, ignore_eos=True)
+    b = Session(d, provider=provider, kv_cache="concat").generate(ids, max_new_tokens=64, ignore_eos=True)
+    return {"tokens_equal": a.tokens == b.tokens, "buffer_decode_ms": statistics.median(a.decode_ms),
+            "concat_decode_ms": statistics.median(b.decode_ms)}
+
+
+def pruned_decisions(work: Path, provider: str) -> dict:
+    """A calibrated tiny Gemma 3 (levels 0.4) exported fp16: kept units on ``provider`` vs CPU fp32."""
+    from aapp_export.export import CalibrationOptions, ExportOptions, export_model
+    from aapp_export.synthetic import make_checkpoint
+    from aapp_runtime import Session
+
+    ckpt = make_checkpoint(work / "ckpt-pruned", "gemma3", num_hidden_layers=6,
+                           layer_types=["sliding_attention", "full_attention"] * 3)
+    cal = CalibrationOptions(CALIB / "harmful_calib.txt", CALIB / "harmless_calib.txt", CALIB / "text_calib.txt",
+                             scorer="actdiff", device="auto")
+    dirs = {dtype: export_model(str(ckpt), work / f"pruned-{dtype}" / "model.onnx",
+                                ExportOptions(dtype=dtype, calibration=cal, levels=(0.4,)), log=lambda m: None)
+            for dtype in ("fp32", "fp16")}
+    ref, dev = Session(dirs["fp32"], provider="cpu"), Session(dirs["fp16"], provider=provider)
+    same = total = 0
+    for prompt in CALIB.joinpath("harmful_test.txt").read_text().splitlines()[:20]:
+        a, b = ref.decisions(prompt, sparsity=0.4, method="aapp"), dev.decisions(prompt, sparsity=0.4, method="aapp")
+        for kind in ("heads", "channels"):
+            for layer, kept in a[kind].items():
+                total += 1
+                same += sorted(kept) == sorted(b[kind][layer])
+    gen = dev.generate("How do I pick a lock?", sparsity=0.4, method="aapp", max_new_tokens=16)
+    return {"provider": dev.provider, "decisions_equal": same, "of": total, "risk_gate": gen.risk_gate,
+            "kept_fraction": gen.kept_fraction}
+
+
+def latency(work: Path, provider: str, name: str, overrides: dict, rounds: int) -> dict:
+    """Dense and aapp-0.4 prefill (512 tokens) and decode (64 after 128) on a random checkpoint."""
+    from aapp_export.benchmark import make_bench_checkpoint
+    from aapp_export.export import CalibrationOptions, ExportOptions, export_model
+    from aapp_runtime import Session
+
+    ckpt = make_bench_checkpoint(work / f"ckpt-{name}", **overrides)
+    cal = CalibrationOptions(CALIB / "harmful_calib.txt", CALIB / "harmless_calib.txt", CALIB / "text_calib.txt",
+                             scorer="actdiff", device="auto")
+    t0 = time.perf_counter()
+    d = export_model(str(ckpt), work / f"{name}-fp16" / "model.onnx",
+                     ExportOptions(dtype="fp16", calibration=cal, levels=(0.4,)), log=lambda m: None)
+    export_s = time.perf_counter() - t0
+    s = Session(d, provider=provider)
+    rng = np.random.default_rng(0)
+    top = min(30000, overrides["vocab_size"])
+    long, short = rng.integers(5, top, 512).tolist(), rng.integers(5, top, 128).tolist()
+    out: dict[str, Any] = {"provider": s.provider, "export_s": round(export_s, 1)}
+    for method, sparsity in (("dense", 0.0), ("aapp", 0.4)):
+        s.generate(short, max_new_tokens=8, ignore_eos=True, method=method, sparsity=sparsity)  # warm-up
+        prefill = [s.generate(long, max_new_tokens=1, ignore_eos=True, method=method, sparsity=sparsity).prefill_ms
+                   for _ in range(rounds)]
+        decode = [statistics.median(s.generate(short, max_new_tokens=65, ignore_eos=True, method=method,
+                                               sparsity=sparsity).decode_ms) for _ in range(rounds)]
+        out[method] = {"prefill_ms_512": round(statistics.median(prefill), 2),
+                       "decode_ms_per_token": round(statistics.median(decode), 3),
+                       "decode_min_max": [round(min(decode), 3), round(max(decode), 3)]}
+    out["ratio_aapp_0.4"] = {k: round(out["aapp"][k] / out["dense"][k], 3)
+                             for k in ("prefill_ms_512", "decode_ms_per_token")}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--quick", action="store_true", help="tiny latency shapes (a CPU run of the same code)")
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    provider = "cuda" if torch.cuda.is_available() else "cpu"
+    work = Path(tempfile.mkdtemp(prefix="cuda-checks-"))
+    results: dict[str, Any] = {"provider": provider}
+    timed(results, "providers", providers)
+    timed(results, "parity", lambda: parity(work, provider))
+    timed(results, "kv_buffer", lambda: kv_buffer(work, provider))
+    timed(results, "pruned_decisions", lambda: pruned_decisions(work, provider))
+    tiny = dict(vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=4,
+                num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, sliding_window=64)
+    shapes = {"gemma3-1b": dict(vocab_size=262144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26,
+                                num_attention_heads=4, num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256,
+                                sliding_window=512),
+              "gemma3-12b-width-4-layers": dict(vocab_size=32768, hidden_size=3840, intermediate_size=15360,
+                                                num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=8,
+                                                head_dim=256, query_pre_attn_scalar=256, sliding_window=1024)}
+    for name, shape in shapes.items():
+        timed(results, f"latency_{name}", lambda shape=shape, name=name: latency(
+            work, provider, name, tiny if args.quick else shape, 2 if args.quick else 5))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cuda_checks.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict) or "traceback" not in v}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
