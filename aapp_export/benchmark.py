@@ -276,6 +276,30 @@ def _ours(model_dir: Path, threads: int) -> Engine:
     return Engine(prefill, decode, lambda ids: np.asarray(session.logits(ids), np.float32))
 
 
+def _greedy_loop(prefill: Callable[[list[int]], Any], step: Callable[[Any, int, int], Any]):
+    """A torch engine's timed greedy run from its ``prefill(ids)`` and ``step(out, token, position)``
+    forwards: ``run(ids, n) -> (prefill ms, per-step ms, tokens, first logits)``."""
+    import torch
+
+    @torch.no_grad()
+    def run(ids: list[int], n: int) -> tuple[float, list[float], list[int], np.ndarray]:
+        t0 = time.perf_counter()
+        out = prefill(ids)
+        token = int(out.logits[0, -1].argmax())
+        prefill_ms = (time.perf_counter() - t0) * 1000
+        first_logits = out.logits[0, -1].float().numpy().copy()
+        steps, tokens = [], [token]
+        for pos in range(len(ids), len(ids) + n):
+            t0 = time.perf_counter()
+            out = step(out, token, pos)
+            token = int(out.logits[0, -1].argmax())
+            steps.append((time.perf_counter() - t0) * 1000)
+            tokens.append(token)
+        return prefill_ms, steps, tokens, first_logits
+
+    return run
+
+
 def _transformers(checkpoint: Path, threads: int) -> Engine:
     import torch
     from transformers import AutoModelForCausalLM, DynamicCache
@@ -284,25 +308,15 @@ def _transformers(checkpoint: Path, threads: int) -> Engine:
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32,
                                                  attn_implementation="eager").eval()
 
-    @torch.no_grad()
-    def run(ids: list[int], n: int) -> tuple[float, list[float], list[int], np.ndarray]:
-        cache = DynamicCache(config=model.config)
-        t0 = time.perf_counter()
-        out = model(torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
-        token = int(out.logits[0, -1].argmax())
-        prefill_ms = (time.perf_counter() - t0) * 1000
-        first_logits = out.logits[0, -1].float().numpy().copy()
-        steps, tokens, pos = [], [token], len(ids)
-        for _ in range(n):
-            t0 = time.perf_counter()
-            out = model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True,
-                        position_ids=torch.tensor([[pos]]), cache_position=torch.tensor([pos]))
-            token = int(out.logits[0, -1].argmax())
-            steps.append((time.perf_counter() - t0) * 1000)
-            tokens.append(token)
-            pos += 1
-        return prefill_ms, steps, tokens, first_logits
+    def prefill(ids: list[int]):
+        return model(torch.tensor([ids]), past_key_values=DynamicCache(config=model.config), use_cache=True,
+                     logits_to_keep=1)
 
+    def step(out, token: int, pos: int):
+        return model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True,
+                     position_ids=torch.tensor([[pos]]), cache_position=torch.tensor([pos]))
+
+    run = _greedy_loop(prefill, step)
     return Engine(lambda ids: run(ids, 0)[0], lambda ids, n: run(ids, n)[1:3], lambda ids: run(ids, 0)[3])
 
 
@@ -356,25 +370,15 @@ def _optimum(model_dir: Path, threads: int) -> Engine:
     model = ORTModelForCausalLM.from_pretrained(str(model_dir), file_name="model.onnx", session_options=options,
                                                 provider="CPUExecutionProvider")
 
-    @torch.no_grad()
-    def run(ids: list[int], n: int) -> tuple[float, list[float], list[int], np.ndarray]:
+    def prefill(ids: list[int]):
         x = torch.tensor([ids])
-        t0 = time.perf_counter()
-        out = model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True)
-        token = int(out.logits[0, -1].argmax())
-        prefill_ms = (time.perf_counter() - t0) * 1000
-        first_logits = out.logits[0, -1].float().numpy().copy()
-        steps, tokens, length = [], [token], len(ids)
-        for _ in range(n):
-            t0 = time.perf_counter()
-            length += 1
-            out = model(input_ids=torch.tensor([[token]]), attention_mask=torch.ones(1, length, dtype=torch.long),
-                        past_key_values=out.past_key_values, use_cache=True)
-            token = int(out.logits[0, -1].argmax())
-            steps.append((time.perf_counter() - t0) * 1000)
-            tokens.append(token)
-        return prefill_ms, steps, tokens, first_logits
+        return model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True)
 
+    def step(out, token: int, pos: int):
+        return model(input_ids=torch.tensor([[token]]), attention_mask=torch.ones(1, pos + 1, dtype=torch.long),
+                     past_key_values=out.past_key_values, use_cache=True)
+
+    run = _greedy_loop(prefill, step)
     return Engine(lambda ids: run(ids, 0)[0], lambda ids, n: run(ids, n)[1:3], lambda ids: run(ids, 0)[3])
 
 
