@@ -14,7 +14,9 @@ back to the host at the end (``calibration``, ``circuits``, ``pruning``).
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -56,12 +58,23 @@ def load_causal_lm(checkpoint: Path, dtype: str = "fp32", device: str = "cpu",
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": TORCH_DTYPES[dtype]}
+    scratch = None
     if device == "cuda" or max_memory is not None:
         kwargs["device_map"] = "auto"
         if max_memory is not None:
             kwargs["max_memory"] = dict(max_memory)
-        kwargs["offload_folder"] = str(offload_dir or tempfile.mkdtemp(prefix="aapp-offload-"))
-    return AutoModelForCausalLM.from_pretrained(str(checkpoint), **kwargs).eval()
+        if offload_dir is None:  # ours: removed with the model (or at exit)
+            offload_dir = scratch = Path(tempfile.mkdtemp(prefix="aapp-offload-"))
+        kwargs["offload_folder"] = str(offload_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint), **kwargs).eval()
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if scratch is not None:
+        weakref.finalize(model, shutil.rmtree, scratch, ignore_errors=True)
+    return model
 
 
 def input_device(model) -> torch.device:

@@ -42,10 +42,16 @@ def main() -> None:
     p.add_argument("model_dir", type=Path)
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args()
-    stamped = Path(tempfile.mkdtemp(prefix="aapp-cache-"))
+    scratch = tempfile.TemporaryDirectory(prefix="aapp-bench-load-")  # every stamp cache below, removed at the end
+    fresh = iter(range(1 << 30))
+    stamped = Path(scratch.name) / "stamped"
+
+    def new_cache() -> Path:
+        return Path(scratch.name) / f"first-{next(fresh)}"
+
     load_s(args.model_dir, "fast", stamped)  # writes the stamps the "later loads" case uses
     cases = {"none": lambda: load_s(args.model_dir, "none", stamped),
-             "first": lambda: load_s(args.model_dir, "fast", Path(tempfile.mkdtemp(prefix="aapp-cache-"))),
+             "first": lambda: load_s(args.model_dir, "fast", new_cache()),
              "later": lambda: load_s(args.model_dir, "fast", stamped),
              "full": lambda: load_s(args.model_dir, "full", stamped)}
     load_s(args.model_dir, "none", stamped)  # warm the page cache
@@ -63,6 +69,7 @@ def main() -> None:
                       "loads": summary, "later_over_none": round(summary["later"]["median_s"] / base, 3),
                       "first_over_none": round(summary["first"]["median_s"] / base, 3),
                       "full_over_none": round(summary["full"]["median_s"] / base, 3)}, indent=1))
+    scratch.cleanup()
 
 
 if __name__ == "__main__":

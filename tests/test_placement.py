@@ -5,6 +5,9 @@ as the model in host memory, every scorer included (grad-act's backward through 
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -58,3 +61,13 @@ def test_offloaded_placement_calibrates_like_host_memory(family, tmp_path):
             assert torch.allclose(x, y, rtol=1e-4, atol=1e-7), name
     assert all(torch.equal(x, y) for x, y in zip(circ_a.heads, circ_b.heads))
     assert all(torch.equal(x, y) for x, y in zip(circ_a.channels, circ_b.channels))
+    # the offload folder we made is ours to remove: it goes with the model
+    from accelerate.hooks import AlignDevicesHook
+
+    folders = {Path(h.weights_map.dataset.save_folder) for m in placed.modules()
+               for h in [getattr(m, "_hf_hook", None)] if isinstance(h, AlignDevicesHook)
+               and getattr(getattr(h, "weights_map", None), "dataset", None) is not None
+               and getattr(h.weights_map.dataset, "save_folder", None)}
+    del placed, runs, circ_b, stats_b, layer
+    gc.collect()
+    assert folders and not any(f.exists() for f in folders)
