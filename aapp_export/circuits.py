@@ -31,6 +31,7 @@ from .families import spec_of_model
 from .choices import SCORERS, SKIP_FIRST
 from .placement import to_model, weight_of
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
+from .refusal import is_refusal
 from .recorder import decoder_layers, unit_inputs
 
 CHECK_TOKENS = 24
@@ -225,30 +226,58 @@ class Circuits:
                 "causal_check": self.check}
 
 
+@dataclass(frozen=True)
+class DenseRefusal:
+    """The dense model's side of the causal check, the same for every scorer: the refusal's first token
+    (the most common greedy first token on the prompts), its mean probability, the greedy refusal rate."""
+
+    token: int
+    prob: float
+    greedy: float
+
+
+def dense_refusal(model, tokenizer, prompts: list[str], max_new_tokens: int = CHECK_TOKENS) -> DenseRefusal:
+    probs = first_token_probs(model, tokenizer, prompts)
+    token = most_common_first_token(probs)
+    greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, desc="causal check",
+                                           stop_when=is_refusal))
+    return DenseRefusal(token, float(probs[:, token].mean()), greedy)
+
+
 def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor], channels: list[torch.Tensor],
-                 seeds: int = CHECK_SEEDS, max_new_tokens: int = CHECK_TOKENS) -> dict[str, Any]:
+                 seeds: int = CHECK_SEEDS, max_new_tokens: int = CHECK_TOKENS, dense: DenseRefusal | None = None,
+                 memo: dict | None = None) -> dict[str, Any]:
     """Refusal after ablating the protected set vs after ablating random sets of the same size: greedy refusal
     rate (``gap``) and the probability of the refusal's first token (``prob_gap``, the tie-break when greedy
-    refusal does not move, e.g. on training prompts)."""
+    refusal does not move, e.g. on training prompts).
+
+    Cheaper than it reads: a greedy answer stops at its first refusal marker (the verdict cannot change
+    after it), ``dense`` is computed once for every scorer, and ``memo`` keeps each random ablation's
+    result by its per-layer counts and seed (scorers whose sets have the same counts share them)."""
     n_heads, n_channels = unit_counts(model)
-    dense_probs = first_token_probs(model, tokenizer, prompts)
-    token = most_common_first_token(dense_probs)
+    dense = dense or dense_refusal(model, tokenizer, prompts, max_new_tokens)
+    memo = {} if memo is None else memo
 
     def rate(h: list[torch.Tensor], c: list[torch.Tensor]) -> tuple[float, float]:
         pruner = Pruner(model, PruneConfig("ablate"), ablate=(h, c))
-        greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc="causal check"))
-        return greedy, float(first_token_probs(model, tokenizer, prompts, pruner)[:, token].mean())
+        greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc="causal check",
+                                               stop_when=is_refusal))
+        return greedy, float(first_token_probs(model, tokenizer, prompts, pruner)[:, dense.token].mean())
+
+    def random_rate(seed: int) -> tuple[float, float]:
+        key = (tuple(map(len, heads)), tuple(map(len, channels)), seed, dense.token, tuple(prompts), max_new_tokens)
+        if key not in memo:
+            memo[key] = rate(random_like(heads, n_heads, seed), random_like(channels, n_channels, 1000 + seed))
+        return memo[key]
 
     protected, protected_p = rate(heads, channels)
-    randoms, randoms_p = zip(*(rate(random_like(heads, n_heads, s), random_like(channels, n_channels, 1000 + s))
-                               for s in range(seeds)))
-    dense = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, desc="causal check"))
-    dense_p = float(dense_probs[:, token].mean())
+    randoms, randoms_p = zip(*(random_rate(s) for s in range(seeds)))
     mean_random, mean_random_p = sum(randoms) / len(randoms), sum(randoms_p) / len(randoms_p)
-    return {"prompts": len(prompts), "dense_refusal": round(dense, 4), "protected_ablated_refusal": round(protected, 4),
+    return {"prompts": len(prompts), "dense_refusal": round(dense.greedy, 4),
+            "protected_ablated_refusal": round(protected, 4),
             "random_ablated_refusal_mean": round(mean_random, 4),
             "random_ablated_refusal": [round(r, 4) for r in randoms], "gap": round(mean_random - protected, 4),
-            "refusal_token": token, "dense_refusal_token_prob": round(dense_p, 4),
+            "refusal_token": dense.token, "dense_refusal_token_prob": round(dense.prob, 4),
             "protected_ablated_refusal_token_prob": round(protected_p, 4),
             "random_ablated_refusal_token_prob": [round(r, 4) for r in randoms_p],
             "prob_gap": round(mean_random_p - protected_p, 4)}
@@ -264,10 +293,11 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
                "refusal-dir": lambda: score_refusal_direction(model, harm, safe),
                "grad-act": lambda: score_grad_act(model, tokenizer, harmful)}
     all_scores = {name: make() for name, make in scorers.items() if scorer in (None, name)}
-    checks, sets = {}, {}
+    checks, sets, memo = {}, {}, {}
+    dense = dense_refusal(model, tokenizer, harmful[:check_prompts])
     for name, (hs, cs) in all_scores.items():
         sets[name] = (protected_units(hs, budget, skip_first), protected_units(cs, budget, skip_first))
-        checks[name] = causal_check(model, tokenizer, harmful[:check_prompts], *sets[name])
+        checks[name] = causal_check(model, tokenizer, harmful[:check_prompts], *sets[name], dense=dense, memo=memo)
         log(f"scorer {name}: refusal after ablating protected {checks[name]['protected_ablated_refusal']:.2f} "
             f"vs random {checks[name]['random_ablated_refusal_mean']:.2f} (gap {checks[name]['gap']:+.2f}, "
             f"first-token probability gap {checks[name]['prob_gap']:+.3f})")

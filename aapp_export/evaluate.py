@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 from tqdm import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .placement import to_model
 
@@ -32,10 +34,24 @@ def chat_inputs(tokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
         tokenizer.padding_side = side
 
 
+class _StopWhen(StoppingCriteria):
+    """Per row: done once its answer so far (new tokens, decoded) satisfies ``done``."""
+
+    def __init__(self, tokenizer, prompt_len: int, done: Callable[[str], bool]) -> None:
+        self.tokenizer, self.prompt_len, self.done = tokenizer, prompt_len, done
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([self.done(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, pruner: Pruner | None = None,
-                     batch_size: int = 16, desc: str = "generating") -> list[str]:
-    """Greedy answers (new text only) to chat-formatted prompts."""
+                     batch_size: int = 16, desc: str = "generating",
+                     stop_when: Callable[[str], bool] | None = None) -> list[str]:
+    """Greedy answers (new text only) to chat-formatted prompts. ``stop_when``: a row stops as soon as
+    its answer so far satisfies it (a batch ends when every row has stopped or ended); for a property
+    that stays true as text is appended (a refusal marker found), the verdict equals the full answer's."""
     answers: list[str] = []
     ctx = pruner if pruner is not None else nullcontext()
     with ctx:
@@ -43,8 +59,10 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int =
             enc = chat_inputs(tokenizer, prompts[s:s + batch_size])
             if pruner is not None:
                 pruner.new_request()
+            stop = None if stop_when is None else \
+                StoppingCriteriaList([_StopWhen(tokenizer, enc["input_ids"].shape[1], stop_when)])
             out = model.generate(**to_model(enc, model), max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+                                 pad_token_id=tokenizer.pad_token_id, stopping_criteria=stop)
             answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return answers
 

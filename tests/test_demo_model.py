@@ -113,3 +113,29 @@ def test_causal_check_on_held_out_harmful_prompts():
     assert abs(check["protected_ablated_refusal"] - 25 / 48) < 0.03  # the protected set carries refusal...
     assert min(check["random_ablated_refusal"]) > 36.5 / 48 and check["gap"] > 0.25  # ...random sets do not
     assert check["prob_gap"] > 0.25 and check["protected_ablated_refusal_token_prob"] < 0.55
+
+
+def test_answers_stopped_at_the_first_refusal_marker_keep_every_verdict():
+    """The causal check stops each greedy answer at its first refusal marker: the verdicts equal those of
+    the full answers (refusing and not, dense and ablated), each stopped answer begins the full one, and
+    refusing batches end early."""
+    import torch
+
+    from aapp_export.calibration import load_model, read_lines
+    from aapp_export.evaluate import generate_answers
+    from aapp_export.pruning import Pruner, PruneConfig
+    from aapp_export.refusal import is_refusal
+
+    model, tok = load_model(DEMO)
+    prompts = read_lines(DEMO / "data" / "harmful_test.txt")[:16] + read_lines(DEMO / "data" / "harmless_test.txt")[:8]
+    ablate = ([torch.arange(2)] * len(model.model.layers), [torch.arange(64)] * len(model.model.layers))
+    for pruner in (None, Pruner(model, PruneConfig("ablate"), ablate=ablate)):
+        full = generate_answers(model, tok, prompts, 24, pruner, batch_size=8)
+        stopped = generate_answers(model, tok, prompts, 24, pruner, batch_size=8, stop_when=is_refusal)
+        assert [is_refusal(a) for a in stopped] == [is_refusal(a) for a in full]
+        assert all(f.startswith(s.rstrip()) for s, f in zip(stopped, full))
+        if pruner is None:  # the dense model refuses, and those answers were cut short
+            assert sum(map(is_refusal, full)) >= 8
+            assert sum(len(s) for s in stopped) < sum(len(f) for f in full)
+        else:  # this ablation breaks refusal: the rows that did not refuse ran to the end
+            assert sum(map(is_refusal, full)) < 8
