@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from .errors import InputError
 from .placement import load_causal_lm, to_model
 from .pruning import LayerStats
-from .recorder import decoder_layers, unit_inputs
+from .recorder import activation_range, decoder_layers, unit_inputs
 
 MAX_POSITIONS = 256
 CALIBRATION_FILE = "calibration.safetensors"
@@ -130,17 +131,20 @@ def load_model(checkpoint: Path, dtype: str = "fp32", device: str = "cpu", max_m
 
 
 def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, budget: float = 0.05,
-              scorer: str | None = None, check_prompts: int = 48, log=print):
-    """History statistics and alignment circuits of a loaded model: ``(stats, circuits)``."""
+              scorer: str | None = None, check_prompts: int = 48, log=print, ranges: dict | None = None):
+    """History statistics and alignment circuits of a loaded model: ``(stats, circuits)``; ``ranges``
+    (a dict) is filled with the activation range of the statistics pass (``recorder.activation_range``)."""
     from .circuits import identify_circuits
 
-    stats = collect_stats(model, tokenizer, read_lines(text))
+    with activation_range(model, ranges) if ranges is not None else nullcontext():
+        stats = collect_stats(model, tokenizer, read_lines(text))
     circuits = identify_circuits(model, tokenizer, read_lines(harmful), read_lines(harmless), stats, budget=budget,
                                  scorer=scorer, check_prompts=check_prompts, log=log)
     return stats, circuits
 
 
-def calibration_summary(circuits, *, harmful: Path, harmless: Path, text: Path) -> dict[str, Any]:
+def calibration_summary(circuits, *, harmful: Path, harmless: Path, text: Path,
+                        ranges: dict | None = None) -> dict[str, Any]:
     return {
         "file": CALIBRATION_FILE,
         "history": {"text": Path(text).name, "sha256": sha256_text(text), "items": len(read_lines(text)),
@@ -148,6 +152,7 @@ def calibration_summary(circuits, *, harmful: Path, harmless: Path, text: Path) 
         "prompts": {"harmful": Path(harmful).name, "harmful_sha256": sha256_text(harmful),
                     "harmless": Path(harmless).name, "harmless_sha256": sha256_text(harmless)},
         **circuits.summary(),
+        **({"activation_range": ranges} if ranges else {}),
     }
 
 
@@ -197,8 +202,9 @@ def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harm
     """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype``) into ``out_dir``
     (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
     model, tok = load_model(checkpoint, dtype, device, max_memory)
+    ranges: dict = {}
     stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                scorer=scorer, check_prompts=check_prompts, log=log)
-    summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text)
+                                scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges)
+    summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text, ranges=ranges)
     save_calibration(out_dir, stats, circuits, summary)
     return summary

@@ -20,7 +20,7 @@ ADAPTIVE_THRESHOLD = 0.5  # aapp-adaptive: a request whose risk gate reaches thi
 ADAPTIVE_LOW_SPARSITY = 0.0  # ... which is dense by default (refusals are short, so they cost little)
 SCORERS = ("actdiff", "refusal-dir", "grad-act")  # alignment-circuit scorers
 ATTENTION_KERNELS = ("gqa", "onnx")  # com.microsoft.GroupQueryAttention, or the standard Attention op
-EXPORT_DTYPES = ("fp32", "fp16", "bf16")
+EXPORT_DTYPES = ("auto", "fp32", "fp16", "bf16")  # auto: precision.choose_export_dtype
 CALIBRATION_DTYPES = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -28,6 +28,7 @@ from .families import ModelSpec, load_model_spec, load_text_config
 from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
 from .placement import resolve_device
 from .plan import ExportPlan, plan_export
+from .precision import SOURCE_DTYPES, DtypeChoice, choose_export_dtype, fp16_problem
 from .outdir import check_replaceable, remove_stale_leftovers, replace_dir, resolve_target, terminate_as_exception
 from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
 from .probe import PROBE_MAX_TOKENS
@@ -55,7 +56,7 @@ class CalibrationOptions:
 
 @dataclass(frozen=True)
 class ExportOptions:
-    dtype: str = "fp32"
+    dtype: str = "auto"  # fp32 | fp16 | bf16 | auto (precision.choose_export_dtype: the checkpoint's, where it runs)
     last_logits_only: bool = True
     attention: str = "gqa"  # "gqa" (com.microsoft.GroupQueryAttention) or "onnx" (standard Attention op)
     allow_pickle: bool = False
@@ -207,9 +208,6 @@ def _manifest_body(spec: ModelSpec, ckpt: ResolvedCheckpoint, opts: ExportOption
     }
 
 
-SOURCE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-
-
 def _plan(spec, options: ExportOptions, out_dir: Path, calibration_dtype: str | None,
           device: str = "cpu") -> ExportPlan:
     cal = options.calibration
@@ -220,11 +218,30 @@ def _plan(spec, options: ExportOptions, out_dir: Path, calibration_dtype: str | 
 
 def export_plan(model: str, out: str | Path, options: ExportOptions = ExportOptions()) -> ExportPlan:
     """What exporting ``model`` to ``out`` needs and whether this machine has it (``aapp-export --plan``);
-    reads the config and tensor headers only. The calibration dtype is resolved as the export would."""
+    reads the config and tensor headers only. The dtypes are resolved as the export would (before
+    calibration measures the activation range, which can still turn an ``auto`` fp16 into fp32)."""
     out_dir, _ = split_out(out)
     ckpt = resolve_checkpoint(model)
     spec = load_model_spec(ckpt.path, WeightReader(ckpt.path, allow_pickle=options.allow_pickle))
-    return _resolved_plan(spec, options, resolve_target(out_dir))[0]
+    options, choice = _with_export_dtype(spec, options)
+    plan = _resolved_plan(spec, options, resolve_target(out_dir))[0]
+    plan.export_dtype_reason = choice.reason
+    return plan
+
+
+def _target(options: ExportOptions) -> str:
+    """Where the exported model is meant to run: CUDA when calibration runs there (or, by default, when
+    torch sees a GPU), else CPU."""
+    return resolve_device(options.calibration.device if options.calibration else "auto")
+
+
+def _with_export_dtype(spec, options: ExportOptions, activation_range: dict | None = None,
+                       requested: str | None = None) -> tuple[ExportOptions, DtypeChoice]:
+    requested = requested or options.dtype
+    if requested not in ("auto", *TORCH_DTYPES):
+        raise InputError(f"--dtype {requested!r} is not one of auto, {', '.join(TORCH_DTYPES)}")
+    choice = choose_export_dtype(requested, spec, _target(options), activation_range)
+    return dataclasses.replace(options, dtype=choice.dtype), choice
 
 
 def _resolved_plan(spec, options: ExportOptions, out_dir: Path) -> tuple[ExportPlan, str | None, str]:
@@ -248,8 +265,9 @@ def _resolved_plan(spec, options: ExportOptions, out_dir: Path) -> tuple[ExportP
 def export_model(model: str, out: str | Path, options: ExportOptions = ExportOptions(),
                  log: Callable[[str], None] = print) -> Path:
     """Export ``model`` (alias, hub id or directory) to ``out`` (``DIR/model.onnx``); returns DIR."""
-    if options.dtype not in TORCH_DTYPES:
-        raise InputError(f"--dtype {options.dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
+    if options.dtype not in ("auto", *TORCH_DTYPES):
+        raise InputError(f"--dtype {options.dtype!r} is not one of auto, {', '.join(TORCH_DTYPES)}")
+    requested = options.dtype
     out_dir, graph_file = split_out(out)
     out_dir = resolve_target(out_dir)
     check_replaceable(out_dir, f"--out {out}", options.force)
@@ -260,6 +278,7 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     reader = WeightReader(ckpt.path, allow_pickle=options.allow_pickle)
     spec = load_model_spec(ckpt.path, reader)
     validate_checkpoint(spec, reader)
+    options, dtype_choice = _with_export_dtype(spec, options)
     plan, calibration_dtype, calibration_device = _resolved_plan(spec, options, out_dir)
     problems = plan.problems()
     if problems:  # before anything is loaded or written
@@ -269,8 +288,9 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
         options = dataclasses.replace(options, calibration=dataclasses.replace(
             options.calibration, dtype=calibration_dtype, device=calibration_device))
     log(f"exporting {ckpt.source} ({spec.family}, {spec.num_layers} layers, hidden {spec.hidden_size}) "
-        f"as {options.dtype} to {out_dir / graph_file}" + (f"; calibrating in {calibration_dtype} on "
-                                                          f"{calibration_device}" if calibration_dtype else ""))
+        f"as {options.dtype} ({dtype_choice.reason}; model dir about {plan.model_dir / 1e9:.1f} GB) to "
+        f"{out_dir / graph_file}" + (f"; calibrating in {calibration_dtype} on {calibration_device}"
+                                     if calibration_dtype else ""))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_leftovers(out_dir.parent, out_dir.name):
@@ -282,12 +302,14 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
     with terminate_as_exception():
         try:
             graph_path = tmp / graph_file
-            decoder_options = DecoderOptions(options.dtype, options.last_logits_only, options.attention)
             metadata = {"aapp.family": spec.family, "aapp.source": ckpt.source,
                         "aapp.max_position_embeddings": str(spec.max_position_embeddings)}
             units = None
             # calibration first: one that cannot run costs no disk (and the static units need its statistics)
             calibration = _calibrate(ckpt, tmp, options.calibration, log) if options.calibration else None
+            if calibration is not None:  # its measured activation range can rule fp16 out
+                options = _checked_dtype(spec, options, requested, calibration, out_dir, log)
+            decoder_options = DecoderOptions(options.dtype, options.last_logits_only, options.attention)
             if options.static is not None:
                 units = static_layer_units(spec, reader, tmp if calibration else None, *options.static)
             proto = build_decoder(spec, reader, graph_path, decoder_options, units, metadata=metadata, store=store)
@@ -331,6 +353,29 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
             raise
     log(f"wrote {out_dir} ({sum(f.stat().st_size for f in out_dir.iterdir()) / 1e6:.1f} MB)")
     return out_dir
+
+
+def _checked_dtype(spec, options: ExportOptions, requested: str, calibration: dict, out_dir: Path,
+                   log: Callable[[str], None]) -> ExportOptions:
+    """The export dtype once calibration has measured the activation range: ``auto`` moves from fp16 to
+    fp32 when the range is too close to fp16's limit (the disk is checked again); an explicit fp16 is
+    kept with a warning."""
+    ranges = calibration.get("activation_range")
+    if requested == "auto":
+        checked, choice = _with_export_dtype(spec, options, ranges, requested)
+        if checked.dtype != options.dtype:
+            log(f"export dtype {checked.dtype}, not {options.dtype}: {choice.reason}")
+            problems = _resolved_plan(spec, checked, out_dir)[0].problems()
+            disk = [p for p in problems if p.startswith("the model dir")]
+            if disk:
+                raise ExportError(f"{spec.family} export in {checked.dtype} does not fit: {disk[0]}")
+        return checked
+    if options.dtype == "fp16" and ranges is not None:
+        problem = fp16_problem(spec, ranges)
+        if problem is not None:
+            log(f"warning: --dtype fp16 may overflow: {problem}; expect inf/NaN logits (the runtime stops on them); "
+                "--dtype fp32 (CPU) or bf16 (CUDA) is safe")
+    return options
 
 
 def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, log: Callable[[str], None]) -> dict:

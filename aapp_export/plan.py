@@ -88,6 +88,7 @@ class ExportPlan:
     calibration_device: str = "cpu"
     gpu_memory: int = 0  # free bytes over the visible GPUs (calibration on cuda)
     alternatives: dict[str, int] = field(default_factory=dict)  # flags -> the peak they would give
+    export_dtype_reason: str = ""  # why this export dtype (precision.choose_export_dtype)
 
     @property
     def peak(self) -> int:
@@ -136,7 +137,8 @@ class ExportPlan:
         p = self.params
         rows = [f"parameters: {p['total'] / 1e9:.2f} B (embeddings {p['embeddings'] / 1e9:.2f} B, layers "
                 f"{p['layers'] / 1e9:.2f} B, untied LM head {p['lm_head'] / 1e9:.2f} B); checkpoint "
-                f"{self.checkpoint_dtype}, export {self.export_dtype}",
+                f"{self.checkpoint_dtype}, export {self.export_dtype}"
+                + (f" ({self.export_dtype_reason})" if self.export_dtype_reason else ""),
                 f"graph build peak: {self.graph_build / GIB:.1f} GiB (weights stream tensor by tensor)"]
         for step, value in self.calibration.items():
             rows.append(f"calibration ({self.calibration_dtype}, {self.calibration_device}) {step}: {value / GIB:.1f} GiB")
@@ -150,6 +152,7 @@ class ExportPlan:
 
     def to_json(self) -> dict:
         return {"params": self.params, "checkpoint_dtype": self.checkpoint_dtype, "export_dtype": self.export_dtype,
+                "export_dtype_reason": self.export_dtype_reason,
                 "calibration_dtype": self.calibration_dtype, "scorer": self.scorer,
                 "graph_build_bytes": self.graph_build, "calibration_bytes": self.calibration,
                 "model_dir_bytes": self.model_dir, "peak_bytes": self.peak,

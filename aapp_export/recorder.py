@@ -47,4 +47,50 @@ def unit_inputs(model: nn.Module, fn: UnitFn) -> Iterator[None]:
             h.remove()
 
 
-__all__ = ["decoder_layers", "unit_inputs"]
+@contextmanager
+def activation_range(model: nn.Module, out: dict) -> Iterator[None]:
+    """Fill ``out`` with the largest |value| seen during the forwards inside: ``absmax``, ``where`` it was
+    (layer and tensor), and ``per_layer`` maxima, over every decoder layer's output (the residual stream)
+    and every linear layer's input and output in it. Finite values only (a NaN is another problem)."""
+    best: list[float] = []
+    where: list[str] = []
+
+    def watch(i: int, name: str, x) -> None:
+        if isinstance(x, tuple):
+            x = x[0]
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+            return
+        value = float(torch.nan_to_num(x.detach().abs(), nan=0.0, posinf=0.0).max())
+        if value > best[i]:
+            best[i], where[i] = value, name
+
+    def hook(i: int, name: str | None):
+        def seen(module, args, output) -> None:  # returns None: the forward is not changed
+            if name is None:
+                watch(i, "residual", output)
+            else:
+                watch(i, f"{name} input", args)
+                watch(i, f"{name} output", output)
+
+        return seen
+
+    handles = []
+    try:
+        for i, layer in enumerate(decoder_layers(model)):
+            best.append(0.0)
+            where.append("")
+            handles.append(layer.register_forward_hook(hook(i, None)))
+            for name, module in layer.named_modules():
+                if isinstance(module, nn.Linear):
+                    handles.append(module.register_forward_hook(hook(i, name)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        if best:
+            top = max(range(len(best)), key=best.__getitem__)
+            out.update({"absmax": best[top], "where": f"layer {top} {where[top]}",
+                        "per_layer": [round(b, 4) for b in best]})
+
+
+__all__ = ["decoder_layers", "unit_inputs", "activation_range"]

@@ -5,8 +5,9 @@ Weights are random but scaled so logits span several units (so a 1e-4 match is a
 norm weights are perturbed away from their init, and a small byte-level BPE tokenizer with a
 Gemma-style chat template is saved beside them. ``CONFIGS`` are tiny (tests);
 ``bench_gemma3_config`` is a Gemma-3-270M-like shape of ~120M parameters (benchmarks).
-``make_shape_checkpoint`` writes a checkpoint of a real model's layout and size whose weights are
-zeros stored sparsely (no memory, next to no disk): enough for ``aapp-export --plan`` at 12B.
+``make_shape_checkpoint`` writes a checkpoint of a real model's layout and size (``gemma3_shape``:
+Gemma 3 1B, 4B, 12B) whose weights are zeros stored sparsely (no memory, next to no disk: enough for
+``aapp-export --plan`` at 12B), or random (``seed``: for measuring an export's time and memory).
 """
 
 from __future__ import annotations
@@ -147,16 +148,49 @@ def make_multimodal_gemma3(directory: Path, seed: int = 0):
     return model
 
 
+# the published Gemma 3 instruction-tuned shapes (text tower; 4B and 12B are multimodal with SigLIP)
+GEMMA3_SHAPES = {
+    "gemma3-1b": dict(hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4,
+                      num_key_value_heads=1, vocab_size=262144, sliding_window=512, max_position_embeddings=32768),
+    "gemma3-4b": dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=34, num_attention_heads=8,
+                      num_key_value_heads=4, vocab_size=262208, sliding_window=1024, max_position_embeddings=131072),
+    "gemma3-12b": dict(hidden_size=3840, intermediate_size=15360, num_hidden_layers=48, num_attention_heads=16,
+                       num_key_value_heads=8, vocab_size=262208, sliding_window=1024, max_position_embeddings=131072),
+}
+
+
+def gemma3_shape(name: str):
+    """The transformers config of a Gemma 3 shape (``GEMMA3_SHAPES``): ``Gemma3TextConfig`` for 1B, a
+    multimodal ``Gemma3Config`` (SigLIP 400M vision tower) for 4B and 12B; bf16, as published."""
+    from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
+
+    text = Gemma3TextConfig(head_dim=256, query_pre_attn_scalar=256, **GEMMA3_SHAPES[name])
+    text.dtype = "bfloat16"
+    if name == "gemma3-1b":
+        return text
+    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                                image_size=896, patch_size=14, vision_use_head=False)
+    config = Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=256)
+    config.dtype = "bfloat16"
+    return config
+
+
 def make_shape_checkpoint(directory: Path, config, dtype: torch.dtype = torch.bfloat16,
-                          shard_bytes: int = 5 * 10**9) -> Path:
+                          shard_bytes: int = 5 * 10**9, seed: int | None = None) -> Path:
     """Save ``config``'s model as transformers lays it out (its class, tensor names and shapes, shards
-    of at most ``shard_bytes`` in ``dtype`` with their index, as the hub's big checkpoints are) with zero
-    weights written as sparse files, plus a tokenizer."""
+    of at most ``shard_bytes`` in ``dtype`` with their index, as the hub's big checkpoints are), plus a
+    tokenizer. Weights: zeros written as sparse files, or (``seed``) random at the config's init."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     auto = AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
+    if seed is not None:
+        torch.manual_seed(seed)
+        model = auto.from_config(config, dtype=dtype)
+        model.save_pretrained(str(directory), max_shard_size=shard_bytes)
+        save_tokenizer(directory)
+        return directory
     with torch.device("meta"):
         model = auto.from_config(config, dtype=dtype)
     size = torch.tensor([], dtype=dtype).element_size()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,7 +75,21 @@ class StepPeaks:
         self._thread.join()
 
 
-def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: int = 48) -> dict:
+def _prompt_files(limit: int | None, work: Path) -> dict[str, Path]:
+    """The demo card's calibration files, or their first ``limit`` lines (same batch shapes, fewer batches)."""
+    data = ROOT / "models" / "demo" / "data"
+    files = {"harmful": data / "harmful_calib.txt", "harmless": data / "harmless_calib.txt",
+             "text": data / "text_calib.txt"}
+    if limit is None:
+        return files
+    for key, path in files.items():
+        files[key] = work / f"limited_{path.name}"
+        files[key].write_text("\n".join(path.read_text().splitlines()[:limit]) + "\n")
+    return files
+
+
+def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: int = 48,
+        limit: int | None = None) -> dict:
     from aapp_export import calibration, circuits
     from aapp_export.calibration import calibrate_checkpoint
     from aapp_export.checkpoint import WeightReader
@@ -82,7 +97,7 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
     from aapp_export.families import load_model_spec
     from aapp_export.plan import plan_export
 
-    data = ROOT / "models" / "demo" / "data"
+    files = _prompt_files(limit, out)
     spec = load_model_spec(ckpt, WeightReader(ckpt))
     plan = plan_export(spec, SOURCE_DTYPES.get(spec.source_dtype, "fp32"), "fp32", dtype, scorer, out)
     peaks = StepPeaks()
@@ -94,13 +109,12 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
         peaks.wrap(module, name, step)
     t0 = time.perf_counter()
     with peaks:
-        calibrate_checkpoint(ckpt, out, harmful=data / "harmful_calib.txt", harmless=data / "harmless_calib.txt",
-                             text=data / "text_calib.txt", scorer=scorer, dtype=dtype, check_prompts=check_prompts,
+        calibrate_checkpoint(ckpt, out, **files, scorer=scorer, dtype=dtype, check_prompts=check_prompts,
                              log=lambda m: None)
     measured = {k: round(v, 1) for k, v in peaks.peaks.items()}
     planned = {k: round(v / 2**20, 1) for k, v in plan.calibration.items()}
     return {"checkpoint": str(ckpt), "parameters": plan.params["total"], "dtype": dtype, "scorer": scorer,
-            "check_prompts": check_prompts,
+            "check_prompts": check_prompts, "prompt_lines": limit or "all",
             "seconds": round(time.perf_counter() - t0, 1),
             "step_seconds": {k: round(v, 1) for k, v in peaks.seconds.items()},
             "peak_rss_mb": round(_hwm_mb(), 1), "plan_peak_mb": round(max(plan.calibration.values()) / 2**20, 1),
@@ -108,14 +122,14 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
             "plan_over_measured": {k: round(planned[k] / measured[k], 3) for k in planned if measured.get(k)}}
 
 
-def compare(ckpt: Path, scorer: str | None, check_prompts: int = 48) -> dict:
+def compare(ckpt: Path, scorer: str | None, check_prompts: int = 48, limit: int | None = None) -> dict:
     from safetensors.numpy import load_file
 
     runs, dirs = {}, {}
     for dtype in ("fp32", "bf16"):
         dirs[dtype] = Path(tempfile.mkdtemp(prefix=f"calib-{dtype}-"))
         cmd = [sys.executable, __file__, str(ckpt), "--dtype", dtype, "--out", str(dirs[dtype]),
-               "--check-prompts", str(check_prompts)]
+               "--check-prompts", str(check_prompts)] + (["--limit", str(limit)] if limit else [])
         if scorer:
             cmd += ["--scorer", scorer]
         runs[dtype] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
@@ -126,6 +140,8 @@ def compare(ckpt: Path, scorer: str | None, check_prompts: int = 48) -> dict:
             x, y = set(a[key].tolist()), set(b[key].tolist())
             same += len(x & y)
             total += len(x)
+    for d in dirs.values():
+        shutil.rmtree(d, ignore_errors=True)
     return {"runs": runs, "protected_units_fp32": total, "protected_units_same_in_bf16": same}
 
 
@@ -138,12 +154,14 @@ def main() -> None:
     p.add_argument("--compare", action="store_true")
     p.add_argument("--check-prompts", type=int, default=48,
                    help="harmful prompts of the causal check (the export uses 48; fewer is quicker, same peak)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="the first N lines of each prompt file (16: one batch of each step, the same peak)")
     args = p.parse_args()
     if args.compare:
-        print(json.dumps(compare(args.checkpoint, args.scorer, args.check_prompts), indent=1))
+        print(json.dumps(compare(args.checkpoint, args.scorer, args.check_prompts, args.limit), indent=1))
     else:
         out = args.out or Path(tempfile.mkdtemp(prefix="calib-"))
-        print(json.dumps(one(args.checkpoint, args.dtype, args.scorer, out, args.check_prompts)))
+        print(json.dumps(one(args.checkpoint, args.dtype, args.scorer, out, args.check_prompts, args.limit)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output graph path DIR/model.onnx (or DIR); DIR becomes the model dir "
                    "(an earlier export there is replaced; a directory holding anything else is refused unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out even when it holds files the export did not write")
-    p.add_argument("--dtype", choices=EXPORT_DTYPES, default="fp32")
+    p.add_argument("--dtype", choices=EXPORT_DTYPES, default="auto",
+                   help="weights and activations of the graphs; auto: the checkpoint's precision where the "
+                        "provider runs it: bf16 for CUDA (a GPU machine or --device cuda); for CPU fp32, or fp16 "
+                        "for a half-precision checkpoint whose family stays in fp16's range (checked on the "
+                        "calibration text; never Gemma 3)")
     p.add_argument("--attention", choices=ATTENTION_KERNELS, default="gqa",
                    help="attention kernel: gqa = ONNX Runtime's GroupQueryAttention (fastest on CPU; fp32/fp16 on "
                         "CPU, fp16/bf16 on CUDA), onnx = the standard opset-23 Attention op (any ONNX backend)")
