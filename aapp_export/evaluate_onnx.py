@@ -91,7 +91,7 @@ def perplexity(session, texts: list[str], method: str, sparsity: float) -> float
 def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], harmless: list[str],
                   texts: list[str], max_new_tokens: int = 48) -> OnnxEvalResult:
     """One row of the table, through the exported graphs."""
-    level = session._level(method, sparsity)  # a bad method or level fails before any generation
+    level = session.pruned_level(method, sparsity)  # a bad method or level fails before any generation
     harm, harm_len = answers(session, harmful, method, sparsity, max_new_tokens, f"{method} harmful")
     safe, safe_len = answers(session, harmless, method, sparsity, max_new_tokens, f"{method} harmless")
     refused, over = [is_refusal(a) for a in harm], [is_refusal(a) for a in safe]

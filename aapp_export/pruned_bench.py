@@ -110,7 +110,7 @@ def _probe_split(session, ids: list[int], entry: dict[str, Any], work: Path) -> 
 
     from aapp_runtime.providers import session_options
 
-    so = session_options(session._threads)
+    so = session_options(session.threads)
     session.shared_weights.give_to(so)
     so.enable_profiling = True
     so.profile_file_prefix = str(work / "profile-prefill")
@@ -120,7 +120,7 @@ def _probe_split(session, ids: list[int], entry: dict[str, Any], work: Path) -> 
              "position_ids": np.arange(len(ids))[None], "aapp": np.ones(1, np.float32)}
     for inp in sess.get_inputs():
         if inp.name.startswith("past"):
-            feeds[inp.name] = np.zeros((1, inp.shape[1], 0, inp.shape[3]), session._np_dtype)
+            feeds[inp.name] = np.zeros((1, inp.shape[1], 0, inp.shape[3]), session.host_dtype)
     for _ in range(2):
         sess.run(["logits"], feeds)
     profile = Path(sess.end_profiling())

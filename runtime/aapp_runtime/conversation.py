@@ -51,7 +51,7 @@ class Conversation:
             raise InputError(f"{session.manifest.directory} has no chat template: a conversation needs one "
                              "(re-export from a checkpoint whose tokenizer has a chat_template)")
         self.session, self.method, self.overflow = session, method, overflow
-        self.level = session._level(method, sparsity)
+        self.level = session.pruned_level(method, sparsity)
         self.messages: list[dict[str, Any]] = [_message(m, j) for j, m in enumerate(messages)]
         self.dropped_messages = 0
         self._cache = None

@@ -255,13 +255,13 @@ class Session:
         self.context_length = int(m.dims["max_position_embeddings"])
         self.eos_ids = set(m.tokens.get("eos", []))
         self.dtype = m.dtype if m.dtype in tensors.ELEMENT_TYPES else "fp32"  # of the graphs' KV cache and weights
-        self._np_dtype = tensors.HOST_DTYPES[self.dtype]
+        self.host_dtype = tensors.HOST_DTYPES[self.dtype]  # numpy dtype of host copies (bf16: raw uint16)
         self._past_names = [(g["past_key"].format(i=i), g["past_value"].format(i=i)) for i in range(self.num_layers)]
         self._present_names = [(g["present_key"].format(i=i), g["present_value"].format(i=i))
                                for i in range(self.num_layers)]
         self._logits_name = g["logits"]
         self.last_logits_only = bool(g.get("last_logits_only", True))  # else logits of every position
-        self._threads = threads
+        self.threads = threads  # intra-op threads of every graph this session opens (None: ONNX Runtime's)
         self._check_io(self.ort_session, m.model_path, self.kv_heads)
         self._dense = _Graph(self.ort_session, self.kv_heads)
         # a prefill's arena chunks (a pruned one's include the kept-weight copies) are freed when it ends:
@@ -351,8 +351,10 @@ class Session:
         """Sparsity levels whose pruned graphs this model dir has (empty: dense only)."""
         return sorted(float(v["sparsity"]) for v in self.pruning.get("levels", {}).values())
 
-    def _level(self, method: str, sparsity: float) -> tuple[str, dict[str, Any]] | None:
-        """The manifest entry of the pruned graphs for ``method`` at ``sparsity`` (None: run dense)."""
+    def pruned_level(self, method: str, sparsity: float) -> tuple[str, dict[str, Any]] | None:
+        """The pruned graphs a request with ``method`` at ``sparsity`` runs: ``(key, manifest entry)``, or
+        None for dense. A method or sparsity this model dir cannot run raises the ``InputError`` that
+        ``generate`` would, before any work (so a caller can check a whole job first)."""
         if not isinstance(method, str) or method not in METHODS:
             raise InputError(f"method={method!r} is not one of {', '.join(METHODS)}")
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or \
@@ -395,7 +397,7 @@ class Session:
             graphs = []
             for mode in ("prefill", "decode"):
                 path = self.manifest.directory / entry[mode]
-                sess, _ = open_session(path, self.provider, self._threads, self.shared_weights)
+                sess, _ = open_session(path, self.provider, self.threads, self.shared_weights)
                 self._check_io(sess, path, list(entry["kv_heads"]))
                 graphs.append(_Graph(sess, list(entry["kv_heads"])))
             prefill, decode = graphs
@@ -468,7 +470,7 @@ class Session:
         if every_position and self.last_logits_only:
             raise InputError(f"{self.manifest.directory} was exported with the last position's logits only: "
                              "re-export with --all-logits for every position's")
-        level = self._level(method, sparsity)
+        level = self.pruned_level(method, sparsity)
         ids = self.tokenize(list(token_ids))
         graph = self._dense if level is None else self._request_graphs(level, method)[0]
         try:
@@ -480,7 +482,7 @@ class Session:
                   ) -> dict[str, Any]:
         """What the pruned prefill decides for ``prompt``: kept query heads and MLP channels per pruned layer,
         the risk gate, and the last-position logits (for agreement checks against the reference)."""
-        found = self._level(method, sparsity)
+        found = self.pruned_level(method, sparsity)
         if found is None:
             raise InputError("decisions() needs a pruned run: pass method='pp' or 'aapp' and a built sparsity > 0")
         ids = self.tokenize(prompt, chat)
@@ -602,7 +604,7 @@ class Session:
         forced in by the risk gate); ``sparsity``: a level the export built (``Session.levels``); 0
         runs the dense graph whatever the method. ``timeout_s``: a deadline from the first step;
         ``ignore_eos`` keeps going past end-of-sequence tokens (benchmarks, parity checks)."""
-        level = self._level(method, sparsity)
+        level = self.pruned_level(method, sparsity)
         params = self.params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              min_p=min_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
                              ignore_eos=ignore_eos, timeout_s=timeout_s)
