@@ -28,13 +28,12 @@ from tqdm import tqdm
 
 from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate
 from .families import spec_of_model
-from .choices import SCORERS, SKIP_FIRST
+from .choices import CHECK_TOKENS, SCORERS, SKIP_FIRST
 from .placement import to_model, weight_of
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
 from .refusal import is_refusal
 from .recorder import decoder_layers, unit_inputs
 
-CHECK_TOKENS = 24
 CHECK_SEEDS = 5
 
 

@@ -52,6 +52,7 @@ class CalibrationOptions:
     scorer: str | None = None
     dtype: str = "auto"  # weights during calibration: fp32, bf16, or auto (cuda: bf16; cpu: fp32 when it fits)
     device: str = "auto"  # where calibration runs: cpu, cuda (device_map="auto"), auto (cuda when torch sees one)
+    check_prompts: int = 48  # harmful prompts of the causal check (its time grows with them; the peak does not)
 
 
 @dataclass(frozen=True)
@@ -387,5 +388,8 @@ def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, lo
 
     files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text")}
     log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}")
+    if opts.check_prompts < 1:
+        raise InputError(f"--check-prompts {opts.check_prompts}: the causal check needs at least one prompt")
     return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, dtype=opts.dtype,
-                                device=resolve_device(opts.device), log=log, **files)
+                                device=resolve_device(opts.device), check_prompts=opts.check_prompts, log=log,
+                                **files)

@@ -11,7 +11,8 @@ Estimates (bytes; ``c`` the calibration dtype's size, B the calibration batch, T
   copies of the recorded inputs, the running sums), circuit activations (every layer's last-token
   residuals are small; the forward's transients as above at the chat prompts' length), and, for
   grad-act, the backward of B chat prompts (every layer's saved activations and the recorded inputs'
-  gradients; the weights' gradients are never computed);
+  gradients; the weights' gradients are never computed), and the causal check (a batch's forward and
+  its KV cache over the greedy answers);
 - **model dir**: every weight in the export dtype, the calibration statistics, the graphs' protos.
 
 Calibration on ``cuda`` places the model with ``device_map="auto"``: its steps are compared with the
@@ -27,6 +28,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .choices import CHECK_TOKENS
 from .families import ModelSpec
 
 GIB = 1 << 30
@@ -202,6 +204,11 @@ def _calibration_steps(spec: ModelSpec, params: dict[str, int], c: int, scorer: 
              "circuit activations": weights + sums + _forward_transient(spec, CALIB_BATCH, CHAT_TOKENS, c)}
     if scorer in (None, "grad-act"):
         steps["grad-act backward"] = weights + sums + _backward(spec, CALIB_BATCH, CHAT_TOKENS, c)
+    # greedy answers of a batch under ablation: the prompt's forward, then a KV cache that grows by
+    # CHECK_TOKENS (transformers keeps it in the weights' dtype)
+    kv = sum(2 * l.num_kv_heads * spec.head_dim for l in spec.layers) * c
+    steps["causal check"] = weights + sums + _forward_transient(spec, CALIB_BATCH, CHAT_TOKENS, c) + \
+        CALIB_BATCH * (CHAT_TOKENS + CHECK_TOKENS) * kv
     return steps
 
 

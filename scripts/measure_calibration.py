@@ -105,6 +105,7 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
                                (calibration, "collect_stats", "history statistics"),
                                (circuits, "collect_activations", "circuit activations"),
                                (circuits, "score_grad_act", "grad-act backward"),
+                               (circuits, "dense_refusal", "causal check"),
                                (circuits, "causal_check", "causal check")):
         peaks.wrap(module, name, step)
     t0 = time.perf_counter()

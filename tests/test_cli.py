@@ -49,15 +49,20 @@ def test_export_calibrates_and_records_circuits_in_the_manifest(tmp_path, capsys
         files[name] = tmp_path / f"{name}.txt"
         files[name].write_text("\n".join(lines) + "\n")
     out = tmp_path / "m" / "model.onnx"
-    assert export_main(["--model", str(ckpt), "--out", str(out), "--calib-harmful", str(files["harmful"]),
-                        "--calib-harmless", str(files["harmless"]), "--calib-text", str(files["text"])]) == 0
+    flags = ["--model", str(ckpt), "--out", str(out), "--calib-harmful", str(files["harmful"]),
+             "--calib-harmless", str(files["harmless"]), "--calib-text", str(files["text"])]
+    capsys.readouterr()
+    assert export_main(flags + ["--check-prompts", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--check-prompts 0" in err and err.count("\n") == 1 and not out.parent.exists()
+    assert export_main(flags + ["--check-prompts", "1"]) == 0
     manifest = json.loads((tmp_path / "m" / "aapp.json").read_text())
     cal = manifest["calibration"]
     assert cal["scorer"] in {"actdiff", "refusal-dir", "grad-act"} and cal["budget"] == 0.05
     checks = cal["causal_check"]["by_scorer"]
     assert set(checks) == {"actdiff", "refusal-dir", "grad-act"}
     assert all(0 <= c["dense_refusal_token_prob"] <= 1 and len(c["random_ablated_refusal_token_prob"]) == 5
-               for c in checks.values())
+               and c["prompts"] == 1 for c in checks.values())
     # the kept scorer has the largest greedy gap, ties broken by the first-token probability gap
     assert cal["scorer"] == max(checks, key=lambda k: (checks[k]["gap"], checks[k]["prob_gap"]))
     assert len(cal["protected_units"]["heads"]) == 6 and sum(cal["protected_units"]["channels_per_layer"]) > 0

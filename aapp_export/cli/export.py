@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-dtype", choices=CALIBRATION_DTYPES, default="auto",
                    help="weights during calibration (statistics always sum in fp32); auto: bf16 on cuda; on cpu "
                         "fp32 when the memory plan fits, else bf16")
+    p.add_argument("--check-prompts", type=int, default=48,
+                   help="harmful calibration prompts the causal check answers (each scorer: dense, protected and 5 "
+                        "random ablations); most of calibration's time on CPU, so fewer is quicker (default 48)")
     p.add_argument("--plan", action="store_true",
                    help="print the memory and disk plan (graph build, each calibration step, model dir) against "
                         "this machine, and change nothing")
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.probe_max_tokens < 0:
             raise InputError(f"--probe-max-tokens {args.probe_max_tokens}: pass a token count >= 1, or 0 for no budget")
+        if args.check_prompts < 1:
+            raise InputError(f"--check-prompts {args.check_prompts}: the causal check needs at least one prompt")
         if (args.static is None) != (args.sparsity is None):
             raise InputError("--static and --sparsity go together: e.g. --static wanda-sp --sparsity 0.4 (the dynamic "
                              "levels are chosen with --levels)")
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         levels = () if static or args.levels.strip().lower() == "none" or args.no_calibrate else parse_levels(args.levels)
         calibration = None if args.no_calibrate else CalibrationOptions(
             args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer, args.calib_dtype,
-            args.device)
+            args.device, args.check_prompts)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
                              allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration,
                              levels=levels, probe_max_tokens=args.probe_max_tokens, static=static, force=args.force)
