@@ -3,6 +3,7 @@ export plan's estimate, and how far bf16's protected units and pruning decisions
 
     python scripts/measure_calibration.py CKPT --dtype fp32 --scorer actdiff   # one run, one process
     python scripts/measure_calibration.py CKPT --compare --scorer actdiff      # fp32 vs bf16 (two children)
+    python scripts/measure_calibration.py CKPT --dtype bf16 --export --out D   # a whole aapp-export, step by step
 
 Each run is a fresh child process (peak RSS is per process: ``VmHWM``); a sampler thread reads the
 RSS every 20 ms and charges it to the calibration step running then (model load, history
@@ -89,38 +90,57 @@ def _prompt_files(limit: int | None, work: Path) -> dict[str, Path]:
 
 
 def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: int = 48,
-        limit: int | None = None) -> dict:
+        limit: int | None = None, export: bool = False) -> dict:
+    """One calibration (or, ``export``, a whole ``aapp-export`` into ``out/model``) with its step peaks."""
     from aapp_export import calibration, circuits
+    from aapp_export import export as export_module
     from aapp_export.calibration import calibrate_checkpoint
     from aapp_export.checkpoint import WeightReader
-    from aapp_export.export import SOURCE_DTYPES
+    from aapp_export.export import SOURCE_DTYPES, CalibrationOptions, ExportOptions, export_model, export_plan
     from aapp_export.families import load_model_spec
     from aapp_export.plan import plan_export
 
     files = _prompt_files(limit, out)
     spec = load_model_spec(ckpt, WeightReader(ckpt))
-    plan = plan_export(spec, SOURCE_DTYPES.get(spec.source_dtype, "fp32"), "fp32", dtype, scorer, out)
+    options = ExportOptions(calibration=CalibrationOptions(**files, scorer=scorer, dtype=dtype, device="cpu",
+                                                           check_prompts=check_prompts))
+    if export:
+        plan = export_plan(str(ckpt), out / "model" / "model.onnx", options)
+    else:
+        plan = plan_export(spec, SOURCE_DTYPES.get(spec.source_dtype, "fp32"), "fp32", dtype, scorer, out)
     peaks = StepPeaks()
     for module, name, step in ((calibration, "load_model", "model load"),
                                (calibration, "collect_stats", "history statistics"),
                                (circuits, "collect_activations", "circuit activations"),
                                (circuits, "score_grad_act", "grad-act backward"),
                                (circuits, "dense_refusal", "causal check"),
-                               (circuits, "causal_check", "causal check")):
+                               (circuits, "causal_check", "causal check"),
+                               (export_module, "build_decoder", "graph build"),
+                               (export_module, "export_levels", "pruned levels")):
         peaks.wrap(module, name, step)
     t0 = time.perf_counter()
     with peaks:
-        calibrate_checkpoint(ckpt, out, **files, scorer=scorer, dtype=dtype, check_prompts=check_prompts,
-                             log=lambda m: None)
+        if export:
+            export_model(str(ckpt), out / "model" / "model.onnx", options, log=lambda m: print(m, file=sys.stderr))
+        else:
+            calibrate_checkpoint(ckpt, out, **files, scorer=scorer, dtype=dtype, check_prompts=check_prompts,
+                                 log=lambda m: None)
     measured = {k: round(v, 1) for k, v in peaks.peaks.items()}
     planned = {k: round(v / 2**20, 1) for k, v in plan.calibration.items()}
-    return {"checkpoint": str(ckpt), "parameters": plan.params["total"], "dtype": dtype, "scorer": scorer,
-            "check_prompts": check_prompts, "prompt_lines": limit or "all",
-            "seconds": round(time.perf_counter() - t0, 1),
-            "step_seconds": {k: round(v, 1) for k, v in peaks.seconds.items()},
-            "peak_rss_mb": round(_hwm_mb(), 1), "plan_peak_mb": round(max(plan.calibration.values()) / 2**20, 1),
-            "step_peak_rss_mb": measured, "plan_steps_mb": planned,
-            "plan_over_measured": {k: round(planned[k] / measured[k], 3) for k in planned if measured.get(k)}}
+    if export:
+        planned["graph build"] = round(plan.graph_build / 2**20, 1)
+    report = {"checkpoint": str(ckpt), "parameters": plan.params["total"], "dtype": dtype, "scorer": scorer,
+              "check_prompts": check_prompts, "prompt_lines": limit or "all",
+              "seconds": round(time.perf_counter() - t0, 1),
+              "step_seconds": {k: round(v, 1) for k, v in peaks.seconds.items()},
+              "peak_rss_mb": round(_hwm_mb(), 1), "plan_peak_mb": round(plan.peak / 2**20, 1) if export else
+              round(max(plan.calibration.values()) / 2**20, 1),
+              "step_peak_rss_mb": measured, "plan_steps_mb": planned,
+              "plan_over_measured": {k: round(planned[k] / measured[k], 3) for k in planned if measured.get(k)}}
+    if export:
+        report |= {"export_dtype": plan.export_dtype, "model_dir_bytes": sum(
+            f.stat().st_size for f in (out / "model").iterdir()), "plan_model_dir_bytes": plan.model_dir}
+    return report
 
 
 def compare(ckpt: Path, scorer: str | None, check_prompts: int = 48, limit: int | None = None) -> dict:
@@ -157,12 +177,15 @@ def main() -> None:
                    help="harmful prompts of the causal check (the export uses 48; fewer is quicker, same peak)")
     p.add_argument("--limit", type=int, default=None,
                    help="the first N lines of each prompt file (16: one batch of each step, the same peak)")
+    p.add_argument("--export", action="store_true",
+                   help="run the whole export (calibration, graph build, pruned levels) into OUT/model")
     args = p.parse_args()
     if args.compare:
         print(json.dumps(compare(args.checkpoint, args.scorer, args.check_prompts, args.limit), indent=1))
     else:
         out = args.out or Path(tempfile.mkdtemp(prefix="calib-"))
-        print(json.dumps(one(args.checkpoint, args.dtype, args.scorer, out, args.check_prompts, args.limit)))
+        print(json.dumps(one(args.checkpoint, args.dtype, args.scorer, out, args.check_prompts, args.limit,
+                             args.export)))
 
 
 if __name__ == "__main__":
