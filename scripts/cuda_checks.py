@@ -8,7 +8,8 @@ bf16) parity of the three families against transformers; the in-place KV buffer 
 concatenated cache; pruned decisions on CUDA against CPU fp32; dense and pruned (aapp 0.4) prefill
 and decode latency at a Gemma-3-1B shape (26 layers) and at a Gemma-3-12B layer width (4 layers of
 hidden 3840, MLP 15360, 16 query / 8 KV heads: per-layer cost; random weights; calibration of the
-levels on the GPU with ``--device cuda``). Each check records its error instead of stopping the
+levels on the GPU with ``--device cuda``); calibration of a Gemma-3-4B shape on the GPU in bf16
+(time, peak GPU memory, the plan's estimate). Each check records its error instead of stopping the
 run, so one failure does not cost the others. Never part of the tests.
 """
 
@@ -148,6 +149,43 @@ def latency(work: Path, provider: str, name: str, overrides: dict, rounds: int) 
     return out
 
 
+def calibrate_shape(work: Path, provider: str, quick: bool) -> dict:
+    """Calibration of a Gemma-3-4B-shaped checkpoint (multimodal layout, random bf16 weights) with
+    ``--device cuda``: time, peak GPU memory (torch's allocator, every GPU) and the plan's estimate."""
+    import torch
+
+    from aapp_export.calibration import calibrate_checkpoint
+    from aapp_export.export import CalibrationOptions, ExportOptions, export_plan
+    from aapp_export.synthetic import gemma3_shape, make_multimodal_gemma3, make_shape_checkpoint
+
+    device = "cuda" if provider == "cuda" else "cpu"
+    t0 = time.perf_counter()
+    if quick:
+        ckpt = work / "shape-tiny"
+        make_multimodal_gemma3(ckpt)
+    else:
+        ckpt = make_shape_checkpoint(work / "gemma3-4b", gemma3_shape("gemma3-4b"), seed=0)
+    made_s = time.perf_counter() - t0
+    files = dict(harmful=CALIB / "harmful_calib.txt", harmless=CALIB / "harmless_calib.txt",
+                 text=CALIB / "text_calib.txt")
+    plan = export_plan(str(ckpt), work / "plan-4b" / "model.onnx",
+                       ExportOptions(calibration=CalibrationOptions(**files, device=device)))
+    if device == "cuda":
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(i)
+    out = work / "calibration-4b"
+    out.mkdir()
+    t0 = time.perf_counter()
+    calibrate_checkpoint(ckpt, out, **files, dtype="bf16", device=device, log=lambda m: None)
+    seconds = time.perf_counter() - t0
+    peak = sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) if device == "cuda" else 0
+    summary = json.loads((out / "calibration.json").read_text())
+    return {"device": device, "checkpoint_s": round(made_s, 1), "calibration_s": round(seconds, 1),
+            "peak_gpu_bytes": peak, "plan_calibration_bytes": plan.calibration, "plan_gpu_bytes": plan.gpu_memory,
+            "scorer": summary["scorer"], "activation_range": {k: v for k, v in summary.get("activation_range", {}).items()
+                                                              if k != "per_layer"}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -171,6 +209,7 @@ def main() -> None:
               "gemma3-12b-width-4-layers": dict(vocab_size=32768, hidden_size=3840, intermediate_size=15360,
                                                 num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=8,
                                                 head_dim=256, query_pre_attn_scalar=256, sliding_window=1024)}
+    timed(results, "calibrate_gemma3_4b", lambda: calibrate_shape(work, provider, args.quick))
     for name, shape in shapes.items():
         timed(results, f"latency_{name}", lambda shape=shape, name=name: latency(
             work, provider, name, tiny if args.quick else shape, 2 if args.quick else 5))
