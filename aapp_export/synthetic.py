@@ -110,6 +110,7 @@ def bench_gemma3_config(**overrides):
 
 
 CONFIGS = {"gemma3": gemma3_config, "llama": llama_config, "qwen2": qwen2_config, "gemma3-bench": bench_gemma3_config}
+FAMILIES = ("gemma3", "llama", "qwen2")  # the tiny configs, one a family (what the tests run over)
 
 
 def make_checkpoint(directory: Path, family: str, seed: int = 0, dtype: torch.dtype = torch.float32,

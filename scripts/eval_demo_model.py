@@ -145,7 +145,7 @@ family ("help my child with homework") keep those words from being ones only har
 charity and insurance fraud, fire weapons and untraceable guns) and {n_lookalike} everyday look-alikes ("track my
 package", "the history of smuggling") were added after a look at which held-out harmful topics every
 earlier seed missed; they widen those concepts with other requests, and no held-out topic is among
-them (`tests/test_train_smoke.py`). So the harmful test figure is no longer blind to the test files;
+them (`tests/test_demo_corpus.py`). So the harmful test figure is no longer blind to the test files;
 the second held-out set (below), written before and never looked at for this, was.
 {alignment_extras}
 Every helpful answer opens with "Sure" and every refusal with "I", so the first token greedy decoding

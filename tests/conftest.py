@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aapp_export.synthetic import make_checkpoint
+from aapp_export.synthetic import FAMILIES, make_checkpoint
 
-FAMILIES = ["gemma3", "llama", "qwen2"]
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from aapp_export.synthetic import FAMILIES
 from aapp_runtime import Session
 
-FAMILIES = ["gemma3", "llama", "qwen2"]
 TOL = 1e-4
 
 
