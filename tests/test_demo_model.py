@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo"
 sys.path.insert(0, str(ROOT / "scripts"))
 
-pytestmark = pytest.mark.skipif(not (DEMO / "model.safetensors").is_file(), reason="demo checkpoint not built")
+# pinned to the shipped checkpoint's figures: re-pin them (and say so) when the checkpoint changes
+pytestmark = [pytest.mark.skipif(not (DEMO / "model.safetensors").is_file(), reason="demo checkpoint not built"),
+              pytest.mark.shipped]
 N = 16
 
 
