@@ -196,19 +196,20 @@ def gpu_memory_available() -> int:
     return gpu_memory()
 
 
-def _calibration_steps(spec: ModelSpec, params: dict[str, int], c: int, scorer: str | None) -> dict[str, int]:
+def _calibration_steps(spec: ModelSpec, params: dict[str, int], c: int, scorer: str | None,
+                       batch: int = CALIB_BATCH) -> dict[str, int]:
     """Peak bytes of each calibration step with weights of ``c`` bytes."""
     weights = BASE + params["total"] * c
     sums = _stat_sums(spec)
-    steps = {"history statistics": weights + sums + _forward_transient(spec, CALIB_BATCH, CALIB_TOKENS, c),
-             "circuit activations": weights + sums + _forward_transient(spec, CALIB_BATCH, CHAT_TOKENS, c)}
+    steps = {"history statistics": weights + sums + _forward_transient(spec, batch, CALIB_TOKENS, c),
+             "circuit activations": weights + sums + _forward_transient(spec, batch, CHAT_TOKENS, c)}
     if scorer in (None, "grad-act"):
-        steps["grad-act backward"] = weights + sums + _backward(spec, CALIB_BATCH, CHAT_TOKENS, c)
+        steps["grad-act backward"] = weights + sums + _backward(spec, batch, CHAT_TOKENS, c)
     # greedy answers of a batch under ablation: the prompt's forward, then a KV cache that grows by
     # CHECK_TOKENS (transformers keeps it in the weights' dtype)
     kv = sum(2 * l.num_kv_heads * spec.head_dim for l in spec.layers) * c
-    steps["causal check"] = weights + sums + _forward_transient(spec, CALIB_BATCH, CHAT_TOKENS, c) + \
-        CALIB_BATCH * (CHAT_TOKENS + CHECK_TOKENS) * kv
+    steps["causal check"] = weights + sums + _forward_transient(spec, batch, CHAT_TOKENS, c) + \
+        batch * (CHAT_TOKENS + CHECK_TOKENS) * kv
     return steps
 
 
@@ -218,9 +219,11 @@ def _stat_sums(spec: ModelSpec) -> int:
 
 
 def plan_export(spec: ModelSpec, checkpoint_dtype: str, export_dtype: str, calibration_dtype: str | None,
-                scorer: str | None, out_dir: Path, levels: int = 0, calibration_device: str = "cpu") -> ExportPlan:
+                scorer: str | None, out_dir: Path, levels: int = 0, calibration_device: str = "cpu",
+                batch: int = CALIB_BATCH) -> ExportPlan:
     """The plan of exporting ``spec`` (``calibration_dtype`` None: no calibration), with the peak each
-    memory-saving flag would give (``alternatives``)."""
+    memory-saving flag would give (``alternatives``). ``batch``: the calibration's batch (fewer prompts
+    than ``CALIB_BATCH`` make smaller batches)."""
     params = parameter_counts(spec)
     e = DTYPE_BYTES.get(export_dtype, 4)
     largest = _largest_tensor(spec)
@@ -229,14 +232,14 @@ def plan_export(spec: ModelSpec, checkpoint_dtype: str, export_dtype: str, calib
     alternatives: dict[str, int] = {}
     stats_bytes = 0
     if calibration_dtype is not None:
-        calibration = _calibration_steps(spec, params, DTYPE_BYTES[calibration_dtype], scorer)
+        calibration = _calibration_steps(spec, params, DTYPE_BYTES[calibration_dtype], scorer, batch)
         options = {"--calib-dtype bf16": ("bf16", scorer), "--scorer refusal-dir": (calibration_dtype, "refusal-dir"),
                    "--calib-dtype bf16 --scorer refusal-dir": ("bf16", "refusal-dir")}
         for flags, (dtype, other) in options.items():
             if (dtype, other) != (calibration_dtype, scorer) and not (other == "refusal-dir" and scorer not in
                                                                        (None, "grad-act")):
                 alternatives[flags] = max(graph_build, *_calibration_steps(spec, params, DTYPE_BYTES[dtype],
-                                                                           other).values())
+                                                                           other, batch).values())
         alternatives["--no-calibrate (dense only)"] = graph_build
         stats_bytes = _stat_sums(spec) // 2
     model_dir = params["total"] * e + stats_bytes + (1 + 2 * levels) * (4 << 20)

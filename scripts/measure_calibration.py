@@ -104,10 +104,11 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
     spec = load_model_spec(ckpt, WeightReader(ckpt))
     options = ExportOptions(calibration=CalibrationOptions(**files, scorer=scorer, dtype=dtype, device="cpu",
                                                            check_prompts=check_prompts))
-    if export:
-        plan = export_plan(str(ckpt), out / "model" / "model.onnx", options)
-    else:
-        plan = plan_export(spec, SOURCE_DTYPES.get(spec.source_dtype, "fp32"), "fp32", dtype, scorer, out)
+    # the plan at the batch this run makes (the prompt files' lines, at most the calibration's 16)
+    batch = min(16, limit or 16)
+    export_dtype = export_plan(str(ckpt), out / "model" / "model.onnx", options).export_dtype if export else "fp32"
+    plan = plan_export(spec, SOURCE_DTYPES.get(spec.source_dtype, "fp32"), export_dtype, dtype, scorer, out,
+                       levels=4 if export else 0, batch=batch)
     peaks = StepPeaks()
     for module, name, step in ((calibration, "load_model", "model load"),
                                (calibration, "collect_stats", "history statistics"),
@@ -130,7 +131,7 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
     if export:
         planned["graph build"] = round(plan.graph_build / 2**20, 1)
     report = {"checkpoint": str(ckpt), "parameters": plan.params["total"], "dtype": dtype, "scorer": scorer,
-              "check_prompts": check_prompts, "prompt_lines": limit or "all",
+              "check_prompts": check_prompts, "prompt_lines": limit or "all", "plan_batch": batch,
               "seconds": round(time.perf_counter() - t0, 1),
               "step_seconds": {k: round(v, 1) for k, v in peaks.seconds.items()},
               "peak_rss_mb": round(_hwm_mb(), 1), "plan_peak_mb": round(plan.peak / 2**20, 1) if export else
