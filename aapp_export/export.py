@@ -27,7 +27,7 @@ from .errors import CheckpointError, ExportError, InputError
 from .families import ModelSpec, load_model_spec, load_text_config
 from .graph.builder import OPSET, TORCH_DTYPES, WeightStore
 from .placement import resolve_device
-from .plan import ExportPlan, plan_export
+from .plan import ExportPlan, choose_calibration_dtype, plan_export
 from .precision import SOURCE_DTYPES, DtypeChoice, choose_export_dtype, fp16_problem
 from .outdir import check_replaceable, remove_stale_leftovers, replace_dir, resolve_target, terminate_as_exception
 from .graph.decoder import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, DecoderOptions, build_decoder
@@ -253,14 +253,8 @@ def _resolved_plan(spec, options: ExportOptions, out_dir: Path) -> tuple[ExportP
     if cal.dtype not in CALIBRATION_DTYPES:
         raise InputError(f"--calib-dtype {cal.dtype!r} is not one of {', '.join(CALIBRATION_DTYPES)}")
     device = resolve_device(cal.device)
-    if cal.dtype != "auto":
-        return _plan(spec, options, out_dir, cal.dtype, device), cal.dtype, device
-    if device == "cuda":  # the GPU's own precision (Gemma 3 is trained in bf16; fp16 overflows it)
-        return _plan(spec, options, out_dir, "bf16", device), "bf16", device
-    fp32 = _plan(spec, options, out_dir, "fp32", device)
-    if not fp32.problems():
-        return fp32, "fp32", device
-    return _plan(spec, options, out_dir, "bf16", device), "bf16", device  # half the weights; sums stay fp32
+    dtype, plan = choose_calibration_dtype(cal.dtype, device, lambda d: _plan(spec, options, out_dir, d, device))
+    return plan, dtype, device
 
 
 def export_model(model: str, out: str | Path, options: ExportOptions = ExportOptions(),

@@ -248,4 +248,19 @@ def plan_export(spec: ModelSpec, checkpoint_dtype: str, export_dtype: str, calib
                       model_dir, memory_available(), shutil.disk_usage(target).free, calibration_device,
                       gpu_memory_available() if calibration_device == "cuda" else 0, alternatives)
 
-__all__ = ["ExportPlan", "plan_export", "parameter_counts", "memory_available"]
+def choose_calibration_dtype(requested: str, device: str, plan_for) -> tuple[str, ExportPlan]:
+    """The weights' dtype for loading a model in torch (calibration, ``aapp-eval``) and its plan:
+    ``requested`` unless "auto"; auto is bf16 on cuda (the GPU's precision; Gemma 3 overflows fp16), and
+    on cpu fp32 when its plan fits, else bf16 (half the weights; statistics still sum in fp32).
+    ``plan_for(dtype)`` makes the plan of a dtype."""
+    if requested != "auto":
+        return requested, plan_for(requested)
+    if device == "cuda":
+        return "bf16", plan_for("bf16")
+    fp32 = plan_for("fp32")
+    if not fp32.problems():
+        return "fp32", fp32
+    return "bf16", plan_for("bf16")
+
+
+__all__ = ["ExportPlan", "plan_export", "parameter_counts", "memory_available", "choose_calibration_dtype"]

@@ -72,6 +72,29 @@ def test_eval_errors_are_one_line(checkpoints, files, capsys):
     assert "missing.txt does not exist" in capsys.readouterr().err
 
 
+def test_eval_on_a_machine_too_small_stops_before_loading(checkpoints, files, capsys, monkeypatch):
+    """aapp-eval loads by the export's rules: fp32 when it fits, bf16 when only that fits, else one line."""
+    from aapp_export.cli.eval import _torch_dtype, build_parser
+    from aapp_export.checkpoint import resolve_checkpoint
+    from aapp_export.families import load_model_spec
+    from aapp_export.plan import GIB, plan_export
+
+    ckpt = resolve_checkpoint(str(checkpoints["llama"]))
+    args = build_parser().parse_args(_args(checkpoints["llama"], files, "pp"))
+    spec = load_model_spec(checkpoints["llama"])
+    need = {d: max(plan_export(spec, "fp32", "fp32", d, None, files["harmful"].parent).calibration.values())
+            for d in ("fp32", "bf16")}
+    monkeypatch.setenv("AAPP_MEMORY_BYTES", str(int(need["fp32"] * 1.2)))
+    assert _torch_dtype(args, ckpt, "cpu") == "fp32"
+    monkeypatch.setenv("AAPP_MEMORY_BYTES", str(int((need["bf16"] + 0.1 * (need["fp32"] - need["bf16"])) * 1.1)))
+    assert _torch_dtype(args, ckpt, "cpu") == "bf16"
+    monkeypatch.setenv("AAPP_MEMORY_BYTES", str(int(0.3 * GIB)))
+    assert eval_main(_args(checkpoints["llama"], files, "pp")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aapp-eval: error: aapp-eval --model") and "does not fit this machine" in err
+    assert err.count("\n") == 1 and "GiB" in err and "--calib-dtype" not in err
+
+
 def test_default_prompt_files_come_from_the_card_then_the_checkpoint_then_the_demo_card(tmp_path):
     from aapp_export.cards import REPO_ROOT, default_prompt_file, load_card
 

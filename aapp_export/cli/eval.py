@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..choices import MAX_SPARSITY, METHODS, PROBE_MAX_TOKENS, RUNTIME_METHODS, STATIC_METHODS, check_sparsity
+from ..choices import (CALIBRATION_DTYPES, MAX_SPARSITY, METHODS, PROBE_MAX_TOKENS, RUNTIME_METHODS, STATIC_METHODS,
+                       check_sparsity)
 from .common import add_calibration_args, run_cli
 
 
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="demo", help="alias, hub id or checkpoint dir (default: demo); with "
                    "--engine onnx, an exported model dir")
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="cpu", help="--engine onnx: provider")
+    p.add_argument("--dtype", choices=CALIBRATION_DTYPES, default="auto",
+                   help="--engine torch: the model's weights (auto: bf16 on cuda; on cpu fp32 when the memory "
+                        "plan fits, else bf16)")
     p.add_argument("--method", default="aapp", choices=METHODS)
     p.add_argument("--sparsity", type=float, default=0.4,
                    help=f"fraction of prunable units removed, in [0, {MAX_SPARSITY}]")
@@ -99,6 +103,28 @@ def _onnx(args) -> int:
     return 0
 
 
+def _torch_dtype(args, ckpt, device: str) -> str:
+    """The torch engine's weights, chosen as the export chooses calibration's (``--dtype auto``: bf16 on
+    cuda; on cpu fp32 when the memory plan fits, else bf16); a model this machine cannot hold stops
+    here, before loading, in one line."""
+    from ..checkpoint import WeightReader
+    from ..errors import InputError
+    from ..families import load_model_spec
+    from ..plan import choose_calibration_dtype, plan_export
+    from ..precision import SOURCE_DTYPES
+
+    spec = load_model_spec(ckpt.path, WeightReader(ckpt.path))
+    # the calibration's steps bound the evaluation's (forwards, greedy answers; no backward for dense)
+    scorer = "refusal-dir" if args.method == "dense" else args.scorer
+    dtype, plan = choose_calibration_dtype(args.dtype, device, lambda d: plan_export(
+        spec, SOURCE_DTYPES.get(spec.source_dtype, "fp32"), "fp32", d, scorer, Path.cwd(), calibration_device=device))
+    memory = [p for p in plan.problems() if not p.startswith("the model dir")]
+    if memory:
+        advice = memory[0].replace("--calib-dtype", "--dtype").replace("--no-calibrate (dense only)", "--method dense")
+        raise InputError(f"aapp-eval --model {args.model} does not fit this machine: {advice}")
+    return dtype
+
+
 class _Found:
     """A checkpoint-less stand-in for ``resolve_checkpoint``'s result (card only)."""
 
@@ -125,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         prompts = _prompts(args, ckpt)
         log = lambda m: print(m, file=sys.stderr)  # noqa: E731
         device = resolve_device(args.device)
-        model, tok = load_model(ckpt.path, "bf16" if device == "cuda" else "fp32", device)
+        dtype = _torch_dtype(args, ckpt, device)
+        model, tok = load_model(ckpt.path, dtype, device)
         stats = circuits = None
         if args.method != "dense":
             stats, circuits = cached_calibration(
