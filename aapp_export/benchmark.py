@@ -24,9 +24,9 @@ each worker ran are recorded, so a noisy measurement shows itself.
 Correctness comes with the numbers: each engine's greedy tokens and its last-position prefill
 logits at every prompt length are compared with transformers' (the reference).
 
-:func:`make_bench_checkpoint` writes the randomly initialised Gemma-3-shaped checkpoint (about
-120M parameters by default, shaped like Gemma-3-270M; a ``params_target`` changes the depth, and
-above 200M the width becomes Gemma-3-1B's). The ``genai`` engines need the ``bench`` extra
+:func:`aapp_export.synthetic.make_bench_checkpoint` writes the randomly initialised Gemma-3-shaped
+checkpoint (about 120M parameters by default, shaped like Gemma-3-270M; a ``params_target`` changes
+the depth, and above 200M the width becomes Gemma-3-1B's). The ``genai`` engines need the ``bench`` extra
 (``pip install -e '.[bench]'``); onnxruntime-genai 0.18's builder expects transformers-4.x flat
 rope fields, which transformers 5.x re-nests when it loads any ``config.json``, so the builder runs
 in a subprocess whose loaded config is flattened before the build (:func:`flatten_rope_parameters`).
@@ -74,93 +74,6 @@ Log = Callable[[str], None]
 
 class BenchmarkError(AappError):
     """An engine's worker or the onnxruntime-genai builder failed."""
-
-
-# -- the benchmark checkpoint ---------------------------------------------------------------------
-SHAPES: dict[str, dict[str, Any]] = {
-    # Gemma-3-270M: 18 layers, hidden 640, 4 query heads / 1 KV head, head_dim 256, window 512
-    "270m": dict(hidden_size=640, intermediate_size=2048, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
-                 query_pre_attn_scalar=256, sliding_window=512),
-    # Gemma-3-1B: 26 layers, hidden 1152, 4 query heads / 1 KV head, head_dim 256, window 512
-    "1b": dict(hidden_size=1152, intermediate_size=6912, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
-               query_pre_attn_scalar=256, sliding_window=512),
-}
-BENCH_VOCAB = 32768
-DEFAULT_PARAMS = 120e6
-
-
-def layer_params(shape: dict[str, Any]) -> int:
-    """Parameters of one Gemma 3 decoder layer of ``shape`` (projections and the six norms)."""
-    h, f, d = shape["hidden_size"], shape["intermediate_size"], shape["head_dim"]
-    q, kv = shape["num_attention_heads"] * d, shape["num_key_value_heads"] * d
-    return h * q * 2 + h * kv * 2 + 3 * h * f + 4 * h + 2 * d
-
-
-def gemma3_params(shape: dict[str, Any], layers: int, vocab: int = BENCH_VOCAB) -> int:
-    """Parameters of a Gemma 3 text model (tied embeddings, final norm)."""
-    return vocab * shape["hidden_size"] + layers * layer_params(shape) + shape["hidden_size"]
-
-
-def bench_config_kwargs(params_target: float = DEFAULT_PARAMS, vocab_size: int = BENCH_VOCAB) -> dict[str, Any]:
-    """Gemma3TextConfig arguments of a Gemma-3-shaped model of about ``params_target`` parameters:
-    Gemma-3-270M's width up to 200M parameters, Gemma-3-1B's above; the depth fills the target;
-    every sixth layer is global (5 local : 1 global, at least one global), the rest slide."""
-    name = "270m" if params_target <= 200e6 else "1b"
-    shape = SHAPES[name]
-    embed = vocab_size * shape["hidden_size"]
-    layers = max(2, round((params_target - embed) / layer_params(shape)))
-    types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)]
-    if "full_attention" not in types:
-        types[-1] = "full_attention"
-    return dict(shape, vocab_size=vocab_size, num_hidden_layers=layers, layer_types=types, max_position_embeddings=32768,
-                rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
-                                 "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}},
-                bos_token_id=2, eos_token_id=1, pad_token_id=0, tie_word_embeddings=True)
-
-
-def _init_weights(model: Any, seed: int) -> None:
-    """Random weights that make greedy decoding informative.
-
-    Projections and embeddings ~ N(0, 0.02) as in transformers' init; norm weights ~ N(0, 0.1);
-    the post-attention/post-feedforward norms get +3 (a gain of about 4), so each block's output
-    outweighs the token's own embedding in the residual. With the plain init the tied LM head
-    mostly predicts the current token again and greedy decoding repeats one token forever, which
-    would make the engines' token agreement a weak check.
-    """
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                offset = 3.0 if ("post_attention_layernorm" in name or "post_feedforward_layernorm" in name) else 0.0
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1 + offset)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-
-
-def make_bench_checkpoint(directory: str | Path, params_target: float = DEFAULT_PARAMS, seed: int = 0,
-                          **overrides: Any) -> Path:
-    """Write a random Gemma-3-shaped fp32 checkpoint (``save_pretrained``) plus a small tokenizer to
-    ``directory``; ``overrides`` replace Gemma3TextConfig arguments (tests make tiny ones)."""
-    import torch
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig
-
-    from .synthetic import save_tokenizer
-
-    directory = Path(directory)
-    kwargs = {**bench_config_kwargs(params_target, overrides.get("vocab_size", BENCH_VOCAB)), **overrides}
-    if "num_hidden_layers" in overrides and "layer_types" not in overrides:
-        n = overrides["num_hidden_layers"]
-        kwargs["layer_types"] = ["full_attention" if (i + 1) % 6 == 0 or i == n - 1 and n < 6 else "sliding_attention"
-                                 for i in range(n)]
-    config = Gemma3TextConfig(**kwargs)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config).to(torch.float32).eval()
-    _init_weights(model, seed)
-    model.save_pretrained(str(directory))
-    save_tokenizer(directory)
-    return directory
 
 
 def parse_count(text: str) -> float:

@@ -271,7 +271,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 def _make_checkpoint(checkpoint: str, params_target: str, text_file: str) -> None:
     """Child process: the random bench checkpoint (torch) and the text its history statistics come from."""
-    from .benchmark import make_bench_checkpoint, parse_count
+    from .benchmark import parse_count
+    from .synthetic import make_bench_checkpoint
     from .synthetic import CORPUS
 
     if not (Path(checkpoint) / "config.json").is_file():

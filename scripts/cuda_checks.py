@@ -119,7 +119,7 @@ def pruned_decisions(work: Path, provider: str) -> dict:
 
 def latency(work: Path, provider: str, name: str, overrides: dict, rounds: int) -> dict:
     """Dense and aapp-0.4 prefill (512 tokens) and decode (64 after 128) on a random checkpoint."""
-    from aapp_export.benchmark import make_bench_checkpoint
+    from aapp_export.synthetic import make_bench_checkpoint
     from aapp_export.export import CalibrationOptions, ExportOptions, export_model
     from aapp_runtime import Session
 

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from aapp_export.benchmark import (BenchPlan, bench_config_kwargs, gemma3_params, genai_available,
-                                   make_bench_checkpoint, optimum_python, parse_count, run_benchmark, SHAPES)
+from aapp_export.benchmark import BenchPlan, genai_available, optimum_python, parse_count, run_benchmark
+from aapp_export.synthetic import BENCH_SHAPES as SHAPES
+from aapp_export.synthetic import bench_config_kwargs, gemma3_params, make_bench_checkpoint
 from aapp_export.cli.bench import main as bench_main
 
 TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from ..benchmark import ENGINES, BenchPlan, make_bench_checkpoint, parse_count, plot, run_benchmark
+        from ..benchmark import ENGINES, BenchPlan, parse_count, plot, run_benchmark
+        from ..synthetic import make_bench_checkpoint
         from ..checkpoint import resolve_checkpoint
         from ..errors import InputError
 
