@@ -144,7 +144,8 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
     return report
 
 
-def compare(ckpt: Path, scorer: str | None, check_prompts: int = 48, limit: int | None = None) -> dict:
+def compare(ckpt: Path, scorer: str | None, check_prompts: int = 48, limit: int | None = None,
+            decide: bool = True) -> dict:
     from safetensors.numpy import load_file
 
     runs, dirs = {}, {}
@@ -162,9 +163,46 @@ def compare(ckpt: Path, scorer: str | None, check_prompts: int = 48, limit: int 
             x, y = set(a[key].tolist()), set(b[key].tolist())
             same += len(x & y)
             total += len(x)
+    decisions = same_decisions(ckpt, dirs["fp32"], dirs["bf16"]) if decide else None
     for d in dirs.values():
         shutil.rmtree(d, ignore_errors=True)
-    return {"runs": runs, "protected_units_fp32": total, "protected_units_same_in_bf16": same}
+    return {"runs": runs, "protected_units_fp32": total, "protected_units_same_in_bf16": same,
+            **({"decisions": decisions} if decisions else {})}
+
+
+def same_decisions(ckpt: Path, a: Path, b: Path, sparsity: float = 0.4, limit: int = 24) -> dict:
+    """The pruning decisions the two calibrations give on the same fp32 model (aapp at ``sparsity``, the
+    first ``limit`` prompts of the demo card's harmful_test and harmless_test): how many (prompt, layer,
+    kind) decisions keep the same units, and the mean overlap of the kept sets."""
+    import torch
+
+    from aapp_export.calibration import load_calibration, load_model, read_lines
+    from aapp_export.evaluate import chat_inputs
+    from aapp_export.pruning import Pruner, PruneConfig
+
+    model, tok = load_model(ckpt)
+    n = model.config.get_text_config().num_hidden_layers
+    cals = [load_calibration(d, n) for d in (a, b)]
+    data = ROOT / "models" / "demo" / "data"
+    prompts = read_lines(data / "harmful_test.txt")[:limit] + read_lines(data / "harmless_test.txt")[:limit]
+    equal = total = 0
+    overlap = 0.0
+    for prompt in prompts:
+        ids = chat_inputs(tok, [prompt])["input_ids"]
+        kept = []
+        for stats, circuits in cals:
+            with torch.no_grad(), Pruner(model, PruneConfig("aapp", sparsity), stats, circuits.protection()) as pruner:
+                pruner.new_request()
+                model(ids)
+            kept.append({(unit, i): set(rows[0].tolist()) for unit in ("heads", "channels")
+                         for i, rows in getattr(pruner.log, unit).items()})
+        for key, x in kept[0].items():
+            y = kept[1][key]
+            total += 1
+            equal += x == y
+            overlap += len(x & y) / max(1, len(x))
+    return {"method": "aapp", "sparsity": sparsity, "prompts": len(prompts), "decisions": total,
+            "equal": equal, "mean_kept_overlap": round(overlap / max(1, total), 5)}
 
 
 def main() -> None:
