@@ -71,3 +71,25 @@ def test_offloaded_placement_calibrates_like_host_memory(family, tmp_path):
     del placed, runs, circ_b, stats_b, layer
     gc.collect()
     assert folders and not any(f.exists() for f in folders)
+
+
+def test_bf16_calibration_protects_the_units_fp32_protects(tmp_path):
+    """Weights in bf16 (what a GPU, or a CPU short of memory, calibrates with): the statistics stay close
+    (they sum in fp32) and the protected units are fp32's, all but a few near-ties."""
+    ckpt = make_checkpoint(tmp_path / "ckpt", "llama", num_hidden_layers=6)
+    files = {}
+    for name, lines in (("harmful", HARMFUL), ("harmless", HARMLESS), ("text", TEXT)):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(lines) + "\n")
+    runs = {}
+    for dtype in ("fp32", "bf16"):
+        model, tok = load_model(ckpt, dtype)
+        runs[dtype] = calibrate(model, tok, **files, scorer="actdiff", check_prompts=4, log=lambda s: None)
+    (stats_a, circ_a), (stats_b, circ_b) = runs["fp32"], runs["bf16"]
+    for a, b in zip(stats_a, stats_b):  # bf16 rounding compounds over the layers: a few percent
+        for x, y in ((a.sq_mlp, b.sq_mlp), (a.hist_attn, b.hist_attn)):
+            assert float((x - y).norm() / x.norm()) < 0.05
+    same = sum(len(set(x.tolist()) & set(y.tolist())) for x, y in zip(circ_a.heads + circ_a.channels,
+                                                                       circ_b.heads + circ_b.channels))
+    total = sum(len(x) for x in circ_a.heads + circ_a.channels)
+    assert total > 10 and same >= 0.9 * total
