@@ -184,7 +184,10 @@ def load_model_spec(directory: Path, reader: WeightReader | None = None) -> Mode
     where = str(Path(directory) / "config.json")
     _family(config, where)  # an unsupported architecture is named before its tensor names are read
     prefix, lm_head = _weight_prefix(reader)
-    return spec_from_config(config, prefix, lm_head, str(reader.dtype()).replace("torch.", ""), where=where)
+    spec = spec_from_config(config, prefix, lm_head, str(reader.dtype()).replace("torch.", ""), where=where)
+    # what else transformers loads with the text model (a multimodal Gemma 3's vision tower and projector)
+    other = sum(int(np.prod(reader.shape(n))) for n in reader.keys() if not n.startswith(prefix) and n != lm_head)
+    return replace(spec, extra={**spec.extra, "other_params": other})
 
 
 def spec_of_model(model) -> ModelSpec:

@@ -198,8 +198,9 @@ def gpu_memory_available() -> int:
 
 def _calibration_steps(spec: ModelSpec, params: dict[str, int], c: int, scorer: str | None,
                        batch: int = CALIB_BATCH) -> dict[str, int]:
-    """Peak bytes of each calibration step with weights of ``c`` bytes."""
-    weights = BASE + params["total"] * c
+    """Peak bytes of each calibration step with weights of ``c`` bytes (transformers also loads the
+    checkpoint's other towers: a multimodal Gemma 3's vision encoder)."""
+    weights = BASE + (params["total"] + spec.extra.get("other_params", 0)) * c
     sums = _stat_sums(spec)
     steps = {"history statistics": weights + sums + _forward_transient(spec, batch, CALIB_TOKENS, c),
              "circuit activations": weights + sums + _forward_transient(spec, batch, CHAT_TOKENS, c)}
