@@ -39,7 +39,7 @@ class StepPeaks:
     """Peak RSS (MiB) per calibration step, sampled every ``interval`` seconds."""
 
     def __init__(self, interval: float = 0.02) -> None:
-        self.step, self.peaks, self.seconds = "start", {}, {}
+        self.step, self.peaks, self.anon, self.seconds = "start", {}, {}, {}
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._interval, self._stop = interval, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -48,10 +48,24 @@ class StepPeaks:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * self._page / 2**20
 
+    @staticmethod
+    def _anon() -> float:
+        """Resident anonymous memory (MiB): RSS less the file pages (a mapped checkpoint that the
+        kernel may drop once read, as the graph build's streamed weights)."""
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def _sample(self) -> None:
+        step = self.step
+        self.peaks[step] = max(self.peaks.get(step, 0.0), self._rss())
+        self.anon[step] = max(self.anon.get(step, 0.0), self._anon())
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            step = self.step
-            self.peaks[step] = max(self.peaks.get(step, 0.0), self._rss())
+            self._sample()
 
     def wrap(self, module, name: str, step: str) -> None:
         """Charge the time inside ``module.name`` to ``step`` (the previous step resumes after it)."""
@@ -62,7 +76,7 @@ class StepPeaks:
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.peaks[step] = max(self.peaks.get(step, 0.0), self._rss())
+                self._sample()
                 self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t0
                 self.step = outer
         setattr(module, name, wrapped)
@@ -136,7 +150,8 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
               "step_seconds": {k: round(v, 1) for k, v in peaks.seconds.items()},
               "peak_rss_mb": round(_hwm_mb(), 1), "plan_peak_mb": round(plan.peak / 2**20, 1) if export else
               round(max(plan.calibration.values()) / 2**20, 1),
-              "step_peak_rss_mb": measured, "plan_steps_mb": planned,
+              "step_peak_rss_mb": measured, "step_peak_anon_mb": {k: round(v, 1) for k, v in peaks.anon.items()},
+              "plan_steps_mb": planned,
               "plan_over_measured": {k: round(planned[k] / measured[k], 3) for k in planned if measured.get(k)}}
     if export:
         report |= {"export_dtype": plan.export_dtype, "model_dir_bytes": sum(
