@@ -11,6 +11,7 @@ history H), the mean of X^2 over all tokens (Wanda-sp) and the variance over tok
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -20,6 +21,8 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+
+from aapp_runtime.memory import trim_heap
 
 from .errors import InputError
 from .placement import load_causal_lm, to_model
@@ -203,8 +206,15 @@ def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harm
     (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
     model, tok = load_model(checkpoint, dtype, device, max_memory)
     ranges: dict = {}
-    stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges)
+    try:
+        stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
+                                    scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges)
+    finally:
+        # the graph build comes next in the same process: give the model's memory back first (transformers
+        # models hold reference cycles, and malloc keeps what it served from its heap)
+        del model
+        gc.collect()
+        trim_heap()
     summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text, ranges=ranges)
     save_calibration(out_dir, stats, circuits, summary)
     return summary

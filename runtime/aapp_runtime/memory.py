@@ -36,4 +36,16 @@ def return_large_blocks_to_os() -> bool:
     return _done
 
 
-__all__ = ["return_large_blocks_to_os"]
+__all__ = ["return_large_blocks_to_os", "trim_heap"]
+
+
+def trim_heap() -> bool:
+    """Give the heap's free pages back to the operating system now (glibc ``malloc_trim(0)``): after a
+    large model is freed, malloc keeps the blocks it served from the heap resident. True when done."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
