@@ -132,7 +132,8 @@ class ExportPlan:
                        f"available{where}; try {', '.join(fixes)}")
         if self.disk_free and self.model_dir * MARGIN > self.disk_free:
             out.append(f"the model dir needs about {self.model_dir / GIB:.1f} GiB but {self.disk_free / GIB:.1f} GiB "
-                       "is free there; free disk space, choose another --out, or --dtype fp16/bf16")
+                       "is free there; free disk space, choose another --out, or a half-precision --dtype (bf16 for "
+                       "CUDA; fp16 where the family stays in range)")
         return out
 
     def lines(self) -> list[str]:
