@@ -221,6 +221,7 @@ def export_plan(model: str, out: str | Path, options: ExportOptions = ExportOpti
     """What exporting ``model`` to ``out`` needs and whether this machine has it (``aapp-export --plan``);
     reads the config and tensor headers only. The dtypes are resolved as the export would (before
     calibration measures the activation range, which can still turn an ``auto`` fp16 into fp32)."""
+    _check_options(options)
     out_dir, _ = split_out(out)
     ckpt = resolve_checkpoint(model)
     spec = load_model_spec(ckpt.path, WeightReader(ckpt.path, allow_pickle=options.allow_pickle))
@@ -236,12 +237,18 @@ def _target(options: ExportOptions) -> str:
     return resolve_device(options.calibration.device if options.calibration else "auto")
 
 
+def _check_options(options: ExportOptions) -> None:
+    """The options' values, before anything is read or written."""
+    if options.dtype not in ("auto", *TORCH_DTYPES):
+        raise InputError(f"--dtype {options.dtype!r} is not one of auto, {', '.join(TORCH_DTYPES)}")
+    if options.calibration is not None and options.calibration.check_prompts < 1:
+        raise InputError(f"--check-prompts {options.calibration.check_prompts}: the causal check needs at least "
+                         "one prompt")
+
+
 def _with_export_dtype(spec, options: ExportOptions, activation_range: dict | None = None,
                        requested: str | None = None) -> tuple[ExportOptions, DtypeChoice]:
-    requested = requested or options.dtype
-    if requested not in ("auto", *TORCH_DTYPES):
-        raise InputError(f"--dtype {requested!r} is not one of auto, {', '.join(TORCH_DTYPES)}")
-    choice = choose_export_dtype(requested, spec, _target(options), activation_range)
+    choice = choose_export_dtype(requested or options.dtype, spec, _target(options), activation_range)
     return dataclasses.replace(options, dtype=choice.dtype), choice
 
 
@@ -260,8 +267,7 @@ def _resolved_plan(spec, options: ExportOptions, out_dir: Path) -> tuple[ExportP
 def export_model(model: str, out: str | Path, options: ExportOptions = ExportOptions(),
                  log: Callable[[str], None] = print) -> Path:
     """Export ``model`` (alias, hub id or directory) to ``out`` (``DIR/model.onnx``); returns DIR."""
-    if options.dtype not in ("auto", *TORCH_DTYPES):
-        raise InputError(f"--dtype {options.dtype!r} is not one of auto, {', '.join(TORCH_DTYPES)}")
+    _check_options(options)
     requested = options.dtype
     out_dir, graph_file = split_out(out)
     out_dir = resolve_target(out_dir)
@@ -382,8 +388,6 @@ def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, lo
 
     files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text")}
     log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}")
-    if opts.check_prompts < 1:
-        raise InputError(f"--check-prompts {opts.check_prompts}: the causal check needs at least one prompt")
     return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, dtype=opts.dtype,
                                 device=resolve_device(opts.device), check_prompts=opts.check_prompts, log=log,
                                 **files)

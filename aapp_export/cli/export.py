@@ -68,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.probe_max_tokens < 0:
             raise InputError(f"--probe-max-tokens {args.probe_max_tokens}: pass a token count >= 1, or 0 for no budget")
-        if args.check_prompts < 1:
-            raise InputError(f"--check-prompts {args.check_prompts}: the causal check needs at least one prompt")
         if (args.static is None) != (args.sparsity is None):
             raise InputError("--static and --sparsity go together: e.g. --static wanda-sp --sparsity 0.4 (the dynamic "
                              "levels are chosen with --levels)")
