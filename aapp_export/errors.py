@@ -35,3 +35,7 @@ class ExportError(AappError):
 
 class InputError(AappError):
     """A bad argument value (sparsity out of range, empty prompt file, ...)."""
+
+
+class BenchmarkError(AappError):
+    """A benchmark engine's worker or the onnxruntime-genai builder failed."""

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    from aapp_export.benchmark import machine_info
+    from aapp_export.bench import machine_info
 
     machine = {"threads": args.threads, **machine_info()}
     if args.model:

@@ -195,7 +195,7 @@ def save_stage1(model, rng: random.Random, losses: list[float], minutes: float, 
 
 def machine() -> dict:
     """What the training ran on, so the card's training time says on what: CPU, cores, load averages."""
-    from aapp_export.benchmark import cpu_name
+    from aapp_export.bench import cpu_name
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from aapp_export.benchmark import BenchPlan, genai_available, optimum_python, parse_count, run_benchmark
+from aapp_export.bench import BenchPlan, genai_available, optimum_python, parse_count, run_benchmark
 from aapp_export.synthetic import BENCH_SHAPES as SHAPES
 from aapp_export.synthetic import bench_config_kwargs, gemma3_params, make_bench_checkpoint
 from aapp_export.cli.bench import main as bench_main

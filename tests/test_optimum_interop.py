@@ -12,7 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from aapp_export.benchmark import engine_command, optimum_python
+from aapp_export.bench import engine_command, optimum_python
 from aapp_export.export import ExportOptions, export_model
 from aapp_export.synthetic import make_multimodal_gemma3
 from aapp_runtime import Session
@@ -24,11 +24,11 @@ N = 12
 OPTIMUM = """
 import json, sys
 from pathlib import Path
-from aapp_export.benchmark import open_engine
+from aapp_export.bench import open_engine
 out = {}
 for d in json.loads(sys.argv[1]):
     eng = open_engine("optimum", Path(d), 1)
-    out[d] = {"tokens": eng.decode(IDS, N)[1], "logits": eng.logits(IDS).tolist()}
+    out[d] = {"tokens": eng.run(IDS, N).tokens, "logits": eng.logits(IDS).tolist()}
 print(json.dumps(out))
 """
 

@@ -4,7 +4,7 @@
 [--engines ours,ours-onnx,transformers,genai,genai-last,optimum] [--params-target 120M]``
 
 ``aapp-bench [MODEL_DIR_OR_CHECKPOINT] --sparsity 0,0.2,0.4,0.5 [--json]``: the pruned graphs against
-the dense graph and the static Wanda-sp ceiling, side by side (``pruned_bench``).
+the dense graph and the static Wanda-sp ceiling, side by side (``bench.pruned``).
 
 Without a model it makes (once, under ``--out``) a random Gemma-3-shaped fp32 checkpoint of about
 ``--params-target`` parameters. Prints a table (or the JSON report with ``--json``) and writes
@@ -25,7 +25,7 @@ from .common import add_calibration_args, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..benchmark import DEFAULT_ENGINES
+    from ..bench import DEFAULT_ENGINES
 
     p = argparse.ArgumentParser(prog="aapp-bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -86,10 +86,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def _pruned(args) -> int:
-    """``--sparsity``: the pruned graphs against dense and the static ceiling (``pruned_bench``)."""
-    from ..benchmark import DEFAULT_ENGINES
+    """``--sparsity``: the pruned graphs against dense and the static ceiling (``bench.pruned``)."""
+    from ..bench import DEFAULT_ENGINES
     from ..errors import InputError
-    from ..pruned_bench import PrunedBenchPlan, format_table, plot, prepare, run_pruned_bench
+    from ..bench.pruned import PrunedBenchPlan, format_table, plot, prepare, run_pruned_bench
 
     if args.engines not in ("ours", ",".join(DEFAULT_ENGINES)):
         raise InputError(f"--sparsity times our runtime only: drop --engines {args.engines!r} or pass --engines ours")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from ..benchmark import ENGINES, BenchPlan, parse_count, plot, run_benchmark
+        from ..bench import ENGINES, BenchPlan, parse_count, plot, run_benchmark
         from ..synthetic import make_bench_checkpoint
         from ..checkpoint import resolve_checkpoint
         from ..errors import InputError
