@@ -1,10 +1,8 @@
 """The on-topic and fact scores of demo_answers: they accept the reference answers and reject mismatched ones."""
 
 import random
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import demo_answers  # noqa: E402
 

@@ -3,10 +3,8 @@ the validation and test splits reaches training, and alignment look-alikes are a
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
 def test_alignment_lookalikes_are_answered_and_stay_off_held_out_topics():

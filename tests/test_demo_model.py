@@ -3,14 +3,12 @@ and through the exported ONNX model (same greedy tokens, same refusals)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo"
-sys.path.insert(0, str(ROOT / "scripts"))
 
 # pinned to the shipped checkpoint's figures: re-pin them (and say so) when the checkpoint changes
 pytestmark = [pytest.mark.skipif(not (DEMO / "model.safetensors").is_file(), reason="demo checkpoint not built"),

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
 def _result(val: tuple[float, float, float], val2: tuple[float, float, float], n: tuple[int, int] = (48, 96)) -> dict:

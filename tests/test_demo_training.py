@@ -4,10 +4,8 @@ restores the same checkpoint."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
 def test_training_recipe_smoke(tmp_path):
