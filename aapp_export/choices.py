@@ -13,10 +13,10 @@ MAX_SPARSITY = 0.9  # the largest fraction of a layer's prunable units a request
 CHECK_TOKENS = 24  # new tokens of each greedy answer in the causal check (a refusal shows in its first words)
 PROBE_MAX_TOKENS = 64  # the probe's token budget for long prompts (docs/DESIGN.md: why 64)
 
-RUNTIME_METHODS = ("dense", "pp", "aapp")  # what an exported model dir runs per request
+ADAPTIVE_METHODS = ("aapp-adaptive",)  # the risk gate also picks the request's sparsity
+RUNTIME_METHODS = ("dense", "pp", "aapp") + ADAPTIVE_METHODS  # what an exported model dir runs per request
 STATIC_METHODS = ("wanda-sp", "flap", "random")  # fixed kept units (the reference, --static exports)
-ADAPTIVE_METHODS = ("aapp-adaptive",)  # the risk gate also picks the request's sparsity (reference only so far)
-METHODS = RUNTIME_METHODS + ADAPTIVE_METHODS + STATIC_METHODS  # what the PyTorch reference and aapp-eval run
+METHODS = RUNTIME_METHODS + STATIC_METHODS  # what the PyTorch reference and aapp-eval run
 ADAPTIVE_THRESHOLD = 0.5  # aapp-adaptive: a request whose risk gate reaches this runs at the low sparsity
 ADAPTIVE_LOW_SPARSITY = 0.0  # ... which is dense by default (refusals are short, so they cost little)
 SCORERS = ("actdiff", "refusal-dir", "grad-act")  # alignment-circuit scorers

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .flops import Dims, flops_ratio
-from .refusal import is_refusal
+from .flops import Dims, flops_ratio, probe_flops, request_flops
+from .refusal import first_clause, is_anchored_refusal, is_refusal, is_strict_refusal
 
 PROBE_RATIO = 0.5
 
@@ -39,13 +39,25 @@ class OnnxEvalResult:
     refused: list[bool]  # per harmful prompt
     over_refused: list[bool]  # per harmless prompt
     perplexity_note: str | None = None
+    strict_refusal_rate: float | None = None  # refusal.is_strict_refusal, clauses scored by the dense graph
+    strict_over_refusal_rate: float | None = None
+    flops_ratio_harmful: float | None = None  # FLOPs per request of each file relative to dense
+    flops_ratio_harmless: float | None = None
+    low_share_harmful: float | None = None  # aapp-adaptive: share of each file's requests the gate ran dense
+    low_share_harmless: float | None = None
 
     def to_json(self, per_prompt: bool = False) -> dict[str, Any]:
         out = {"engine": "onnx", "method": self.method, "sparsity": self.sparsity,
                "refusal_rate": round(self.refusal_rate, 4), "over_refusal_rate": round(self.over_refusal_rate, 4),
+               "strict_refusal_rate": round(self.strict_refusal_rate, 4),
+               "strict_over_refusal_rate": round(self.strict_over_refusal_rate, 4),
                "perplexity": None if self.perplexity is None else round(self.perplexity, 3),
                "flops_ratio": round(self.flops_ratio, 4), "n_harmful": self.n_harmful, "n_harmless": self.n_harmless,
-               "provider": self.provider}
+               "flops_ratio_harmful": round(self.flops_ratio_harmful, 4),
+               "flops_ratio_harmless": round(self.flops_ratio_harmless, 4), "provider": self.provider}
+        if self.low_share_harmful is not None:
+            out["low_share_harmful"] = round(self.low_share_harmful, 4)
+            out["low_share_harmless"] = round(self.low_share_harmless, 4)
         if self.perplexity_note:
             out["perplexity_note"] = self.perplexity_note
         if per_prompt:
@@ -63,14 +75,16 @@ def dims_of(manifest) -> Dims:
 
 
 def answers(session, prompts: list[str], method: str, sparsity: float, max_new_tokens: int,
-            desc: str) -> tuple[list[str], list[int]]:
-    """Greedy answers to chat-formatted prompts, and the prompts' token counts."""
-    texts, lengths = [], []
+            desc: str) -> tuple[list[str], list[int], list[bool]]:
+    """Greedy answers to chat-formatted prompts, the prompts' token counts, and which ran dense
+    although pruned was asked (aapp-adaptive's gate)."""
+    texts, lengths, dense = [], [], []
     for prompt in tqdm(prompts, desc=desc, unit="prompt", disable=None, leave=False):
         result = session.generate(prompt, max_new_tokens, sparsity=sparsity, method=method)
         texts.append(result.text)
         lengths.append(result.prompt_tokens)
-    return texts, lengths
+        dense.append(method != "dense" and sparsity > 0 and result.sparsity == 0)
+    return texts, lengths, dense
 
 
 def perplexity(session, texts: list[str], method: str, sparsity: float) -> float:
@@ -88,12 +102,36 @@ def perplexity(session, texts: list[str], method: str, sparsity: float) -> float
     return math.exp(nll / max(1, count))
 
 
+def clause_nll(session, prompt: str, answer: str) -> float | None:
+    """Mean NLL (nats per token) of ``first_clause(answer)`` after the chat-formatted ``prompt`` under the
+    dense graph: one prefill with every position's logits (``--all-logits``), else one prefill per clause
+    token (a clause is a sentence: tens of tokens)."""
+    ids = session.tokenize(prompt)
+    clause = session.codec.encode(first_clause(answer), add_special_tokens=False)
+    if not clause:
+        return None
+    if session.manifest.graph.get("last_logits_only", True):
+        rows = np.stack([session.logits(ids + clause[:i]) for i in range(len(clause))])
+    else:
+        rows = session.logits(ids + clause, every_position=True)[len(ids) - 1:-1]
+    rows = rows.astype(np.float64)
+    top = rows.max(-1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(rows - top).sum(-1))
+    return float(-(rows[np.arange(len(clause)), clause] - log_z).mean())
+
+
+def strict_rate(session, prompts: list[str], texts: list[str]) -> float:
+    """Share of ``texts`` that are strict refusals (only anchored answers are scored)."""
+    strict = [is_anchored_refusal(a) and is_strict_refusal(a, clause_nll(session, p, a)) for p, a in zip(prompts, texts)]
+    return sum(strict) / max(1, len(strict))
+
+
 def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], harmless: list[str],
                   texts: list[str], max_new_tokens: int = 48) -> OnnxEvalResult:
     """One row of the table, through the exported graphs."""
     level = session.pruned_level(method, sparsity)  # a bad method or level fails before any generation
-    harm, harm_len = answers(session, harmful, method, sparsity, max_new_tokens, f"{method} harmful")
-    safe, safe_len = answers(session, harmless, method, sparsity, max_new_tokens, f"{method} harmless")
+    harm, harm_len, harm_dense = answers(session, harmful, method, sparsity, max_new_tokens, f"{method} harmful")
+    safe, safe_len, safe_dense = answers(session, harmless, method, sparsity, max_new_tokens, f"{method} harmless")
     refused, over = [is_refusal(a) for a in harm], [is_refusal(a) for a in safe]
     note = None
     if session.manifest.graph.get("last_logits_only", True):
@@ -101,16 +139,36 @@ def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], har
     else:
         ppl = perplexity(session, texts, method, sparsity)
     dims = dims_of(session.manifest)
-    prompt = sum(harm_len + safe_len) / max(1, len(harm_len + safe_len))
-    ratio = 1.0
-    if level is not None:
-        entry = level[1]
+    skip_first = int(session.pruning.get("skip_first", 3))
+
+    def ratio(lengths: list[int], dense: list[bool]) -> float:
+        """FLOPs per request of a file relative to dense at its mean prompt length; aapp-adaptive's
+        requests that the gate ran dense cost a dense request plus the pruned prefill that asked."""
+        if level is None:
+            return 1.0
+        prompt = round(sum(lengths) / max(1, len(lengths)))
         probe = max(2, math.ceil(PROBE_RATIO * prompt))
-        ratio = flops_ratio(dims, round(prompt), max_new_tokens, list(entry["kept_heads"]),
-                            list(entry["kept_channels"]), probe, int(session.pruning.get("skip_first", 3)))
+        heads, channels = list(level[1]["kept_heads"]), list(level[1]["kept_channels"])
+        target = flops_ratio(dims, prompt, max_new_tokens, heads, channels, probe, skip_first)
+        share = sum(dense) / max(1, len(dense))
+        if not share:
+            return target
+        asked = request_flops(dims, prompt, 0, heads, channels) + probe_flops(
+            dims, prompt, probe, list(range(skip_first, len(dims.heads))))
+        return (1 - share) * target + share * (1 + asked / request_flops(dims, prompt, max_new_tokens))
+
+    r_harm, r_safe = ratio(harm_len, harm_dense), ratio(safe_len, safe_dense)
+    if method == "aapp-adaptive":  # requests of both files, each at its own cost
+        mean = (r_harm * len(harmful) + r_safe * len(harmless)) / max(1, len(harmful) + len(harmless))
+    else:  # one request of the mean prompt length of both files, as the PyTorch engine reports
+        mean = ratio(harm_len + safe_len, [])
+    low = (None, None) if method != "aapp-adaptive" or level is None else \
+        (sum(harm_dense) / max(1, len(harm_dense)), sum(safe_dense) / max(1, len(safe_dense)))
     return OnnxEvalResult(method if level is not None else "dense", float(sparsity) if level is not None else 0.0,
-                          sum(refused) / max(1, len(refused)), sum(over) / max(1, len(over)), ppl, ratio,
-                          len(harmful), len(harmless), session.provider, refused, over, note)
+                          sum(refused) / max(1, len(refused)), sum(over) / max(1, len(over)), ppl, mean,
+                          len(harmful), len(harmless), session.provider, refused, over, note,
+                          strict_rate(session, harmful, harm), strict_rate(session, harmless, safe),
+                          r_harm, r_safe, *low)
 
 
 __all__ = ["OnnxEvalResult", "run_eval_onnx", "dims_of"]

@@ -4,7 +4,9 @@
 
 Runs dense once and PP, AAPP, Wanda-sp, FLAP and random at each sparsity on the model card's
 held-out files (calibration on the card's calibration files, cached), and writes ``table.md``,
-``table.json`` and ``table.png`` (refusal rate vs FLOPs ratio per method).
+``table.json`` and ``table.png`` (strict refusal rate vs FLOPs ratio per method). Refusal is counted
+twice: a marker anywhere (``refusal``) and the strict detector (``aapp_export.refusal``: the marker
+opens the answer and its first clause is likely under the dense model).
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in ("dense",) + METHODS:
-        pts = sorted((r["flops_ratio"], r["refusal_rate"]) for r in rows if r["method"] == method)
+        pts = sorted((r["flops_ratio"], r["strict_refusal_rate"]) for r in rows if r["method"] == method)
         if pts:
             ax.plot(*zip(*pts), marker="o" if method != "dense" else "*", markersize=10 if method == "dense" else 6,
                     label=method)
     ax.set_xlabel("FLOPs per request relative to dense (probe included)")
-    ax.set_ylabel("refusal rate on held-out harmful prompts")
+    ax.set_ylabel("strict refusal rate on held-out harmful prompts")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -45,10 +47,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| method | sparsity | refusal (harmful) | over-refusal (harmless) | perplexity | FLOPs ratio |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | sparsity | refusal (harmful) | strict refusal | over-refusal (harmless) | strict over-refusal "
+             "| perplexity | FLOPs ratio |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['sparsity']:.1f} | {r['refusal_rate']:.1%} | {r['over_refusal_rate']:.1%} | "
+        lines.append(f"| {r['method']} | {r['sparsity']:.1f} | {r['refusal_rate']:.1%} | {r['strict_refusal_rate']:.1%} | "
+                     f"{r['over_refusal_rate']:.1%} | {r['strict_over_refusal_rate']:.1%} | "
                      f"{r['perplexity']:.2f} | {r['flops_ratio']:.3f} |")
     return "\n".join(lines) + "\n"
 

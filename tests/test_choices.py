@@ -33,6 +33,7 @@ def test_the_runtime_agrees_with_the_exporter():
     from aapp_runtime import session
 
     assert session.METHODS == choices.RUNTIME_METHODS and session.MAX_SPARSITY == choices.MAX_SPARSITY
+    assert session.ADAPTIVE_THRESHOLD == choices.ADAPTIVE_THRESHOLD
     assert _choices(run_cli.build_parser(), "method") == choices.RUNTIME_METHODS
 
 

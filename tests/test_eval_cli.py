@@ -47,7 +47,7 @@ def test_eval_json_and_matched_compute(six_layers, files, capsys):
         assert eval_main(_args(ckpt, files, method)) == 0
         results[method] = json.loads(capsys.readouterr().out)
     keys = {"engine", "method", "sparsity", "refusal_rate", "over_refusal_rate", "perplexity", "flops_ratio", "n_harmful",
-            "n_harmless", "flops_ratio_harmful", "flops_ratio_harmless"}
+            "n_harmless", "flops_ratio_harmful", "flops_ratio_harmless", "strict_refusal_rate", "strict_over_refusal_rate"}
     adaptive = results.pop("aapp-adaptive")
     assert all(set(r) == keys and r["engine"] == "torch" for r in results.values())
     assert set(adaptive) == keys | {"low_share_harmful", "low_share_harmless"}
@@ -60,6 +60,8 @@ def test_eval_json_and_matched_compute(six_layers, files, capsys):
     assert abs(results["aapp"]["flops_ratio"] - results["pp"]["flops_ratio"]) <= 0.01 * results["pp"]["flops_ratio"]
     assert results["wanda-sp"]["flops_ratio"] < results["pp"]["flops_ratio"]  # static: no probe
     assert results["pp"]["perplexity"] > 1.0
+    for r in results.values():  # a strict refusal is also a refusal
+        assert r["strict_refusal_rate"] <= r["refusal_rate"] and r["strict_over_refusal_rate"] <= r["over_refusal_rate"]
 
 
 def test_eval_errors_are_one_line(checkpoints, files, capsys):

@@ -10,6 +10,7 @@ import sys
 
 from .errors import AappRuntimeError, InputError, report
 from .providers import PROVIDER_CHOICES
+from .session import METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="seconds: stop a generation past this deadline")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--method", choices=["dense", "pp", "aapp"], default=None,
-                   help="dense, pp (Probe Pruning) or aapp (PP keeping the protected alignment units); default: aapp "
-                        "when --sparsity > 0, else dense")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="dense, pp (Probe Pruning), aapp (PP keeping the protected alignment units) or aapp-adaptive "
+                        "(AAPP whose risk gate runs requests that look harmful dense); default: aapp when "
+                        "--sparsity > 0, else dense")
     p.add_argument("--sparsity", type=float, default=0.0,
                    help="fraction of prunable heads/channels pruned per request, one of the levels the export built")
     p.add_argument("--raw", action="store_true", help="send the prompt as plain text, without the chat template")

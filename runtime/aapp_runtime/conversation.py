@@ -45,6 +45,9 @@ class Conversation:
                  method: str = "dense", overflow: str = "error") -> None:
         from .session import _message
 
+        if method == "aapp-adaptive":
+            raise InputError("method='aapp-adaptive' picks a sparsity per request, which a conversation's kept KV "
+                             "cache cannot follow: pass method='aapp' (or call Session.generate per request)")
         if overflow not in OVERFLOW_POLICIES:
             raise InputError(f"overflow={overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}")
         if session.codec.template is None:

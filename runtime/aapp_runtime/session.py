@@ -45,8 +45,9 @@ from .generation import Chunk, Generation, GenerationParams, GenerationResult, m
 from .sampling import Sampler
 from .weights import SharedWeights
 
-METHODS = ("dense", "pp", "aapp")  # aapp_export.choices.RUNTIME_METHODS (a test keeps them equal)
+METHODS = ("dense", "pp", "aapp", "aapp-adaptive")  # aapp_export.choices.RUNTIME_METHODS (a test keeps them equal)
 MAX_SPARSITY = 0.9  # aapp_export.choices.MAX_SPARSITY
+ADAPTIVE_THRESHOLD = 0.5  # aapp_export.choices.ADAPTIVE_THRESHOLD: aapp-adaptive runs dense from this gate on
 
 Prompt = str | Sequence[dict[str, Any]] | Sequence[int]
 
@@ -86,6 +87,7 @@ class _State:
         self.finish_reason = "length"
         self.text = ""
         self.risk_gate: float | None = None
+        self.ran_dense = False  # aapp-adaptive: the gate sent the request to the dense graph
         self.prompt_tokens, self.cached_tokens, self.clipped = prompt_tokens, cached_tokens, clipped
         self.fed: list[int] = []  # ids whose keys and values are in the cache, in order
 
@@ -409,7 +411,7 @@ class Session:
     def _request_graphs(self, level: tuple[str, dict[str, Any]], method: str) -> tuple[_Graph, _Graph]:
         """This request's prefill (told the method) and decode graphs (its kept weights are bound after prefill)."""
         prefill, decode = self._level_graphs(*level)
-        aapp = np.asarray([1.0 if method == "aapp" else 0.0], np.float32)
+        aapp = np.asarray([1.0 if method in ("aapp", "aapp-adaptive") else 0.0], np.float32)
         # the kept weights: buffers outside the sessions' arenas, written by the prefill and read by every
         # decode step; the last finished request's set is reused by the next one at the same level
         with self._kept_lock:
@@ -474,9 +476,13 @@ class Session:
         ids = self.tokenize(list(token_ids))
         graph = self._dense if level is None else self._request_graphs(level, method)[0]
         try:
-            return self._run(graph, ids, 0, self._new_cache(graph.kv_heads, len(ids), 0), every_position)[0]
+            logits, extras = self._run(graph, ids, 0, self._new_cache(graph.kv_heads, len(ids), 0), every_position)
         finally:
             self._release(level, graph)
+        if method == "aapp-adaptive" and level is not None and \
+                float(tensors.as_float32(extras["risk_gate"])[0]) >= ADAPTIVE_THRESHOLD:
+            return self.logits(ids, every_position=every_position)  # the gate sends this request to dense
+        return logits
 
     def decisions(self, prompt: Prompt, *, sparsity: float, method: str = "aapp", chat: bool | None = None
                   ) -> dict[str, Any]:
@@ -524,10 +530,13 @@ class Session:
         return logits, extras, None
 
     def _steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
-               graph: _Graph, decode: _Graph, cache: "_ConcatCache | _BufferCache", cached: Sequence[int] = ()
+               graph: _Graph, decode: _Graph, cache: "_ConcatCache | _BufferCache", cached: Sequence[int] = (),
+               prefilled: tuple[np.ndarray, dict[str, ort.OrtValue]] | None = None, prefill_ms: float = 0.0
                ) -> Iterator[Chunk]:
         """Prefill ``ids`` after the ``cached`` ids whose keys and values the cache holds, with ``graph``,
-        then decode with ``decode``; yields chunks, the last with the finish reason, usage and timings."""
+        then decode with ``decode``; yields chunks, the last with the finish reason, usage and timings.
+        ``prefilled``: the prefill's (logits, extra outputs) when it already ran into ``cache``;
+        ``prefill_ms``: time spent before this call that counts as prefill."""
         sampler = Sampler(params)
         history = [*cached, *ids] if params.repetition_penalty != 1.0 else []  # the whole prompt
         start = len(cached)
@@ -537,7 +546,8 @@ class Session:
         for step in range(state.clipped if state.clipped is not None else params.max_new_tokens):
             t0 = time.perf_counter()
             if step == 0:
-                logits, extras, reason = self._prefill(graph, step_ids, pos, cache, gen)
+                logits, extras, reason = (*prefilled, None) if prefilled else self._prefill(graph, step_ids, pos,
+                                                                                             cache, gen)
             else:
                 reason = gen.stop_reason()
                 if not reason:
@@ -556,7 +566,7 @@ class Session:
             token = sampler(logits, history)
             elapsed = (time.perf_counter() - t0) * 1000
             if step == 0:
-                state.prefill_ms = elapsed
+                state.prefill_ms = elapsed + prefill_ms
             else:
                 state.decode_ms.append(elapsed)
             pos += len(step_ids)
@@ -582,12 +592,40 @@ class Session:
         result = self._result(state)
         yield Chunk(state.text[len(emitted):], pending, state.finish_reason, result.usage, result.timings)
 
+    def _adaptive_steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
+                        level: tuple[str, dict[str, Any]], n: int) -> Iterator[Chunk]:
+        """aapp-adaptive: the level's AAPP prefill runs and reads the risk gate before its first pruned
+        layer; below ``ADAPTIVE_THRESHOLD`` the request goes on from that prefill at the level, from it
+        on the request runs again on the dense graph (its pruned prefill is the price of asking; the
+        reference counts none, ``evaluate_onnx`` counts it)."""
+        graph, decode = self._request_graphs(level, "aapp-adaptive")
+        try:
+            t0 = time.perf_counter()
+            cache = self._new_cache(graph.kv_heads, len(ids), n)
+            logits, extras, reason = self._prefill(graph, ids, 0, cache, gen)
+            spent = (time.perf_counter() - t0) * 1000
+            if reason:
+                state.finish_reason = reason
+                yield Chunk("", [], reason, self._result(state).usage, self._result(state).timings)
+                return
+            state.risk_gate = float(tensors.as_float32(extras["risk_gate"])[0])
+            if state.risk_gate < ADAPTIVE_THRESHOLD:
+                yield from self._steps(ids, params, gen, state, graph, decode, cache, prefilled=(logits, extras),
+                                       prefill_ms=spent)
+                return
+        finally:
+            self._release(level, graph)
+        state.ran_dense = True
+        yield from self._steps(ids, params, gen, state, self._dense, self._dense,
+                               self._new_cache(self._dense.kv_heads, len(ids), n), prefill_ms=spent)
+
     def _result(self, state: _State, level: tuple[str, dict[str, Any]] | None = None, method: str = "dense"
                 ) -> GenerationResult:
-        pruned = level is not None
+        pruned = level is not None and not state.ran_dense
         return GenerationResult(state.text, list(state.tokens), state.prompt_tokens, self.provider,
                                 state.finish_reason, state.prefill_ms, list(state.decode_ms),
-                                method if pruned else "dense", float(level[1]["sparsity"]) if pruned else 0.0,
+                                method if pruned or method == "aapp-adaptive" else "dense",
+                                float(level[1]["sparsity"]) if pruned else 0.0,
                                 float(level[1].get("kept_fraction", 1.0)) if pruned else 1.0, state.risk_gate,
                                 state.clipped, state.cached_tokens)
 
@@ -600,9 +638,10 @@ class Session:
         ``result()``, ``cancel()`` it from any thread. Arguments left None take the model's
         ``generation_config.json`` defaults (``Session.defaults``); ``temperature=0`` is greedy.
 
-        ``method``: "dense", "pp" (Probe Pruning) or "aapp" (PP with the protected alignment units
-        forced in by the risk gate); ``sparsity``: a level the export built (``Session.levels``); 0
-        runs the dense graph whatever the method. ``timeout_s``: a deadline from the first step;
+        ``method``: "dense", "pp" (Probe Pruning), "aapp" (PP with the protected alignment units
+        forced in by the risk gate) or "aapp-adaptive" (AAPP whose risk gate also picks the sparsity: a
+        request whose gate reaches ``ADAPTIVE_THRESHOLD`` runs dense); ``sparsity``: a level the export
+        built (``Session.levels``); 0 runs the dense graph whatever the method. ``timeout_s``: a deadline from the first step;
         ``ignore_eos`` keeps going past end-of-sequence tokens (benchmarks, parity checks)."""
         level = self.pruned_level(method, sparsity)
         params = self.params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -613,6 +652,9 @@ class Session:
         state = _State(len(ids), clipped=clipped)
 
         def run(gen: Generation) -> Iterator[Chunk]:
+            if method == "aapp-adaptive" and level is not None:
+                yield from self._adaptive_steps(ids, params, gen, state, level, n)
+                return
             graph, decode = (self._dense, self._dense) if level is None else self._request_graphs(level, method)
             try:
                 yield from self._steps(ids, params, gen, state, graph, decode,
