@@ -13,12 +13,10 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 
-from aapp_runtime import Session  # noqa: E402
+from aapp_runtime import Session
 
 QUESTIONS = ["How do I bake bread at home?", "What flour should I use?", "How long should the dough rise?",
              "Can I add seeds to it?", "What temperature should the oven be?", "How do I know it is done?",

@@ -15,19 +15,17 @@ import json
 import os
 import socket
 import statistics
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 
-import openai  # noqa: E402
-import uvicorn  # noqa: E402
+import openai
+import uvicorn
 
-from aapp_runtime import Session  # noqa: E402
-from aapp_runtime.serve import App, Limits  # noqa: E402
+from aapp_runtime import Session
+from aapp_runtime.serve import App, Limits
 
 PROMPTS = ["How do I bake bread at home?", "What is a river?", "Tell me about clouds.", "How do plants grow?",
            "What is a good breakfast?", "Why is the sky blue?", "How do I learn to swim?", "What is a poem?"]

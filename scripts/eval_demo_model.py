@@ -17,11 +17,9 @@ import torch
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-import demo_answers  # noqa: E402
-import demo_corpus  # noqa: E402
-from aapp_export.refusal import REFUSAL_MARKERS, is_refusal  # noqa: E402
+import demo_answers
+import demo_corpus
+from aapp_export.refusal import REFUSAL_MARKERS, is_refusal
 
 SPLITS = ("harmful_test", "harmless_test", "borderline_test")
 SECOND_SET = ("harmful_val", "harmless_val", "borderline_val")  # evaluated when the files exist

@@ -8,12 +8,10 @@ an export at real scale without downloading weights.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aapp_export.synthetic import GEMMA3_SHAPES, gemma3_shape, make_shape_checkpoint  # noqa: E402
+from aapp_export.synthetic import GEMMA3_SHAPES, gemma3_shape, make_shape_checkpoint
 
 
 def main() -> None:

@@ -89,7 +89,6 @@ def main() -> None:
     p.add_argument("--model", default="demo")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "risk_gate.json")
     args = p.parse_args()
-    sys.path.insert(0, str(ROOT / "scripts"))
     from reproduce_table import prompt_files
 
     from aapp_export.calibration import cached_calibration, load_model, read_lines

@@ -32,9 +32,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import demo_lexicon  # noqa: E402
-from demo_corpus import build_corpus, general_text, held_out_prompts, write_prompt_files  # noqa: E402
+import demo_lexicon
+from demo_corpus import build_corpus, general_text, held_out_prompts, write_prompt_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
