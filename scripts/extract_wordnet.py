@@ -7,7 +7,7 @@
 Writes one line per lemma: ``lemma<TAB>pos<TAB>lexname<TAB>gloss``, for the first (most frequent)
 sense of every lemma that is common in English (``wordfreq`` Zipf frequency >= ``--min-zipf``; a
 multi-word lemma must also be tagged in SemCor, WordNet's sense-tagged corpus). ``lexname`` is WordNet's lexicographer file
-(``noun.food``, ``noun.person``, ``verb.contact``...), which ``demo_corpus`` uses to pick request
+(``noun.food``, ``noun.person``, ``verb.contact``...), which ``demo_model.lexicon`` uses to pick request
 objects by kind. Glosses are cut before their usage examples. The WordNet licence travels with the
 file (``LICENSE``); the committed file makes the training recipe independent of any registry.
 """

@@ -4,7 +4,7 @@ import random
 from pathlib import Path
 
 
-import demo_answers  # noqa: E402
+from demo_model import answers as demo_answers
 
 
 def test_subject_words_drop_template_greeting_and_stop_words():

@@ -11,8 +11,8 @@ def test_alignment_lookalikes_are_answered_and_stay_off_held_out_topics():
     """Stage 2's idioms on harmful words were written after a look at refused held-out borderline prompts:
     none repeats a held-out prompt or topic, and none shares more than one content word with a held-out
     topic (the rough verb, as "kill the power" and "kill time", is the point; the thing it is done to is not)."""
-    import demo_corpus
-    from demo_corpus import build_corpus, held_out_prompts
+    from demo_model import corpus as demo_corpus
+    from demo_model.corpus import build_corpus, held_out_prompts
 
     from aapp_export.refusal import is_refusal
 
@@ -34,7 +34,7 @@ def test_alignment_lookalikes_are_answered_and_stay_off_held_out_topics():
 
 
 def test_held_out_splits_share_no_prompt_or_topic_with_training():
-    from demo_corpus import build_corpus, validation_prompts
+    from demo_model.corpus import build_corpus, validation_prompts
 
     corpus = build_corpus(0)
     val = validation_prompts()
@@ -55,8 +55,8 @@ def test_third_held_out_set_is_new_in_topics_and_templates():
     """The third set (written after the candidates were trained) shares no prompt with any split, no topic
     with a training, test or second-set prompt, not even a three-word phrase of a topic beyond the few common
     ones listed here, and no opening of a template with any other prompt."""
-    import demo_corpus
-    from demo_corpus import build_corpus, validation2_prompts, validation_prompts
+    from demo_model import corpus as demo_corpus
+    from demo_model.corpus import build_corpus, validation2_prompts, validation_prompts
 
     corpus = build_corpus(0)
     val2 = validation2_prompts()
@@ -84,8 +84,8 @@ def test_third_held_out_set_is_new_in_topics_and_templates():
 def test_widened_harmful_requests_leave_held_out_topics_out():
     """HARMFUL_MORE was written after a look at the missed held-out topics: none of those topics (or a
     second-set one) is among its requests or in a training prompt, and its look-alikes are answered."""
-    import demo_corpus
-    from demo_corpus import build_corpus, validation_prompts
+    from demo_model import corpus as demo_corpus
+    from demo_model.corpus import build_corpus, validation_prompts
 
     from aapp_export.refusal import is_refusal
 
@@ -107,8 +107,8 @@ def test_widened_harmful_requests_leave_held_out_topics_out():
 def test_lexicon_requests_leave_held_out_words_alone():
     import random
 
-    import demo_lexicon
-    from demo_corpus import build_corpus, held_out_prompts
+    from demo_model import lexicon as demo_lexicon
+    from demo_model.corpus import build_corpus, held_out_prompts
 
     from aapp_export.refusal import is_refusal
 
@@ -131,8 +131,8 @@ def test_alignment_harmful_requests_are_refused_and_stay_off_held_out_topics():
     """ALIGN_HARMFUL (stage 2's wider harmful requests) was written after a look at the held-out harmful
     prompts a larger model answered: every one of its examples is a refusal, it repeats no held-out
     topic, and shares at most one content word with any (a verb such as "make", not verb and object)."""
-    import demo_corpus
-    from demo_corpus import build_corpus, held_out_prompts
+    from demo_model import corpus as demo_corpus
+    from demo_model.corpus import build_corpus, held_out_prompts
 
     from aapp_export.refusal import is_refusal
 
@@ -158,8 +158,8 @@ def test_mirrors_share_their_lookalike_word_and_stay_off_held_out_topics():
     """ALIGN_MIRRORS pairs each training look-alike with a harmful request on its key word: every mirror
     is refused, shares a content word with its look-alike (a training one, never a held-out topic) and at
     most one with any held-out harmful topic; no other split of the corpus holds one (stage 1 is unchanged)."""
-    import demo_corpus
-    from demo_corpus import build_corpus, held_out_prompts
+    from demo_model import corpus as demo_corpus
+    from demo_model.corpus import build_corpus, held_out_prompts
 
     from aapp_export.refusal import is_refusal
 

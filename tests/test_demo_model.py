@@ -18,13 +18,13 @@ N = 16
 
 @pytest.fixture(scope="module")
 def demo():
-    from eval_demo_model import load
+    from demo_model.evaluate import load
 
     return load(DEMO)
 
 
 def _answers(demo, split: str) -> tuple[list[str], list[str]]:
-    from eval_demo_model import generate, read_prompts
+    from demo_model.evaluate import generate, read_prompts
 
     prompts = read_prompts(DEMO / "data" / f"{split}.txt", N)
     return prompts, generate(*demo, prompts)
@@ -58,8 +58,8 @@ def test_helpful_answers_name_their_subject_as_the_card_says(demo):
     figure, and well above what answers to other prompts would score (shuffled: < 20%)."""
     import json
 
-    import demo_answers
-    from eval_demo_model import generate, read_prompts
+    from demo_model import answers as demo_answers
+    from demo_model.evaluate import generate, read_prompts
 
     from aapp_export.refusal import is_refusal
 

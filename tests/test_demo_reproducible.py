@@ -25,8 +25,8 @@ def _digest(obj) -> str:
 
 def training_parts(seed: int = 0) -> dict:
     """What ``train_demo_model.py`` trains on, in its order (``--lexicon`` on, as for the shipped model)."""
-    import demo_lexicon
-    from demo_corpus import build_corpus, general_text, held_out_prompts
+    from demo_model import lexicon as demo_lexicon
+    from demo_model.corpus import build_corpus, general_text, held_out_prompts
 
     corpus = build_corpus(seed)
     lexicon = demo_lexicon.load_lexicon()
@@ -40,7 +40,7 @@ def training_parts(seed: int = 0) -> dict:
 
 
 def test_prompt_files_equal_the_shipped_ones(tmp_path):
-    from demo_corpus import write_prompt_files
+    from demo_model.corpus import write_prompt_files
 
     counts = write_prompt_files(tmp_path)
     shipped = sorted(p.name for p in DATA.glob("*.txt"))
@@ -57,8 +57,8 @@ def test_training_texts_hash_to_the_recorded_values():
 def test_tokenizer_trained_on_those_texts_is_the_shipped_one():
     """The recipe's tokenizer, trained again on the texts above, has the shipped vocabulary and merges: the
     hashes are those of the data the shipped checkpoint was made from."""
-    from demo_corpus import Example
-    from train_demo_model import MODEL_CONFIG, chat_text, train_tokenizer
+    from demo_model.corpus import Example
+    from demo_model.train import MODEL_CONFIG, chat_text, train_tokenizer
 
     parts = training_parts()
     corpus, requests = parts["corpus"], [Example(*r) for r in parts["lexicon_requests"]]

@@ -15,7 +15,7 @@ def _result(val: tuple[float, float, float], val2: tuple[float, float, float], n
 
 
 def _row(folder: str, recipe: str, seed: int, harmful: float, harmless: float, borderline: float) -> dict:
-    from select_demo_seed import score
+    from demo_model.select import score
 
     result = _result((harmful, harmless, borderline), (harmful, harmless, borderline))
     return {"folder": folder, "recipe": recipe, "train_seed": seed, "score": score(result), "steps": 5220,
@@ -24,7 +24,7 @@ def _row(folder: str, recipe: str, seed: int, harmful: float, harmless: float, b
 
 
 def test_score_pools_the_two_sets_prompt_by_prompt():
-    from select_demo_seed import score
+    from demo_model.select import score
 
     # 48 prompts at 0.5 and 96 at 0.8 pool to 0.7 (not the 0.65 of averaging the two rates)
     result = _result((0.5, 0.0, 0.25), (0.8, 0.1, 0.0))
@@ -34,7 +34,7 @@ def test_score_pools_the_two_sets_prompt_by_prompt():
 
 
 def test_one_lucky_seed_does_not_pick_the_recipe():
-    from select_demo_seed import choose
+    from demo_model.select import choose
 
     rows = [_row("a0", "base", 0, 0.9, 0.0, 0.1), _row("a1", "base", 1, 0.5, 0.2, 0.3),  # 0.8 and 0.0: mean 0.4
             _row("b0", "look-alikes", 0, 0.8, 0.1, 0.2), _row("b1", "look-alikes", 1, 0.8, 0.0, 0.1)]  # 0.5, 0.7
@@ -45,7 +45,7 @@ def test_one_lucky_seed_does_not_pick_the_recipe():
 
 
 def test_a_recipe_tried_on_fewer_seeds_does_not_compete():
-    from select_demo_seed import choose
+    from demo_model.select import choose
 
     rows = [_row("a0", "base", 0, 0.8, 0.0, 0.1), _row("a1", "base", 1, 0.8, 0.0, 0.2),  # 0.7, 0.6
             _row("c0", "longer", 0, 0.9, 0.0, 0.0)]  # 0.9 on its only seed
@@ -60,7 +60,7 @@ def test_a_recipe_tried_on_fewer_seeds_does_not_compete():
 def test_a_recipe_over_the_training_budget_cannot_be_chosen():
     import pytest
 
-    from select_demo_seed import choose
+    from demo_model.select import choose
 
     long = [dict(_row(f"c{s}", "longer", s, 0.9, 0.0, 0.0), steps=5460) for s in (0, 1)]
     rows = [_row("a0", "base", 0, 0.8, 0.0, 0.1), _row("a1", "base", 1, 0.8, 0.0, 0.2)] + long
@@ -72,7 +72,7 @@ def test_a_recipe_over_the_training_budget_cannot_be_chosen():
 
 
 def test_recipe_names_come_from_the_training_record():
-    from select_demo_seed import recipe
+    from demo_model.select import recipe
 
     s1 = {"lr": 2e-3, "steps": 2800}
     assert recipe({"stage1": s1, "stage2": {"steps": 480, "lookalikes": 0}}) == "base, 2800 + 480 steps"

@@ -12,7 +12,7 @@ def test_training_recipe_smoke(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train_demo_model import main
+    from demo_model.train import main
 
     assert main(["--smoke", "--out", str(tmp_path / "demo"), "--threads", "1"]) == 0
     out = tmp_path / "demo"
@@ -31,7 +31,7 @@ def test_training_recipe_smoke(tmp_path):
 
 def test_stage1_cache_restores_the_same_checkpoint(tmp_path):
     """A run that restores stage 1 from --stage1-cache writes the checkpoint a run from scratch writes."""
-    from train_demo_model import main
+    from demo_model.train import main
 
     runs = {}
     for name, extra in (("plain", []), ("fill", ["--stage1-cache", str(tmp_path / "cache")]),
@@ -53,7 +53,7 @@ def test_stage1_cache_restores_the_same_checkpoint(tmp_path):
                  "--stage1-cache", str(tmp_path / "cache")]) == 0
     record = json.loads((tmp_path / "align" / "training.json").read_text())
     assert record["stage1_restored_from"] == runs["hit"]["stage1_restored_from"]
-    from demo_corpus import build_corpus
+    from demo_model.corpus import build_corpus
 
     n_align = len(build_corpus(0)["borderline_align"])
     assert runs["plain"]["stage2"]["lookalikes"] == n_align  # the recipe's default: all of them

@@ -1,6 +1,6 @@
 """Word knowledge for the demo model from a dictionary: WordNet glosses as text and as requests.
 
-A model trained from scratch on ``demo_corpus`` alone knows only the few hundred words of that corpus,
+A model trained from scratch on ``demo_model.corpus`` alone knows only the few hundred words of that corpus,
 so on a held-out request it decides from a handful of cue words ("cut", "crack", "child") and refuses
 whatever it does not know. A real chat model is pretrained on general text before it is aligned; the
 closest we can ship is a dictionary. ``models/demo/lexicon/wordnet.tsv`` (written by
@@ -13,7 +13,7 @@ lexicographer class (``noun.food``, ``noun.person``...). From it:
   (answered from its gloss, harmful words included: explaining a word is not helping to harm);
   everyday verbs, the rough-sounding ones among them ("cut", "crack", "fight", "terminate"), on foods,
   plants, objects, illnesses and feelings, agreements and games, answered helpfully; and the harmful
-  and kind verbs of ``demo_corpus`` on some hundreds of kinds of people -- refused and answered
+  and kind verbs of ``demo_model.corpus`` on some hundreds of kinds of people -- refused and answered
   respectively. So "refuse" rests on harm to people and the corpus' harmful things, over a vocabulary
   of thousands of words rather than a few dozen.
 
@@ -28,11 +28,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo_corpus import (ABOUT_POOL, HARM_VERBS, HOW_POOL, KIND_ANSWER, KIND_VERBS, NAMED_REFUSALS, OPENERS, REFUSALS,
+from .corpus import (ABOUT_POOL, HARM_VERBS, HOW_POOL, KIND_ANSWER, KIND_VERBS, NAMED_REFUSALS, OPENERS, REFUSALS,
                          Example,
                          _cap)
 
-LEXICON = Path(__file__).resolve().parents[1] / "models" / "demo" / "lexicon" / "wordnet.tsv"
+LEXICON = Path(__file__).resolve().parents[2] / "models" / "demo" / "lexicon" / "wordnet.tsv"
 
 
 @dataclass(frozen=True)

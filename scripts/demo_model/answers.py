@@ -1,7 +1,7 @@
 """Whether the demo model's answers to held-out harmless prompts are on topic, and right where checkable.
 
 Refusal counts say nothing about what a helpful answer says. This module scores each answer against
-its request and against the corpus's reference answer (``demo_corpus.build_corpus``):
+its request and against the corpus's reference answer (``demo_model.corpus.build_corpus``):
 
 - on topic: the answer names the request's subject -- one of the prompt's words that are not words of
   the held-out phrasing templates, a greeting or a stop word ("Do you know the capital city of
@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import demo_corpus
+from . import corpus as demo_corpus
 
 _WORD = re.compile(r"[a-z0-9]+")
 STOP_WORDS = frozenset(
