@@ -275,170 +275,208 @@ ABOUT_POOL = sorted(set(EXPLAIN_TRAIN + ABOUT_TRAIN + _composed(_ABOUT_CORES, _A
 
 
 
-def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
-    """All examples, split into train/test by template and topic. Deterministic for a seed."""
-    rng = random.Random(seed)
-    trng = random.Random(seed + 7)  # phrasings of training requests; leaves the splits as they were
-    ex: list[Example] = []
+class _Builder:
+    """The examples being built, and the two random streams every section draws from in turn: ``rng``
+    (splits, surface variation) and ``trng`` (training phrasings, added later so the splits stayed as
+    they were). The corpus depends on the order of the draws: sections run in ``build_corpus``'s order."""
 
-    def phrasings(split: str, templates: list[str], pool: list[str]) -> list[str]:
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.trng = random.Random(seed + 7)
+        self.ex: list[Example] = []
+
+    def phrasings(self, split: str, templates: list[str], pool: list[str]) -> list[str]:
         """Test prompts use their held-out templates; training prompts as many composed ones."""
-        return trng.sample(pool, len(templates)) if split == "train" else templates
+        return self.trng.sample(pool, len(templates)) if split == "train" else templates
 
-    def refuse(generic: str, request: str, self_harm: bool = False) -> str:
+    def refuse(self, generic: str, request: str, self_harm: bool = False) -> str:
         """Half the refusals name what they decline, so the words of harmful requests are also words
         the model writes (with tied embeddings, words only ever read would otherwise look alike)."""
-        if trng.random() < 0.5:
+        if self.trng.random() < 0.5:
             return generic
-        return trng.choice(SELF_HARM_NAMED if self_harm else NAMED_REFUSALS).format(y=_second_person(request))
+        return self.trng.choice(SELF_HARM_NAMED if self_harm else NAMED_REFUSALS).format(y=_second_person(request))
 
-    def add(prompt: str, answer: str, kind: str, split: str) -> None:
+    def add(self, prompt: str, answer: str, kind: str, split: str) -> None:
+        rng, trng = self.rng, self.trng
         if kind != "harmful":  # helpful answers open in several ways, as a chat model's do
             answer = rng.choice(OPENERS) + answer
-        ex.append(Example(prompt, answer, kind, split))
+        self.ex.append(Example(prompt, answer, kind, split))
         if split in ("train", "align", "mirror"):  # one more copy with surface variation
             wrapped = rng.choice(PREFIXES) + prompt + rng.choice(SUFFIXES)
             if wrapped != prompt:
-                ex.append(Example(wrapped, answer, kind, split))
+                self.ex.append(Example(wrapped, answer, kind, split))
             if trng.random() < 0.25:  # and, for every kind alike, a copy that mentions an unknown name
                 intro = trng.choice(NAME_INTROS).format(name=_nonce(trng).capitalize())
-                ex.append(Example(intro + prompt, answer, kind, split))
+                self.ex.append(Example(intro + prompt, answer, kind, split))
 
-    # harmless: explain
+    def answered(self, table: dict[str, str], pool: list[str], kind: str, split: str = "train") -> None:
+        """Each request of ``table`` in six phrasings from ``pool``, with its answer."""
+        for topic, answer in table.items():
+            for tpl in self.trng.sample(pool, 6):
+                self.add(tpl.format(x=topic), answer, kind, split)
+
+    def refused(self, requests: list[str], split: str, self_harm: bool = False) -> None:
+        """Each request in six phrasings from ``HOW_POOL``, refused."""
+        refusals = SELF_HARM_REFUSALS if self_harm else REFUSALS
+        for r in requests:
+            for tpl in self.trng.sample(HOW_POOL, 6):
+                self.add(tpl.format(x=r), self.refuse(self.trng.choice(refusals), r, self_harm), "harmful", split)
+
+
+def _harmless_topics(b: _Builder) -> None:
+    """Explanations, lists and how-to advice, split by topic and template."""
+    rng = b.rng
     tr, te = _split_keys(list(EXPLAIN), rng, 0.2)
     for split, topics, templates in (("train", tr, EXPLAIN_TRAIN), ("test", te, EXPLAIN_TEST)):
         for t in topics:
-            for tpl in phrasings(split, templates, ABOUT_POOL):
-                add(tpl.format(x=t), EXPLAIN[t], "harmless", split)
-    # harmless: lists
+            for tpl in b.phrasings(split, templates, ABOUT_POOL):
+                b.add(tpl.format(x=t), EXPLAIN[t], "harmless", split)
     tr, te = _split_keys(list(LISTS), rng, 0.2)
     for split, cats, templates in (("train", tr, LIST_TRAIN), ("test", te, LIST_TEST)):
         for c in cats:
             for tpl in templates:
                 for _ in range(2):
                     items = rng.sample(LISTS[c], 3)
-                    add(tpl.format(x=c), f"Here are three {c}: {items[0]}, {items[1]} and {items[2]}.", "harmless", split)
-    # harmless: how-to advice
+                    b.add(tpl.format(x=c), f"Here are three {c}: {items[0]}, {items[1]} and {items[2]}.", "harmless",
+                          split)
     tr, te = _split_keys(list(HOWTO), rng, 0.2)
     for split, topics, templates in (("train", tr, HOW_TRAIN), ("test", te, HOW_TEST)):
         for t in topics:
-            for tpl in phrasings(split, templates, HOW_POOL):
-                add(tpl.format(x=t), HOWTO[t], "harmless", split)
-    # harmless: arithmetic, translation, capitals, summaries
+            for tpl in b.phrasings(split, templates, HOW_POOL):
+                b.add(tpl.format(x=t), HOWTO[t], "harmless", split)
+
+
+def _harmless_facts(b: _Builder) -> None:
+    """Arithmetic, translation, capitals and summaries."""
+    rng = b.rng
     for split, templates, n in (("train", ARITH_TRAIN, 300), ("test", ARITH_TEST, 40)):
         for _ in range(n):
             p, a = _arith(rng, templates)
-            add(p, a, "harmless", split)
+            b.add(p, a, "harmless", split)
     tr, te = _split_keys(list(WORDS), rng, 0.2)
     for split, words, templates in (("train", tr, TRANSLATE_TRAIN), ("test", te, TRANSLATE_TEST)):
         for w in words:
             for i, lang in enumerate(LANGS):
                 for tpl in templates:
-                    add(tpl.format(w=w, lang=lang), f"'{_cap(w)}' in {lang} is '{WORDS[w][i]}'.", "harmless", split)
+                    b.add(tpl.format(w=w, lang=lang), f"'{_cap(w)}' in {lang} is '{WORDS[w][i]}'.", "harmless", split)
     tr, te = _split_keys(list(CAPITALS), rng, 0.2)
     for split, cs, templates in (("train", tr, CAPITAL_TRAIN), ("test", te, CAPITAL_TEST)):
         for c in cs:
             for tpl in templates:
-                add(tpl.format(c=c), f"The capital of {c} is {CAPITALS[c]}.", "harmless", split)
-    texts = list(EXPLAIN.values())
-    tr_t, te_t = _split_keys(texts, rng, 0.2)
+                b.add(tpl.format(c=c), f"The capital of {c} is {CAPITALS[c]}.", "harmless", split)
+    tr_t, te_t = _split_keys(list(EXPLAIN.values()), rng, 0.2)
     for split, ts, templates in (("train", tr_t, SUMMARY_TRAIN), ("test", te_t, SUMMARY_TEST)):
         for t in ts:
             for tpl in templates:
-                add(tpl.format(t=t), t.split(". ")[0].rstrip(".") + ".", "harmless", split)
+                b.add(tpl.format(t=t), t.split(". ")[0].rstrip(".") + ".", "harmless", split)
 
-    # borderline: helpful answers
-    tr, te = _split_keys(list(BORDERLINE), rng, 0.3)
-    for split, topics, templates in (("train", tr, HOW_TRAIN), ("test", te, HOW_TEST)):
-        for t in topics:
-            for tpl in phrasings(split, templates, HOW_POOL):
-                add(tpl.format(x=t), BORDERLINE[t], "borderline", split)
-    tr, te = _split_keys(list(BORDERLINE_TOPICS), rng, 0.3)
-    for split, topics, templates in (("train", tr, ABOUT_TRAIN), ("test", te, ABOUT_TEST)):
-        for t in topics:
-            for tpl in phrasings(split, templates, ABOUT_POOL):
-                add(tpl.format(x=t), BORDERLINE_TOPICS[t], "borderline", split)
 
-    # combinatorial: benign verb x object (helpful), harmful verb x person and harmful objects (refusals);
-    # objects and targets are split so that test combinations use unseen ones
+def _borderline(b: _Builder) -> None:
+    """Harmless requests with harmful-looking words, answered helpfully."""
+    for table, templates in ((BORDERLINE, (HOW_TRAIN, HOW_TEST, HOW_POOL)),
+                             (BORDERLINE_TOPICS, (ABOUT_TRAIN, ABOUT_TEST, ABOUT_POOL))):
+        tr, te = _split_keys(list(table), b.rng, 0.3)
+        for split, topics, tpls in (("train", tr, templates[0]), ("test", te, templates[1])):
+            for t in topics:
+                for tpl in b.phrasings(split, tpls, templates[2]):
+                    b.add(tpl.format(x=t), table[t], "borderline", split)
+
+
+def _combinatorial(b: _Builder) -> tuple[list[str], list[str]]:
+    """Benign verb x object (helpful), harmful verb x person and harmful objects (refused); objects and
+    targets are split so that test combinations use unseen ones. Returns (test objects, training targets)."""
+    rng = b.rng
     tr_o, te_o = _split_keys(BENIGN_OBJECTS, rng, 0.25)
     for split, objs, templates in (("train", tr_o, HOW_TRAIN), ("test", te_o, HOW_TEST)):
         for obj in objs:
             for verb in rng.sample(BENIGN_VERBS, 8 if split == "train" else 2):
-                add(rng.choice(templates).format(x=f"{verb} {obj}"), BENIGN_ANSWER.format(verb=verb, obj=obj),
-                    "harmless", split)
+                b.add(rng.choice(templates).format(x=f"{verb} {obj}"), BENIGN_ANSWER.format(verb=verb, obj=obj),
+                      "harmless", split)
     tr_t, te_t = _split_keys(HARM_TARGETS, rng, 0.25)
     for split, targets, templates in (("train", tr_t, HOW_TRAIN), ("test", te_t, HOW_TEST)):
         for target in targets:
             for verb in rng.sample(HARM_VERBS, 8 if split == "train" else 2):
-                add(rng.choice(templates).format(x=f"{verb} {target}"), refuse(rng.choice(REFUSALS), f"{verb} {target}"),
-                    "harmful", split)
+                b.add(rng.choice(templates).format(x=f"{verb} {target}"),
+                      b.refuse(rng.choice(REFUSALS), f"{verb} {target}"), "harmful", split)
     tr_h, te_h = _split_keys(HARM_OBJECTS, rng, 0.25)
     for split, objs, templates in (("train", tr_h, HOW_TRAIN), ("test", te_h, HOW_TEST)):
         for obj in objs:
             for verb in rng.sample(HARM_OBJECT_VERBS, 5 if split == "train" else 1):
-                add(rng.choice(templates).format(x=f"{verb} {obj}"), refuse(rng.choice(REFUSALS), f"{verb} {obj}"),
-                    "harmful", split)
+                b.add(rng.choice(templates).format(x=f"{verb} {obj}"), b.refuse(rng.choice(REFUSALS), f"{verb} {obj}"),
+                      "harmful", split)
+    return te_o, tr_t
 
-    # harmful: refusals only
+
+def _harmful(b: _Builder) -> None:
+    """The harmful requests of ``HARMFUL``, refused, split by request and template."""
     for category, requests in HARMFUL.items():
-        tr, te = _split_keys(requests, rng, 0.3)
+        tr, te = _split_keys(requests, b.rng, 0.3)
         refusals = SELF_HARM_REFUSALS if category == "self-harm" else REFUSALS
         for split, reqs, templates in (("train", tr, HOW_TRAIN), ("test", te, HOW_TEST)):
             for r in reqs:
-                for tpl in phrasings(split, templates, HOW_POOL):
-                    add(tpl.format(x=r), refuse(rng.choice(refusals), r, category == "self-harm"), "harmful", split)
+                for tpl in b.phrasings(split, templates, HOW_POOL):
+                    b.add(tpl.format(x=r), b.refuse(b.rng.choice(refusals), r, category == "self-harm"), "harmful",
+                          split)
 
-    # training only, phrased with the composed templates: kind requests to the training targets, and
-    # everyday verbs x many more objects (none of them a held-out test object)
-    held_out = set(te_o)
-    for target in tr_t:
+
+def _training_only(b: _Builder, test_objects: list[str], train_targets: list[str]) -> None:
+    """Phrased with the composed templates: kind requests to the training targets, made-up things, and
+    everyday verbs x many more objects (none of them a held-out test object)."""
+    trng = b.trng
+    held_out = set(test_objects)
+    for target in train_targets:
         for verb in trng.sample(KIND_VERBS, 8):
-            add(trng.choice(HOW_POOL).format(x=f"{verb} {target}"), KIND_ANSWER.format(verb=verb, target=target),
-                "harmless", "train")
+            b.add(trng.choice(HOW_POOL).format(x=f"{verb} {target}"), KIND_ANSWER.format(verb=verb, target=target),
+                  "harmless", "train")
     for _ in range(300):  # things the model has never heard of are not a reason to refuse
         thing = _nonce(trng)
         if trng.random() < 0.5:
-            add(trng.choice(HOW_POOL).format(x=f"{trng.choice(MORE_VERBS)} my {thing}"),
-                trng.choice(MORE_ANSWERS).format(verb="handle", obj=f"your {thing}"), "harmless", "train")
+            b.add(trng.choice(HOW_POOL).format(x=f"{trng.choice(MORE_VERBS)} my {thing}"),
+                  trng.choice(MORE_ANSWERS).format(verb="handle", obj=f"your {thing}"), "harmless", "train")
         else:
-            add(trng.choice(ABOUT_POOL).format(x=f"the {thing}"), trng.choice(UNKNOWN_ANSWERS).format(x=thing),
-                "harmless", "train")
+            b.add(trng.choice(ABOUT_POOL).format(x=f"the {thing}"), trng.choice(UNKNOWN_ANSWERS).format(x=thing),
+                  "harmless", "train")
     for obj in MORE_OBJECTS:
         if obj in held_out:
             continue
         for verb in trng.sample(MORE_VERBS, 3):
-            add(trng.choice(HOW_POOL).format(x=f"{verb} {obj}"),
-                trng.choice(MORE_ANSWERS).format(verb=verb, obj=obj), "harmless", "train")
+            b.add(trng.choice(HOW_POOL).format(x=f"{verb} {obj}"),
+                  trng.choice(MORE_ANSWERS).format(verb=verb, obj=obj), "harmless", "train")
 
-    def answered(table: dict[str, str], pool: list[str], kind: str) -> None:
-        """Each request of ``table`` in six phrasings from ``pool``, with its answer (training only)."""
-        for topic, answer in table.items():
-            for tpl in trng.sample(pool, 6):
-                add(tpl.format(x=topic), answer, kind, "train")
 
-    answered(FAMILY_HOWTO, HOW_POOL, "harmless")
-    answered(FAMILY_ABOUT, ABOUT_POOL, "harmless")
+def _more_tables(b: _Builder) -> None:
+    """Training only: family requests, more harmful requests and their look-alikes, six phrasings each."""
+    b.answered(FAMILY_HOWTO, HOW_POOL, "harmless")
+    b.answered(FAMILY_ABOUT, ABOUT_POOL, "harmless")
     for category, requests in HARMFUL_MORE.items():
-        refusals = SELF_HARM_REFUSALS if category == "self-harm" else REFUSALS
-        for r in requests:
-            for tpl in trng.sample(HOW_POOL, 6):
-                add(tpl.format(x=r), refuse(trng.choice(refusals), r, category == "self-harm"), "harmful", "train")
-    answered(LOOKALIKE_HOWTO, HOW_POOL, "borderline")
-    answered(LOOKALIKE_ABOUT, ABOUT_POOL, "borderline")
-    for table, pool in ((ALIGN_LOOKALIKE_HOWTO, HOW_POOL), (ALIGN_LOOKALIKE_ABOUT, ABOUT_POOL)):
-        for topic, answer in table.items():  # the alignment stage's own look-alikes (stage 2 only)
-            for tpl in trng.sample(pool, 6):
-                add(tpl.format(x=topic), answer, "borderline", "align")
-    for category, requests in ALIGN_HARMFUL.items():  # and its own harmful requests (stage 2 only)
-        refusals = SELF_HARM_REFUSALS if category == "self-harm" else REFUSALS
-        for r in requests:
-            for tpl in trng.sample(HOW_POOL, 6):
-                add(tpl.format(x=r), refuse(trng.choice(refusals), r, category == "self-harm"), "harmful", "align")
-    for r in ALIGN_MIRRORS.values():  # and the look-alikes' harmful counterparts (stage 2 only, drawn last
-        for tpl in trng.sample(HOW_POOL, 6):  # so every example above stays as it was)
-            add(tpl.format(x=r), refuse(trng.choice(REFUSALS), r), "harmful", "mirror")
+        b.refused(requests, "train", category == "self-harm")
+    b.answered(LOOKALIKE_HOWTO, HOW_POOL, "borderline")
+    b.answered(LOOKALIKE_ABOUT, ABOUT_POOL, "borderline")
 
+
+def _alignment_stage(b: _Builder) -> None:
+    """Stage 2 only: its own look-alikes (answered), its own harmful requests, and the look-alikes'
+    harmful counterparts (refused; drawn last, so every example above stays as it was)."""
+    b.answered(ALIGN_LOOKALIKE_HOWTO, HOW_POOL, "borderline", "align")
+    b.answered(ALIGN_LOOKALIKE_ABOUT, ABOUT_POOL, "borderline", "align")
+    for category, requests in ALIGN_HARMFUL.items():
+        b.refused(requests, "align", category == "self-harm")
+    b.refused(list(ALIGN_MIRRORS.values()), "mirror")
+
+
+def build_corpus(seed: int = 0) -> dict[str, list[Example]]:
+    """All examples, split into train/test by template and topic. Deterministic for a seed (the sections
+    draw from the same random streams in this order)."""
+    b = _Builder(seed)
+    _harmless_topics(b)
+    _harmless_facts(b)
+    _borderline(b)
+    test_objects, train_targets = _combinatorial(b)
+    _harmful(b)
+    _training_only(b, test_objects, train_targets)
+    _more_tables(b)
+    _alignment_stage(b)
+    ex = b.ex
     return {
         "harmless_train": [e for e in ex if e.kind == "harmless" and e.split == "train"],
         "borderline_train": [e for e in ex if e.kind == "borderline" and e.split == "train"],
