@@ -13,7 +13,6 @@ import argparse
 import json
 import platform
 import statistics
-from pathlib import Path
 
 
 from aapp_runtime import Session

@@ -69,3 +69,22 @@ def test_tokenizer_trained_on_those_texts_is_the_shipped_one():
     trained = json.loads(train_tokenizer(texts, MODEL_CONFIG["vocab_size"]).to_str())["model"]
     shipped = json.loads((DATA.parent / "tokenizer.json").read_text())["model"]
     assert trained["vocab"] == shipped["vocab"] and trained["merges"] == shipped["merges"]
+
+
+def test_card_written_from_the_shipped_evaluation_is_the_shipped_card(tmp_path):
+    """The card's prose lives in jinja2 templates: written again from the shipped evaluation.json and
+    training record it is the shipped README.md (the transformers version it names aside)."""
+    import re
+    import shutil
+
+    from demo_model.card import write_card
+
+    demo = DATA.parent
+    for name in ("README.md", "evaluation.json", "training.json", "config.json", "seed_selection.json"):
+        shutil.copy(demo / name, tmp_path / name)
+    with open(tmp_path / "model.safetensors", "wb") as f:  # the card states the weights' size only
+        f.truncate((demo / "model.safetensors").stat().st_size)
+    write_card(tmp_path, json.loads((demo / "evaluation.json").read_text()))
+    version = lambda text: re.sub(r"\(transformers [^)]+\)", "(transformers X)", text)  # noqa: E731
+    assert version((tmp_path / "README.md").read_text()) == version((demo / "README.md").read_text())
+    assert (tmp_path / "evaluation.json").read_text() == (demo / "evaluation.json").read_text()

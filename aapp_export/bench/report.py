@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .engines import REFERENCE
-from .plan import BenchPlan, prefill_key, summary, timed_keys
+from .plan import BenchPlan, summary, timed_keys
 
 
 def merge(records: list[dict[str, Any]], plan: BenchPlan) -> dict[str, Any]:
