@@ -259,10 +259,13 @@ def make_shape_checkpoint(directory: Path, config, dtype: torch.dtype = torch.bf
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     auto = AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
+    tied = getattr(config.get_text_config(), "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False)
+    # the hub stores a tied LM head once, as the embedding (transformers 5 writes both names)
+    stored = lambda state: {k: v for k, v in state.items() if not (tied and k == "lm_head.weight")}  # noqa: E731
     if seed is not None:
         torch.manual_seed(seed)
         model = auto.from_config(config, dtype=dtype)
-        model.save_pretrained(str(directory), max_shard_size=shard_bytes)
+        model.save_pretrained(str(directory), state_dict=stored(model.state_dict()), max_shard_size=shard_bytes)
         save_tokenizer(directory)
         return directory
     with torch.device("meta"):
@@ -271,7 +274,7 @@ def make_shape_checkpoint(directory: Path, config, dtype: torch.dtype = torch.bf
     name_of = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}[dtype]
     shards: list[dict] = [{}]
     used = 0
-    for name, tensor in model.state_dict().items():
+    for name, tensor in stored(model.state_dict()).items():
         n = tensor.numel() * size
         if used and used + n > shard_bytes:
             shards.append({})
@@ -290,7 +293,7 @@ def make_shape_checkpoint(directory: Path, config, dtype: torch.dtype = torch.bf
             f.write(len(raw).to_bytes(8, "little") + raw)
             f.truncate(8 + len(raw) + end)  # the zeros: a hole in the file
     if len(files) > 1:
-        total = sum(t.numel() * size for t in model.state_dict().values())
+        total = sum(t.numel() * size for t in stored(model.state_dict()).values())
         (directory / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
     config.architectures = [type(model).__name__]

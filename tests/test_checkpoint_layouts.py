@@ -83,3 +83,22 @@ def test_fp16_export_runs_and_stays_close(checkpoints, tmp_path):
     session = Session(out, provider="cpu")
     assert session.manifest.dtype == "fp16"
     assert np.abs(session.logits(IDS) - ref).max() < 2e-2
+
+
+def test_shape_checkpoints_store_a_tied_lm_head_once_as_the_hub_does(tmp_path):
+    """``make_shape_checkpoint`` (random or sparse zeros) writes a tied LM head once, as the embedding,
+    so a measurement on it reads what a hub checkpoint holds; transformers loads it tied."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+
+    from aapp_export.synthetic import make_shape_checkpoint
+
+    cfg = Gemma3TextConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=32, tie_word_embeddings=True)
+    for seed in (0, None):
+        ckpt = make_shape_checkpoint(tmp_path / f"seed{seed}", cfg, seed=seed)
+        with safe_open(str(ckpt / "model.safetensors"), "np") as f:
+            keys = set(f.keys())
+        assert "model.embed_tokens.weight" in keys and "lm_head.weight" not in keys
+        model = AutoModelForCausalLM.from_pretrained(str(ckpt))
+        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
