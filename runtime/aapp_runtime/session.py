@@ -594,10 +594,10 @@ class Session:
 
     def _adaptive_steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
                         level: tuple[str, dict[str, Any]], n: int) -> Iterator[Chunk]:
-        """aapp-adaptive: the level's AAPP prefill runs and reads the risk gate before its first pruned
-        layer; below ``ADAPTIVE_THRESHOLD`` the request goes on from that prefill at the level, from it
-        on the request runs again on the dense graph (its pruned prefill is the price of asking; the
-        reference counts none, ``evaluate_onnx`` counts it)."""
+        """aapp-adaptive: the level's AAPP prefill runs, computing the risk gate before its first pruned
+        layer. Below ``ADAPTIVE_THRESHOLD`` the request goes on from that prefill at the level; at or
+        above it, the request starts again on the dense graph (the pruned prefill is the price of
+        asking: the reference counts none, ``evaluate_onnx`` counts it)."""
         graph, decode = self._request_graphs(level, "aapp-adaptive")
         try:
             t0 = time.perf_counter()
