@@ -6,7 +6,8 @@ detector (``aapp_export.refusal``): the material for its threshold and its hand 
 Writes one row per (method, sparsity, split, prompt): the answer, the substring detector's verdict,
 where the first refusal marker starts, whether it is anchored, the first clause and its mean NLL under
 the dense model (``clause_nll``, nats per token). Besides the held-out ``*_val2`` prompts, the dense
-model answers the calibration prompts (``*_calib``): the answers the threshold is fitted on.
+model answers the second held-out set (``*_val``): the answers the threshold is fitted on (held out
+like val2, so the dense model is as unsure there, but not the split the tables report).
 """
 
 from __future__ import annotations
@@ -39,8 +40,7 @@ def main() -> None:
                                          log=lambda m: None)
     splits = {"harmful_val2": read_lines(data / "harmful_val2.txt"),
               "harmless_val2": read_lines(data / "harmless_val2.txt")[:args.harmless_limit]}
-    calib = {"harmful_calib": read_lines(data / "harmful_calib.txt"),
-             "harmless_calib": read_lines(data / "harmless_calib.txt")}
+    calib = {"harmful_val": read_lines(data / "harmful_val.txt"), "harmless_val": read_lines(data / "harmless_val.txt")}
     rows = []
     for method, sparsity in CONFIGS:
         for split, prompts in (splits | calib if method == "dense" else splits).items():
