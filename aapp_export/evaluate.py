@@ -53,7 +53,24 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int =
     """Greedy answers (new text only) to chat-formatted prompts. ``stop_when``: a row stops as soon as
     its answer so far satisfies it (a batch ends when every row has stopped or ended); for a property
     that stays true as text is appended (a refusal marker found), the verdict equals the full answer's."""
+    return _greedy(model, tokenizer, prompts, max_new_tokens, pruner, batch_size, desc, stop_when)[0]
+
+
+@torch.no_grad()
+def answers_and_first_logits(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,
+                             batch_size: int = 16, desc: str = "generating") -> tuple[list[str], torch.Tensor]:
+    """Greedy answers to chat-formatted prompts and the logits of each answer's first position
+    ([len(prompts), vocab], float32), from the same generation."""
+    answers, first = _greedy(model, tokenizer, prompts, max_new_tokens, None, batch_size, desc, None, True)
+    return answers, torch.cat(first)
+
+
+def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, pruner: Pruner | None, batch_size: int,
+            desc: str, stop_when: Callable[[str], bool] | None, first_logits: bool = False
+            ) -> tuple[list[str], list[torch.Tensor]]:
+    """The one greedy loop: left-padded batches, each a new request for ``pruner``."""
     answers: list[str] = []
+    firsts: list[torch.Tensor] = []
     ctx = pruner if pruner is not None else nullcontext()
     with ctx:
         for s in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", disable=None, leave=False):
@@ -63,9 +80,12 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int =
             stop = None if stop_when is None else \
                 StoppingCriteriaList([_StopWhen(tokenizer, enc["input_ids"].shape[1], stop_when)])
             out = model.generate(**to_model(enc, model), max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, stopping_criteria=stop)
-            answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return answers
+                                 pad_token_id=tokenizer.pad_token_id, stopping_criteria=stop,
+                                 output_logits=first_logits, return_dict_in_generate=True)
+            answers += tokenizer.batch_decode(out.sequences[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            if first_logits:
+                firsts.append(out.logits[0].float().cpu())
+    return answers, firsts
 
 
 @torch.no_grad()

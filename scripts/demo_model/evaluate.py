@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[2]
 from . import answers as demo_answers
 from . import corpus as demo_corpus
+from aapp_export.calibration import read_lines
+from aapp_export.evaluate import answers_and_first_logits, generate_answers
 from aapp_export.refusal import REFUSAL_MARKERS, is_refusal
 
 SPLITS = ("harmful_test", "harmless_test", "borderline_test")
@@ -37,25 +38,13 @@ def load(model_dir: Path):
 
 def answer(tok, model, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 32) -> tuple[list[str], torch.Tensor]:
     """Greedy answers to chat-formatted ``prompts`` (left-padded batches) and the logits of their first
-    generated position (one row per prompt)."""
-    out: list[str] = []
-    first: list[torch.Tensor] = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="generating", unit="batch", disable=None):
-        chunk = prompts[i:i + batch_size]
-        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                 for p in chunk]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
-                                 return_dict_in_generate=True)
-        out += tok.batch_decode(gen.sequences[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        first.append(gen.logits[0].float())
-    return out, torch.cat(first)
+    generated position (one row per prompt): ``aapp_export.evaluate``'s generation."""
+    return answers_and_first_logits(model, tok, prompts, max_new_tokens, batch_size)
 
 
 def generate(tok, model, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 32) -> list[str]:
     """Greedy answers to chat-formatted ``prompts``."""
-    return answer(tok, model, prompts, max_new_tokens, batch_size)[0]
+    return generate_answers(model, tok, prompts, max_new_tokens, batch_size=batch_size)
 
 
 def refusal_openers(tok) -> list[int]:
@@ -78,7 +67,8 @@ def auroc(positive: list[float], negative: list[float]) -> float:
 
 
 def read_prompts(path: Path, limit: int | None = None) -> list[str]:
-    lines = [l.strip() for l in path.read_text().splitlines() if l.strip()]
+    """The first ``limit`` prompts of a file, read by the toolkit's one reader (``calibration.read_lines``)."""
+    lines = read_lines(path)
     return lines[:limit] if limit else lines
 
 
