@@ -1,7 +1,11 @@
 """The checks only a GPU can run, in one go, for the device machine (a few minutes of device time).
 
-    python scripts/cuda_checks.py --out $OUT            # on the GPU machine
-    python scripts/cuda_checks.py --out /tmp/c --quick  # here: the same code on the CPU provider, tiny shapes
+    PYTHONPATH=.:runtime python scripts/cuda_checks.py --out $OUT   # on the GPU machine (nothing installed)
+    python scripts/cuda_checks.py --out /tmp/c --quick              # here: the CPU provider, tiny shapes
+
+On the GPU machine the packages are not installed: ``PYTHONPATH=.:runtime`` puts ``aapp_export`` and
+``aapp_runtime`` (``runtime/aapp_runtime``) on the path; its Python brings torch, transformers, onnx
+and onnxruntime.
 
 Writes ``cuda_checks.json`` (and prints it): the providers ONNX Runtime and torch see; fp16 (and
 bf16) parity of the three families against transformers; the in-place KV buffer against the
@@ -191,7 +195,6 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quick", action="store_true", help="tiny latency shapes (a CPU run of the same code)")
     args = p.parse_args()
-    sys.path.insert(0, str(ROOT))
     import torch
 
     provider = "cuda" if torch.cuda.is_available() else "cpu"
