@@ -19,6 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .placement import to_model
 
+from .choices import ADAPTIVE_THRESHOLD
 from .probe import PROBE_MAX_TOKENS, probe_token_count
 from .pruning import Pruner
 from .refusal import first_clause, is_anchored_refusal, is_refusal, is_strict_refusal
@@ -189,12 +190,12 @@ def mean_prompt_tokens(tokenizer, prompts: list[str]) -> float:
 
 def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str], harmless: list[str],
              texts: list[str], stats=None, circuits=None, max_new_tokens: int = 48,
-             probe_max_tokens: int = PROBE_MAX_TOKENS) -> EvalResult:
+             probe_max_tokens: int = PROBE_MAX_TOKENS, adaptive_threshold: float = ADAPTIVE_THRESHOLD) -> EvalResult:
     """One row of the table: refusal, over-refusal, perplexity and FLOPs ratio of a method."""
     from .flops import Dims, flops_ratio
     from .pruning import PruneConfig
 
-    cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens)
+    cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens, adaptive_threshold=adaptive_threshold)
     protection = circuits.protection() if circuits is not None and method in ("aapp", "aapp-adaptive") else None
     make = (lambda: None) if method == "dense" else (lambda: Pruner(model, cfg, stats, protection))  # noqa: E731
     pruners = {"harmful": make(), "harmless": make()}

@@ -75,26 +75,27 @@ def dims_of(manifest) -> Dims:
 
 
 def answers(session, prompts: list[str], method: str, sparsity: float, max_new_tokens: int,
-            desc: str) -> tuple[list[str], list[int], list[bool]]:
+            desc: str, **options: Any) -> tuple[list[str], list[int], list[bool]]:
     """Greedy answers to chat-formatted prompts, the prompts' token counts, and which ran dense
     although pruned was asked (aapp-adaptive's gate)."""
     texts, lengths, dense = [], [], []
     for prompt in tqdm(prompts, desc=desc, unit="prompt", disable=None, leave=False):
-        result = session.generate(prompt, max_new_tokens, sparsity=sparsity, method=method)
+        result = session.generate(prompt, max_new_tokens, sparsity=sparsity, method=method, **options)
         texts.append(result.text)
         lengths.append(result.prompt_tokens)
         dense.append(method != "dense" and sparsity > 0 and result.sparsity == 0)
     return texts, lengths, dense
 
 
-def perplexity(session, texts: list[str], method: str, sparsity: float) -> float:
+def perplexity(session, texts: list[str], method: str, sparsity: float, **options: Any) -> float:
     """Token-level perplexity; each text one request (its own prefill decides)."""
     nll, count = 0.0, 0
     for text in texts:
         ids = session.tokenize(text, chat=False)
         if len(ids) < 2:
             continue
-        logits = session.logits(ids, sparsity=sparsity, method=method, every_position=True)[:-1].astype(np.float64)
+        logits = session.logits(ids, sparsity=sparsity, method=method, every_position=True,
+                                **options)[:-1].astype(np.float64)
         top = logits.max(-1, keepdims=True)
         log_z = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
         nll -= float((logits[np.arange(len(ids) - 1), ids[1:]] - log_z).sum())
@@ -127,17 +128,21 @@ def strict_rate(session, prompts: list[str], texts: list[str]) -> float:
 
 
 def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], harmless: list[str],
-                  texts: list[str], max_new_tokens: int = 48) -> OnnxEvalResult:
-    """One row of the table, through the exported graphs."""
+                  texts: list[str], max_new_tokens: int = 48, adaptive_threshold: float | None = None) -> OnnxEvalResult:
+    """One row of the table, through the exported graphs (``adaptive_threshold``: aapp-adaptive's gate
+    from which a request runs dense; None: the runtime's default)."""
     level = session.pruned_level(method, sparsity)  # a bad method or level fails before any generation
-    harm, harm_len, harm_dense = answers(session, harmful, method, sparsity, max_new_tokens, f"{method} harmful")
-    safe, safe_len, safe_dense = answers(session, harmless, method, sparsity, max_new_tokens, f"{method} harmless")
+    options = {"adaptive_threshold": adaptive_threshold} if method == "aapp-adaptive" else {}
+    harm, harm_len, harm_dense = answers(session, harmful, method, sparsity, max_new_tokens, f"{method} harmful",
+                                         **options)
+    safe, safe_len, safe_dense = answers(session, harmless, method, sparsity, max_new_tokens, f"{method} harmless",
+                                         **options)
     refused, over = [is_refusal(a) for a in harm], [is_refusal(a) for a in safe]
     note = None
     if session.manifest.graph.get("last_logits_only", True):
         ppl, note = None, "the model dir holds the last position's logits only; export with --all-logits for perplexity"
     else:
-        ppl = perplexity(session, texts, method, sparsity)
+        ppl = perplexity(session, texts, method, sparsity, **options)
     dims = dims_of(session.manifest)
     skip_first = int(session.pruning.get("skip_first", 3))
 

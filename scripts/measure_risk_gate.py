@@ -5,15 +5,18 @@
 The shipped gate (``circuits.identify_circuits``) reads the residual stream at the input of the first
 pruned layer, at the last prompt token, projects it on the refusal direction (difference of the
 harmful and harmless calibration means, unit norm) and squashes it with a sigmoid whose threshold and
-temperature come from the calibration prompts. For every prompt of the held-out splits (``*_val2``,
-``*_test``; borderline = harmless requests that sound risky) this script reports:
+temperature come from the calibration prompts. For every prompt of the held-out splits (``*_val``,
+``*_val2``, ``*_test``; borderline = harmless requests that sound risky) this script reports:
 
 - the shipped gate's score, its ROC AUC harmful vs harmless and harmful vs borderline, and the share
   of each class whose gate is above 0.5 (harmless above 0.5 = requests that would pay for protection);
 - the same projection read at every layer (direction from the calibration prompts at that layer),
   and with the mean over prompt positions instead of the last token;
 - a logistic probe (L2, fitted on the calibration prompts' activations at the gate layer only, no
-  held-out data): as cheap at run time as the projection (one dot product over the hidden size).
+  held-out data): as cheap at run time as the projection (one dot product over the hidden size);
+- aapp-adaptive's threshold chosen on the second held-out set (``*_val``, a calibration split for
+  this choice): the largest gate value that still sends ``--flag-harmful`` (95%) of ``harmful_val`` to
+  dense, and what it and the shipped 0.5 flag on ``*_val2`` and ``*_test`` (never used to choose).
 
 AUC is the Mann-Whitney statistic (ties count half). Calibration uses the model card's calibration
 files, as ``aapp-export`` does. Prints and writes JSON.
@@ -29,7 +32,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SPLITS = ("val2", "test")
+SPLITS = ("val", "val2", "test")
 CLASSES = ("harmful", "harmless", "borderline")
 
 
@@ -55,6 +58,17 @@ def residuals(model, tokenizer, prompts: list[str], batch_size: int = 16) -> tup
         last.append(h[:, :, -1])
         mean.append((h * m).sum(2) / m.sum(2))
     return torch.cat(last), torch.cat(mean)
+
+
+def choose_threshold(gates: dict, flag_harmful: float) -> dict:
+    """aapp-adaptive's threshold from ``*_val`` alone: the largest gate value at which at least
+    ``flag_harmful`` of harmful_val runs dense; the share of every held-out file it and 0.5 flag."""
+    harmful = sorted((float(x) for x in gates[("val", "harmful")]), reverse=True)
+    chosen = harmful[max(0, int(torch.tensor(flag_harmful * len(harmful)).ceil()) - 1)]
+    shares = lambda t: {f"{c}_{s}": round(float((v >= t).float().mean()), 4)  # noqa: E731
+                        for (s, c), v in gates.items()}
+    return {"rule": f"largest t with gate >= t on at least {flag_harmful:.0%} of harmful_val", "chosen": round(chosen, 4),
+            "flagged_at_chosen": shares(chosen), "flagged_at_0.5": shares(0.5)}
 
 
 def direction(harm: torch.Tensor, safe: torch.Tensor) -> torch.Tensor:
@@ -88,6 +102,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "risk_gate.json")
+    p.add_argument("--flag-harmful", type=float, default=0.95,
+                   help="share of harmful_val the chosen adaptive threshold must send to dense")
     args = p.parse_args()
     from reproduce_table import prompt_files
 
@@ -135,6 +151,7 @@ def main() -> None:
         "share_above_0.5": {f"{c}_{s}": round(float((v > 0.5).float().mean()), 4) for (s, c), v in gates.items()},
         "gate_per_prompt": {f"{c}_{s}": [round(float(x), 4) for x in v] for (s, c), v in gates.items()},
     }
+    report["adaptive_threshold"] = choose_threshold(gates, args.flag_harmful)
     # the same read at every residual position, last token and mean over positions
     per_layer = []
     for layer in range(n_pos):

@@ -60,6 +60,10 @@ def test_eval_json_and_matched_compute(six_layers, files, capsys):
     assert abs(results["aapp"]["flops_ratio"] - results["pp"]["flops_ratio"]) <= 0.01 * results["pp"]["flops_ratio"]
     assert results["wanda-sp"]["flops_ratio"] < results["pp"]["flops_ratio"]  # static: no probe
     assert results["pp"]["perplexity"] > 1.0
+    for threshold, share in (("0", 1.0), ("1", 0.0)):  # every request dense / none (the gate is below 1)
+        assert eval_main(_args(ckpt, files, "aapp-adaptive") + ["--adaptive-threshold", threshold]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["low_share_harmful"] == out["low_share_harmless"] == share
     for r in results.values():  # a strict refusal is also a refusal
         assert r["strict_refusal_rate"] <= r["refusal_rate"] and r["strict_over_refusal_rate"] <= r["over_refusal_rate"]
 

@@ -289,6 +289,12 @@ def test_aapp_adaptive_runs_the_level_below_the_gate_and_dense_from_it(pruned, m
                               s.logits(ids, sparsity=0.4, method="aapp") if sparsity else s.logits(ids))
         streamed = "".join(c.text for c in s.stream(prompt, 6, sparsity=0.4, method="aapp-adaptive"))
         assert streamed == got.text
+    monkeypatch.undo()
+    above, below = min(1.0, gate + 1e-3), max(0.0, gate - 1e-3)  # the same, per call
+    assert s.generate(prompt, 6, sparsity=0.4, method="aapp-adaptive", adaptive_threshold=above).tokens == aapp.tokens
+    assert s.generate(prompt, 6, sparsity=0.4, method="aapp-adaptive", adaptive_threshold=below).sparsity == 0.0
+    with pytest.raises(InputError, match="adaptive_threshold"):
+        s.generate(prompt, 2, sparsity=0.4, method="aapp-adaptive", adaptive_threshold=2)
     with pytest.raises(InputError, match="per request"):
         s.chat(sparsity=0.4, method="aapp-adaptive")
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..choices import (CALIBRATION_DTYPES, MAX_SPARSITY, METHODS, PROBE_MAX_TOKENS, RUNTIME_METHODS, STATIC_METHODS,
+from ..choices import (ADAPTIVE_THRESHOLD, CALIBRATION_DTYPES, MAX_SPARSITY, METHODS, PROBE_MAX_TOKENS, RUNTIME_METHODS, STATIC_METHODS,
                        check_sparsity)
 from .common import add_calibration_args, run_cli
 
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibration_args(p)
     p.add_argument("--probe-max-tokens", type=int, default=PROBE_MAX_TOKENS,
                    help="--engine torch: the probe's token budget (0: none); the onnx engine uses the export's")
+    p.add_argument("--adaptive-threshold", type=float, default=ADAPTIVE_THRESHOLD,
+                   help="aapp-adaptive: the risk gate from which a request runs dense (default %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--limit", type=_positive, default=None, help="use the first N (>= 1) prompts of each file")
     p.add_argument("--json", action="store_true")
@@ -98,7 +100,7 @@ def _onnx(args) -> int:
     card = next((load_card(a) for a in available_aliases() if load_card(a).source == source), None)
     prompts = _prompts(args, _Found(card))
     result = run_eval_onnx(session, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
-                           prompts["text"], args.max_new_tokens)
+                           prompts["text"], args.max_new_tokens, adaptive_threshold=args.adaptive_threshold)
     _print(result.to_json(), args.json)
     return 0
 
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         from ..placement import resolve_device
 
         check_sparsity(args.sparsity, "--sparsity")
+        if not 0.0 <= args.adaptive_threshold <= 1.0:
+            raise InputError(f"--adaptive-threshold {args.adaptive_threshold}: the gate is in [0, 1]; pass a value there")
         if args.probe_max_tokens < 0:
             raise InputError(f"--probe-max-tokens {args.probe_max_tokens}: pass a token count >= 1, or 0 for no budget")
         if args.engine == "onnx":
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 text=_default(args.calib_text, ckpt, "calibration", "text", "--calib-text"),
                 budget=args.budget, scorer=args.scorer, log=log)
         result = run_eval(model, tok, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
-                          prompts["text"], stats, circuits, args.max_new_tokens, args.probe_max_tokens)
+                          prompts["text"], stats, circuits, args.max_new_tokens, args.probe_max_tokens,
+                          adaptive_threshold=args.adaptive_threshold)
         _print({"engine": "torch", **result.to_json()}, args.json)
         return 0
 

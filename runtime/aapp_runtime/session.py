@@ -465,7 +465,7 @@ class Session:
         return (logits if every_position else logits[-1]).astype(np.float32, copy=False), extras
 
     def logits(self, token_ids: Sequence[int], *, sparsity: float = 0.0, method: str = "dense",
-               every_position: bool = False) -> np.ndarray:
+               every_position: bool = False, adaptive_threshold: float | None = None) -> np.ndarray:
         """Logits of a prefill over ``token_ids`` (dense, or the pruned prefill of ``method`` at ``sparsity``):
         the last position's ``[vocab]``, or with ``every_position`` ``[len(token_ids), vocab]``, which needs
         a model exported with ``--all-logits``."""
@@ -480,7 +480,8 @@ class Session:
         finally:
             self._release(level, graph)
         if method == "aapp-adaptive" and level is not None and \
-                float(tensors.as_float32(extras["risk_gate"])[0]) >= ADAPTIVE_THRESHOLD:
+                float(tensors.as_float32(extras["risk_gate"])[0]) >= (
+                    ADAPTIVE_THRESHOLD if adaptive_threshold is None else adaptive_threshold):
             return self.logits(ids, every_position=every_position)  # the gate sends this request to dense
         return logits
 
@@ -593,9 +594,9 @@ class Session:
         yield Chunk(state.text[len(emitted):], pending, state.finish_reason, result.usage, result.timings)
 
     def _adaptive_steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
-                        level: tuple[str, dict[str, Any]], n: int) -> Iterator[Chunk]:
+                        level: tuple[str, dict[str, Any]], n: int, threshold: float) -> Iterator[Chunk]:
         """aapp-adaptive: the level's AAPP prefill runs, computing the risk gate before its first pruned
-        layer. Below ``ADAPTIVE_THRESHOLD`` the request goes on from that prefill at the level; at or
+        layer. Below ``threshold`` the request goes on from that prefill at the level; at or
         above it, the request starts again on the dense graph (the pruned prefill is the price of
         asking: the reference counts none, ``evaluate_onnx`` counts it)."""
         graph, decode = self._request_graphs(level, "aapp-adaptive")
@@ -609,7 +610,7 @@ class Session:
                 yield Chunk("", [], reason, self._result(state).usage, self._result(state).timings)
                 return
             state.risk_gate = float(tensors.as_float32(extras["risk_gate"])[0])
-            if state.risk_gate < ADAPTIVE_THRESHOLD:
+            if state.risk_gate < threshold:
                 yield from self._steps(ids, params, gen, state, graph, decode, cache, prefilled=(logits, extras),
                                        prefill_ms=spent)
                 return
@@ -633,7 +634,8 @@ class Session:
               top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
               repetition_penalty: float | None = None, stop: str | Sequence[str] | None = None,
               seed: int | None = None, chat: bool | None = None, ignore_eos: bool = False,
-              sparsity: float = 0.0, method: str = "dense", timeout_s: float | None = None) -> Generation:
+              sparsity: float = 0.0, method: str = "dense", timeout_s: float | None = None,
+              adaptive_threshold: float | None = None) -> Generation:
         """A ``Generation`` of ``prompt``, run as it is consumed: iterate it for ``Chunk``s, call
         ``result()``, ``cancel()`` it from any thread. Arguments left None take the model's
         ``generation_config.json`` defaults (``Session.defaults``); ``temperature=0`` is greedy.
@@ -641,9 +643,16 @@ class Session:
         ``method``: "dense", "pp" (Probe Pruning), "aapp" (PP with the protected alignment units
         forced in by the risk gate) or "aapp-adaptive" (AAPP whose risk gate also picks the sparsity: a
         request whose gate reaches ``ADAPTIVE_THRESHOLD`` runs dense); ``sparsity``: a level the export
-        built (``Session.levels``); 0 runs the dense graph whatever the method. ``timeout_s``: a deadline from the first step;
+        built (``Session.levels``); 0 runs the dense graph whatever the method. ``adaptive_threshold``:
+        aapp-adaptive's gate from which a request runs dense (None: ``ADAPTIVE_THRESHOLD``).
+        ``timeout_s``: a deadline from the first step;
         ``ignore_eos`` keeps going past end-of-sequence tokens (benchmarks, parity checks)."""
         level = self.pruned_level(method, sparsity)
+        if adaptive_threshold is not None and (isinstance(adaptive_threshold, bool) or
+                                               not isinstance(adaptive_threshold, (int, float)) or
+                                               not 0 <= adaptive_threshold <= 1):
+            raise InputError(f"adaptive_threshold={adaptive_threshold!r} is not a gate value in [0, 1]")
+        threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else float(adaptive_threshold)
         params = self.params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              min_p=min_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
                              ignore_eos=ignore_eos, timeout_s=timeout_s)
@@ -653,7 +662,7 @@ class Session:
 
         def run(gen: Generation) -> Iterator[Chunk]:
             if method == "aapp-adaptive" and level is not None:
-                yield from self._adaptive_steps(ids, params, gen, state, level, n)
+                yield from self._adaptive_steps(ids, params, gen, state, level, n, threshold)
                 return
             graph, decode = (self._dense, self._dense) if level is None else self._request_graphs(level, method)
             try:
