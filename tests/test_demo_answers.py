@@ -1,7 +1,6 @@
 """The on-topic and fact scores of demo_answers: they accept the reference answers and reject mismatched ones."""
 
 import random
-from pathlib import Path
 
 
 from demo_model import answers as demo_answers

@@ -3,7 +3,6 @@ the validation and test splits reaches training, and alignment look-alikes are a
 
 from __future__ import annotations
 
-from pathlib import Path
 
 
 

@@ -4,7 +4,6 @@ restores the same checkpoint."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 
 

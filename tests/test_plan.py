@@ -3,14 +3,11 @@ small (simulated with AAPP_MEMORY_BYTES), and --plan changing nothing."""
 
 from __future__ import annotations
 
-import pytest
-
 from aapp_export.families import load_model_spec
 from aapp_export.plan import GIB, parameter_counts, plan_export
 
 
 def test_parameter_counts_equal_the_checkpoint(checkpoints):
-    import torch
     from safetensors.torch import load_file
 
     for fam, ckpt in checkpoints.items():

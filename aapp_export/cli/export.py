@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..choices import (ATTENTION_KERNELS, CALIBRATION_DTYPES, EXPORT_DTYPES, PROBE_MAX_TOKENS,
                        STATIC_METHODS)
