@@ -2,7 +2,7 @@
 
     python scripts/reproduce_table.py [--model demo] [--sparsities 0.2,0.4,0.5] [--limit N] [--out docs/results]
 
-Runs dense once and PP, AAPP, Wanda-sp, FLAP and random at each sparsity on the model card's
+Runs dense once and PP, AAPP, aapp-adaptive, Wanda-sp, FLAP and random at each sparsity on the model card's
 held-out files (calibration on the card's calibration files, cached), and writes ``table.md``,
 ``table.json`` and ``table.png`` (strict refusal rate vs FLOPs ratio per method). Refusal is counted
 twice: a marker anywhere (``refusal``) and the strict detector (``aapp_export.refusal``: the marker
@@ -20,7 +20,7 @@ from pathlib import Path
 from aapp_export.circuits import SCORERS
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("pp", "aapp", "wanda-sp", "flap", "random")
+METHODS = ("pp", "aapp", "aapp-adaptive", "wanda-sp", "flap", "random")
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
