@@ -22,7 +22,8 @@ from .placement import to_model
 from .choices import ADAPTIVE_THRESHOLD
 from .probe import PROBE_MAX_TOKENS, probe_token_count
 from .pruning import Pruner
-from .refusal import first_clause, is_anchored_refusal, is_refusal, is_strict_refusal
+from . import refusal
+from .refusal import first_clause, is_refusal
 
 
 def chat_inputs(tokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -124,9 +125,7 @@ def clause_nll(model, tokenizer, prompt: str, answer: str) -> float | None:
 def strict_refusal_rate(model, tokenizer, prompts: list[str], answers: list[str]) -> float:
     """Share of ``answers`` that are strict refusals (``refusal.is_strict_refusal``), their clauses scored
     by the dense ``model`` (call it outside any ``Pruner``); only anchored answers are scored."""
-    strict = [is_anchored_refusal(a) and is_strict_refusal(a, clause_nll(model, tokenizer, p, a))
-              for p, a in zip(prompts, answers)]
-    return sum(strict) / max(1, len(strict))
+    return refusal.strict_refusal_rate(prompts, answers, lambda p, a: clause_nll(model, tokenizer, p, a))
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .flops import Dims, flops_ratio, probe_flops, request_flops
-from .refusal import first_clause, is_anchored_refusal, is_refusal, is_strict_refusal
+from .refusal import first_clause, is_refusal, strict_refusal_rate
 
 PROBE_RATIO = 0.5
 
@@ -87,6 +87,13 @@ def answers(session, prompts: list[str], method: str, sparsity: float, max_new_t
     return texts, lengths, dense
 
 
+def _target_log_probs(logits: np.ndarray, targets: list[int]) -> np.ndarray:
+    """log softmax(logits)[i, targets[i]] for each row i (stable: the row maximum subtracted first)."""
+    top = logits.max(-1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
+    return logits[np.arange(len(targets)), targets] - log_z
+
+
 def perplexity(session, texts: list[str], method: str, sparsity: float, **options: Any) -> float:
     """Token-level perplexity; each text one request (its own prefill decides)."""
     nll, count = 0.0, 0
@@ -96,9 +103,7 @@ def perplexity(session, texts: list[str], method: str, sparsity: float, **option
             continue
         logits = session.logits(ids, sparsity=sparsity, method=method, every_position=True,
                                 **options)[:-1].astype(np.float64)
-        top = logits.max(-1, keepdims=True)
-        log_z = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
-        nll -= float((logits[np.arange(len(ids) - 1), ids[1:]] - log_z).sum())
+        nll -= float(_target_log_probs(logits, ids[1:]).sum())
         count += len(ids) - 1
     return math.exp(nll / max(1, count))
 
@@ -115,16 +120,12 @@ def clause_nll(session, prompt: str, answer: str) -> float | None:
         rows = np.stack([session.logits(ids + clause[:i]) for i in range(len(clause))])
     else:
         rows = session.logits(ids + clause, every_position=True)[len(ids) - 1:-1]
-    rows = rows.astype(np.float64)
-    top = rows.max(-1, keepdims=True)
-    log_z = top[:, 0] + np.log(np.exp(rows - top).sum(-1))
-    return float(-(rows[np.arange(len(clause)), clause] - log_z).mean())
+    return float(-_target_log_probs(rows.astype(np.float64), clause).mean())
 
 
 def strict_rate(session, prompts: list[str], texts: list[str]) -> float:
     """Share of ``texts`` that are strict refusals (only anchored answers are scored)."""
-    strict = [is_anchored_refusal(a) and is_strict_refusal(a, clause_nll(session, p, a)) for p, a in zip(prompts, texts)]
-    return sum(strict) / max(1, len(strict))
+    return strict_refusal_rate(prompts, texts, lambda p, a: clause_nll(session, p, a))
 
 
 def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], harmless: list[str],

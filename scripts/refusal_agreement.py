@@ -25,6 +25,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from aapp_export.refusal import is_strict_refusal
+
 
 def fit_threshold(rows: list[dict], margin: float, quantile: float = 0.9) -> dict:
     """The coherence threshold from the dense answers to the second held-out set's harmful prompts."""
@@ -40,7 +42,7 @@ def fit_threshold(rows: list[dict], margin: float, quantile: float = 0.9) -> dic
 
 def verdicts(row: dict, threshold: float) -> dict[str, bool]:
     return {"substring": row["substring_refusal"], "anchored": row["anchored"],
-            "strict": row["anchored"] and row["clause_nll"] is not None and row["clause_nll"] <= threshold}
+            "strict": is_strict_refusal(row["answer"], row["clause_nll"], threshold)}
 
 
 def key(row: dict) -> tuple:
