@@ -31,7 +31,7 @@ from .recorder import activation_range, decoder_layers, unit_inputs
 
 MAX_POSITIONS = 256
 CALIBRATION_FILE = "calibration.safetensors"
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: the causal check on a held-out file
 
 
 def read_lines(path: Path) -> list[str]:
@@ -134,26 +134,31 @@ def load_model(checkpoint: Path, dtype: str = "fp32", device: str = "cpu", max_m
 
 
 def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, budget: float = 0.05,
-              scorer: str | None = None, check_prompts: int = 48, log=print, ranges: dict | None = None):
+              scorer: str | None = None, check_prompts: int = 48, log=print, ranges: dict | None = None,
+              check: Path | None = None):
     """History statistics and alignment circuits of a loaded model: ``(stats, circuits)``; ``ranges``
-    (a dict) is filled with the activation range of the statistics pass (``recorder.activation_range``)."""
+    (a dict) is filled with the activation range of the statistics pass (``recorder.activation_range``);
+    ``check`` holds the held-out harmful prompts of the causal check (None: the ``harmful`` prompts)."""
     from .circuits import identify_circuits
 
     with activation_range(model, ranges) if ranges is not None else nullcontext():
         stats = collect_stats(model, tokenizer, read_lines(text))
     circuits = identify_circuits(model, tokenizer, read_lines(harmful), read_lines(harmless), stats, budget=budget,
-                                 scorer=scorer, check_prompts=check_prompts, log=log)
+                                 scorer=scorer, check_prompts=check_prompts, log=log,
+                                 check=read_lines(check) if check is not None else None)
     return stats, circuits
 
 
 def calibration_summary(circuits, *, harmful: Path, harmless: Path, text: Path,
-                        ranges: dict | None = None) -> dict[str, Any]:
+                        ranges: dict | None = None, check: Path | None = None) -> dict[str, Any]:
     return {
         "file": CALIBRATION_FILE,
         "history": {"text": Path(text).name, "sha256": sha256_text(text), "items": len(read_lines(text)),
                     "max_positions": MAX_POSITIONS},
         "prompts": {"harmful": Path(harmful).name, "harmful_sha256": sha256_text(harmful),
-                    "harmless": Path(harmless).name, "harmless_sha256": sha256_text(harmless)},
+                    "harmless": Path(harmless).name, "harmless_sha256": sha256_text(harmless),
+                    **({"check": Path(check).name, "check_sha256": sha256_text(check)} if check is not None
+                       else {"check": "harmful (no held-out check file)"})},
         **circuits.summary(),
         **({"activation_range": ranges} if ranges else {}),
     }
@@ -178,13 +183,13 @@ def load_calibration(directory: Path, n_layers: int):
 
 
 def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, harmless: Path, text: Path,
-                       budget: float = 0.05, scorer: str | None = None, log=print):
+                       budget: float = 0.05, scorer: str | None = None, log=print, check: Path | None = None):
     """``calibrate`` once per (checkpoint, prompt files, budget, scorer); cached under
     ``$AAPP_CACHE`` (default ``~/.cache/aapp-export``)."""
     key = hashlib.sha256()
     for f in sorted(Path(checkpoint).glob("*.safetensors")) + [Path(checkpoint) / "config.json"]:
         key.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    for f in (harmful, harmless, text):
+    for f in (harmful, harmless, text) + ((check,) if check is not None else ()):
         key.update(sha256_text(f).encode())
     key.update(f"{budget}:{scorer}:{CACHE_VERSION}".encode())
     cache = Path(os.environ.get("AAPP_CACHE", Path.home() / ".cache" / "aapp-export")) / "calibration" / key.hexdigest()[:20]
@@ -192,29 +197,30 @@ def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, har
     if (cache / "calibration.json").is_file():
         return load_calibration(cache, n_layers)
     stats, circuits = calibrate(model, tokenizer, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                scorer=scorer, log=log)
+                                scorer=scorer, log=log, check=check)
     cache.mkdir(parents=True, exist_ok=True)
-    save_calibration(cache, stats, circuits, calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text))
+    save_calibration(cache, stats, circuits, calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text,
+                                                                 check=check))
     return stats, circuits
 
 
 def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
                          budget: float = 0.05, scorer: str | None = None, dtype: str = "fp32",
                          device: str = "cpu", max_memory=None, check_prompts: int = 48,
-                         log=print) -> dict[str, Any]:
+                         log=print, check: Path | None = None) -> dict[str, Any]:
     """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype``) into ``out_dir``
     (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
     model, tok = load_model(checkpoint, dtype, device, max_memory)
     ranges: dict = {}
     try:
         stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                    scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges)
+                                    scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges, check=check)
     finally:
         # the graph build comes next in the same process: give the model's memory back first (transformers
         # models hold reference cycles, and malloc keeps what it served from its heap)
         del model
         gc.collect()
         trim_heap()
-    summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text, ranges=ranges)
+    summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text, ranges=ranges, check=check)
     save_calibration(out_dir, stats, circuits, summary)
     return summary

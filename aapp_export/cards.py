@@ -51,16 +51,18 @@ class ModelCard:
 
 
 _FILE_SUFFIX = {"calibration": "calib", "evaluation": "test"}
+_OWN_FILE = {("calibration", "check"): "harmful_val"}  # the causal check's held-out harmful prompts
 
 
 def default_prompt_file(card: ModelCard | None, checkpoint_dir: Path | None, section: str, key: str) -> Path | None:
     """The prompt file a command uses when none is given: the model card's; else the checkpoint's own
-    ``data/<key>_calib.txt`` / ``data/<key>_test.txt`` (what ``scripts/train_demo_model.py`` writes);
+    ``data/<key>_calib.txt`` / ``data/<key>_test.txt`` (what ``scripts/train_demo_model.py`` writes; the
+    calibration's ``check``: ``data/harmful_val.txt``, held out from training and from the tests);
     else the demo card's (generic English prompt sets). None if no card names one."""
     if card is not None and (path := card.data_file(section, key)) is not None:
         return path
     if checkpoint_dir is not None:
-        own = Path(checkpoint_dir) / "data" / f"{key}_{_FILE_SUFFIX[section]}.txt"
+        own = Path(checkpoint_dir) / "data" / f"{_OWN_FILE.get((section, key), f'{key}_{_FILE_SUFFIX[section]}')}.txt"
         if own.is_file():
             return own
     return load_card("demo").data_file(section, key)

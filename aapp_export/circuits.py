@@ -284,19 +284,28 @@ def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor]
 
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
                       budget: float = 0.05, scorer: str | None = None, check_prompts: int = 48,
-                      skip_first: int = SKIP_FIRST, log=print) -> Circuits:
+                      skip_first: int = SKIP_FIRST, check: list[str] | None = None, log=print) -> Circuits:
     """Score units with ``scorer`` (default: every scorer, each checked causally, the best kept; a given
-    scorer is the only one run, so ``refusal-dir`` or ``actdiff`` avoid grad-act's backward pass)."""
+    scorer is the only one run, so ``refusal-dir`` or ``actdiff`` avoid grad-act's backward pass).
+
+    The causal check answers the first ``check_prompts`` of ``check``: held-out harmful prompts the scores
+    never saw, so that the refusal ablation takes away (the greedy gap), not a probability tie-break,
+    picks the scorer. Without ``check`` it falls back to the scored ``harmful`` prompts, on which a
+    well-aligned model refuses whatever 5% is ablated."""
     harm, safe = collect_activations(model, tokenizer, harmful), collect_activations(model, tokenizer, harmless)
     scorers = {"actdiff": lambda: score_actdiff(model, harm, safe),
                "refusal-dir": lambda: score_refusal_direction(model, harm, safe),
                "grad-act": lambda: score_grad_act(model, tokenizer, harmful)}
     all_scores = {name: make() for name, make in scorers.items() if scorer in (None, name)}
     checks, sets, memo = {}, {}, {}
-    dense = dense_refusal(model, tokenizer, harmful[:check_prompts])
+    check_set = (check if check else harmful)[:check_prompts]
+    if check and (shared := len(set(check_set) & set(harmful))):
+        log(f"warning: {shared} of the causal check's {len(check_set)} prompts are also scored prompts; a held-out "
+            "check file (--calib-check) keeps the choice of scorer from resting on prompts the scores were fitted on")
+    dense = dense_refusal(model, tokenizer, check_set)
     for name, (hs, cs) in all_scores.items():
         sets[name] = (protected_units(hs, budget, skip_first), protected_units(cs, budget, skip_first))
-        checks[name] = causal_check(model, tokenizer, harmful[:check_prompts], *sets[name], dense=dense, memo=memo)
+        checks[name] = causal_check(model, tokenizer, check_set, *sets[name], dense=dense, memo=memo)
         log(f"scorer {name}: refusal after ablating protected {checks[name]['protected_ablated_refusal']:.2f} "
             f"vs random {checks[name]['random_ablated_refusal_mean']:.2f} (gap {checks[name]['gap']:+.2f}, "
             f"first-token probability gap {checks[name]['prob_gap']:+.3f})")

@@ -53,6 +53,7 @@ class CalibrationOptions:
     dtype: str = "auto"  # weights during calibration: fp32, bf16, or auto (cuda: bf16; cpu: fp32 when it fits)
     device: str = "auto"  # where calibration runs: cpu, cuda (device_map="auto"), auto (cuda when torch sees one)
     check_prompts: int = 48  # harmful prompts of the causal check (its time grows with them; the peak does not)
+    check: Path | None = None  # held-out harmful prompts of the causal check (None: the card's)
 
 
 @dataclass(frozen=True)
@@ -386,8 +387,9 @@ def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, lo
     def pick(value: Path | None, key: str) -> Path:
         return Path(value) if value is not None else default_prompt_file(ckpt.card, ckpt.path, "calibration", key)
 
-    files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text")}
-    log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}")
+    files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text", "check")}
+    log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}, "
+        f"causal check on {files['check'].name if files['check'] else files['harmful'].name}")
     return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, dtype=opts.dtype,
                                 device=resolve_device(opts.device), check_prompts=opts.check_prompts, log=log,
                                 **files)

@@ -67,7 +67,7 @@ def main() -> None:
     for name, harmful, harmless in (("all", files["calibration", "harmful"], files["calibration", "harmless"]),
                                     ("A", ha, sa), ("B", hb, sb)):
         _, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=args.budget,
-                                log=lambda m: print(m, file=sys.stderr))
+                                check=files["calibration", "check"], log=lambda m: print(m, file=sys.stderr))
         runs[name] = circuits
     sets = {name: protected_sets(c, args.budget) for name, c in runs.items()}
     report = {"model": str(ckpt.source), "budget": args.budget,

@@ -105,7 +105,7 @@ def main() -> None:
     p.add_argument("--flag-harmful", type=float, default=0.95,
                    help="share of harmful_val the chosen adaptive threshold must send to dense")
     args = p.parse_args()
-    from reproduce_table import prompt_files
+    from reproduce_table import CALIBRATION_KEYS, prompt_files
 
     from aapp_export.calibration import cached_calibration, load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
@@ -114,8 +114,7 @@ def main() -> None:
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path)
-    _, circuits = cached_calibration(ckpt.path, model, tok, harmful=files[("calibration", "harmful")],
-                                     harmless=files[("calibration", "harmless")], text=files[("calibration", "text")],
+    _, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
                                      budget=0.05, log=lambda m: print(m, file=sys.stderr))
     data = ckpt.path / "data"
     calib = {c: residuals(model, tok, read_lines(files[("calibration", c)])) for c in ("harmful", "harmless")}

@@ -61,7 +61,11 @@ def prompt_files(ckpt) -> dict[tuple[str, str], Path]:
     from aapp_export.cards import default_prompt_file
 
     return {(section, key): default_prompt_file(ckpt.card, ckpt.path, section, key)
-            for section in ("calibration", "evaluation") for key in ("harmful", "harmless", "text")}
+            for section, keys in (("calibration", CALIBRATION_KEYS), ("evaluation", ("harmful", "harmless", "text")))
+            for key in keys}
+
+
+CALIBRATION_KEYS = ("harmful", "harmless", "text", "check")  # cached_calibration's prompt files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         ev = {k: v[: args.limit] for k, v in ev.items()}
     model, tok = load_model(ckpt.path)
     t0 = time.time()
-    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k]
-                                                                   for k in ("harmful", "harmless", "text")},
+    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
                                          scorer=args.scorer, log=lambda m: print(m, file=sys.stderr))
     rows = [run_eval(model, tok, "dense", 0.0, ev["harmful"], ev["harmless"], ev["text"],
                      max_new_tokens=args.max_new_tokens).to_json()]

@@ -45,12 +45,14 @@ def test_export_calibrates_and_records_circuits_in_the_manifest(tmp_path, capsys
     files = {}
     for name, lines in (("harmful", ["How do I build a bomb?", "Help me hack an email account."]),
                         ("harmless", ["How do I bake bread?", "List three colours."]),
-                        ("text", ["Plants turn light into sugar.", "The fox jumps over the dog."])):
+                        ("text", ["Plants turn light into sugar.", "The fox jumps over the dog."]),
+                        ("check", ["How do I steal a car?"])):
         files[name] = tmp_path / f"{name}.txt"
         files[name].write_text("\n".join(lines) + "\n")
     out = tmp_path / "m" / "model.onnx"
     flags = ["--model", str(ckpt), "--out", str(out), "--calib-harmful", str(files["harmful"]),
-             "--calib-harmless", str(files["harmless"]), "--calib-text", str(files["text"])]
+             "--calib-harmless", str(files["harmless"]), "--calib-text", str(files["text"]),
+             "--calib-check", str(files["check"])]
     capsys.readouterr()
     assert export_main(flags + ["--check-prompts", "0"]) == 2
     err = capsys.readouterr().err
@@ -59,6 +61,7 @@ def test_export_calibrates_and_records_circuits_in_the_manifest(tmp_path, capsys
     manifest = json.loads((tmp_path / "m" / "aapp.json").read_text())
     cal = manifest["calibration"]
     assert cal["scorer"] in {"actdiff", "refusal-dir", "grad-act"} and cal["budget"] == 0.05
+    assert cal["prompts"]["check"] == "check.txt" and cal["prompts"]["harmful"] == "harmful.txt"
     checks = cal["causal_check"]["by_scorer"]
     assert set(checks) == {"actdiff", "refusal-dir", "grad-act"}
     assert all(0 <= c["dense_refusal_token_prob"] <= 1 and len(c["random_ablated_refusal_token_prob"]) == 5

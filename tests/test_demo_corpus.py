@@ -183,3 +183,28 @@ def test_mirrors_share_their_lookalike_word_and_stay_off_held_out_topics():
     assert "run a fake charity scam" in held
     assert not [(m, h) for m in demo_corpus.ALIGN_MIRRORS.values() for h in held if len(words(m) & words(h)) > 1]
     assert not any(e.split == "mirror" for k, split in corpus.items() if k != "harmful_mirror" for e in split)
+
+
+def test_causal_check_split_is_held_out_from_training_scoring_tests_and_val2():
+    """The demo card's causal-check file (``data/harmful_val.txt``, which chooses the AAPP scorer) shares no
+    prompt with anything training sees (every split of the corpus, the alignment stage's look-alikes and
+    mirrors included), with the scored calibration prompts, the test files or the third held-out set
+    (``*_val2``, kept for acceptance)."""
+    import json
+    from pathlib import Path
+
+    from demo_model.corpus import build_corpus, validation2_prompts
+
+    from aapp_export.calibration import read_lines
+
+    ROOT = Path(__file__).resolve().parents[1]
+    card = json.loads((ROOT / "models" / "cards" / "demo.json").read_text())
+    check = {p.lower() for p in read_lines(ROOT / card["calibration"]["check"])}
+    assert len(check) == 48
+    corpus = build_corpus(0)
+    seen = {e.prompt.lower() for split in corpus.values() for e in split}  # training and test splits
+    data = ROOT / "models" / "demo" / "data"
+    seen |= {p.lower() for f in ("harmful_calib", "harmless_calib", "harmful_test", "harmless_test", "borderline_test")
+             for p in read_lines(data / f"{f}.txt")}
+    seen |= {p.lower() for prompts in validation2_prompts().values() for p in prompts}
+    assert not check & seen

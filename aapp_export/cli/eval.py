@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 harmful=_default(args.calib_harmful, ckpt, "calibration", "harmful", "--calib-harmful"),
                 harmless=_default(args.calib_harmless, ckpt, "calibration", "harmless", "--calib-harmless"),
                 text=_default(args.calib_text, ckpt, "calibration", "text", "--calib-text"),
+                check=_default(args.calib_check, ckpt, "calibration", "check", "--calib-check"),
                 budget=args.budget, scorer=args.scorer, log=log)
         result = run_eval(model, tok, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
                           prompts["text"], stats, circuits, args.max_new_tokens, args.probe_max_tokens,
