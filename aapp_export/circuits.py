@@ -11,11 +11,16 @@ Three scorers rate every prunable unit from harmful vs harmless chat prompts:
   last prompt position, on harmful prompts.
 
 The protected set is the top ``budget`` fraction of the prunable units of each kind (heads,
-channels; layers >= ``skip_first``) by a scorer. The causal check ablates the protected set and
-random sets with the same per-layer counts (5 seeds) and compares refusal on harmful prompts (greedy
-refusal rate, and the probability of the refusal's first token); the default scorer is the one with the
-largest greedy gap, ties (e.g. 100% refusal either way) broken by the probability gap. The risk gate's
-refusal direction, threshold and temperature are calibrated at the input of the first pruned layer.
+channels; layers >= ``skip_first``) by a scorer. The causal check answers held-out harmful prompts in
+two ways. Sufficiency (what AAPP relies on): refusal of AAPP at ``SUFFICIENCY_SPARSITY`` with the
+scorer's protected set, i.e. with most of everything else pruned (greedy refusal rate, then the
+probability of the refusal's first token), beside PP's at the same sparsity. Necessity: refusal after
+ablating the protected set vs random sets with the same per-layer counts (5 seeds). The default scorer
+is the most sufficient one (the necessity gap breaks ties); without PP statistics (``stats`` None)
+it is the one with the largest necessity gap. On the demo model the two disagree: ablating
+refusal-dir's 5% takes refusal away most, but grad-act's 5% keeps it best when the rest is pruned,
+and that is what carries to unseen prompts (docs/results/README.md). The risk gate's refusal
+direction, threshold and temperature are calibrated at the input of the first pruned layer.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from tqdm import tqdm
 
 from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate
 from .families import spec_of_model
-from .choices import CHECK_TOKENS, SCORERS, SKIP_FIRST
+from .choices import CHECK_TOKENS, SCORERS, SKIP_FIRST, SUFFICIENCY_SPARSITY
 from .placement import to_model, weight_of
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
 from .refusal import is_refusal
@@ -282,6 +287,19 @@ def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor]
             "prob_gap": round(mean_random_p - protected_p, 4)}
 
 
+def sufficiency_check(model, tokenizer, prompts: list[str], protection: Protection | None, stats: list[LayerStats],
+                      dense: DenseRefusal, sparsity: float = SUFFICIENCY_SPARSITY,
+                      max_new_tokens: int = CHECK_TOKENS) -> dict[str, float]:
+    """Refusal on ``prompts`` with AAPP at ``sparsity`` protecting ``protection`` (PP when None): greedy
+    refusal rate and the mean probability of the dense refusal's first token."""
+    cfg = PruneConfig("pp" if protection is None else "aapp", sparsity)
+    greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, Pruner(model, cfg, stats, protection),
+                                           desc="causal check", stop_when=is_refusal))
+    probs = first_token_probs(model, tokenizer, prompts, Pruner(model, cfg, stats, protection))
+    prob = float(probs[:, dense.token].mean())
+    return {"sparsity": sparsity, "refusal": round(greedy, 4), "refusal_token_prob": round(prob, 4)}
+
+
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
                       budget: float = 0.05, scorer: str | None = None, check_prompts: int = 48,
                       skip_first: int = SKIP_FIRST, check: list[str] | None = None, log=print) -> Circuits:
@@ -289,9 +307,11 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     scorer is the only one run, so ``refusal-dir`` or ``actdiff`` avoid grad-act's backward pass).
 
     The causal check answers the first ``check_prompts`` of ``check``: held-out harmful prompts the scores
-    never saw, so that the refusal ablation takes away (the greedy gap), not a probability tie-break,
-    picks the scorer. Without ``check`` it falls back to the scored ``harmful`` prompts, on which a
-    well-aligned model refuses whatever 5% is ablated."""
+    never saw, on which refusal moves with what is pruned (greedy rates decide, not a probability
+    tie-break). Without ``check`` it falls back to the scored ``harmful`` prompts, on which a
+    well-aligned model refuses whatever 5% is ablated. With ``stats`` the scorer chosen is the one whose
+    protected set keeps refusal best under AAPP at ``SUFFICIENCY_SPARSITY`` (``check["criterion"]`` says
+    which rule chose)."""
     harm, safe = collect_activations(model, tokenizer, harmful), collect_activations(model, tokenizer, harmless)
     scorers = {"actdiff": lambda: score_actdiff(model, harm, safe),
                "refusal-dir": lambda: score_refusal_direction(model, harm, safe),
@@ -302,14 +322,6 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     if check and (shared := len(set(check_set) & set(harmful))):
         log(f"warning: {shared} of the causal check's {len(check_set)} prompts are also scored prompts; a held-out "
             "check file (--calib-check) keeps the choice of scorer from resting on prompts the scores were fitted on")
-    dense = dense_refusal(model, tokenizer, check_set)
-    for name, (hs, cs) in all_scores.items():
-        sets[name] = (protected_units(hs, budget, skip_first), protected_units(cs, budget, skip_first))
-        checks[name] = causal_check(model, tokenizer, check_set, *sets[name], dense=dense, memo=memo)
-        log(f"scorer {name}: refusal after ablating protected {checks[name]['protected_ablated_refusal']:.2f} "
-            f"vs random {checks[name]['random_ablated_refusal_mean']:.2f} (gap {checks[name]['gap']:+.2f}, "
-            f"first-token probability gap {checks[name]['prob_gap']:+.3f})")
-    chosen = scorer or max(checks, key=lambda k: (checks[k]["gap"], checks[k]["prob_gap"]))
     # risk gate at the input of the first pruned layer: projection of the last prompt token
     gate_layer = skip_first
     direction = refusal_directions(harm, safe)[gate_layer]
@@ -317,9 +329,32 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     p_safe = safe.last_residual[gate_layer] @ direction
     threshold = float((p_harm.mean() + p_safe.mean()) / 2)
     temperature = float((p_harm.std() + p_safe.std()) / 4 + 1e-6)
+    dense = dense_refusal(model, tokenizer, check_set)
+    pp_ref = None if stats is None else sufficiency_check(model, tokenizer, check_set, None, stats, dense)
+    for name, (hs, cs) in all_scores.items():
+        sets[name] = (protected_units(hs, budget, skip_first), protected_units(cs, budget, skip_first))
+        checks[name] = causal_check(model, tokenizer, check_set, *sets[name], dense=dense, memo=memo)
+        line = (f"scorer {name}: refusal after ablating protected {checks[name]['protected_ablated_refusal']:.2f} "
+                f"vs random {checks[name]['random_ablated_refusal_mean']:.2f} (gap {checks[name]['gap']:+.2f}, "
+                f"first-token probability gap {checks[name]['prob_gap']:+.3f})")
+        if pp_ref is not None:
+            protection = Protection(*sets[name], direction, gate_layer, threshold, temperature)
+            checks[name]["sufficiency"] = sufficiency_check(model, tokenizer, check_set, protection, stats, dense)
+            line += (f"; aapp at {pp_ref['sparsity']} keeps refusal {checks[name]['sufficiency']['refusal']:.2f} "
+                     f"(pp {pp_ref['refusal']:.2f}, dense {dense.greedy:.2f})")
+        log(line)
+    if pp_ref is None:
+        criterion = "necessity"
+        rank = lambda k: (checks[k]["gap"], checks[k]["prob_gap"])  # noqa: E731
+    else:
+        criterion = "sufficiency"
+        rank = lambda k: (checks[k]["sufficiency"]["refusal"], checks[k]["sufficiency"]["refusal_token_prob"],  # noqa: E731
+                          checks[k]["gap"], checks[k]["prob_gap"])
+    chosen = scorer or max(checks, key=rank)
     heads, channels = sets[chosen]
     return Circuits(chosen, budget, heads, channels, direction, gate_layer, threshold, temperature,
-                    {"chosen": chosen, "by_scorer": checks}, all_scores)
+                    {"chosen": chosen, "criterion": criterion, "prompts": len(check_set), "dense_refusal": round(dense.greedy, 4),
+                     **({} if pp_ref is None else {"pp": pp_ref}), "by_scorer": checks}, all_scores)
 
 
 def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, Any], n_layers: int) -> Circuits:
@@ -331,4 +366,4 @@ def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, A
                     summary.get("causal_check", {}))
 
 
-__all__ = ["SCORERS", "identify_circuits", "causal_check", "protected_units", "Circuits"]
+__all__ = ["SCORERS", "identify_circuits", "causal_check", "sufficiency_check", "protected_units", "Circuits"]

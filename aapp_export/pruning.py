@@ -35,6 +35,7 @@ from .errors import InputError
 from .families import ModelSpec, spec_of_model
 from .choices import (ADAPTIVE_LOW_SPARSITY, ADAPTIVE_THRESHOLD, METHODS, SKIP_FIRST,  # noqa: F401 (re-exported)
                       check_sparsity)
+from .placement import weight_of
 from .recorder import decoder_layers, unit_inputs
 from .static import static_units
 
@@ -165,7 +166,7 @@ class StaticUnits(Method):
             return torch.arange(nh), torch.arange(nc)
         layer = p.layers[i]
         stats = p.stats[i] if p.stats is not None else None
-        return static_units(p.cfg.method, layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight, stats, nh,
+        return static_units(p.cfg.method, _weight(layer.self_attn.o_proj), _weight(layer.mlp.down_proj), stats, nh,
                             p.keep_heads[i], p.keep_channels[i], i, p.cfg.seed)
 
     def heads(self, i, attn, normed, pos_emb):
@@ -175,13 +176,19 @@ class StaticUnits(Method):
         return [self.units[i][1]] * normed.shape[0]
 
 
+def _weight(proj: nn.Module) -> torch.Tensor:
+    """``proj.weight`` where it lives; read from accelerate's hook (host fp32) when offloaded (a meta tensor)."""
+    w = proj.weight.detach()
+    return weight_of(proj) if w.is_meta else w
+
+
 class ProbePruning(Method):
     """PP: per row, a probe of the top-norm tokens through the layer, its statistic fused with the
     calibration history, PPsp scores, the top units kept."""
 
     def heads(self, i, attn, normed, pos_emb):
         p = self.p
-        w_o = p.score_weights(i, "heads", attn.o_proj.weight)
+        w_o = p.score_weights(i, "heads", attn.o_proj, normed.device)
         cos, sin = pos_emb
         keep, sizes = [], []
         for b, pos, pos_ids in p.probe_rows(p.recorded.residual[i]):
@@ -195,7 +202,7 @@ class ProbePruning(Method):
 
     def channels(self, i, mlp, normed):
         p = self.p
-        w_down = p.score_weights(i, "channels", mlp.down_proj.weight)
+        w_down = p.score_weights(i, "channels", mlp.down_proj, normed.device)
         keep = []
         for b, pos, pos_ids in p.probe_rows(p.recorded.residual_mlp[i]):
             x = normed[b, pos]
@@ -407,12 +414,13 @@ class Pruner:
                                      max_tokens=self.cfg.probe_max_tokens)
             yield b, pos, (valid[b].long().cumsum(0) - 1)[pos]
 
-    def score_weights(self, i: int, kind: str, w: torch.Tensor) -> torch.Tensor:
-        """The weights' part of PPsp's scores (``probe.head_score_weights`` / ``channel_score_weights``), once per layer."""
+    def score_weights(self, i: int, kind: str, proj: nn.Module, device: torch.device) -> torch.Tensor:
+        """The weights' part of PPsp's scores (``probe.head_score_weights`` / ``channel_score_weights``) of
+        ``proj`` (o_proj / down_proj) on ``device``, once per layer; offloaded weights are read from their hook."""
         key = (i, kind)
         if key not in self._weights:
             fn = pp.head_score_weights if kind == "heads" else pp.channel_score_weights
-            self._weights[key] = fn(w.detach())
+            self._weights[key] = fn(_weight(proj)).to(device)
         return self._weights[key]
 
     @torch.no_grad()

@@ -58,3 +58,29 @@ def test_a_different_check_file_is_a_different_cached_calibration(tiny, tmp_path
     _, b = cached_calibration(ckpt, model, tok, check=files["check2"], **common)
     assert a.check["by_scorer"]["actdiff"]["prompts"] == 3 and b.check["by_scorer"]["actdiff"]["prompts"] == 1
     assert len(list((tmp_path / "cache" / "calibration").iterdir())) == 2
+
+
+def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
+    """With PP statistics the check also runs AAPP at the reference sparsity with each scorer's protected
+    set (and PP beside it) and the most sufficient scorer is chosen; without them, the necessity gap."""
+    from aapp_export.circuits import identify_circuits
+    from aapp_export.choices import SUFFICIENCY_SPARSITY
+    from aapp_export.calibration import collect_stats
+
+    model, tok = tiny
+    stats = collect_stats(model, tok, ["Plants turn light into sugar.", "Rivers run to the sea."])
+    logs: list[str] = []
+    c = identify_circuits(model, tok, HARMFUL, HARMLESS, stats, check=CHECK, log=logs.append)
+    assert c.check["criterion"] == "sufficiency" and c.check["pp"]["sparsity"] == SUFFICIENCY_SPARSITY
+    suff = {k: v["sufficiency"] for k, v in c.check["by_scorer"].items()}
+    assert set(suff) == {"actdiff", "refusal-dir", "grad-act"}
+    assert all(0 <= s["refusal"] <= 1 and 0 <= s["refusal_token_prob"] <= 1 for s in suff.values())
+    best = max(suff.values(), key=lambda s: (s["refusal"], s["refusal_token_prob"]))
+    assert suff[c.scorer]["refusal"] == best["refusal"]
+    assert suff[c.scorer]["refusal_token_prob"] == best["refusal_token_prob"]
+    # the protected sets differ between scorers, so the AAPP runs are not one run repeated
+    assert len({s["refusal_token_prob"] for s in suff.values()}) > 1
+    assert sum("aapp at 0.4 keeps refusal" in m for m in logs) == 3
+    without = identify_circuits(model, tok, HARMFUL, HARMLESS, check=CHECK, log=logs.append)
+    assert without.check["criterion"] == "necessity" and "pp" not in without.check
+    assert all("sufficiency" not in v for v in without.check["by_scorer"].values())
