@@ -4,9 +4,10 @@ units (overlap between the halves, and with the calibration on all prompts). Iss
 
     python scripts/calibration_stability.py [--model demo] [--budget 0.05] [--out report.json]
 
-The harmful and harmless calibration files are split by alternate lines into halves A and B (no prompt
-in both); the general text (history statistics) is shared. Each half runs the export's calibration
-(all scorers, each checked causally on its own harmful prompts). Overlap is |A & B| / |A| per kind
+The harmful and harmless calibration files and the causal check's held-out file are split by alternate
+lines into halves A and B (no prompt in both); the general text (history statistics) is shared. Each
+half runs the export's calibration (all scorers scored on its calibration prompts, each checked
+causally on its half of the check file: refusal under AAPP at 0.4, and the ablation gap). Overlap is |A & B| / |A| per kind
 (heads, channels), pooled over the pruned layers. Prints JSON.
 """
 
@@ -62,18 +63,24 @@ def main() -> None:
     model, tok = load_model(ckpt.path)
     work = Path(tempfile.mkdtemp(prefix="calib-halves-"))
     (ha, hb), (sa, sb) = halves(files["calibration", "harmful"], work), halves(files["calibration", "harmless"], work)
+    (ca, cb), check = halves(files["calibration", "check"], work), files["calibration", "check"]
     text = files["calibration", "text"]
     runs = {}
-    for name, harmful, harmless in (("all", files["calibration", "harmful"], files["calibration", "harmless"]),
-                                    ("A", ha, sa), ("B", hb, sb)):
+    for name, harmful, harmless, held_out in (("all", files["calibration", "harmful"], files["calibration", "harmless"], check),
+                                              ("A", ha, sa, ca), ("B", hb, sb, cb)):
         _, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=args.budget,
-                                check=files["calibration", "check"], log=lambda m: print(m, file=sys.stderr))
+                                check=held_out, log=lambda m: print(m, file=sys.stderr))
         runs[name] = circuits
     sets = {name: protected_sets(c, args.budget) for name, c in runs.items()}
     report = {"model": str(ckpt.source), "budget": args.budget,
               "prompts": {"harmful": len(files["calibration", "harmful"].read_text().split("\n")) - 1},
               "chosen_scorer": {name: c.scorer for name, c in runs.items()},
-              "causal_check": {name: {s: {k: v[k] for k in ("gap", "prob_gap", "protected_ablated_refusal_token_prob")}
+              "criterion": {name: c.check.get("criterion") for name, c in runs.items()},
+              "check_prompts": {name: c.check.get("prompts") for name, c in runs.items()},
+              "pp_refusal_at_check": {name: c.check.get("pp", {}).get("refusal") for name, c in runs.items()},
+              "causal_check": {name: {s: {**{k: v[k] for k in ("gap", "prob_gap", "protected_ablated_refusal_token_prob")},
+                                          "aapp_refusal": v.get("sufficiency", {}).get("refusal"),
+                                          "aapp_refusal_token_prob": v.get("sufficiency", {}).get("refusal_token_prob")}
                                       for s, v in c.check.get("by_scorer", {}).items()} for name, c in runs.items()},
               "overlap_A_vs_B": {s: overlap(sets["A"][s], sets["B"][s]) for s in sets["A"]},
               "overlap_half_vs_all": {f"{h}/{s}": overlap(sets[h][s], sets["all"][s]) for h in "AB" for s in sets[h]},
