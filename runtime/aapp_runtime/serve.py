@@ -255,7 +255,6 @@ class App:
     async def _complete(self, request, chat: bool):
         from starlette.responses import JSONResponse, StreamingResponse
 
-        admitted = False
         try:
             body = await self._body(request)
             if chat:
@@ -271,7 +270,6 @@ class App:
             args = self._arguments(body)
             generation = self._start(prompt, args, chat if chat else False)
             self.gate.admit()
-            admitted = True
         except HTTPError as exc:
             return self._error(exc)
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"

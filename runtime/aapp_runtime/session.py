@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -44,6 +44,9 @@ from .providers import open_session
 from .generation import Chunk, Generation, GenerationParams, GenerationResult, model_defaults, resolve_params, stop_prefix
 from .sampling import Sampler
 from .weights import SharedWeights
+
+if TYPE_CHECKING:
+    from .conversation import Conversation
 
 METHODS = ("dense", "pp", "aapp", "aapp-adaptive")  # aapp_export.choices.RUNTIME_METHODS (a test keeps them equal)
 MAX_SPARSITY = 0.9  # aapp_export.choices.MAX_SPARSITY
