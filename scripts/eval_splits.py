@@ -1,0 +1,99 @@
+"""Methods at one sparsity on several held-out splits, through the reference and (optionally) the graphs.
+
+    python scripts/eval_splits.py [--model demo] [--sparsity 0.4] [--splits test,val2]
+        [--methods dense,pp,aapp,aapp-adaptive] [--adaptive-thresholds 0.5,0.7769]
+        [--onnx exported/demo] [--out docs/results/adaptive/eval_0.4_strict.json]
+
+Each row is what ``aapp-eval --json`` prints for ``--harmful data/harmful_S.txt --harmless
+data/harmless_S.txt`` (marker and strict refusal, over-refusal, perplexity on the card's evaluation
+text, FLOPs per request of each file), plus ``split`` and, for aapp-adaptive, ``adaptive_threshold``.
+The reference's rows use the card's calibration (cached, as ``aapp-eval`` and ``reproduce_table.py``
+do); with ``--onnx DIR`` the model dir's graphs (``aapp-eval --engine onnx``) answer the same prompts
+for the methods the runtime runs. The splits' files live in the checkpoint's ``data/`` folder.
+Prints a markdown table and writes the rows as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| split | engine | method | refusal (marker / strict) | over-refusal (marker / strict) | "
+             "FLOPs harmful / harmless | perplexity |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = r["method"] + (f" (gate {r['adaptive_threshold']})" if "adaptive_threshold" in r else "")
+        ppl = "" if r.get("perplexity") is None else f"{r['perplexity']:.3f}"
+        lines.append(f"| {r['split']} | {r['engine']} | {name} | {r['refusal_rate']:.1%} / "
+                     f"{r['strict_refusal_rate']:.1%} | {r['over_refusal_rate']:.1%} / "
+                     f"{r['strict_over_refusal_rate']:.1%} | {r['flops_ratio_harmful']:.3f} / "
+                     f"{r['flops_ratio_harmless']:.3f} | {ppl} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--sparsity", type=float, default=0.4)
+    ap.add_argument("--splits", default="test,val2")
+    ap.add_argument("--methods", default="dense,pp,aapp,aapp-adaptive")
+    ap.add_argument("--adaptive-thresholds", default="0.5",
+                    help="aapp-adaptive's gate thresholds, one row each (0.5: the runtime's default)")
+    ap.add_argument("--onnx", type=Path, default=None, help="an exported model dir of --model: its rows too")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from reproduce_table import CALIBRATION_KEYS, prompt_files
+
+    from aapp_export.calibration import cached_calibration, load_model, read_lines
+    from aapp_export.checkpoint import resolve_checkpoint
+    from aapp_export.choices import RUNTIME_METHODS
+    from aapp_export.evaluate import run_eval
+    from aapp_export.evaluate_onnx import run_eval_onnx
+
+    ckpt = resolve_checkpoint(args.model)
+    files = prompt_files(ckpt)
+    model, tok = load_model(ckpt.path)
+    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
+                                         log=lambda m: print(m, file=sys.stderr))
+    session = None
+    if args.onnx is not None:
+        from aapp_runtime import Session
+
+        session = Session(args.onnx, provider="cpu")
+    text = read_lines(files["evaluation", "text"])
+    thresholds = [float(t) for t in args.adaptive_thresholds.split(",")]
+    rows = []
+    for split in args.splits.split(","):
+        harmful, harmless = (read_lines(ckpt.path / "data" / f"{c}_{split}.txt") for c in ("harmful", "harmless"))
+        for method in args.methods.split(","):
+            sparsity = 0.0 if method == "dense" else args.sparsity
+            for threshold in thresholds if method == "aapp-adaptive" else [None]:
+                extra = {} if threshold is None else {"adaptive_threshold": threshold}
+                row = run_eval(model, tok, method, sparsity, harmful, harmless, text, stats, circuits,
+                               args.max_new_tokens, **extra).to_json()
+                rows.append({"split": split, "engine": "torch", **row, **extra})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+                if session is not None and method in RUNTIME_METHODS:
+                    row = run_eval_onnx(session, method, sparsity, harmful, harmless, text, args.max_new_tokens,
+                                        adaptive_threshold=threshold).to_json()
+                    rows.append({"split": split, "engine": "onnx", **row, **extra})
+                    print(json.dumps(rows[-1]), file=sys.stderr)
+    print(table(rows))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"model": str(ckpt.source), "sparsity": args.sparsity,
+                                        "scorer": circuits.scorer, "budget": circuits.budget,
+                                        "command": "python scripts/eval_splits.py " + " ".join(argv or sys.argv[1:]),
+                                        "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
