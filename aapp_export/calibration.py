@@ -31,7 +31,7 @@ from .recorder import activation_range, decoder_layers, unit_inputs
 
 MAX_POSITIONS = 256
 CALIBRATION_FILE = "calibration.safetensors"
-CACHE_VERSION = 4  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency
+CACHE_VERSION = 5  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency; 5: and the budget
 
 
 def read_lines(path: Path) -> list[str]:
@@ -133,7 +133,7 @@ def load_model(checkpoint: Path, dtype: str = "fp32", device: str = "cpu", max_m
     return load_causal_lm(checkpoint, dtype, device, max_memory), tok
 
 
-def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, budget: float = 0.05,
+def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, budget: float | None = None,
               scorer: str | None = None, check_prompts: int = 48, log=print, ranges: dict | None = None,
               check: Path | None = None):
     """History statistics and alignment circuits of a loaded model: ``(stats, circuits)``; ``ranges``
@@ -183,7 +183,7 @@ def load_calibration(directory: Path, n_layers: int):
 
 
 def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, harmless: Path, text: Path,
-                       budget: float = 0.05, scorer: str | None = None, log=print, check: Path | None = None):
+                       budget: float | None = None, scorer: str | None = None, log=print, check: Path | None = None):
     """``calibrate`` once per (checkpoint, prompt files, budget, scorer); cached under
     ``$AAPP_CACHE`` (default ``~/.cache/aapp-export``)."""
     key = hashlib.sha256()
@@ -205,7 +205,7 @@ def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, har
 
 
 def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
-                         budget: float = 0.05, scorer: str | None = None, dtype: str = "fp32",
+                         budget: float | None = None, scorer: str | None = None, dtype: str = "fp32",
                          device: str = "cpu", max_memory=None, check_prompts: int = 48,
                          log=print, check: Path | None = None) -> dict[str, Any]:
     """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype``) into ``out_dir``

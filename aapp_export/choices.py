@@ -12,6 +12,7 @@ SKIP_FIRST = 3  # the first layers are never pruned (PP's choice; the risk gate 
 MAX_SPARSITY = 0.9  # the largest fraction of a layer's prunable units a request may remove
 CHECK_TOKENS = 24  # new tokens of each greedy answer in the causal check (a refusal shows in its first words)
 SUFFICIENCY_SPARSITY = 0.4  # the causal check's AAPP run prunes the rest at this sparsity (the headline target)
+BUDGETS = (0.05, 0.02, 0.1, 0.2)  # protected fractions the check tries without --budget; scorers are compared at the first
 PROBE_MAX_TOKENS = 64  # the probe's token budget for long prompts (docs/DESIGN.md: why 64)
 
 ADAPTIVE_METHODS = ("aapp-adaptive",)  # the risk gate also picks the request's sparsity
@@ -40,6 +41,6 @@ def check_sparsity(value: float, flag: str, *, zero: bool = True) -> float:
     return number
 
 
-__all__ = ["SKIP_FIRST", "CHECK_TOKENS", "SUFFICIENCY_SPARSITY", "MAX_SPARSITY", "PROBE_MAX_TOKENS", "RUNTIME_METHODS", "STATIC_METHODS", "METHODS", "SCORERS",
+__all__ = ["SKIP_FIRST", "CHECK_TOKENS", "SUFFICIENCY_SPARSITY", "BUDGETS", "MAX_SPARSITY", "PROBE_MAX_TOKENS", "RUNTIME_METHODS", "STATIC_METHODS", "METHODS", "SCORERS",
            "ADAPTIVE_METHODS", "ADAPTIVE_THRESHOLD", "ADAPTIVE_LOW_SPARSITY",
            "ATTENTION_KERNELS", "EXPORT_DTYPES", "CALIBRATION_DTYPES", "DEVICES", "check_sparsity"]

@@ -17,7 +17,8 @@ scorer's protected set, i.e. with most of everything else pruned (greedy refusal
 probability of the refusal's first token), beside PP's at the same sparsity. Necessity: refusal after
 ablating the protected set vs random sets with the same per-layer counts (5 seeds). The default scorer
 is the most sufficient one (the necessity gap breaks ties); without PP statistics (``stats`` None)
-it is the one with the largest necessity gap. On the demo model the two disagree: ablating
+it is the one with the largest necessity gap. Unless the budget is given, the chosen scorer's budget
+is then the most sufficient of ``BUDGETS`` (compared at the first). On the demo model the two disagree: ablating
 refusal-dir's 5% takes refusal away most, but grad-act's 5% keeps it best when the rest is pruned,
 and that is what carries to unseen prompts (docs/results/README.md). The risk gate's refusal
 direction, threshold and temperature are calibrated at the input of the first pruned layer.
@@ -32,8 +33,9 @@ import torch
 from tqdm import tqdm
 
 from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate
+from .errors import InputError
 from .families import spec_of_model
-from .choices import CHECK_TOKENS, SCORERS, SKIP_FIRST, SUFFICIENCY_SPARSITY
+from .choices import BUDGETS, CHECK_TOKENS, SCORERS, SKIP_FIRST, SUFFICIENCY_SPARSITY
 from .placement import to_model, weight_of
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
 from .refusal import is_refusal
@@ -301,7 +303,7 @@ def sufficiency_check(model, tokenizer, prompts: list[str], protection: Protecti
 
 
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
-                      budget: float = 0.05, scorer: str | None = None, check_prompts: int = 48,
+                      budget: float | None = None, scorer: str | None = None, check_prompts: int = 48,
                       skip_first: int = SKIP_FIRST, check: list[str] | None = None, log=print) -> Circuits:
     """Score units with ``scorer`` (default: every scorer, each checked causally, the best kept; a given
     scorer is the only one run, so ``refusal-dir`` or ``actdiff`` avoid grad-act's backward pass).
@@ -311,7 +313,12 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     tie-break). Without ``check`` it falls back to the scored ``harmful`` prompts, on which a
     well-aligned model refuses whatever 5% is ablated. With ``stats`` the scorer chosen is the one whose
     protected set keeps refusal best under AAPP at ``SUFFICIENCY_SPARSITY`` (``check["criterion"]`` says
-    which rule chose)."""
+    which rule chose). ``budget`` None: scorers are compared at ``BUDGETS[0]``, then the chosen scorer's
+    protected fraction is the one of ``BUDGETS`` that keeps refusal best the same way (ties: the first;
+    ``check["by_budget"]``); without ``stats`` it stays ``BUDGETS[0]``."""
+    if budget is not None and not 0 < budget < 1:
+        raise InputError(f"budget {budget}: the protected fraction of the prunable units must be in (0, 1), e.g. 0.05")
+    pinned, budget = budget is not None, BUDGETS[0] if budget is None else budget
     harm, safe = collect_activations(model, tokenizer, harmful), collect_activations(model, tokenizer, harmless)
     scorers = {"actdiff": lambda: score_actdiff(model, harm, safe),
                "refusal-dir": lambda: score_refusal_direction(model, harm, safe),
@@ -352,9 +359,23 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
                           checks[k]["gap"], checks[k]["prob_gap"])
     chosen = scorer or max(checks, key=rank)
     heads, channels = sets[chosen]
+    by_budget = {}
+    if not pinned and pp_ref is not None:
+        by_budget[str(budget)] = checks[chosen]["sufficiency"]
+        for other in BUDGETS[1:]:
+            hs, cs = all_scores[chosen]
+            units = (protected_units(hs, other, skip_first), protected_units(cs, other, skip_first))
+            protection = Protection(*units, direction, gate_layer, threshold, temperature)
+            by_budget[str(other)] = sufficiency_check(model, tokenizer, check_set, protection, stats, dense)
+            best = by_budget[str(budget)]
+            if (by_budget[str(other)]["refusal"], by_budget[str(other)]["refusal_token_prob"]) > (best["refusal"], best["refusal_token_prob"]):
+                budget, (heads, channels) = other, units
+        log(f"budget ({chosen}): aapp at {pp_ref['sparsity']} keeps refusal "
+            + ", ".join(f"{float(b):.0%} {v['refusal']:.2f}" for b, v in by_budget.items()) + f"; {budget:.0%} kept")
     return Circuits(chosen, budget, heads, channels, direction, gate_layer, threshold, temperature,
                     {"chosen": chosen, "criterion": criterion, "prompts": len(check_set), "dense_refusal": round(dense.greedy, 4),
-                     **({} if pp_ref is None else {"pp": pp_ref}), "by_scorer": checks}, all_scores)
+                     **({} if pp_ref is None else {"pp": pp_ref}), "by_scorer": checks,
+                     **({"budget": budget, "by_budget": by_budget} if by_budget else {})}, all_scores)
 
 
 def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, Any], n_layers: int) -> Circuits:

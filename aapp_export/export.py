@@ -48,7 +48,7 @@ class CalibrationOptions:
     harmful: Path | None = None
     harmless: Path | None = None
     text: Path | None = None
-    budget: float = 0.05
+    budget: float | None = None  # None: chosen by the causal check among choices.BUDGETS
     scorer: str | None = None
     dtype: str = "auto"  # weights during calibration: fp32, bf16, or auto (cuda: bf16; cpu: fp32 when it fits)
     device: str = "auto"  # where calibration runs: cpu, cuda (device_map="auto"), auto (cuda when torch sees one)

@@ -115,7 +115,7 @@ def main() -> None:
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path)
     _, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
-                                     budget=0.05, log=lambda m: print(m, file=sys.stderr))
+                                     log=lambda m: print(m, file=sys.stderr))
     data = ckpt.path / "data"
     calib = {c: residuals(model, tok, read_lines(files[("calibration", c)])) for c in ("harmful", "harmless")}
     held = {(split, c): residuals(model, tok, read_lines(data / f"{c}_{split}.txt"))

@@ -63,8 +63,9 @@ def test_a_different_check_file_is_a_different_cached_calibration(tiny, tmp_path
 def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
     """With PP statistics the check also runs AAPP at the reference sparsity with each scorer's protected
     set (and PP beside it) and the most sufficient scorer is chosen; without them, the necessity gap."""
-    from aapp_export.circuits import identify_circuits
-    from aapp_export.choices import SUFFICIENCY_SPARSITY
+    from aapp_export.circuits import identify_circuits, protected_units
+    from aapp_export.choices import BUDGETS, SUFFICIENCY_SPARSITY
+    from aapp_export.errors import InputError
     from aapp_export.calibration import collect_stats
 
     model, tok = tiny
@@ -80,7 +81,19 @@ def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
     assert suff[c.scorer]["refusal_token_prob"] == best["refusal_token_prob"]
     # the protected sets differ between scorers, so the AAPP runs are not one run repeated
     assert len({s["refusal_token_prob"] for s in suff.values()}) > 1
-    assert sum("aapp at 0.4 keeps refusal" in m for m in logs) == 3
+    assert sum(m.startswith("scorer ") and "aapp at 0.4 keeps refusal" in m for m in logs) == 3
+    # the budget: the chosen scorer's protected set at each candidate fraction, the best kept (ties: 0.05)
+    by_budget = c.check["by_budget"]
+    assert list(by_budget) == [str(b) for b in BUDGETS] and by_budget["0.05"] == suff[c.scorer]
+    key = lambda b: (by_budget[str(b)]["refusal"], by_budget[str(b)]["refusal_token_prob"])  # noqa: E731
+    assert c.budget == max(BUDGETS, key=key) and c.check["budget"] == c.budget
+    assert [len(h) for h in c.heads] == [len(h) for h in protected_units(c.scores[c.scorer][0], c.budget)]
+    assert [len(h) for h in c.channels] == [len(h) for h in protected_units(c.scores[c.scorer][1], c.budget)]
+    pinned = identify_circuits(model, tok, HARMFUL, HARMLESS, stats, budget=0.1, scorer="actdiff", check=CHECK,
+                               log=logs.append)
+    assert pinned.budget == 0.1 and "by_budget" not in pinned.check
+    with pytest.raises(InputError, match="budget 1.5"):
+        identify_circuits(model, tok, HARMFUL, HARMLESS, stats, budget=1.5, check=CHECK, log=logs.append)
     without = identify_circuits(model, tok, HARMFUL, HARMLESS, check=CHECK, log=logs.append)
     assert without.check["criterion"] == "necessity" and "pp" not in without.check
     assert all("sufficiency" not in v for v in without.check["by_scorer"].values())

@@ -60,14 +60,18 @@ def test_export_calibrates_and_records_circuits_in_the_manifest(tmp_path, capsys
     assert export_main(flags + ["--check-prompts", "1"]) == 0
     manifest = json.loads((tmp_path / "m" / "aapp.json").read_text())
     cal = manifest["calibration"]
-    assert cal["scorer"] in {"actdiff", "refusal-dir", "grad-act"} and cal["budget"] == 0.05
+    assert cal["scorer"] in {"actdiff", "refusal-dir", "grad-act"} and cal["budget"] in (0.02, 0.05, 0.1, 0.2)
+    assert cal["causal_check"]["budget"] == cal["budget"] and len(cal["causal_check"]["by_budget"]) == 4
     assert cal["prompts"]["check"] == "check.txt" and cal["prompts"]["harmful"] == "harmful.txt"
     checks = cal["causal_check"]["by_scorer"]
     assert set(checks) == {"actdiff", "refusal-dir", "grad-act"}
     assert all(0 <= c["dense_refusal_token_prob"] <= 1 and len(c["random_ablated_refusal_token_prob"]) == 5
                and c["prompts"] == 1 for c in checks.values())
-    # the kept scorer has the largest greedy gap, ties broken by the first-token probability gap
-    assert cal["scorer"] == max(checks, key=lambda k: (checks[k]["gap"], checks[k]["prob_gap"]))
+    # the kept scorer keeps the most refusal under AAPP (greedy, then first-token probability), then the
+    # necessity gaps break ties
+    rank = lambda k: (checks[k]["sufficiency"]["refusal"], checks[k]["sufficiency"]["refusal_token_prob"],  # noqa: E731
+                      checks[k]["gap"], checks[k]["prob_gap"])
+    assert cal["causal_check"]["criterion"] == "sufficiency" and cal["scorer"] == max(checks, key=rank)
     assert len(cal["protected_units"]["heads"]) == 6 and sum(cal["protected_units"]["channels_per_layer"]) > 0
     assert manifest["pruning"]["protected_units"] == cal["protected_units"]
     assert {"calibration.safetensors", "calibration.json"} <= set(manifest["files"])
