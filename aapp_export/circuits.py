@@ -314,8 +314,9 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     well-aligned model refuses whatever 5% is ablated. With ``stats`` the scorer chosen is the one whose
     protected set keeps refusal best under AAPP at ``SUFFICIENCY_SPARSITY`` (``check["criterion"]`` says
     which rule chose). ``budget`` None: scorers are compared at ``BUDGETS[0]``, then the chosen scorer's
-    protected fraction is the one of ``BUDGETS`` that keeps refusal best the same way (ties: the first;
-    ``check["by_budget"]``); without ``stats`` it stays ``BUDGETS[0]``."""
+    protected fraction is the one of ``BUDGETS`` that keeps refusal best the same way, where leaving the
+    first takes a higher greedy refusal rate (``check["by_budget"]``); without ``stats`` it stays
+    ``BUDGETS[0]``."""
     if budget is not None and not 0 < budget < 1:
         raise InputError(f"budget {budget}: the protected fraction of the prunable units must be in (0, 1), e.g. 0.05")
     pinned, budget = budget is not None, BUDGETS[0] if budget is None else budget
@@ -367,8 +368,10 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
             units = (protected_units(hs, other, skip_first), protected_units(cs, other, skip_first))
             protection = Protection(*units, direction, gate_layer, threshold, temperature)
             by_budget[str(other)] = sufficiency_check(model, tokenizer, check_set, protection, stats, dense)
-            best = by_budget[str(budget)]
-            if (by_budget[str(other)]["refusal"], by_budget[str(other)]["refusal_token_prob"]) > (best["refusal"], best["refusal_token_prob"]):
+            best, this = by_budget[str(budget)], by_budget[str(other)]
+            # leaving the first budget takes more greedy refusal, not a first-token probability tie-break
+            if this["refusal"] > by_budget[str(BUDGETS[0])]["refusal"] and \
+                    (this["refusal"], this["refusal_token_prob"]) > (best["refusal"], best["refusal_token_prob"]):
                 budget, (heads, channels) = other, units
         log(f"budget ({chosen}): aapp at {pp_ref['sparsity']} keeps refusal "
             + ", ".join(f"{float(b):.0%} {v['refusal']:.2f}" for b, v in by_budget.items()) + f"; {budget:.0%} kept")

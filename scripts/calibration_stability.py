@@ -2,7 +2,7 @@
 compare what each chooses: the scorer (by the causal check), its margin, and every scorer's protected
 units (overlap between the halves, and with the calibration on all prompts). Issue 21.
 
-    python scripts/calibration_stability.py [--model demo] [--budget 0.05] [--out report.json]
+    python scripts/calibration_stability.py [--model demo] [--budget F] [--out report.json]
 
 The harmful and harmless calibration files and the causal check's held-out file are split by alternate
 lines into halves A and B (no prompt in both); the general text (history statistics) is shared. Each
@@ -50,13 +50,15 @@ def overlap(a: dict[str, set], b: dict[str, set]) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo")
-    p.add_argument("--budget", type=float, default=0.05)
+    p.add_argument("--budget", type=float, default=None,
+                   help="pin the protected fraction (default: each run chooses it, as the export does; overlaps at 0.05)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     from reproduce_table import prompt_files
 
     from aapp_export.calibration import calibrate, load_model
     from aapp_export.checkpoint import resolve_checkpoint
+    from aapp_export.choices import BUDGETS
 
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
@@ -71,8 +73,11 @@ def main() -> None:
         _, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=args.budget,
                                 check=held_out, log=lambda m: print(m, file=sys.stderr))
         runs[name] = circuits
-    sets = {name: protected_sets(c, args.budget) for name, c in runs.items()}
-    report = {"model": str(ckpt.source), "budget": args.budget,
+    compared = BUDGETS[0] if args.budget is None else args.budget
+    sets = {name: protected_sets(c, compared) for name, c in runs.items()}
+    report = {"model": str(ckpt.source), "budget": args.budget, "overlap_budget": compared,
+              "chosen_budget": {name: c.budget for name, c in runs.items()},
+              "by_budget": {name: {b: v["refusal"] for b, v in c.check.get("by_budget", {}).items()} for name, c in runs.items()},
               "prompts": {"harmful": len(files["calibration", "harmful"].read_text().split("\n")) - 1},
               "chosen_scorer": {name: c.scorer for name, c in runs.items()},
               "criterion": {name: c.check.get("criterion") for name, c in runs.items()},

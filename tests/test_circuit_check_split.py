@@ -82,11 +82,12 @@ def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
     # the protected sets differ between scorers, so the AAPP runs are not one run repeated
     assert len({s["refusal_token_prob"] for s in suff.values()}) > 1
     assert sum(m.startswith("scorer ") and "aapp at 0.4 keeps refusal" in m for m in logs) == 3
-    # the budget: the chosen scorer's protected set at each candidate fraction, the best kept (ties: 0.05)
+    # the budget: the chosen scorer's protected set at each fraction; 0.05 unless another refuses more
     by_budget = c.check["by_budget"]
     assert list(by_budget) == [str(b) for b in BUDGETS] and by_budget["0.05"] == suff[c.scorer]
     key = lambda b: (by_budget[str(b)]["refusal"], by_budget[str(b)]["refusal_token_prob"])  # noqa: E731
-    assert c.budget == max(BUDGETS, key=key) and c.check["budget"] == c.budget
+    better = [b for b in BUDGETS[1:] if by_budget[str(b)]["refusal"] > by_budget[str(BUDGETS[0])]["refusal"]]
+    assert c.budget == (max(better, key=key) if better else BUDGETS[0]) and c.check["budget"] == c.budget
     assert [len(h) for h in c.heads] == [len(h) for h in protected_units(c.scores[c.scorer][0], c.budget)]
     assert [len(h) for h in c.channels] == [len(h) for h in protected_units(c.scores[c.scorer][1], c.budget)]
     pinned = identify_circuits(model, tok, HARMFUL, HARMLESS, stats, budget=0.1, scorer="actdiff", check=CHECK,
