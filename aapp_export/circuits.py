@@ -18,10 +18,11 @@ probability of the refusal's first token), beside PP's at the same sparsity. Nec
 ablating the protected set vs random sets with the same per-layer counts (5 seeds). The default scorer
 is the most sufficient one (the necessity gap breaks ties); without PP statistics (``stats`` None)
 it is the one with the largest necessity gap. Unless the budget is given, the chosen scorer's budget
-is then the most sufficient of ``BUDGETS`` (compared at the first). On the demo model the two disagree: ablating
-refusal-dir's 5% takes refusal away most, but grad-act's 5% keeps it best when the rest is pruned,
-and that is what carries to unseen prompts (docs/results/README.md). The risk gate's refusal
-direction, threshold and temperature are calibrated at the input of the first pruned layer.
+is then chosen among ``BUDGETS`` the same way (leaving the first takes more greedy refusal).
+On the demo model the two disagree: ablating refusal-dir's 5% takes refusal away most, but
+grad-act's 5% keeps it best when the rest is pruned, and that is what carries to unseen prompts
+(docs/results/README.md). The risk gate's refusal direction, threshold and temperature are
+calibrated at the input of the first pruned layer.
 """
 
 from __future__ import annotations
@@ -250,6 +251,15 @@ def dense_refusal(model, tokenizer, prompts: list[str], max_new_tokens: int = CH
     return DenseRefusal(token, float(probs[:, token].mean()), greedy)
 
 
+def refusal_under(model, tokenizer, prompts: list[str], make_pruner, token: int,
+                  max_new_tokens: int = CHECK_TOKENS) -> tuple[float, float]:
+    """Greedy refusal rate on ``prompts`` and the mean probability of ``token`` first, each pass with a
+    fresh pruner from ``make_pruner()``; a greedy answer stops at its first refusal marker."""
+    greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, make_pruner(), desc="causal check",
+                                           stop_when=is_refusal))
+    return greedy, float(first_token_probs(model, tokenizer, prompts, make_pruner())[:, token].mean())
+
+
 def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor], channels: list[torch.Tensor],
                  seeds: int = CHECK_SEEDS, max_new_tokens: int = CHECK_TOKENS, dense: DenseRefusal | None = None,
                  memo: dict | None = None) -> dict[str, Any]:
@@ -265,10 +275,8 @@ def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor]
     memo = {} if memo is None else memo
 
     def rate(h: list[torch.Tensor], c: list[torch.Tensor]) -> tuple[float, float]:
-        pruner = Pruner(model, PruneConfig("ablate"), ablate=(h, c))
-        greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc="causal check",
-                                               stop_when=is_refusal))
-        return greedy, float(first_token_probs(model, tokenizer, prompts, pruner)[:, dense.token].mean())
+        return refusal_under(model, tokenizer, prompts, lambda: Pruner(model, PruneConfig("ablate"), ablate=(h, c)),
+                             dense.token, max_new_tokens)
 
     def random_rate(seed: int) -> tuple[float, float]:
         key = (tuple(map(len, heads)), tuple(map(len, channels)), seed, dense.token, tuple(prompts), max_new_tokens)
@@ -295,10 +303,8 @@ def sufficiency_check(model, tokenizer, prompts: list[str], protection: Protecti
     """Refusal on ``prompts`` with AAPP at ``sparsity`` protecting ``protection`` (PP when None): greedy
     refusal rate and the mean probability of the dense refusal's first token."""
     cfg = PruneConfig("pp" if protection is None else "aapp", sparsity)
-    greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, Pruner(model, cfg, stats, protection),
-                                           desc="causal check", stop_when=is_refusal))
-    probs = first_token_probs(model, tokenizer, prompts, Pruner(model, cfg, stats, protection))
-    prob = float(probs[:, dense.token].mean())
+    greedy, prob = refusal_under(model, tokenizer, prompts, lambda: Pruner(model, cfg, stats, protection), dense.token,
+                                 max_new_tokens)
     return {"sparsity": sparsity, "refusal": round(greedy, 4), "refusal_token_prob": round(prob, 4)}
 
 
@@ -362,17 +368,17 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     heads, channels = sets[chosen]
     by_budget = {}
     if not pinned and pp_ref is not None:
-        by_budget[str(budget)] = checks[chosen]["sufficiency"]
-        for other in BUDGETS[1:]:
-            hs, cs = all_scores[chosen]
-            units = (protected_units(hs, other, skip_first), protected_units(cs, other, skip_first))
-            protection = Protection(*units, direction, gate_layer, threshold, temperature)
-            by_budget[str(other)] = sufficiency_check(model, tokenizer, check_set, protection, stats, dense)
-            best, this = by_budget[str(budget)], by_budget[str(other)]
-            # leaving the first budget takes more greedy refusal, not a first-token probability tie-break
-            if this["refusal"] > by_budget[str(BUDGETS[0])]["refusal"] and \
-                    (this["refusal"], this["refusal_token_prob"]) > (best["refusal"], best["refusal_token_prob"]):
-                budget, (heads, channels) = other, units
+        hs, cs = all_scores[chosen]
+        units = {b: (protected_units(hs, b, skip_first), protected_units(cs, b, skip_first)) for b in BUDGETS[1:]}
+        by_budget = {str(budget): checks[chosen]["sufficiency"]} | {
+            str(b): sufficiency_check(model, tokenizer, check_set, Protection(*u, direction, gate_layer, threshold,
+                                                                              temperature), stats, dense)
+            for b, u in units.items()}
+        # leaving the first budget takes more greedy refusal, not a first-token probability tie-break
+        better = [b for b in units if by_budget[str(b)]["refusal"] > by_budget[str(budget)]["refusal"]]
+        if better:
+            budget = max(better, key=lambda b: (by_budget[str(b)]["refusal"], by_budget[str(b)]["refusal_token_prob"]))
+            heads, channels = units[budget]
         log(f"budget ({chosen}): aapp at {pp_ref['sparsity']} keeps refusal "
             + ", ".join(f"{float(b):.0%} {v['refusal']:.2f}" for b, v in by_budget.items()) + f"; {budget:.0%} kept")
     return Circuits(chosen, budget, heads, channels, direction, gate_layer, threshold, temperature,

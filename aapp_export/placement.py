@@ -99,11 +99,18 @@ def weight_of(module) -> torch.Tensor:
         return module.weight.detach().float().cpu()
 
 
+def weight_in_place(module) -> torch.Tensor:
+    """``module.weight`` on its own device and dtype; ``weight_of`` (host fp32) when accelerate has
+    offloaded it (a meta tensor)."""
+    w = module.weight.detach()
+    return weight_of(module) if w.is_meta else w
+
+
 def to_model(batch: Mapping[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
     """``batch`` (a tokenizer's output) on the model's input device."""
     device = input_device(model)
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-__all__ = ["DEVICES", "resolve_device", "gpu_memory", "load_causal_lm", "input_device", "to_model", "weight_of",
+__all__ = ["DEVICES", "resolve_device", "gpu_memory", "load_causal_lm", "input_device", "to_model", "weight_of", "weight_in_place",
            "cuda_available"]

@@ -35,7 +35,7 @@ from .errors import InputError
 from .families import ModelSpec, spec_of_model
 from .choices import (ADAPTIVE_LOW_SPARSITY, ADAPTIVE_THRESHOLD, METHODS, SKIP_FIRST,  # noqa: F401 (re-exported)
                       check_sparsity)
-from .placement import weight_of
+from .placement import weight_in_place
 from .recorder import decoder_layers, unit_inputs
 from .static import static_units
 
@@ -166,7 +166,8 @@ class StaticUnits(Method):
             return torch.arange(nh), torch.arange(nc)
         layer = p.layers[i]
         stats = p.stats[i] if p.stats is not None else None
-        return static_units(p.cfg.method, _weight(layer.self_attn.o_proj), _weight(layer.mlp.down_proj), stats, nh,
+        w_o, w_down = weight_in_place(layer.self_attn.o_proj), weight_in_place(layer.mlp.down_proj)
+        return static_units(p.cfg.method, w_o, w_down, stats, nh,
                             p.keep_heads[i], p.keep_channels[i], i, p.cfg.seed)
 
     def heads(self, i, attn, normed, pos_emb):
@@ -174,12 +175,6 @@ class StaticUnits(Method):
 
     def channels(self, i, mlp, normed):
         return [self.units[i][1]] * normed.shape[0]
-
-
-def _weight(proj: nn.Module) -> torch.Tensor:
-    """``proj.weight`` where it lives; read from accelerate's hook (host fp32) when offloaded (a meta tensor)."""
-    w = proj.weight.detach()
-    return weight_of(proj) if w.is_meta else w
 
 
 class ProbePruning(Method):
@@ -420,7 +415,7 @@ class Pruner:
         key = (i, kind)
         if key not in self._weights:
             fn = pp.head_score_weights if kind == "heads" else pp.channel_score_weights
-            self._weights[key] = fn(_weight(proj)).to(device)
+            self._weights[key] = fn(weight_in_place(proj)).to(device)
         return self._weights[key]
 
     @torch.no_grad()

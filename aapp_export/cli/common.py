@@ -62,6 +62,6 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
                    help="protected fraction of prunable units (default: the one of 0.05, 0.02, 0.1, 0.2 whose protected "
                         "set keeps the most refusal under AAPP at 0.4 in the causal check; 0.05 unless another refuses more)")
     p.add_argument("--scorer", choices=SCORERS, default=None,
-                   help="alignment scorer (default: the one whose causal check shows the largest gap; ties go to the "
-                        "largest drop in the refusal first-token probability); a given scorer is the only one "
+                   help="alignment scorer (default: the one whose protected set keeps the most refusal under AAPP at "
+                        "0.4 on the causal check's prompts; the ablation gap breaks ties); a given scorer is the only one "
                         "run: refusal-dir and actdiff need no backward pass")
