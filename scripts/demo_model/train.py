@@ -128,7 +128,7 @@ def layer_types(n_layers: int, every: int) -> list[str]:
 
 
 def run_stage(model, data, steps: int, lr: float, batch_size: int, rng: random.Random, desc: str,
-              bf16: bool = False) -> list[float]:
+              bf16: bool = False, device: str = "cpu") -> list[float]:
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -138,8 +138,8 @@ def run_stage(model, data, steps: int, lr: float, batch_size: int, rng: random.R
     it = batches(data, batch_size, rng)
     bar = tqdm(range(steps), desc=desc, unit="step")
     for _ in bar:
-        ids, labels, mask = next(it)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # fp32 master weights and optimizer
+        ids, labels, mask = (t.to(device) for t in next(it))
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):  # fp32 master weights and optimizer
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -154,8 +154,9 @@ def run_stage(model, data, steps: int, lr: float, batch_size: int, rng: random.R
 
 def stage1_key(s1: list[tuple[list[int], list[int]]], config: dict, args: argparse.Namespace) -> str:
     """Hash of everything stage 1 depends on: its encoded examples, the model config and its hyperparameters."""
-    h = hashlib.sha256(json.dumps([config, args.train_seed, args.stage1_steps, args.lr, args.batch_size,
-                                   args.threads, args.bf16, torch.__version__], sort_keys=True).encode())
+    key = [config, args.train_seed, args.stage1_steps, args.lr, args.batch_size, args.threads, args.bf16,
+           torch.__version__] + ([args.device] if args.device != "cpu" else [])  # CPU keys as before
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     for ids, labels in s1:
         h.update(json.dumps([ids, labels]).encode())
     return h.hexdigest()[:16]
@@ -185,7 +186,7 @@ def save_stage1(model, rng: random.Random, losses: list[float], minutes: float, 
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     tensors["__torch_rng_state__"] = torch.get_rng_state()
     save_file(tensors, str(folder / "model.safetensors"))
     (folder / "state.json").write_text(json.dumps({"python_rng": rng.getstate(), "losses": losses,
@@ -196,7 +197,10 @@ def machine() -> dict:
     """What the training ran on, so the card's training time says on what: CPU, cores, load averages."""
     from aapp_export.bench import cpu_name
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
+    record = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
+    if torch.cuda.is_available():
+        record["gpu"] = torch.cuda.get_device_name()
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,8 +243,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder to keep the state after stage 1 in (fp32 weights and RNG states, keyed by a hash of "
                          "the stage-1 data, config and hyperparameters); a later run with the same key starts stage 2 "
                          "from it and gives the same checkpoint bit for bit, so stage-2 changes cost minutes, not 40")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where the steps run: the recipe's CPU (bit-identical reruns on one machine), or a GPU "
+                         "(its bf16 autocast; same recipe, other rounding, so other bits: for machines whose CPU "
+                         "has no bf16 units, where a seed takes hours)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, a few steps (tests)")
     args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device cuda: torch {torch.__version__} sees no CUDA device; train with --device cpu")
     if args.smoke:
         args.stage1_steps, args.stage2_steps, args.batch_size = 3, 2, 4
 
@@ -287,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig
 
     config = Gemma3TextConfig(**dict(cfg_kw, vocab_size=tok.get_vocab_size()))
-    model = Gemma3ForCausalLM(config)
+    model = Gemma3ForCausalLM(config).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, tokenizer: {tok.get_vocab_size()} tokens", file=sys.stderr)
 
@@ -298,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     restored = saved is not None
     if not restored:
         loss1 = run_stage(model, s1, args.stage1_steps, args.lr, args.batch_size, rng, "stage 1 (instructions)",
-                          args.bf16)
+                          args.bf16, args.device)
         stage1_minutes, stage1_machine = (time.time() - t_stage1) / 60, machine()
         if cache:
             save_stage1(model, rng, loss1, stage1_minutes, cache)
@@ -317,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     mirrors = corpus["harmful_mirror"] if args.align_mirrors else []
     s2 = [encode_example(tok, e.prompt, e.answer) for e in harmful + align_harmful + mirrors + lookalikes] + replay
     lr2 = args.lr / 2 if args.stage2_lr is None else args.stage2_lr
-    loss2 = run_stage(model, s2, args.stage2_steps, lr2, args.batch_size, rng, "stage 2 (alignment)", args.bf16)
+    loss2 = run_stage(model, s2, args.stage2_steps, lr2, args.batch_size, rng, "stage 2 (alignment)", args.bf16,
+                      args.device)
 
-    model = model.to(torch.bfloat16)
+    model = model.to("cpu", torch.bfloat16)
     model.save_pretrained(str(out))
     GenerationConfig(bos_token_id=BOS, eos_token_id=[EOS, EOT], pad_token_id=PAD, do_sample=False,
                      max_new_tokens=48).save_pretrained(str(out))
@@ -333,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                    "lookalikes": len(lookalikes), "align_harmful": len(align_harmful), "mirrors": len(mirrors),
                    "final_loss": sum(loss2[-20:]) / max(1, len(loss2[-20:]))},
         "batch_size": args.batch_size, "optimizer": "AdamW(betas=(0.9,0.95), wd=0.1), warmup 5% + cosine, clip 1.0",
-        "lexicon": lexicon_record, "threads": args.threads, "bf16_autocast": args.bf16,
+        "lexicon": lexicon_record, "threads": args.threads, "bf16_autocast": args.bf16, "device": args.device,
         "machine_at_end": machine(),
         "stage1_restored_from": str(cache) if cache and restored else None, "training_minutes": None if total is None else round(total, 1),
         "this_run_minutes": round(minutes, 1), "prompt_files": counts,
