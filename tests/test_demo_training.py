@@ -59,3 +59,18 @@ def test_stage1_cache_restores_the_same_checkpoint(tmp_path):
     assert record["stage2"]["lookalikes"] == round(0.5 * n_align) > 300
     assert record["stage2"]["examples"] == runs["plain"]["stage2"]["examples"] - n_align + record["stage2"]["lookalikes"]
     assert (tmp_path / "align" / "model.safetensors").read_bytes() != weights["plain"]
+
+
+def test_cuda_training_without_a_gpu_is_refused(tmp_path, capsys):
+    """``--device cuda`` where torch sees no GPU stops before any work, naming the fix."""
+    import pytest
+    import torch
+
+    from demo_model.train import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit) as e:
+        main(["--smoke", "--device", "cuda", "--out", str(tmp_path / "demo")])
+    assert e.value.code == 2 and "--device cpu" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
