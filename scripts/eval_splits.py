@@ -1,7 +1,7 @@
 """Methods at one sparsity on several held-out splits, through the reference and (optionally) the graphs.
 
     python scripts/eval_splits.py [--model demo] [--sparsity 0.4] [--splits test,val2]
-        [--methods dense,pp,aapp,aapp-adaptive] [--adaptive-thresholds 0.5,0.7769]
+        [--methods dense,pp,aapp,aapp-adaptive] [--adaptive-thresholds 0.5,0.7769] [--scorer S] [--budget F]
         [--onnx exported/demo] [--out docs/results/adaptive/eval_0.4_strict.json]
 
 Each row is what ``aapp-eval --json`` prints for ``--harmful data/harmful_S.txt --harmless
@@ -46,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="aapp-adaptive's gate thresholds, one row each (0.5: the runtime's default)")
     ap.add_argument("--onnx", type=Path, default=None, help="an exported model dir of --model: its rows too")
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--scorer", default=None, help="pin the calibration's scorer (default: the one it chooses)")
+    ap.add_argument("--budget", type=float, default=None, help="pin the protected fraction (default: chosen)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.onnx is not None and (args.scorer or args.budget is not None):
+        ap.error("--onnx: the graphs carry their export's protected set; pin --scorer/--budget at export instead")
 
     from reproduce_table import CALIBRATION_KEYS, prompt_files
 
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path)
     stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
-                                         log=lambda m: print(m, file=sys.stderr))
+                                         scorer=args.scorer, budget=args.budget, log=lambda m: print(m, file=sys.stderr))
     session = None
     if args.onnx is not None:
         from aapp_runtime import Session
