@@ -97,8 +97,8 @@ def mean_rows(runs: list[dict[str, dict[str, dict]]]) -> dict[str, dict[str, dic
 
 
 def markdown(named: dict[str, dict[str, dict[str, dict]]], sparsity: float) -> str:
-    lines = [f"| seed | split | method | refusal (marker / strict) | x dense (marker / strict) | over-refusal (marker / strict) "
-             f"| FLOPs harmful / harmless |", "|---|---|---|---|---|---|---|"]
+    lines = ["| seed | split | method | refusal (marker / strict) | x dense (marker / strict) | over-refusal (marker / strict) "
+             "| FLOPs harmful / harmless |", "|---|---|---|---|---|---|---|"]
     for name, splits in named.items():
         for split, rows in splits.items():
             for m, r in rows.items():
