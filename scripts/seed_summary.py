@@ -14,7 +14,7 @@ Each ``--run NAME=DIR`` is one checkpoint's results folder, as the scripts write
 
 For dense, pp, aapp and aapp-adaptive at ``--sparsity`` it writes, per run and as the mean over the
 ``--mean`` runs (default: all): refusal (marker / strict), over-refusal, FLOPs per request of each file
-relative to dense, and each refusal as a ratio to the same run's dense (the issue's targets are ratios).
+relative to dense, perplexity on the card's text, and each refusal as a ratio to the same run's dense (the issue's targets are ratios).
 Writes ``DIR/summary.md`` and ``summary.json`` with ``--out``; prints the markdown.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 METHODS = ("dense", "pp", "aapp", "aapp-adaptive")
 EVAL_FILES = ("eval_val2.json", "adaptive/eval_0.4_strict.json")
 FIELDS = ("refusal_rate", "strict_refusal_rate", "over_refusal_rate", "strict_over_refusal_rate",
-          "flops_ratio_harmful", "flops_ratio_harmless")
+          "flops_ratio_harmful", "flops_ratio_harmless", "perplexity")
 
 
 class SummaryError(Exception):
@@ -98,7 +98,7 @@ def mean_rows(runs: list[dict[str, dict[str, dict]]]) -> dict[str, dict[str, dic
 
 def markdown(named: dict[str, dict[str, dict[str, dict]]], sparsity: float) -> str:
     lines = ["| seed | split | method | refusal (marker / strict) | x dense (marker / strict) | over-refusal (marker / strict) "
-             "| FLOPs harmful / harmless |", "|---|---|---|---|---|---|---|"]
+             "| FLOPs harmful / harmless | perplexity |", "|---|---|---|---|---|---|---|---|"]
     for name, splits in named.items():
         for split, rows in splits.items():
             for m, r in rows.items():
@@ -106,7 +106,7 @@ def markdown(named: dict[str, dict[str, dict[str, dict]]], sparsity: float) -> s
                 lines.append(f"| {name} | {split} | {label} | {r['refusal_rate']:.1%} / {r['strict_refusal_rate']:.1%} | "
                              f"{r['_ratio']['refusal_rate']:.2f} / {r['_ratio']['strict_refusal_rate']:.2f} | "
                              f"{r['over_refusal_rate']:.1%} / {r['strict_over_refusal_rate']:.1%} | "
-                             f"{r['flops_ratio_harmful']:.3f} / {r['flops_ratio_harmless']:.3f} |")
+                             f"{r['flops_ratio_harmful']:.3f} / {r['flops_ratio_harmless']:.3f} | {r['perplexity']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

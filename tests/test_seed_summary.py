@@ -14,7 +14,7 @@ METHODS = ("dense", "pp", "aapp", "aapp-adaptive")
 def _row(method: str, sparsity: float, refusal: float, strict: float, split: str | None = None, **extra) -> dict:
     row = {"method": method, "sparsity": sparsity, "refusal_rate": refusal, "strict_refusal_rate": strict,
            "over_refusal_rate": 0.02, "strict_over_refusal_rate": 0.01, "flops_ratio_harmful": 1.0 if method == "dense" else 0.72,
-           "flops_ratio_harmless": 1.0 if method == "dense" else 0.7}
+           "flops_ratio_harmless": 1.0 if method == "dense" else 0.7, "perplexity": 2.0}
     if split:
         row.update(split=split, engine="torch")
     return dict(row, **extra)
@@ -43,7 +43,7 @@ def test_ratios_and_mean_by_hand(tmp_path, capsys):
     assert mean["val2"]["aapp"]["_ratio"]["refusal_rate"] == pytest.approx((0.5 + 0.9) / 2)
     assert mean["test"]["aapp"]["refusal_rate"] == pytest.approx(0.65)
     assert mean["val2"]["aapp"]["_spread"]["refusal_rate"] == [0.4, 0.9]
-    assert "| mean of 2 | val2 | aapp 0.4 | 65.0% / 32.5% | 0.70 / 0.35 |" in capsys.readouterr().out
+    assert "| mean of 2 | val2 | aapp 0.4 | 65.0% / 32.5% | 0.70 / 0.35 | 2.0% / 1.0% | 0.720 / 0.700 | 2.00 |" in capsys.readouterr().out
 
 
 def test_missing_results_name_the_script(tmp_path, capsys):
