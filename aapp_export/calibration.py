@@ -17,13 +17,14 @@ import json
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from tqdm import tqdm
 
 from aapp_runtime.memory import trim_heap
 
+from .choices import DEFAULT_LEVELS
 from .errors import InputError
 from .placement import load_causal_lm, to_model
 from .pruning import LayerStats
@@ -31,7 +32,8 @@ from .recorder import activation_range, decoder_layers, unit_inputs
 
 MAX_POSITIONS = 256
 CALIBRATION_FILE = "calibration.safetensors"
-CACHE_VERSION = 5  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency; 5: and the budget
+CACHE_VERSION = 6  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency; 5: and the budget;
+# 6: aapp-adaptive's confirmation gate per level
 
 
 def read_lines(path: Path) -> list[str]:
@@ -135,17 +137,22 @@ def load_model(checkpoint: Path, dtype: str = "fp32", device: str = "cpu", max_m
 
 def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, budget: float | None = None,
               scorer: str | None = None, check_prompts: int = 48, log=print, ranges: dict | None = None,
-              check: Path | None = None):
+              check: Path | None = None, levels: Sequence[float] = DEFAULT_LEVELS):
     """History statistics and alignment circuits of a loaded model: ``(stats, circuits)``; ``ranges``
     (a dict) is filled with the activation range of the statistics pass (``recorder.activation_range``);
-    ``check`` holds the held-out harmful prompts of the causal check (None: the ``harmful`` prompts)."""
+    ``check`` holds the held-out harmful prompts of the causal check (None: the ``harmful`` prompts);
+    aapp-adaptive's confirmation gate is calibrated at each sparsity of ``levels`` (``confirm_gate.py``)."""
     from .circuits import identify_circuits
+    from .confirm_gate import calibrate_confirm_gates
 
     with activation_range(model, ranges) if ranges is not None else nullcontext():
         stats = collect_stats(model, tokenizer, read_lines(text))
-    circuits = identify_circuits(model, tokenizer, read_lines(harmful), read_lines(harmless), stats, budget=budget,
+    harmful_prompts, harmless_prompts = read_lines(harmful), read_lines(harmless)
+    circuits = identify_circuits(model, tokenizer, harmful_prompts, harmless_prompts, stats, budget=budget,
                                  scorer=scorer, check_prompts=check_prompts, log=log,
                                  check=read_lines(check) if check is not None else None)
+    circuits.confirm = calibrate_confirm_gates(model, tokenizer, harmful_prompts, harmless_prompts, stats,
+                                               circuits.protection(), levels)
     return stats, circuits
 
 
@@ -207,14 +214,15 @@ def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, har
 def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
                          budget: float | None = None, scorer: str | None = None, dtype: str = "fp32",
                          device: str = "cpu", max_memory=None, check_prompts: int = 48,
-                         log=print, check: Path | None = None) -> dict[str, Any]:
+                         log=print, check: Path | None = None, levels: Sequence[float] = DEFAULT_LEVELS) -> dict[str, Any]:
     """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype``) into ``out_dir``
     (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
     model, tok = load_model(checkpoint, dtype, device, max_memory)
     ranges: dict = {}
     try:
         stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                    scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges, check=check)
+                                    scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges, check=check,
+                                    levels=levels)
     finally:
         # the graph build comes next in the same process: give the model's memory back first (transformers
         # models hold reference cycles, and malloc keeps what it served from its heap)

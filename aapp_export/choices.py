@@ -21,6 +21,8 @@ STATIC_METHODS = ("wanda-sp", "flap", "random")  # fixed kept units (the referen
 METHODS = RUNTIME_METHODS + STATIC_METHODS  # what the PyTorch reference and aapp-eval run
 ADAPTIVE_THRESHOLD = 0.5  # aapp-adaptive: a request whose risk gate reaches this runs at the low sparsity
 ADAPTIVE_LOW_SPARSITY = 0.0  # ... which is dense by default (refusals are short, so they cost little)
+CONFIRM_THRESHOLD = 0.5  # ... when its confirmation gate (read at the end of the AAPP prefill) reaches this too
+DEFAULT_LEVELS = (0.2, 0.3, 0.4, 0.5)  # sparsity levels an export builds graphs for (and calibrates the confirmation gate at)
 SCORERS = ("actdiff", "refusal-dir", "grad-act")  # alignment-circuit scorers
 ATTENTION_KERNELS = ("gqa", "onnx")  # com.microsoft.GroupQueryAttention, or the standard Attention op
 EXPORT_DTYPES = ("auto", "fp32", "fp16", "bf16")  # auto: precision.choose_export_dtype
@@ -42,5 +44,5 @@ def check_sparsity(value: float, flag: str, *, zero: bool = True) -> float:
 
 
 __all__ = ["SKIP_FIRST", "CHECK_TOKENS", "SUFFICIENCY_SPARSITY", "BUDGETS", "MAX_SPARSITY", "PROBE_MAX_TOKENS", "RUNTIME_METHODS", "STATIC_METHODS", "METHODS", "SCORERS",
-           "ADAPTIVE_METHODS", "ADAPTIVE_THRESHOLD", "ADAPTIVE_LOW_SPARSITY",
+           "ADAPTIVE_METHODS", "ADAPTIVE_THRESHOLD", "ADAPTIVE_LOW_SPARSITY", "CONFIRM_THRESHOLD", "DEFAULT_LEVELS",
            "ATTENTION_KERNELS", "EXPORT_DTYPES", "CALIBRATION_DTYPES", "DEVICES", "check_sparsity"]

@@ -38,6 +38,7 @@ from .errors import InputError
 from .families import spec_of_model
 from .choices import BUDGETS, CHECK_TOKENS, SCORERS, SKIP_FIRST, SUFFICIENCY_SPARSITY
 from .placement import to_model, weight_of
+from .probe import GateParams, fit_gate
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
 from .refusal import is_refusal
 from .recorder import decoder_layers, unit_inputs
@@ -209,12 +210,16 @@ class Circuits:
     temperature: float
     check: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = field(default_factory=dict)
+    confirm: dict[float, GateParams] = field(default_factory=dict)  # aapp-adaptive's, per sparsity (confirm_gate.py)
 
     def protection(self) -> Protection:
-        return Protection(self.heads, self.channels, self.direction, self.gate_layer, self.threshold, self.temperature)
+        return Protection(self.heads, self.channels, self.direction, self.gate_layer, self.threshold, self.temperature,
+                          dict(self.confirm))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         t = {"circuits.direction": self.direction.contiguous()}
+        for level, g in self.confirm.items():
+            t[f"confirm_gate.{level:g}.direction"] = g.direction.float().contiguous()
         for i, (h, c) in enumerate(zip(self.heads, self.channels)):
             t[f"circuits.layers.{i}.protected_heads"] = h.contiguous()
             t[f"circuits.layers.{i}.protected_channels"] = c.contiguous()
@@ -230,6 +235,9 @@ class Circuits:
                                     "channels_per_layer": [len(c) for c in self.channels]},
                 "risk_gate": {"layer": self.gate_layer, "threshold": round(self.threshold, 5),
                               "temperature": round(self.temperature, 5)},
+                "confirm_gate": {f"{level:g}": {"read": "final residual, last prompt token, under AAPP's prefill",
+                                                "threshold": round(g.threshold, 5), "temperature": round(g.temperature, 5)}
+                                 for level, g in self.confirm.items()},
                 "causal_check": self.check}
 
 
@@ -341,8 +349,7 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     direction = refusal_directions(harm, safe)[gate_layer]
     p_harm = harm.last_residual[gate_layer] @ direction
     p_safe = safe.last_residual[gate_layer] @ direction
-    threshold = float((p_harm.mean() + p_safe.mean()) / 2)
-    temperature = float((p_harm.std() + p_safe.std()) / 4 + 1e-6)
+    threshold, temperature = fit_gate(p_harm, p_safe)
     dense = dense_refusal(model, tokenizer, check_set)
     pp_ref = None if stats is None else sufficiency_check(model, tokenizer, check_set, None, stats, dense)
     for name, (hs, cs) in all_scores.items():
@@ -389,11 +396,13 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
 
 def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, Any], n_layers: int) -> Circuits:
     gate = summary["risk_gate"]
+    confirm = {float(level): GateParams(tensors[f"confirm_gate.{level}.direction"], g["threshold"], g["temperature"])
+               for level, g in summary.get("confirm_gate", {}).items()}
     return Circuits(summary["scorer"], summary["budget"],
                     [tensors[f"circuits.layers.{i}.protected_heads"] for i in range(n_layers)],
                     [tensors[f"circuits.layers.{i}.protected_channels"] for i in range(n_layers)],
                     tensors["circuits.direction"], gate["layer"], gate["threshold"], gate["temperature"],
-                    summary.get("causal_check", {}))
+                    summary.get("causal_check", {}), confirm=confirm)
 
 
 __all__ = ["SCORERS", "identify_circuits", "causal_check", "sufficiency_check", "protected_units", "Circuits"]

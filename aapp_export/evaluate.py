@@ -168,6 +168,7 @@ class EvalResult:
     flops_ratio_harmless: float | None = None
     low_share_harmful: float | None = None  # aapp-adaptive: share of requests run at the low sparsity
     low_share_harmless: float | None = None
+    confirm_gate: bool | None = None  # aapp-adaptive: the sparsity had a confirmation gate (confirm_gate.py)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -176,7 +177,7 @@ class EvalResult:
                   "low_share_harmless"):
             if d[k] is not None:
                 d[k] = round(d[k], 4)
-        for k in ("low_share_harmful", "low_share_harmless"):  # aapp-adaptive only
+        for k in ("low_share_harmful", "low_share_harmless", "confirm_gate"):  # aapp-adaptive only
             if d[k] is None:
                 del d[k]
         d["perplexity"] = round(d["perplexity"], 3)
@@ -191,7 +192,7 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
              texts: list[str], stats=None, circuits=None, max_new_tokens: int = 48,
              probe_max_tokens: int = PROBE_MAX_TOKENS, adaptive_threshold: float = ADAPTIVE_THRESHOLD) -> EvalResult:
     """One row of the table: refusal, over-refusal, perplexity and FLOPs ratio of a method."""
-    from .flops import Dims, flops_ratio
+    from .flops import Dims, flops_ratio, prefill_ratio
     from .pruning import PruneConfig
 
     cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens, adaptive_threshold=adaptive_threshold)
@@ -219,6 +220,9 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
         share = sum(flags) / max(1, len(flags))
         low = flops_ratio(dims, prompt, max_new_tokens, pruner.low_heads, pruner.low_channels,
                           probe if cfg.adaptive_low > 0 else 0, cfg.skip_first)  # dense rows need no probe
+        if pruner.confirm is not None:  # a flagged row ran the screening AAPP prefill first
+            low += prefill_ratio(dims, prompt, max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe,
+                                 cfg.skip_first)
         return (1 - share) * target + share * low, share
 
     (r_harm, low_harm), (r_safe, low_safe) = ratio(pruners["harmful"], harmful), ratio(pruners["harmless"], harmless)
@@ -229,4 +233,5 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
     strict = strict_refusal_rate(model, tokenizer, harmful, harmful_answers)  # the dense model scores
     strict_over = strict_refusal_rate(model, tokenizer, harmless, harmless_answers)
     return EvalResult(method, sparsity, refusal_rate(harmful_answers), refusal_rate(harmless_answers), ppl, mean,
-                      len(harmful), len(harmless), strict, strict_over, r_harm, r_safe, low_harm, low_safe)
+                      len(harmful), len(harmless), strict, strict_over, r_harm, r_safe, low_harm, low_safe,
+                      None if method != "aapp-adaptive" else pruners["harmful"].confirm is not None)

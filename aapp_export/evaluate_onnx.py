@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .flops import Dims, flops_ratio, probe_flops, request_flops
+from .flops import Dims, flops_ratio, prefill_ratio
 from .refusal import first_clause, is_refusal, strict_refusal_rate
 
 PROBE_RATIO = 0.5
@@ -159,9 +159,8 @@ def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], har
         share = sum(dense) / max(1, len(dense))
         if not share:
             return target
-        asked = request_flops(dims, prompt, 0, heads, channels) + probe_flops(
-            dims, prompt, probe, list(range(skip_first, len(dims.heads))))
-        return (1 - share) * target + share * (1 + asked / request_flops(dims, prompt, max_new_tokens))
+        asked = prefill_ratio(dims, prompt, max_new_tokens, heads, channels, probe, skip_first)
+        return (1 - share) * target + share * (1 + asked)
 
     r_harm, r_safe = ratio(harm_len, harm_dense), ratio(safe_len, safe_dense)
     if method == "aapp-adaptive":  # requests of both files, each at its own cost

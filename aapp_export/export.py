@@ -308,7 +308,8 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
                         "aapp.max_position_embeddings": str(spec.max_position_embeddings)}
             units = None
             # calibration first: one that cannot run costs no disk (and the static units need its statistics)
-            calibration = _calibrate(ckpt, tmp, options.calibration, log) if options.calibration else None
+            calibration = _calibrate(ckpt, tmp, options.calibration, log, options.levels or DEFAULT_LEVELS) \
+                if options.calibration else None
             if calibration is not None:  # its measured activation range can rule fp16 out
                 options = _checked_dtype(spec, options, requested, calibration, out_dir, log)
             decoder_options = DecoderOptions(options.dtype, options.last_logits_only, options.attention)
@@ -380,7 +381,8 @@ def _checked_dtype(spec, options: ExportOptions, requested: str, calibration: di
     return options
 
 
-def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, log: Callable[[str], None]) -> dict:
+def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, log: Callable[[str], None],
+               levels: tuple[float, ...] = DEFAULT_LEVELS) -> dict:
     from .calibration import calibrate_checkpoint
     from .cards import default_prompt_file
 
@@ -392,4 +394,4 @@ def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, lo
         f"causal check on {files['check'].name if files['check'] else files['harmful'].name}")
     return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, dtype=opts.dtype,
                                 device=resolve_device(opts.device), check_prompts=opts.check_prompts, log=log,
-                                **files)
+                                levels=levels, **files)

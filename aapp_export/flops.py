@@ -80,3 +80,13 @@ def flops_ratio(dims: Dims, prompt: int, new_tokens: int, heads: list[int], chan
     if probe_tokens:
         pruned += probe_flops(dims, prompt, probe_tokens, list(range(skip_first, len(dims.heads))))
     return pruned / dense
+
+
+def prefill_ratio(dims: Dims, prompt: int, new_tokens: int, heads: list[int], channels: list[int],
+                  probe_tokens: int = 0, skip_first: int = SKIP_FIRST) -> float:
+    """A pruned prefill of ``prompt`` tokens (+ probe) alone, relative to the dense request of ``prompt``
+    + ``new_tokens``: what aapp-adaptive's flagged requests spend before they start again dense."""
+    pruned = request_flops(dims, prompt, 0, heads, channels)
+    if probe_tokens:
+        pruned += probe_flops(dims, prompt, probe_tokens, list(range(skip_first, len(dims.heads))))
+    return pruned / request_flops(dims, prompt, new_tokens)

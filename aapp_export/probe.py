@@ -13,7 +13,9 @@ ONNX graphs built later make the same decisions from the same numbers:
   ``||S_k W[:, k]^2||_2 = S_k sqrt(sum_i W_ik^4)`` since ``S_k >= 0``;
 - ``kept_counts``: units kept per layer for a model-wide sparsity with the first layers dense;
 - ``top_units`` and ``aapp_select``: which units to keep, PP alone or with the protected set
-  enforced through the risk gate (same number kept either way; ``forced_count`` protected units).
+  enforced through the risk gate (same number kept either way; ``forced_count`` protected units);
+- ``risk_gate`` and ``fit_gate``: a sigmoid on a projection, its threshold and temperature fitted on
+  the calibration prompts (AAPP's risk gate and aapp-adaptive's confirmation gate).
 
 The ONNX graphs emit the same formulas op for op (``aapp_export/graph/probe_ops.py``), and the tests
 compare the two on hand-made tensors.
@@ -22,6 +24,7 @@ compare the two on hand-made tensors.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -166,3 +169,25 @@ def risk_gate(projection: torch.Tensor | float, threshold: float, temperature: f
     """Sigmoid gate on the projection of the last prompt token onto the refusal direction (1 = looks
     harmful): ``sigmoid((projection - threshold) / max(temperature, 1e-6))``."""
     return torch.sigmoid((torch.as_tensor(projection, dtype=torch.float32) - threshold) / max(temperature, EPS))
+
+
+def fit_gate(harmful: torch.Tensor, harmless: torch.Tensor) -> tuple[float, float]:
+    """Threshold and temperature of a risk gate from calibration projections of each class: the midpoint
+    of the class means, and a quarter of the sum of the class standard deviations (plus ``1e-6``)."""
+    harmful, harmless = harmful.float(), harmless.float()
+    return (float((harmful.mean() + harmless.mean()) / 2),
+            float((harmful.std() + harmless.std()) / 4 + EPS))
+
+
+@dataclass(frozen=True)
+class GateParams:
+    """A risk gate read on one residual vector: unit ``direction`` [hidden], ``threshold``, ``temperature``."""
+
+    direction: torch.Tensor
+    threshold: float
+    temperature: float
+
+    def __call__(self, residual: torch.Tensor) -> torch.Tensor:
+        """Gate of each row of ``residual`` [B, hidden] (float32, on the CPU)."""
+        proj = residual.float().cpu() @ self.direction.float().cpu()
+        return risk_gate(proj, self.threshold, self.temperature)

@@ -23,10 +23,8 @@ from .errors import InputError
 from .families import ModelSpec
 from .graph.builder import ExternalTensor, WeightStore
 from .graph.decoder import DecoderOptions
-from .graph.pruned import AAPP_INPUT, RISK_GATE, PruningPlan, build_level, kept_counts, level_name
-from .choices import MAX_SPARSITY, PROBE_MAX_TOKENS, SKIP_FIRST
-
-DEFAULT_LEVELS = (0.2, 0.3, 0.4, 0.5)
+from .graph.pruned import AAPP_INPUT, CONFIRM_GATE, RISK_GATE, PruningPlan, build_level, kept_counts, level_name
+from .choices import DEFAULT_LEVELS, MAX_SPARSITY, PROBE_MAX_TOKENS, SKIP_FIRST
 SAFETENSORS_TYPES = {"F32": TensorProto.FLOAT, "F16": TensorProto.FLOAT16, "BF16": TensorProto.BFLOAT16,
                      "I64": TensorProto.INT64}
 
@@ -59,27 +57,35 @@ def safetensors_index(path: Path) -> dict[str, ExternalTensor]:
     return out
 
 
-def _protected(tensors_dir: Path, n_layers: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+def _protected(tensors_dir: Path, n_layers: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray,
+                                                          dict[str, np.ndarray]]:
+    """Protected units per layer, the risk gate's direction and the confirmation gates' (by level name)."""
     from safetensors.numpy import load_file
 
     t = load_file(str(tensors_dir / CALIBRATION_FILE))
     heads = [t[f"circuits.layers.{i}.protected_heads"].astype(np.int64) for i in range(n_layers)]
     channels = [t[f"circuits.layers.{i}.protected_channels"].astype(np.int64) for i in range(n_layers)]
-    return heads, channels, t["circuits.direction"].astype(np.float32)
+    confirm = {k.split(".", 1)[1].rsplit(".", 1)[0]: v.astype(np.float32) for k, v in t.items()
+               if k.startswith("confirm_gate.")}
+    return heads, channels, t["circuits.direction"].astype(np.float32), confirm
 
 
 def plan_for(spec: ModelSpec, model_dir: Path, calibration: dict[str, Any], sparsity: float,
              skip_first: int = SKIP_FIRST, probe_max_tokens: int = PROBE_MAX_TOKENS) -> PruningPlan:
     """The ``PruningPlan`` of one level from the calibration files in ``model_dir``."""
     index = safetensors_index(Path(model_dir) / CALIBRATION_FILE)
-    heads, channels, direction = _protected(Path(model_dir), spec.num_layers)
+    heads, channels, direction, confirm_directions = _protected(Path(model_dir), spec.num_layers)
     kh, kc = kept_counts(spec, sparsity, skip_first)
     gate = calibration["risk_gate"]
+    level = f"{round(sparsity, 4):g}"
+    confirm = calibration.get("confirm_gate", {}).get(level)
     return PruningPlan(sparsity, tuple(kh), tuple(kc),
                        tuple(index.get(f"layers.{i}.hist_attn") for i in range(spec.num_layers)),
                        tuple(index.get(f"layers.{i}.hist_mlp") for i in range(spec.num_layers)),
                        tuple(heads), tuple(channels), direction, int(gate["layer"]), float(gate["threshold"]),
-                       float(gate["temperature"]), skip_first=skip_first, max_tokens=probe_max_tokens)
+                       float(gate["temperature"]), skip_first=skip_first, max_tokens=probe_max_tokens,
+                       confirm=None if confirm is None else (confirm_directions[level], float(confirm["threshold"]),
+                                                             float(confirm["temperature"])))
 
 
 def decode_weight_bytes(spec: ModelSpec, heads: Sequence[int], kv_heads: Sequence[int], channels: Sequence[int],
@@ -128,8 +134,10 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
         "kv_rule": "one KV head: shared by the kept query heads; several: each kept query head gets its group's K/V",
         "history": {"file": CALIBRATION_FILE, "tensors": "layers.{i}.hist_attn, layers.{i}.hist_mlp"},
         "risk_gate": calibration["risk_gate"],
+        "confirm_gate": {level_name(p.sparsity): {"threshold": p.confirm[1], "temperature": p.confirm[2]}
+                         for p in plans if p.confirm is not None},
         "protected_units": calibration["protected_units"],
-        "graph_io": {"aapp": AAPP_INPUT, "risk_gate": RISK_GATE, "kept_heads": "kept_heads.{i}",
+        "graph_io": {"aapp": AAPP_INPUT, "risk_gate": RISK_GATE, "confirm_gate": CONFIRM_GATE, "kept_heads": "kept_heads.{i}",
                      "kept_channels": "kept_channels.{i}", "kept": "kept.{i}.{part}"},
     }
 

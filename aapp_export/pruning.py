@@ -13,6 +13,12 @@ graphs mirror (``graph/pruned.py``):
   ``new_request``, so the KV cache stays consistent.
 
 The prefill ends when the model's first forward returns (a forward hook), not inside a layer.
+``aapp-adaptive`` with a confirmation gate for its sparsity (``Protection.confirm``) screens each
+prefill first: the same prefill runs under AAPP (no KV cache kept), the gate reads the final residual
+stream at the last prompt token, and the real prefill then decides with both gates known (a row runs
+at the low sparsity when both flag it). The graphs do the same in one pass (the level's AAPP prefill
+emits both gates; the runtime starts a flagged request again dense), so the screening prefill is
+counted in the flagged rows' FLOPs.
 
 Methods (``METHODS``), all at the same number of kept units per layer (``probe.kept_counts``), are
 small classes with ``heads`` and ``channels`` decisions: ``ProbePruning`` (``pp``: probe + history
@@ -33,10 +39,10 @@ from torch import nn
 from . import probe as pp
 from .errors import InputError
 from .families import ModelSpec, spec_of_model
-from .choices import (ADAPTIVE_LOW_SPARSITY, ADAPTIVE_THRESHOLD, METHODS, SKIP_FIRST,  # noqa: F401 (re-exported)
-                      check_sparsity)
+from .choices import (ADAPTIVE_LOW_SPARSITY, ADAPTIVE_THRESHOLD, CONFIRM_THRESHOLD, METHODS,  # noqa: F401
+                      SKIP_FIRST, check_sparsity)  # ADAPTIVE_*, SKIP_FIRST: re-exported
 from .placement import weight_in_place
-from .recorder import decoder_layers, unit_inputs
+from .recorder import decoder_layers, final_norm, unit_inputs
 from .static import static_units
 
 
@@ -74,6 +80,7 @@ class Protection:
     gate_layer: int
     threshold: float
     temperature: float
+    confirm: dict[float, pp.GateParams] = field(default_factory=dict)  # aapp-adaptive: per sparsity (rounded to 4)
 
 
 @dataclass
@@ -107,6 +114,8 @@ class RequestLog:
     probe_tokens: dict[int, list[int]] = field(default_factory=dict)  # layer -> per row probe size
     gate: list[float] = field(default_factory=list)
     low: list[bool] = field(default_factory=list)  # aapp-adaptive: per row, ran at the low sparsity
+    confirm: list[float] = field(default_factory=list)  # aapp-adaptive: per row, the confirmation gate
+    screened: bool = False  # aapp-adaptive: an AAPP prefill ran first (its FLOPs count for the low rows)
 
 
 @dataclass
@@ -117,6 +126,7 @@ class Recorded:
     residual: dict[int, torch.Tensor] = field(default_factory=dict)  # layer input
     residual_mlp: dict[int, torch.Tensor] = field(default_factory=dict)  # MLP norm input
     gate: torch.Tensor | None = None  # [B] AAPP's risk gate
+    confirm: torch.Tensor | None = None  # [B] aapp-adaptive's confirmation gate (from the screening prefill)
 
     def valid_for(self, h: torch.Tensor) -> torch.Tensor:
         if self.valid is not None and self.valid.shape == h.shape[:2]:
@@ -232,15 +242,19 @@ class AlignmentAware(ProbePruning):
 
 class RiskAdaptive(AlignmentAware):
     """aapp-adaptive: AAPP whose risk gate also sets the request's sparsity. A row whose gate reaches
-    ``adaptive_threshold`` keeps the counts of ``adaptive_low`` (dense by default: every unit, no
-    selection needed), the others AAPP's at ``sparsity``. The gate is read before the first pruned
-    layer, so every pruned layer knows the row's counts."""
+    ``adaptive_threshold`` (and, when the sparsity has one, whose confirmation gate reaches
+    ``CONFIRM_THRESHOLD``) keeps the counts of ``adaptive_low`` (dense by default: every unit, no
+    selection needed), the others AAPP's at ``sparsity``. The risk gate is read before the first pruned
+    layer and the confirmation gate by the screening prefill, so every pruned layer knows the row's counts."""
 
     def select(self, scores, n_keep, i, b, kind):
         p = self.p
-        gate_t = p.recorded.gate
+        if p.screening:  # the screening prefill is AAPP's
+            return super().select(scores, n_keep, i, b, kind)
+        gate_t, confirm_t = p.recorded.gate, p.recorded.confirm
         gate = float(gate_t[b]) if gate_t is not None else 1.0
-        low = gate >= p.cfg.adaptive_threshold
+        confirm = float(confirm_t[b]) if confirm_t is not None else 1.0
+        low = gate >= p.cfg.adaptive_threshold and confirm >= CONFIRM_THRESHOLD
         if b >= len(p.log.low):
             p.log.low.append(low)
         if low:
@@ -278,6 +292,11 @@ class Pruner:
                              "first)")
         self.low_heads = pp.kept_counts(self.n_heads, config.adaptive_low, config.skip_first)
         self.low_channels = pp.kept_counts(self.n_channels, config.adaptive_low, config.skip_first, config.mlp_multiple)
+        # aapp-adaptive's confirmation gate at this sparsity (None: the risk gate alone decides)
+        self.confirm = protection.confirm.get(round(config.sparsity, 4)) \
+            if config.method == "aapp-adaptive" and protection is not None else None
+        self.screening = False
+        self._final: torch.Tensor | None = None
         self.method: Method | None = None
         if config.method in ("pp", "aapp", "aapp-adaptive"):
             self.method = {"pp": ProbePruning, "aapp": AlignmentAware, "aapp-adaptive": RiskAdaptive}[config.method](self)
@@ -304,6 +323,8 @@ class Pruner:
         base = getattr(self.model, "model", self.model)
         self._hooks.append(base.register_forward_pre_hook(self._record_request, with_kwargs=True))
         self._hooks.append(base.register_forward_hook(self._prefill_done))
+        if self.confirm is not None:
+            self._hooks.append(final_norm(self.model).register_forward_pre_hook(self._record_final))
         norm = mlp_norm_name(self.spec)
         for i, layer in enumerate(self.layers):
             self._hooks.append(layer.register_forward_pre_hook(self._record_layer(i), with_kwargs=True))
@@ -338,10 +359,38 @@ class Pruner:
         mask = kwargs.get("attention_mask")
         if not self.decided and ids is not None:
             self.recorded.valid = mask.bool() if mask is not None else torch.ones(ids.shape, dtype=torch.bool)
+            if self.confirm is not None and not self.screening:
+                self._screen(module, args, kwargs)
+        return None
+
+    def _screen(self, module, args, kwargs) -> None:
+        """aapp-adaptive: the prefill under AAPP first (no KV cache kept), for the confirmation gate on
+        its final residual; then the decisions start again for the real prefill."""
+        from transformers import Cache
+
+        valid = self.recorded.valid
+        uncached = {k: v for k, v in kwargs.items() if k != "use_cache" and not isinstance(v, Cache)}
+        self.screening = True
+        try:
+            with torch.no_grad():
+                module(*args, **uncached, use_cache=False)
+        finally:
+            self.screening = False
+        self.head_mask, self.channel_mask = {}, {}
+        confirm = self.confirm(self._final)
+        self.log = RequestLog(confirm=[float(g) for g in confirm], screened=True)
+        self.recorded = Recorded(valid=valid, confirm=confirm)
+
+    def _record_final(self, module, args):
+        if self.screening:
+            h = args[0]
+            last = self.recorded.valid_for(h).long().cumsum(1).argmax(1)
+            self._final = h[torch.arange(h.shape[0], device=h.device), last].detach()
         return None
 
     def _prefill_done(self, module, args, output):
-        self.decided = True
+        if not self.screening:
+            self.decided = True
         return None
 
     def _record_layer(self, i: int):

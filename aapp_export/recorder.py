@@ -25,6 +25,12 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return base.layers
 
 
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm after the last decoder layer (its input is the final residual stream)."""
+    base = getattr(model, "model", model)
+    return getattr(base, "language_model", base).norm
+
+
 @contextmanager
 def unit_inputs(model: nn.Module, fn: UnitFn) -> Iterator[None]:
     """Call ``fn(layer, kind, x)`` on every layer's o_proj (``"attn"``) and down_proj (``"mlp"``) input."""
@@ -93,4 +99,4 @@ def activation_range(model: nn.Module, out: dict) -> Iterator[None]:
                         "per_layer": [round(b, 4) for b in best]})
 
 
-__all__ = ["decoder_layers", "unit_inputs", "activation_range"]
+__all__ = ["decoder_layers", "final_norm", "unit_inputs", "activation_range"]

@@ -34,6 +34,7 @@ def test_the_runtime_agrees_with_the_exporter():
 
     assert session.METHODS == choices.RUNTIME_METHODS and session.MAX_SPARSITY == choices.MAX_SPARSITY
     assert session.ADAPTIVE_THRESHOLD == choices.ADAPTIVE_THRESHOLD
+    assert session.CONFIRM_THRESHOLD == choices.CONFIRM_THRESHOLD
     assert _choices(run_cli.build_parser(), "method") == choices.RUNTIME_METHODS
 
 

@@ -50,20 +50,26 @@ def test_eval_json_and_matched_compute(six_layers, files, capsys):
             "n_harmless", "flops_ratio_harmful", "flops_ratio_harmless", "strict_refusal_rate", "strict_over_refusal_rate"}
     adaptive = results.pop("aapp-adaptive")
     assert all(set(r) == keys and r["engine"] == "torch" for r in results.values())
-    assert set(adaptive) == keys | {"low_share_harmful", "low_share_harmless"}
+    assert set(adaptive) == keys | {"low_share_harmful", "low_share_harmless", "confirm_gate"}
+    assert adaptive["confirm_gate"] is True  # calibrated at the default levels, 0.4 among them
     for cls, n in (("harmful", 5), ("harmless", results["dense"]["n_harmless"])):  # each request at its own cost
         share = adaptive[f"low_share_{cls}"]
         assert round(share * n) == share * n or abs(round(share * n) - share * n) < 1e-3
-        assert results["aapp"][f"flops_ratio_{cls}"] - 1e-3 <= adaptive[f"flops_ratio_{cls}"] <= 1.0
+        # a request run dense also paid the AAPP prefill that screened it (less than a whole AAPP request)
+        low = results["aapp"][f"flops_ratio_{cls}"]
+        assert low - 1e-3 <= adaptive[f"flops_ratio_{cls}"] <= (1 - share) * low + share * (1 + low) + 1e-3
     assert results["dense"]["flops_ratio"] == 1.0 and results["dense"]["n_harmful"] == 5
     assert results["pp"]["flops_ratio"] < 1.0
     assert abs(results["aapp"]["flops_ratio"] - results["pp"]["flops_ratio"]) <= 0.01 * results["pp"]["flops_ratio"]
     assert results["wanda-sp"]["flops_ratio"] < results["pp"]["flops_ratio"]  # static: no probe
     assert results["pp"]["perplexity"] > 1.0
-    for threshold, share in (("0", 1.0), ("1", 0.0)):  # every request dense / none (the gate is below 1)
+    shares = []  # a lower risk-gate threshold runs more requests dense (those the confirmation gate flags too)
+    for threshold in ("1", "0.5", "0"):
         assert eval_main(_args(ckpt, files, "aapp-adaptive") + ["--adaptive-threshold", threshold]) == 0
         out = json.loads(capsys.readouterr().out)
-        assert out["low_share_harmful"] == out["low_share_harmless"] == share
+        shares.append((out["low_share_harmful"], out["low_share_harmless"]))
+    assert shares[0] == (0.0, 0.0) and shares[1] == (adaptive["low_share_harmful"], adaptive["low_share_harmless"])
+    assert all(a <= b for x, y in zip(shares, shares[1:]) for a, b in zip(x, y))
     for r in results.values():  # a strict refusal is also a refusal
         assert r["strict_refusal_rate"] <= r["refusal_rate"] and r["strict_over_refusal_rate"] <= r["over_refusal_rate"]
 

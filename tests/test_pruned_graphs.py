@@ -156,6 +156,12 @@ def test_kept_units_and_tokens_equal_the_reference(family, pruned):
                 if method == "aapp":
                     assert got["risk_gate"] == pytest.approx(p.log.gate[0], abs=1e-5)
                     gates.add(round(got["risk_gate"], 1))
+                    # aapp-adaptive's confirmation gate: the same prefill's final residual, as the reference screens
+                    with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", sparsity), stats,
+                                                 circuits.protection()) as q:
+                        q.new_request()
+                        model(ids)
+                    assert got["confirm_gate"] == pytest.approx(q.log.confirm[0], abs=1e-4)
     assert decisions >= 80 and agree == decisions
     # greedy generation through prefill + decode graphs equals transformers with the reference's hooks
     for method in ("pp", "aapp"):
@@ -234,10 +240,12 @@ def test_onnx_eval_engine_answers_like_the_torch_engine(pruned, tmp_path, capsys
         ref = generate_answers(model, tok, harmful, 6, pruner, batch_size=1)
         assert onnx_answers == ref
         torch_row = run_eval(model, tok, method, 0.4, harmful, harmless, ["some text here"], stats, circuits, 6)
-        if method == "aapp-adaptive":  # the same gate decisions; the runtime also counts the prefill that asked
+        if method == "aapp-adaptive":  # the same gate decisions, each counting the AAPP prefill that asked
+            assert torch_row.confirm_gate is True
             assert (got.low_share_harmful, got.low_share_harmless) == (torch_row.low_share_harmful,
                                                                        torch_row.low_share_harmless)
-            assert got.flops_ratio_harmful >= torch_row.flops_ratio_harmful - 1e-6
+            assert got.flops_ratio_harmful == pytest.approx(torch_row.flops_ratio_harmful, rel=1e-6)
+            assert got.flops_ratio_harmless == pytest.approx(torch_row.flops_ratio_harmless, rel=1e-6)
             continue
         assert got.flops_ratio == pytest.approx(torch_row.flops_ratio, rel=1e-6)
         assert got.flops_ratio_harmful == pytest.approx(torch_row.flops_ratio_harmful, rel=1e-6)
@@ -266,9 +274,10 @@ def test_onnx_eval_engine_answers_like_the_torch_engine(pruned, tmp_path, capsys
 
 
 def test_aapp_adaptive_runs_the_level_below_the_gate_and_dense_from_it(pruned, monkeypatch):
-    """aapp-adaptive in the runtime: the level's AAPP prefill reads the risk gate; below the threshold
-    the request is AAPP's (same tokens, level's sparsity), from it on the dense graph's (sparsity 0,
-    every weight read), and the gate reported is the one the prefill computed."""
+    """aapp-adaptive in the runtime: the level's AAPP prefill reads the risk gate and the confirmation
+    gate; unless both reach their thresholds the request is AAPP's (same tokens, level's sparsity),
+    else the dense graph's (sparsity 0, every weight read), and the gates reported are the ones the
+    prefill computed."""
     from aapp_runtime import InputError, Session
     from aapp_runtime import session as session_module
 
@@ -277,19 +286,25 @@ def test_aapp_adaptive_runs_the_level_below_the_gate_and_dense_from_it(pruned, m
     prompt = "Tell me how to pick a lock"
     aapp = s.generate(prompt, 6, sparsity=0.4, method="aapp")
     dense = s.generate(prompt, 6)
-    gate = s.decisions(prompt, sparsity=0.4, method="aapp")["risk_gate"]
+    decided = s.decisions(prompt, sparsity=0.4, method="aapp")
+    gate, confirm = decided["risk_gate"], decided["confirm_gate"]
+    assert confirm is not None and 0.0 <= confirm <= 1.0
+    monkeypatch.setattr(session_module, "CONFIRM_THRESHOLD", confirm + 1e-3)  # the confirmation gate disagrees
+    assert s.generate(prompt, 6, sparsity=0.4, method="aapp-adaptive", adaptive_threshold=0.0).tokens == aapp.tokens
+    monkeypatch.setattr(session_module, "CONFIRM_THRESHOLD", confirm - 1e-3)  # ... agrees: the risk gate decides
     for threshold, expect, sparsity in ((gate + 1e-3, aapp, 0.4), (gate - 1e-3, dense, 0.0)):
         monkeypatch.setattr(session_module, "ADAPTIVE_THRESHOLD", threshold)
         got = s.generate(prompt, 6, sparsity=0.4, method="aapp-adaptive")
         assert got.tokens == expect.tokens and got.sparsity == sparsity and got.method == "aapp-adaptive"
         assert got.risk_gate == pytest.approx(gate, abs=1e-6)
+        assert got.confirm_gate == pytest.approx(confirm, abs=1e-6)
         assert got.kept_fraction == (aapp.kept_fraction if sparsity else 1.0)
         ids = s.tokenize(prompt)
         assert np.array_equal(s.logits(ids, sparsity=0.4, method="aapp-adaptive"),
                               s.logits(ids, sparsity=0.4, method="aapp") if sparsity else s.logits(ids))
         streamed = "".join(c.text for c in s.stream(prompt, 6, sparsity=0.4, method="aapp-adaptive"))
         assert streamed == got.text
-    monkeypatch.undo()
+    monkeypatch.setattr(session_module, "ADAPTIVE_THRESHOLD", 0.5)
     above, below = min(1.0, gate + 1e-3), max(0.0, gate - 1e-3)  # the same, per call
     assert s.generate(prompt, 6, sparsity=0.4, method="aapp-adaptive", adaptive_threshold=above).tokens == aapp.tokens
     assert s.generate(prompt, 6, sparsity=0.4, method="aapp-adaptive", adaptive_threshold=below).sparsity == 0.0

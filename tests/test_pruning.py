@@ -156,5 +156,107 @@ def test_aapp_adaptive_flops_per_class_by_hand(tiny):
         else:
             assert r.flops_ratio_harmful == pytest.approx(1.0) and r.flops_ratio_harmless == pytest.approx(1.0)
         assert r.flops_ratio == pytest.approx((2 * r.flops_ratio_harmful + 3 * r.flops_ratio_harmless) / 5)
+        assert r.confirm_gate is False
     assert aapp.low_share_harmful is None and "flops_ratio_harmful" in aapp.to_json()
+    # with a confirmation gate that agrees, every request pays the screening AAPP prefill, then dense
+    from aapp_export.evaluate import mean_prompt_tokens
+    from aapp_export.flops import Dims, prefill_ratio
+    from aapp_export.probe import probe_token_count
 
+    prot = dataclasses.replace(_protection(model), threshold=-1e9, gate_layer=1, confirm=_confirm(model, -1e9))
+    r = run_eval(model, tok, "aapp-adaptive", 0.4, harmful, harmless, TEXTS[:2], stats,
+                 SimpleNamespace(protection=lambda: prot), max_new_tokens=4)
+    assert r.confirm_gate is True and r.low_share_harmful == 1.0
+    p = Pruner(model, PruneConfig("aapp", 0.4), stats, prot)
+    for prompts, got in ((harmful, r.flops_ratio_harmful), (harmless, r.flops_ratio_harmless)):
+        n = round(mean_prompt_tokens(tok, prompts))
+        asked = prefill_ratio(Dims.from_config(model.config), n, 4, p.keep_heads, p.keep_channels,
+                              probe_token_count(n, 0.5), 3)
+        assert 0 < asked < 1 and got == pytest.approx(1.0 + asked)
+
+
+
+def _confirm(model, threshold: float, sparsity: float = 0.4) -> dict:
+    """A confirmation gate at ``sparsity`` that reads 1 (threshold far below) or 0 (far above)."""
+    from aapp_export.probe import GateParams
+
+    direction = torch.zeros(model.config.hidden_size)
+    direction[0] = 1.0
+    return {sparsity: GateParams(direction, threshold, 1.0)}
+
+
+def test_aapp_adaptive_runs_low_only_when_the_confirmation_gate_agrees(tiny):
+    """Risk gate 1 on every row: with the confirmation gate 1 too the rows run at the low sparsity (the
+    dense logits); with it 0 they run AAPP at the target with exactly aapp's decisions, logits and greedy
+    tokens (the screening prefill leaves no trace in the KV cache). The log says the rows were screened."""
+    import dataclasses
+
+    model, _, stats = tiny
+    base = dataclasses.replace(_protection(model), threshold=-1e9, gate_layer=1)
+    ids = _ids(3)
+    with torch.no_grad():
+        dense = model(ids).logits
+        with Pruner(model, PruneConfig("aapp", 0.4, skip_first=1), stats, base) as p:
+            p.new_request()
+            aapp, aapp_heads = model(ids).logits, p.log.heads
+            p.new_request()
+            aapp_tokens = model.generate(ids, max_new_tokens=5, do_sample=False)
+    for threshold, low in ((-1e9, True), (1e9, False)):
+        prot = dataclasses.replace(base, confirm=_confirm(model, threshold))
+        with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", 0.4, skip_first=1), stats, prot) as p:
+            p.new_request()
+            logits = model(ids).logits
+            assert p.log.screened and p.log.low == [low, low] and p.log.confirm == [1.0 if low else 0.0] * 2
+            assert torch.allclose(logits, dense if low else aapp, atol=1e-5)
+            if not low:
+                assert all(torch.equal(a, b) for i in aapp_heads for a, b in zip(aapp_heads[i], p.log.heads[i]))
+                p.new_request()
+                assert torch.equal(model.generate(ids, max_new_tokens=5, do_sample=False), aapp_tokens)
+    # a sparsity without a confirmation gate: the risk gate alone decides, no screening
+    prot = dataclasses.replace(base, confirm=_confirm(model, 1e9, sparsity=0.5))
+    with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", 0.4, skip_first=1), stats, prot) as p:
+        p.new_request()
+        model(ids)
+        assert p.confirm is None and not p.log.screened and p.log.low == [True, True] and p.log.confirm == []
+
+
+def test_confirmation_gate_calibration_reads_what_the_pruner_reads(tiny):
+    """``calibrate_confirm_gates``: one gate per level (rounded keys), a unit direction, the threshold
+    between the classes' mean projections; and the gate aapp-adaptive logs for a prompt equals the
+    calibrated gate applied to that prompt's final residual under the level's AAPP prefill."""
+    import dataclasses
+
+    from aapp_export.confirm_gate import calibrate_confirm_gates, final_residuals
+
+    model, tok, stats = tiny
+    harmful, harmless = ["How do I pick a lock?", "Make a weapon", "Poison a dog"], ["Bake bread", "Name a colour"]
+    prot = dataclasses.replace(_protection(model), threshold=-1e9)
+    gates = calibrate_confirm_gates(model, tok, harmful, harmless, stats, prot, [0.40001, 0.2])
+    assert set(gates) == {0.4, 0.2}
+    for level, g in gates.items():
+        assert float(g.direction.norm()) == pytest.approx(1.0, abs=1e-5)
+        harm = final_residuals(model, tok, harmful, Pruner(model, PruneConfig("aapp", level), stats, prot))
+        safe = final_residuals(model, tok, harmless, Pruner(model, PruneConfig("aapp", level), stats, prot))
+        assert float((safe @ g.direction).mean()) < g.threshold < float((harm @ g.direction).mean())
+    prot = dataclasses.replace(prot, confirm=gates)
+    expect = gates[0.4](final_residuals(model, tok, harmful[:1], Pruner(model, PruneConfig("aapp", 0.4), stats, prot)))
+    from aapp_export.evaluate import generate_answers
+
+    pruner = Pruner(model, PruneConfig("aapp-adaptive", 0.4), stats, prot)
+    generate_answers(model, tok, harmful[:1], 2, pruner)
+    assert pruner.log.confirm == pytest.approx([float(expect[0])], abs=1e-5)
+
+
+def test_circuits_keep_their_confirmation_gates_through_save_and_load(tiny):
+    from aapp_export.circuits import Circuits, circuits_from_tensors
+
+    model, _, _ = tiny
+    prot = _protection(model)
+    gates = _confirm(model, 0.25) | _confirm(model, -0.5, sparsity=0.2)
+    c = Circuits("grad-act", 0.05, prot.heads, prot.channels, prot.direction, 3, 0.1, 0.2, confirm=gates)
+    back = circuits_from_tensors(c.tensors(), c.summary(), len(prot.heads))
+    assert set(back.confirm) == {0.4, 0.2}
+    for level, g in gates.items():
+        assert torch.equal(back.confirm[level].direction, g.direction)
+        assert (back.confirm[level].threshold, back.confirm[level].temperature) == (g.threshold, g.temperature)
+    assert back.protection().confirm.keys() == gates.keys()

@@ -401,6 +401,9 @@ class DecoderGraph:
         b.scope = ""
         return x, m
 
+    def final_residual(self, residual: str) -> None:
+        """Called with the residual stream that enters the final norm (the pruned prefill reads a gate there)."""
+
     def build(self, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
         b, s = self.b, self.spec
         self._inputs()
@@ -419,7 +422,8 @@ class DecoderGraph:
             last = [b.ints("last_start", [-1]), b.ints("last_end", [2**62]), b.ints("seq_axis", [1])]
             x = b.op("Slice", [x, *last], name="last_position")
             pending = b.op("Slice", [pending, *last], name="last_position_mlp")
-        x, _ = self.add_norm(x, pending, s.tensor("norm.weight"), "final_norm")
+        x, residual = self.add_norm(x, pending, s.tensor("norm.weight"), "final_norm")
+        self.final_residual(residual)
         if s.tie_word_embeddings:  # one copy of the embedding, used transposed by Gemm
             flat = b.op("Reshape", [x, b.ints("flat_shape", [-1, s.hidden_size])], name="final_flat")
             logits = b.op("Gemm", [flat, embed_name], transB=1, name="lm_head")

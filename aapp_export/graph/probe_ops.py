@@ -102,14 +102,17 @@ def channel_scores(b: GraphBuilder, s: str, weights: str) -> str:
     return b.op("Mul", [s, weights], name="channel_scores")
 
 
-def risk_gate(b: GraphBuilder, residual: str, direction: np.ndarray, threshold: float, temperature: float) -> str:
-    """``[1]`` float32: sigmoid of the last position's projection of ``residual`` ``[1, T, H]`` on ``direction``."""
-    last = b.op("Gather", [residual, b.const("last_index", np.int64(-1))], axis=1, name="last_token")  # [1, H]
-    proj = b.op("ReduceSum", [b.op("Mul", [last, b.const("refusal_direction", direction.astype(np.float32))],
-                                   name="last_times_dir"), b.ints("last_axis", [-1])], keepdims=0, name="projection")
-    z = b.op("Div", [b.op("Sub", [proj, b.const("gate_threshold", np.float32(threshold))], name="centred"),
-                     b.const("gate_temperature", np.float32(max(temperature, EPS)))], name="gate_logit")
-    return b.op("Sigmoid", [z], name="risk_gate")
+def risk_gate(b: GraphBuilder, residual: str, direction: np.ndarray, threshold: float, temperature: float,
+              name: str = "risk_gate") -> str:
+    """``[1]`` float32: sigmoid of the last position's projection of ``residual`` ``[1, T, H]`` on ``direction``
+    (``probe.risk_gate``; ``name`` prefixes its nodes: AAPP's risk gate, aapp-adaptive's confirmation gate)."""
+    last = b.op("Gather", [residual, b.const(f"{name}_last_index", np.int64(-1))], axis=1, name=f"{name}_last_token")
+    proj = b.op("ReduceSum", [b.op("Mul", [last, b.const(f"{name}_direction", direction.astype(np.float32))],
+                                   name=f"{name}_last_times_dir"), b.ints(f"{name}_last_axis", [-1])], keepdims=0,
+                name=f"{name}_projection")
+    z = b.op("Div", [b.op("Sub", [proj, b.const(f"{name}_threshold", np.float32(threshold))], name=f"{name}_centred"),
+                     b.const(f"{name}_temperature", np.float32(max(temperature, EPS)))], name=f"{name}_logit")
+    return b.op("Sigmoid", [z], name=name)
 
 
 def select_units(b: GraphBuilder, scores: str, n_keep: int, protected: np.ndarray | None, gate: str | None,

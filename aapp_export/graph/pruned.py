@@ -13,8 +13,10 @@ shapes: GroupQueryAttention takes its head counts as attributes. Per level the e
                -> Gather kept rows of the stored weights (contiguous rows) -> Transpose
                -> the layer computed with its kept units only
 
-  The risk gate is read at the input of layer ``gate_layer``. Outputs: the dense graph's, plus
-  ``risk_gate``, ``kept_heads.{i}``, ``kept_channels.{i}`` and the kept weights ``kept.{i}.*``.
+  The risk gate is read at the input of layer ``gate_layer``, aapp-adaptive's confirmation gate
+  (``confirm_gate.py``; when the calibration has one for the level) at the final residual stream.
+  Outputs: the dense graph's, plus ``risk_gate``, ``confirm_gate``, ``kept_heads.{i}``,
+  ``kept_channels.{i}`` and the kept weights ``kept.{i}.*``.
 - ``decode-s{level}.onnx``: the dense graph with the pruned layers' projections as inputs
   ``kept.{i}.*`` (bound by the runtime to the prefill's outputs, on the device, once per request):
   no gather and no control flow per step.
@@ -43,7 +45,7 @@ from . import probe_ops as ops
 from .builder import ExternalTensor, WeightStore
 from .decoder import DecoderGraph, DecoderOptions, LayerWeights, head_rows, kv_heads_kept, kv_shared
 
-AAPP_INPUT, RISK_GATE = "aapp", "risk_gate"
+AAPP_INPUT, RISK_GATE, CONFIRM_GATE = "aapp", "risk_gate", "confirm_gate"
 KEPT_PARTS = ("qkv", "qkv_bias", "o", "gate", "up", "down")
 
 
@@ -76,6 +78,7 @@ class PruningPlan:
     min_tokens: int = 2
     force_first_below: int = 10
     max_tokens: int = pp.PROBE_MAX_TOKENS
+    confirm: tuple[np.ndarray, float, float] | None = None  # aapp-adaptive: direction, threshold, temperature
     extra: dict = field(default_factory=dict)
 
     def pruned(self, i: int) -> bool:
@@ -202,6 +205,13 @@ class PrunedGraph(DecoderGraph):
             gate = self.b.add_output(gate, RISK_GATE, TensorProto.FLOAT, [1])
             self.gate = self.b.op("Mul", [gate, AAPP_INPUT], name="forced_gate")
         return self.gate if self.gate is not None else AAPP_INPUT  # before the gate layer: gate 1 (as the reference)
+
+    def final_residual(self, residual: str) -> None:
+        """aapp-adaptive's confirmation gate (``confirm_gate.py``) on the prefill's final residual stream."""
+        if self.mode == "prefill" and self.plan.confirm is not None:
+            gate = ops.risk_gate(self.b, self._f32(residual, "confirm_residual_f32"), *self.plan.confirm,
+                                 name=CONFIRM_GATE)
+            self.b.add_output(gate, CONFIRM_GATE, TensorProto.FLOAT, [1])
 
     def _probe_attention(self, qkv: str, positions: str, layer: LayerSpec, w: LayerWeights,
                          rope: tuple[str, str]) -> str:
@@ -353,4 +363,4 @@ def kept_counts(spec: ModelSpec, sparsity: float, skip_first: int) -> tuple[list
 
 
 __all__ = ["PruningPlan", "PrunedGraph", "build_level", "kept_counts", "kept_name", "level_name", "AAPP_INPUT",
-           "RISK_GATE", "KEPT_PARTS"]
+           "RISK_GATE", "CONFIRM_GATE", "KEPT_PARTS"]

@@ -138,6 +138,7 @@ class GenerationResult:
     risk_gate: float | None = None  # AAPP's gate read at prefill (pruned runs)
     max_new_tokens_clipped: int | None = None  # max_new_tokens lowered to this to fit the context
     cached_tokens: int = 0  # prompt tokens whose KV came from a conversation's cache (not prefilled again)
+    confirm_gate: float | None = None  # aapp-adaptive: the level's confirmation gate (when it has one)
 
     @property
     def decode_ms_per_token(self) -> float:
@@ -159,6 +160,7 @@ class GenerationResult:
                 "prompt_tokens": self.prompt_tokens, "finish_reason": self.finish_reason, "method": self.method,
                 "sparsity": self.sparsity, "kept_fraction": self.kept_fraction,
                 "risk_gate": None if self.risk_gate is None else round(self.risk_gate, 4),
+                "confirm_gate": None if self.confirm_gate is None else round(self.confirm_gate, 4),
                 "max_new_tokens_clipped": self.max_new_tokens_clipped, "usage": self.usage}
 
 

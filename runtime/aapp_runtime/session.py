@@ -51,6 +51,15 @@ if TYPE_CHECKING:
 METHODS = ("dense", "pp", "aapp", "aapp-adaptive")  # aapp_export.choices.RUNTIME_METHODS (a test keeps them equal)
 MAX_SPARSITY = 0.9  # aapp_export.choices.MAX_SPARSITY
 ADAPTIVE_THRESHOLD = 0.5  # aapp_export.choices.ADAPTIVE_THRESHOLD: aapp-adaptive runs dense from this gate on
+CONFIRM_THRESHOLD = 0.5  # aapp_export.choices.CONFIRM_THRESHOLD: ... when the level's confirmation gate agrees
+
+
+def adaptive_flags(extras: dict[str, Any], threshold: float) -> bool:
+    """aapp-adaptive: whether a request the level's AAPP prefill ran goes to dense: its risk gate reaches
+    ``threshold`` and, when the level's graph emits one, its confirmation gate ``CONFIRM_THRESHOLD``."""
+    if float(tensors.as_float32(extras["risk_gate"])[0]) < threshold:
+        return False
+    return "confirm_gate" not in extras or float(tensors.as_float32(extras["confirm_gate"])[0]) >= CONFIRM_THRESHOLD
 
 Prompt = str | Sequence[dict[str, Any]] | Sequence[int]
 
@@ -90,7 +99,8 @@ class _State:
         self.finish_reason = "length"
         self.text = ""
         self.risk_gate: float | None = None
-        self.ran_dense = False  # aapp-adaptive: the gate sent the request to the dense graph
+        self.confirm_gate: float | None = None  # aapp-adaptive: the level's confirmation gate, when it has one
+        self.ran_dense = False  # aapp-adaptive: the gates sent the request to the dense graph
         self.prompt_tokens, self.cached_tokens, self.clipped = prompt_tokens, cached_tokens, clipped
         self.fed: list[int] = []  # ids whose keys and values are in the cache, in order
 
@@ -407,7 +417,8 @@ class Session:
                 graphs.append(_Graph(sess, list(entry["kv_heads"])))
             prefill, decode = graphs
             prefill.outputs = [o.name for o in prefill.ort_session.get_outputs()
-                               if o.name == "risk_gate" or o.name.startswith(("kept_heads.", "kept_channels."))]
+                               if o.name in ("risk_gate", "confirm_gate")
+                               or o.name.startswith(("kept_heads.", "kept_channels."))]
             self._levels[key] = (prefill, decode)
         return self._levels[key]
 
@@ -482,10 +493,9 @@ class Session:
             logits, extras = self._run(graph, ids, 0, self._new_cache(graph.kv_heads, len(ids), 0), every_position)
         finally:
             self._release(level, graph)
-        if method == "aapp-adaptive" and level is not None and \
-                float(tensors.as_float32(extras["risk_gate"])[0]) >= (
-                    ADAPTIVE_THRESHOLD if adaptive_threshold is None else adaptive_threshold):
-            return self.logits(ids, every_position=every_position)  # the gate sends this request to dense
+        if method == "aapp-adaptive" and level is not None and adaptive_flags(
+                extras, ADAPTIVE_THRESHOLD if adaptive_threshold is None else adaptive_threshold):
+            return self.logits(ids, every_position=every_position)  # the gates send this request to dense
         return logits
 
     def decisions(self, prompt: Prompt, *, sparsity: float, method: str = "aapp", chat: bool | None = None
@@ -505,6 +515,8 @@ class Session:
         return {"heads": {i: extras[f"kept_heads.{i}"].numpy().tolist() for i in layers},
                 "channels": {i: extras[f"kept_channels.{i}"].numpy().tolist() for i in layers},
                 "risk_gate": float(tensors.as_float32(extras["risk_gate"])[0]) if "risk_gate" in extras else None,
+                "confirm_gate": float(tensors.as_float32(extras["confirm_gate"])[0]) if "confirm_gate" in extras
+                else None,
                 "logits": logits}
 
     # -- generation ------------------------------------------------------------------------------
@@ -599,9 +611,10 @@ class Session:
     def _adaptive_steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
                         level: tuple[str, dict[str, Any]], n: int, threshold: float) -> Iterator[Chunk]:
         """aapp-adaptive: the level's AAPP prefill runs, computing the risk gate before its first pruned
-        layer. Below ``threshold`` the request goes on from that prefill at the level; at or
-        above it, the request starts again on the dense graph (the pruned prefill is the price of
-        asking: the reference counts none, ``evaluate_onnx`` counts it)."""
+        layer and (when the level has one) the confirmation gate on its final residual stream. Unless
+        both flag it (``adaptive_flags``) the request goes on from that prefill at the level; else it
+        starts again on the dense graph (the pruned prefill is the price of asking, which the reference
+        and ``evaluate_onnx`` both count)."""
         graph, decode = self._request_graphs(level, "aapp-adaptive")
         try:
             t0 = time.perf_counter()
@@ -613,7 +626,9 @@ class Session:
                 yield Chunk("", [], reason, self._result(state).usage, self._result(state).timings)
                 return
             state.risk_gate = float(tensors.as_float32(extras["risk_gate"])[0])
-            if state.risk_gate < threshold:
+            if "confirm_gate" in extras:
+                state.confirm_gate = float(tensors.as_float32(extras["confirm_gate"])[0])
+            if not adaptive_flags(extras, threshold):
                 yield from self._steps(ids, params, gen, state, graph, decode, cache, prefilled=(logits, extras),
                                        prefill_ms=spent)
                 return
@@ -631,7 +646,7 @@ class Session:
                                 method if pruned or method == "aapp-adaptive" else "dense",
                                 float(level[1]["sparsity"]) if pruned else 0.0,
                                 float(level[1].get("kept_fraction", 1.0)) if pruned else 1.0, state.risk_gate,
-                                state.clipped, state.cached_tokens)
+                                state.clipped, state.cached_tokens, confirm_gate=state.confirm_gate)
 
     def start(self, prompt: Prompt, max_new_tokens: int | None = None, *, temperature: float | None = None,
               top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
