@@ -2,7 +2,7 @@
 
     python scripts/eval_splits.py [--model demo] [--sparsity 0.4] [--splits test,val2]
         [--methods dense,pp,aapp,aapp-adaptive] [--adaptive-thresholds 0.5,0.7769] [--scorer S] [--budget F]
-        [--onnx exported/demo] [--out docs/results/adaptive/eval_0.4_strict.json]
+        [--onnx exported/demo] [--out docs/results/adaptive/eval_0.4_strict.json] [--update]
 
 Each row is what ``aapp-eval --json`` prints for ``--harmful data/harmful_S.txt --harmless
 data/harmless_S.txt`` (marker and strict refusal, over-refusal, perplexity on the card's evaluation
@@ -10,7 +10,8 @@ text, FLOPs per request of each file), plus ``split`` and, for aapp-adaptive, ``
 The reference's rows use the card's calibration (cached, as ``aapp-eval`` and ``reproduce_table.py``
 do); with ``--onnx DIR`` the model dir's graphs (``aapp-eval --engine onnx``) answer the same prompts
 for the methods the runtime runs. The splits' files live in the checkpoint's ``data/`` folder.
-Prints a markdown table and writes the rows as JSON.
+Prints a markdown table and writes the rows as JSON; with ``--update`` the rows replace those of the
+same split, engine, method and threshold in the existing ``--out`` (``reproduce_table.merge_rows``).
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scorer", default=None, help="pin the calibration's scorer (default: the one it chooses)")
     ap.add_argument("--budget", type=float, default=None, help="pin the protected fraction (default: chosen)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--update", action="store_true", help="merge these rows into the existing --out file")
     args = ap.parse_args(argv)
+    if args.update and args.out is None:
+        ap.error("--update needs --out")
     if args.onnx is not None and (args.scorer or args.budget is not None):
         ap.error("--onnx: the graphs carry their export's protected set; pin --scorer/--budget at export instead")
 
-    from reproduce_table import CALIBRATION_KEYS, prompt_files
+    from reproduce_table import CALIBRATION_KEYS, merge_rows, prompt_files
 
     from aapp_export.calibration import cached_calibration, load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
@@ -91,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(rows[-1]), file=sys.stderr)
     print(table(rows))
     if args.out is not None:
+        command = "python scripts/eval_splits.py " + " ".join(argv or sys.argv[1:])
+        meta = {"model": str(ckpt.source), "sparsity": args.sparsity, "scorer": circuits.scorer,
+                "budget": circuits.budget, "command": command}
+        if args.update:
+            rows, meta = merge_rows(args.out, rows, {"command": command},
+                                    {"sparsity": args.sparsity, "scorer": circuits.scorer, "budget": circuits.budget})
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"model": str(ckpt.source), "sparsity": args.sparsity,
-                                        "scorer": circuits.scorer, "budget": circuits.budget,
-                                        "command": "python scripts/eval_splits.py " + " ".join(argv or sys.argv[1:]),
-                                        "rows": rows}, indent=1) + "\n")
+        args.out.write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
     return 0
 
 

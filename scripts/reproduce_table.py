@@ -1,12 +1,17 @@
 """Reproduce the paper's comparison on the demo model: refusal, over-refusal, perplexity, FLOPs.
 
     python scripts/reproduce_table.py [--model demo] [--sparsities 0.2,0.4,0.5] [--limit N] [--out docs/results]
+        [--methods aapp-adaptive --update]
 
 Runs dense once and PP, AAPP, aapp-adaptive, Wanda-sp, FLAP and random at each sparsity on the model card's
 held-out files (calibration on the card's calibration files, cached), and writes ``table.md``,
 ``table.json`` and ``table.png`` (strict refusal rate vs FLOPs ratio per method). Refusal is counted
 twice: a marker anywhere (``refusal``) and the strict detector (``aapp_export.refusal``: the marker
 opens the answer and its first clause is likely under the dense model).
+
+``--update`` re-runs only ``--methods`` (and dense, a check that nothing else moved) into an existing
+``table.json``: their rows replace the old ones, the other rows stay, and the command is added to the
+file's ``meta.updates``; the calibration's scorer and budget must be the file's (``merge_rows``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,29 @@ from aapp_export.circuits import SCORERS
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("pp", "aapp", "aapp-adaptive", "wanda-sp", "flap", "random")
+
+
+def row_key(row: dict) -> tuple:
+    """What makes a results row the same measurement again: split, engine, method, sparsity, gate threshold."""
+    return (row.get("split"), row.get("engine"), row["method"], row["sparsity"], row.get("adaptive_threshold"))
+
+
+def merge_rows(path: Path, rows: list[dict], meta: dict, calibration: dict) -> tuple[list[dict], dict]:
+    """``rows`` merged into the results file at ``path`` (``--update``): a new row replaces the old one of
+    the same ``row_key``, in place; the other old rows stay; new keys are appended. ``calibration`` (scorer,
+    budget) must equal the file's, else the rows would mix protected sets. Returns the rows and the file's
+    metadata with ``meta`` added to its ``updates``."""
+    if not path.is_file():
+        raise SystemExit(f"--update: {path} does not exist; run without --update first")
+    old = json.loads(path.read_text())
+    old_meta = old.get("meta") or {k: v for k, v in old.items() if k != "rows"}
+    mismatch = {k: (old_meta.get(k), v) for k, v in calibration.items() if old_meta.get(k) != v}
+    if mismatch:
+        raise SystemExit(f"--update: {path} was measured with another calibration {mismatch} (file, now); "
+                         "re-run every method instead")
+    new = {row_key(r): r for r in rows}
+    merged = [new.pop(row_key(r), r) for r in old["rows"]] + list(new.values())
+    return merged, {**old_meta, "updates": old_meta.get("updates", []) + [meta]}
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -78,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     ap.add_argument("--scorer", choices=SCORERS, default=None,
                     help="alignment scorer AAPP protects by (default: the calibration causal check's choice)")
+    ap.add_argument("--update", action="store_true",
+                    help="replace only these methods' rows (and dense) in the existing --out/table.json")
     args = ap.parse_args(argv)
 
     from aapp_export.calibration import cached_calibration, load_model, read_lines
@@ -102,10 +132,16 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"model": ckpt.source, "scorer": circuits.scorer, "budget": circuits.budget,
-            "causal_check": circuits.check, "max_new_tokens": args.max_new_tokens,
-            "limit": args.limit, "minutes": round((time.time() - t0) / 60, 1),
-            "command": "python scripts/reproduce_table.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    command = "python scripts/reproduce_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    minutes = round((time.time() - t0) / 60, 1)
+    if args.update:
+        rows, meta = merge_rows(args.out / "table.json", rows, {"command": command, "minutes": minutes},
+                                {"scorer": circuits.scorer, "budget": circuits.budget,
+                                 "max_new_tokens": args.max_new_tokens, "limit": args.limit})
+    else:
+        meta = {"model": ckpt.source, "scorer": circuits.scorer, "budget": circuits.budget,
+                "causal_check": circuits.check, "max_new_tokens": args.max_new_tokens,
+                "limit": args.limit, "minutes": minutes, "command": command}
     (args.out / "table.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     (args.out / "table.md").write_text(markdown(rows))
     plot(rows, args.out / "table.png", f"{ckpt.source}: refusal vs compute ({len(ev['harmful'])} harmful prompts)")
