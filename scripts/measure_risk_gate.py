@@ -16,7 +16,10 @@ temperature come from the calibration prompts. For every prompt of the held-out 
   held-out data): as cheap at run time as the projection (one dot product over the hidden size);
 - aapp-adaptive's threshold chosen on the second held-out set (``*_val``, a calibration split for
   this choice): the largest gate value that still sends ``--flag-harmful`` (95%) of ``harmful_val`` to
-  dense, and what it and the shipped 0.5 flag on ``*_val2`` and ``*_test`` (never used to choose).
+  dense, and what it and the shipped 0.5 flag on ``*_val2`` and ``*_test`` (never used to choose);
+- aapp-adaptive's confirmation gate at ``--sparsity`` (``aapp_export/confirm_gate.py``: the final
+  residual stream under that level's AAPP prefill): its score on every held-out prompt, its AUCs, and
+  the share of each file it flags alone and together with the risk gate (what runs dense).
 
 AUC is the Mann-Whitney statistic (ties count half). Calibration uses the model card's calibration
 files, as ``aapp-export`` does. Prints and writes JSON.
@@ -71,6 +74,30 @@ def choose_threshold(gates: dict, flag_harmful: float) -> dict:
             "flagged_at_chosen": shares(chosen), "flagged_at_0.5": shares(0.5)}
 
 
+def confirmation(model, tok, stats, circuits, sparsity: float, data: Path, gates: dict, aucs) -> dict:
+    """aapp-adaptive's confirmation gate at ``sparsity`` on every held-out file (``gates``: the risk gate
+    of each file's prompts, same order): AUCs, and the share flagged by it and by both gates."""
+    from aapp_export.calibration import read_lines
+    from aapp_export.choices import ADAPTIVE_THRESHOLD, CONFIRM_THRESHOLD
+    from aapp_export.confirm_gate import final_residuals
+    from aapp_export.pruning import Pruner, PruneConfig
+
+    gate = circuits.confirm.get(round(sparsity, 4))
+    if gate is None:
+        return {"sparsity": sparsity, "missing": f"the calibration has no confirmation gate at {sparsity}"}
+    protection = circuits.protection()
+    scores = {key: gate(final_residuals(model, tok, read_lines(data / f"{key[1]}_{key[0]}.txt"),
+                                        Pruner(model, PruneConfig("aapp", sparsity), stats, protection)))
+              for key in gates}
+    share = lambda flags: {f"{c}_{s}": round(float(v.float().mean()), 4) for (s, c), v in flags.items()}  # noqa: E731
+    return {"sparsity": sparsity, "read": "final residual, last prompt token, under the level's AAPP prefill",
+            "threshold": gate.threshold, "temperature": gate.temperature, "auc": aucs(scores),
+            "flagged": share({k: v >= CONFIRM_THRESHOLD for k, v in scores.items()}),
+            "flagged_with_risk_gate": share({k: (v >= CONFIRM_THRESHOLD) & (gates[k] >= ADAPTIVE_THRESHOLD)
+                                            for k, v in scores.items()}),
+            "gate_per_prompt": {f"{c}_{s}": [round(float(x), 4) for x in v] for (s, c), v in scores.items()}}
+
+
 def direction(harm: torch.Tensor, safe: torch.Tensor) -> torch.Tensor:
     r = harm.mean(0) - safe.mean(0)
     return r / r.norm().clamp(min=1e-8)
@@ -104,6 +131,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "risk_gate.json")
     p.add_argument("--flag-harmful", type=float, default=0.95,
                    help="share of harmful_val the chosen adaptive threshold must send to dense")
+    p.add_argument("--sparsity", type=float, default=0.4, help="the level whose confirmation gate is measured")
     args = p.parse_args()
     from reproduce_table import CALIBRATION_KEYS, prompt_files
 
@@ -114,7 +142,7 @@ def main() -> None:
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path)
-    _, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
+    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
                                      log=lambda m: print(m, file=sys.stderr))
     data = ckpt.path / "data"
     calib = {c: residuals(model, tok, read_lines(files[("calibration", c)])) for c in ("harmful", "harmless")}
@@ -151,6 +179,7 @@ def main() -> None:
         "gate_per_prompt": {f"{c}_{s}": [round(float(x), 4) for x in v] for (s, c), v in gates.items()},
     }
     report["adaptive_threshold"] = choose_threshold(gates, args.flag_harmful)
+    report["confirm_gate"] = confirmation(model, tok, stats, circuits, args.sparsity, data, gates, aucs)
     # the same read at every residual position, last token and mean over positions
     per_layer = []
     for layer in range(n_pos):
@@ -170,6 +199,7 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     summary = {k: v for k, v in report.items() if k not in ("shipped_gate", "projection_by_layer")}
     summary["shipped_gate"] = {k: v for k, v in report["shipped_gate"].items() if k != "gate_per_prompt"}
+    summary["confirm_gate"] = {k: v for k, v in report["confirm_gate"].items() if k != "gate_per_prompt"}
     summary["projection_by_layer"] = per_layer
     print(json.dumps(summary, indent=1))
 
