@@ -228,7 +228,8 @@ class App:
     def _aapp(self, result) -> dict[str, Any]:
         return {"finish_reason": result.finish_reason, "timings": result.timings, "method": result.method,
                 "sparsity": result.sparsity, "kept_fraction": result.kept_fraction,
-                "risk_gate": result.risk_gate, "max_new_tokens_clipped": result.max_new_tokens_clipped}
+                "risk_gate": result.risk_gate, "confirm_gate": result.confirm_gate,
+                "max_new_tokens_clipped": result.max_new_tokens_clipped}
 
     # -- endpoints --------------------------------------------------------------------------------
     async def health(self, request):
