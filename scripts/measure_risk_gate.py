@@ -19,7 +19,10 @@ temperature come from the calibration prompts. For every prompt of the held-out 
   dense, and what it and the shipped 0.5 flag on ``*_val2`` and ``*_test`` (never used to choose);
 - aapp-adaptive's confirmation gate at ``--sparsity`` (``aapp_export/confirm_gate.py``: the final
   residual stream under that level's AAPP prefill): its score on every held-out prompt, its AUCs, and
-  the share of each file it flags alone and together with the risk gate (what runs dense).
+  the share of each file it flags alone and together with the risk gate (what runs dense); and, as a
+  candidate signal for it, the probability of the refusal's first token (the causal check's) in the
+  last-position logits of that same prefill, which the prefill computes anyway: its AUCs and the share
+  of each file where it reaches 0.5.
 
 AUC is the Mann-Whitney statistic (ties count half). Calibration uses the model card's calibration
 files, as ``aapp-export`` does. Prints and writes JSON.
@@ -80,6 +83,7 @@ def confirmation(model, tok, stats, circuits, sparsity: float, data: Path, gates
     from aapp_export.calibration import read_lines
     from aapp_export.choices import ADAPTIVE_THRESHOLD, CONFIRM_THRESHOLD
     from aapp_export.confirm_gate import final_residuals
+    from aapp_export.evaluate import first_token_probs
     from aapp_export.pruning import Pruner, PruneConfig
 
     gate = circuits.confirm.get(round(sparsity, 4))
@@ -90,7 +94,13 @@ def confirmation(model, tok, stats, circuits, sparsity: float, data: Path, gates
                                         Pruner(model, PruneConfig("aapp", sparsity), stats, protection)))
               for key in gates}
     share = lambda flags: {f"{c}_{s}": round(float(v.float().mean()), 4) for (s, c), v in flags.items()}  # noqa: E731
-    return {"sparsity": sparsity, "read": "final residual, last prompt token, under the level's AAPP prefill",
+    token = circuits.check["by_scorer"][circuits.scorer]["refusal_token"]
+    first = {key: first_token_probs(model, tok, read_lines(data / f"{key[1]}_{key[0]}.txt"),
+                                    Pruner(model, PruneConfig("aapp", sparsity), stats, protection))[:, token]
+             for key in gates}
+    return {"first_token_refusal": {"token": token, "auc": aucs(first),
+                                    "share_at_0.5": share({k: v >= 0.5 for k, v in first.items()})},
+            "sparsity": sparsity, "read": "final residual, last prompt token, under the level's AAPP prefill",
             "threshold": gate.threshold, "temperature": gate.temperature, "auc": aucs(scores),
             "flagged": share({k: v >= CONFIRM_THRESHOLD for k, v in scores.items()}),
             "flagged_with_risk_gate": share({k: (v >= CONFIRM_THRESHOLD) & (gates[k] >= ADAPTIVE_THRESHOLD)
