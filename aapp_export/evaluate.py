@@ -188,11 +188,30 @@ def mean_prompt_tokens(tokenizer, prompts: list[str]) -> float:
     return sum(len(chat_inputs(tokenizer, [p])["input_ids"][0]) for p in prompts) / max(1, len(prompts))
 
 
+def path_costs(config, tokenizer, pruner: Pruner, prompts: list[str], max_new_tokens: int) -> tuple[float, float]:
+    """FLOPs of one request of ``prompts``' mean length relative to a dense one, for ``pruner``'s two
+    paths: its target sparsity (probe included for the probed methods), and aapp-adaptive's flagged
+    request (the low sparsity's request, after the screening AAPP prefill when the level has a
+    confirmation gate; meaningless for the other methods)."""
+    from .flops import Dims, flops_ratio, prefill_ratio
+
+    cfg, dims = pruner.cfg, Dims.from_config(config)
+    prompt = round(mean_prompt_tokens(tokenizer, prompts))
+    probe = probe_token_count(prompt, cfg.token_ratio, max_tokens=cfg.probe_max_tokens) \
+        if cfg.method in ("pp", "aapp", "aapp-adaptive") else 0
+    target = flops_ratio(dims, prompt, max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe, cfg.skip_first)
+    low = flops_ratio(dims, prompt, max_new_tokens, pruner.low_heads, pruner.low_channels,
+                      probe if cfg.adaptive_low > 0 else 0, cfg.skip_first)  # dense rows need no probe
+    if pruner.confirm is not None:  # a flagged row ran the screening AAPP prefill first
+        low += prefill_ratio(dims, prompt, max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe,
+                             cfg.skip_first)
+    return target, low
+
+
 def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str], harmless: list[str],
              texts: list[str], stats=None, circuits=None, max_new_tokens: int = 48,
              probe_max_tokens: int = PROBE_MAX_TOKENS, adaptive_threshold: float = ADAPTIVE_THRESHOLD) -> EvalResult:
     """One row of the table: refusal, over-refusal, perplexity and FLOPs ratio of a method."""
-    from .flops import Dims, flops_ratio, prefill_ratio
     from .pruning import PruneConfig
 
     cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens, adaptive_threshold=adaptive_threshold)
@@ -204,25 +223,16 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
     harmless_answers = generate_answers(model, tokenizer, harmless, max_new_tokens, pruners["harmless"],
                                         desc=f"{method} harmless")
     ppl = perplexity(model, tokenizer, texts, make())
-    dims = Dims.from_config(model.config)
-    probed = method in ("pp", "aapp", "aapp-adaptive")
 
     def ratio(pruner, prompts: list[str]) -> tuple[float, float | None]:
         """FLOPs per request of ``prompts`` relative to dense, and aapp-adaptive's share at the low sparsity."""
         if pruner is None:
             return 1.0, None
-        prompt = round(mean_prompt_tokens(tokenizer, prompts))
-        probe = probe_token_count(prompt, cfg.token_ratio, max_tokens=cfg.probe_max_tokens) if probed else 0
-        target = flops_ratio(dims, prompt, max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe, cfg.skip_first)
+        target, low = path_costs(model.config, tokenizer, pruner, prompts, max_new_tokens)
         if method != "aapp-adaptive":
             return target, None
         flags = [low for log in pruner.request_logs() for low in log.low]
         share = sum(flags) / max(1, len(flags))
-        low = flops_ratio(dims, prompt, max_new_tokens, pruner.low_heads, pruner.low_channels,
-                          probe if cfg.adaptive_low > 0 else 0, cfg.skip_first)  # dense rows need no probe
-        if pruner.confirm is not None:  # a flagged row ran the screening AAPP prefill first
-            low += prefill_ratio(dims, prompt, max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe,
-                                 cfg.skip_first)
         return (1 - share) * target + share * low, share
 
     (r_harm, low_harm), (r_safe, low_safe) = ratio(pruners["harmful"], harmful), ratio(pruners["harmless"], harmless)

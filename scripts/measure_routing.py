@@ -7,10 +7,11 @@ harmless requests it sends there for nothing are why its harmless FLOPs sit abov
 signal is free: the probability of the refusal's first token (the calibration's causal check token)
 in the last logits of that same AAPP prefill. This script records, for every prompt of the model's
 ``*_val``, ``*_val2`` and ``*_test`` files at ``--sparsity``: the two gates, whether aapp-adaptive ran
-it dense, that first-token probability, and whether aapp-adaptive's answer and plain AAPP's answer
-are refusals (marker and strict, as ``aapp-eval`` counts them). A rule that sends to dense a subset of
-the requests aapp-adaptive sends there has exact outcomes from these two answers (a row it keeps on
-AAPP answers as AAPP); a rule that sends more has only its dense shares reported.
+it dense, that first-token probability, and whether the answers of aapp-adaptive, plain AAPP and the
+dense model are refusals (marker and strict, as ``aapp-eval`` counts them). A rule's outcome is then
+exact: a row it sends dense answers as the dense model, the others as AAPP (aapp-adaptive's
+undecided rows run AAPP's prefill and decode). ``consistency`` checks that premise: the share of
+rows where the ``current`` rule's simulated verdict equals aapp-adaptive's own.
 
 Rules (``RULES``): ``current``; ``stay-if-refusing``: dense unless AAPP's first token is already the
 refusal with probability >= t; ``veto-unlikely``: dense only when also p >= t; ``mean``: the risk gate
@@ -30,9 +31,12 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("val", "val2", "test")
 CLASSES = ("harmful", "harmless", "borderline")
+MAX_NEW_TOKENS = 48  # aapp-eval's default
 
 Row = dict
 RULES: dict[str, tuple[Callable[[Row, float], bool], tuple[float, ...]]] = {
+    "aapp": (lambda r, t: False, (0.0,)),
+    "dense": (lambda r, t: True, (0.0,)),
     "current": (lambda r, t: r["dense"], (0.0,)),
     "stay-if-refusing": (lambda r, t: r["dense"] and r["first_token_refusal"] < t, (0.3, 0.5, 0.7, 0.9)),
     "veto-unlikely": (lambda r, t: r["dense"] and r["first_token_refusal"] >= t, (0.01, 0.03, 0.1, 0.2)),
@@ -41,76 +45,97 @@ RULES: dict[str, tuple[Callable[[Row, float], bool], tuple[float, ...]]] = {
 }
 
 
-def simulate(rows: list[Row], rule: Callable[[Row, float], bool], t: float) -> dict:
-    """Share sent dense by ``rule`` at ``t``; refusal rates when every row it sends dense was sent
-    dense by aapp-adaptive too (otherwise that row's dense answer is unknown)."""
+def simulate(rows: list[Row], rule: Callable[[Row, float], bool], t: float, costs: tuple[float, float]) -> dict:
+    """Share sent dense by ``rule`` at ``t``, the refusal rates (dense answers where it sends a row
+    dense, AAPP's elsewhere) and the FLOPs per request relative to dense (``costs``: a request kept at
+    the target, a request sent dense after the screening prefill; ``evaluate.path_costs``)."""
     dense = [rule(r, t) for r in rows]
-    out = {"dense_share": round(sum(dense) / max(1, len(rows)), 4)}
-    if all(r["dense"] or not d for r, d in zip(rows, dense)):
-        for kind in ("marker", "strict"):
-            hits = sum(r[("adaptive_" if d else "aapp_") + kind] for r, d in zip(rows, dense))
-            out[f"refusal_{kind}"] = round(hits / max(1, len(rows)), 4)
+    share = sum(dense) / max(1, len(rows))
+    out = {"dense_share": round(share, 4), "flops_ratio": round((1 - share) * costs[0] + share * costs[1], 4)}
+    for kind in ("marker", "strict"):
+        hits = sum(r[("dense_" if d else "aapp_") + kind] for r, d in zip(rows, dense))
+        out[f"refusal_{kind}"] = round(hits / max(1, len(rows)), 4)
     return out
 
 
-def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], name: str) -> list[Row]:
-    """The per-prompt signals and outcomes of one file."""
-    from aapp_export.evaluate import clause_nll, first_token_probs, generate_answers
+def consistency(rows: list[Row]) -> float:
+    """Share of rows whose ``current``-rule verdicts (marker and strict) equal aapp-adaptive's own."""
+    same = [(r["dense_" + k] if r["dense"] else r["aapp_" + k]) == r["adaptive_" + k]
+            for r in rows for k in ("marker", "strict")]
+    return round(sum(same) / max(1, len(same)), 4)
+
+
+def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], name: str
+           ) -> tuple[list[Row], tuple[float, float]]:
+    """The per-prompt signals and outcomes of one file, and its two paths' FLOPs (``simulate``)."""
+    from aapp_export.evaluate import clause_nll, first_token_probs, generate_answers, path_costs
     from aapp_export.pruning import Pruner, PruneConfig
     from aapp_export.refusal import is_anchored_refusal, is_refusal, is_strict_refusal
 
     protection = circuits.protection()
     pruner = lambda method: Pruner(model, PruneConfig(method, sparsity), stats, protection)  # noqa: E731
     adaptive = pruner("aapp-adaptive")
-    adaptive_answers = generate_answers(model, tok, prompts, pruner=adaptive, desc=f"aapp-adaptive {name}")
+    adaptive_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, adaptive, desc=f"aapp-adaptive {name}")
     logs = adaptive.request_logs()
     gate, dense, confirm = ([x for log in logs for x in getattr(log, k)] for k in ("gate", "low", "confirm"))
     if len(confirm) != len(prompts):
         raise SystemExit(f"{name}: the level {sparsity} has no confirmation gate; calibrate it (--levels)")
-    aapp_answers = generate_answers(model, tok, prompts, pruner=pruner("aapp"), desc=f"aapp {name}")
+    aapp_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, pruner("aapp"), desc=f"aapp {name}")
+    dense_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, desc=f"dense {name}")
     token = circuits.check["by_scorer"][circuits.scorer]["refusal_token"]
     first = first_token_probs(model, tok, prompts, pruner("aapp"))[:, token].tolist()
 
     def strict(prompt: str, answer: str) -> bool:
         return is_strict_refusal(answer, clause_nll(model, tok, prompt, answer)) if is_anchored_refusal(answer) else False
 
-    return [{"risk_gate": round(g, 4), "confirm_gate": round(c, 4), "dense": bool(d),
+    rows = [{"risk_gate": round(g, 4), "confirm_gate": round(c, 4), "dense": bool(d),
              "first_token_refusal": round(p, 4), "adaptive_marker": is_refusal(a), "adaptive_strict": strict(q, a),
-             "aapp_marker": is_refusal(b), "aapp_strict": strict(q, b)}
-            for q, g, c, d, p, a, b in zip(prompts, gate, confirm, dense, first, adaptive_answers, aapp_answers)]
+             "aapp_marker": is_refusal(b), "aapp_strict": strict(q, b),
+             "dense_marker": is_refusal(e), "dense_strict": strict(q, e)}
+            for q, g, c, d, p, a, b, e in zip(prompts, gate, confirm, dense, first, adaptive_answers, aapp_answers,
+                                              dense_answers)]
+    return rows, path_costs(model.config, tok, adaptive, prompts, MAX_NEW_TOKENS)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="demo")
     p.add_argument("--sparsity", type=float, default=0.4)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--limit", type=int, default=None, help="the first N prompts of each file (a quick check)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "routing.json")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "scripts"))
+    import torch
     from reproduce_table import CALIBRATION_KEYS, prompt_files
 
     from aapp_export.calibration import cached_calibration, load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
 
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
-    model, tok = load_model(ckpt.path)
+    model, tok = load_model(ckpt.path, device=device)
     stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
                                          log=lambda m: print(m, file=sys.stderr))
     data = ckpt.path / "data"
-    rows = {f"{c}_{s}": record(model, tok, stats, circuits, args.sparsity, read_lines(data / f"{c}_{s}.txt"), f"{c}_{s}")
-            for s in SPLITS for c in CLASSES if (data / f"{c}_{s}.txt").is_file()}
-    rules = [{"rule": name, "t": t, **{key: simulate(r, rule, t) for key, r in rows.items()}}
+    recorded = {f"{c}_{s}": record(model, tok, stats, circuits, args.sparsity,
+                                   read_lines(data / f"{c}_{s}.txt")[:args.limit], f"{c}_{s}")
+                for s in SPLITS for c in CLASSES if (data / f"{c}_{s}.txt").is_file()}
+    rules = [{"rule": name, "t": t, **{key: simulate(rows, rule, t, costs) for key, (rows, costs) in recorded.items()}}
              for name, (rule, ts) in RULES.items() for t in ts]
-    report = {"model": str(ckpt.source), "sparsity": args.sparsity,
+    report = {"model": str(ckpt.source), "sparsity": args.sparsity, "device": device, "limit": args.limit,
               "refusal_token": circuits.check["by_scorer"][circuits.scorer]["refusal_token"],
-              "rules": rules, "per_prompt": rows}
+              "scorer": circuits.scorer, "budget": circuits.budget,
+              "consistency": {key: consistency(rows) for key, (rows, _) in recorded.items()},
+              "path_costs": {key: [round(c, 4) for c in costs] for key, (_, costs) in recorded.items()},
+              "rules": rules, "per_prompt": {key: rows for key, (rows, _) in recorded.items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print("consistency with aapp-adaptive's own verdicts:", report["consistency"])
     for r in rules:
-        cells = [f"{k}: dense {v['dense_share']:.3f}" + (f" ref {v['refusal_marker']:.3f}/{v['refusal_strict']:.3f}"
-                                                        if "refusal_marker" in v else "")
-                 for k, v in r.items() if isinstance(v, dict) and not k.startswith("borderline")]
+        cells = [f"{k}: dense {v['dense_share']:.3f} ref {v['refusal_marker']:.3f}/{v['refusal_strict']:.3f} "
+                 f"flops {v['flops_ratio']:.3f}" for k, v in r.items() if isinstance(v, dict) and not k.startswith("borderline")]
         print(f"{r['rule']:17s} t={r['t']:<5}", " | ".join(cells))
 
 

@@ -1,15 +1,20 @@
-"""scripts/measure_routing.py (``simulate``): a rule's dense share, and refusal counted from the dense
-answer where it sends a row dense and from AAPP's elsewhere; no refusal figure when it would send
-dense a row whose dense answer was never generated."""
+"""scripts/measure_routing.py (``simulate``, ``consistency``): a rule's dense share, its refusal counted
+from the dense answer where it sends a row dense and from AAPP's elsewhere, and its FLOPs from the two
+paths' costs; hand counts."""
 
 from __future__ import annotations
 
-from measure_routing import RULES, simulate
+import pytest
+
+from measure_routing import RULES, consistency, simulate
+
+COSTS = (0.7, 1.3)  # a request kept at the target, a request restarted dense
 
 
-def _row(dense: bool, p: float, adaptive: bool, aapp: bool, gate: float = 0.9, confirm: float = 0.9) -> dict:
+def _row(dense: bool, p: float, dense_ok: bool, aapp_marker: bool, gate: float = 0.9, confirm: float = 0.9) -> dict:
     return {"risk_gate": gate, "confirm_gate": confirm, "dense": dense, "first_token_refusal": p,
-            "adaptive_marker": adaptive, "adaptive_strict": adaptive, "aapp_marker": aapp, "aapp_strict": False}
+            "adaptive_marker": dense_ok if dense else aapp_marker, "adaptive_strict": dense_ok if dense else False,
+            "dense_marker": dense_ok, "dense_strict": dense_ok, "aapp_marker": aapp_marker, "aapp_strict": False}
 
 
 ROWS = [_row(True, 0.9, True, True), _row(True, 0.05, True, False), _row(True, 0.5, True, False),
@@ -18,21 +23,35 @@ ROWS = [_row(True, 0.9, True, True), _row(True, 0.05, True, False), _row(True, 0
 
 def test_current_rule_reproduces_aapp_adaptive():
     rule, _ = RULES["current"]
-    assert simulate(ROWS, rule, 0.0) == {"dense_share": 0.75, "refusal_marker": 0.75, "refusal_strict": 0.75}
+    out = simulate(ROWS, rule, 0.0, COSTS)
+    assert out == {"dense_share": 0.75, "flops_ratio": pytest.approx(0.25 * 0.7 + 0.75 * 1.3, abs=1e-4),
+                   "refusal_marker": 0.75, "refusal_strict": 0.75}
+    assert consistency(ROWS) == 1.0
 
 
 def test_staying_on_aapp_counts_aapp_answers():
     rule, _ = RULES["stay-if-refusing"]
-    # p >= 0.5 stays on AAPP: row 0 (AAPP refuses, marker only), row 2 (AAPP does not refuse)
-    assert simulate(ROWS, rule, 0.5) == {"dense_share": 0.25, "refusal_marker": 0.5, "refusal_strict": 0.25}
+    # p >= 0.5 stays on AAPP: row 0 (AAPP refuses, marker only) and row 2 (AAPP does not refuse)
+    out = simulate(ROWS, rule, 0.5, COSTS)
+    assert (out["dense_share"], out["refusal_marker"], out["refusal_strict"]) == (0.25, 0.5, 0.25)
+    assert out["flops_ratio"] == pytest.approx(0.75 * 0.7 + 0.25 * 1.3, abs=1e-4)
 
 
 def test_veto_keeps_unlikely_rows_on_aapp():
     rule, _ = RULES["veto-unlikely"]
-    assert simulate(ROWS, rule, 0.1) == {"dense_share": 0.5, "refusal_marker": 0.5, "refusal_strict": 0.5}
+    out = simulate(ROWS, rule, 0.1, COSTS)
+    assert (out["dense_share"], out["refusal_marker"], out["refusal_strict"]) == (0.5, 0.5, 0.5)
 
 
-def test_a_rule_sending_more_rows_dense_reports_no_refusal():
-    rows = ROWS + [_row(False, 0.9, False, True, gate=0.9, confirm=0.2)]  # risk gate flags, confirm did not
-    rule, _ = RULES["mean"]
-    assert simulate(rows, rule, 0.5) == {"dense_share": 0.6}
+def test_a_rule_may_send_dense_rows_aapp_adaptive_did_not():
+    rows = ROWS + [_row(False, 0.9, True, False, confirm=0.2)]  # risk gate flags, the confirmation gate did not
+    rule, _ = RULES["mean"]  # dense: rows 0, 2 and the new one ((0.2 + 0.9) / 2 >= 0.5), whose dense answer refuses
+    out = simulate(rows, rule, 0.5, COSTS)
+    assert (out["dense_share"], out["refusal_marker"], out["refusal_strict"]) == (0.6, 0.6, 0.6)
+    assert simulate(rows, RULES["aapp"][0], 0.0, COSTS)["refusal_marker"] == 0.2
+    assert simulate(rows, RULES["dense"][0], 0.0, COSTS)["flops_ratio"] == 1.3
+
+
+def test_consistency_counts_disagreeing_verdicts():
+    rows = [dict(ROWS[0], adaptive_strict=False)]  # aapp-adaptive's restart did not refuse strictly, dense did
+    assert consistency(rows) == 0.5

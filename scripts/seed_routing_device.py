@@ -1,0 +1,104 @@
+"""The seed study of aapp-adaptive's routing in one device call: train the demo recipe's seeds on the
+GPU, then measure routing on each (``measure_routing.py``), and bring back small JSON files only.
+
+Why a device call: the seeds' checkpoints need a GPU (about 5 minutes a seed on one H200, the three
+at once; this project's CPUs have no bf16 units and take about 16 hours a seed), and at 40 MB each
+they do not fit what comes back from a device call, so the measurement runs there too. Everything a
+routing rule needs is in each seed's ``routing_seedN.json`` (per-prompt gates, first-token
+probability, and the dense / AAPP / aapp-adaptive verdicts), so rules can be compared here afterwards
+without the checkpoints (``measure_routing.simulate``).
+
+    PYTHONPATH=. PYTHONUNBUFFERED=1 python3 scripts/seed_routing_device.py --out $OUT   # the GPU machine
+    python scripts/seed_routing_device.py --smoke --limit 4 --out /tmp/seed_routing      # here: the plumbing
+
+Writes to ``--out`` (at most 8 files, as a device call brings back): ``training_seedN.json`` (its
+``model_safetensors_sha256`` tells whether the GPU reproduced ``docs/results/seeds/gpu_seedN``),
+``routing_seedN.json``, ``summary.json`` (each rule's val and val2 figures, mean over the seeds) and
+``log.txt`` (each step's output tail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_all(commands: dict[str, list[str]], env: dict[str, str], logs: Path) -> dict[str, dict]:
+    """Run ``commands`` at once; per name its exit status, seconds and output tail."""
+    procs = {}
+    for name, cmd in commands.items():
+        out = (logs / f"{name}.log").open("w")
+        procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT), out, time.time())
+    done = {}
+    for name, (proc, out, t0) in procs.items():
+        rc = proc.wait()
+        out.close()
+        tail = (logs / f"{name}.log").read_text(errors="replace")[-3000:]
+        done[name] = {"rc": rc, "seconds": round(time.time() - t0, 1), "tail": tail}
+        print(f"{name}: rc {rc} in {done[name]['seconds']} s", flush=True)
+    return done
+
+
+def summarise(reports: dict[int, dict]) -> dict:
+    """Each rule's refusal (marker / strict), dense share and FLOPs on val and val2, per seed and mean."""
+    first = next(iter(reports.values()))
+    rows = []
+    for i, rule in enumerate(first["rules"]):
+        row = {"rule": rule["rule"], "t": rule["t"]}
+        for key in ("harmful_val", "harmless_val", "harmful_val2", "harmless_val2", "borderline_val2"):
+            per_seed = {seed: r["rules"][i][key] for seed, r in reports.items() if key in r["rules"][i]}
+            if per_seed:
+                row[key] = {"per_seed": per_seed,
+                            "mean": {m: round(sum(v[m] for v in per_seed.values()) / len(per_seed), 4)
+                                     for m in next(iter(per_seed.values()))}}
+        rows.append(row)
+    return {"seeds": sorted(reports), "rules": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--work", type=Path, default=Path("/tmp/seed_routing_work"), help="checkpoints and caches")
+    p.add_argument("--smoke", action="store_true", help="train_demo_model.py --smoke (tiny model, a few steps)")
+    p.add_argument("--limit", type=int, default=None, help="measure_routing.py --limit")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.work, ignore_errors=True)
+    (args.work / "logs").mkdir(parents=True)
+    env = {**os.environ, "AAPP_CACHE": str(args.work / "cache"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    py = sys.executable
+    train = {f"train_seed{s}": [py, "scripts/train_demo_model.py", "--device", args.device, "--train-seed", str(s),
+                                "--out", str(args.work / f"seed{s}")] + (["--smoke"] if args.smoke else [])
+             for s in seeds}
+    log = {"train": run_all(train, env, args.work / "logs")}
+    trained = [s for s in seeds if log["train"][f"train_seed{s}"]["rc"] == 0]
+    for s in trained:
+        shutil.copy(args.work / f"seed{s}" / "training.json", args.out / f"training_seed{s}.json")
+    measure = {f"routing_seed{s}": [py, "scripts/measure_routing.py", "--model", str(args.work / f"seed{s}"),
+                                    "--device", args.device, "--out", str(args.out / f"routing_seed{s}.json")]
+               + (["--limit", str(args.limit)] if args.limit else []) for s in trained}
+    log["routing"] = run_all(measure, env, args.work / "logs")
+    reports = {s: json.loads((args.out / f"routing_seed{s}.json").read_text())
+               for s in trained if log["routing"][f"routing_seed{s}"]["rc"] == 0}
+    if reports:
+        (args.out / "summary.json").write_text(json.dumps(summarise(reports), indent=1) + "\n")
+    (args.out / "log.txt").write_text(json.dumps(log, indent=1) + "\n")
+    ok = len(reports) == len(seeds)
+    print("seed routing:", "done" if ok else f"{len(reports)} of {len(seeds)} seeds measured (log.txt)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
