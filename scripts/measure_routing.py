@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sparsity", type=float, default=0.4)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--limit", type=int, default=None, help="the first N prompts of each file (a quick check)")
+    p.add_argument("--splits", default=",".join(SPLITS), help="held-out splits to measure (val chooses)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "routing.json")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     data = ckpt.path / "data"
     recorded = {f"{c}_{s}": record(model, tok, stats, circuits, args.sparsity,
                                    read_lines(data / f"{c}_{s}.txt")[:args.limit], f"{c}_{s}")
-                for s in SPLITS for c in CLASSES if (data / f"{c}_{s}.txt").is_file()}
+                for s in args.splits.split(",") for c in CLASSES if (data / f"{c}_{s}.txt").is_file()}
     rules = [{"rule": name, "t": t, **{key: simulate(rows, rule, t, costs) for key, (rows, costs) in recorded.items()}}
              for name, (rule, ts) in RULES.items() for t in ts]
     report = {"model": str(ckpt.source), "sparsity": args.sparsity, "device": device, "limit": args.limit,

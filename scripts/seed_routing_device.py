@@ -8,7 +8,7 @@ routing rule needs is in each seed's ``routing_seedN.json`` (per-prompt gates, f
 probability, and the dense / AAPP / aapp-adaptive verdicts), so rules can be compared here afterwards
 without the checkpoints (``measure_routing.simulate``).
 
-    PYTHONPATH=. PYTHONUNBUFFERED=1 python3 scripts/seed_routing_device.py --out $OUT   # the GPU machine
+    PYTHONPATH=.:runtime PYTHONUNBUFFERED=1 python3 scripts/seed_routing_device.py --out $OUT   # GPU machine
     python scripts/seed_routing_device.py --smoke --limit 4 --out /tmp/seed_routing      # here: the plumbing
 
 Writes to ``--out`` (at most 8 files, as a device call brings back): ``training_seedN.json`` (its
@@ -31,19 +31,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_all(commands: dict[str, list[str]], env: dict[str, str], logs: Path) -> dict[str, dict]:
-    """Run ``commands`` at once; per name its exit status, seconds and output tail."""
+def run_all(commands: dict[str, list[str]], env: dict[str, str], logs: Path, deadline: float) -> dict[str, dict]:
+    """Run ``commands`` at once; per name its exit status (``None``: killed at ``deadline``, a
+    ``time.time()``), seconds and output tail."""
     procs = {}
     for name, cmd in commands.items():
         out = (logs / f"{name}.log").open("w")
         procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT), out, time.time())
     done = {}
     for name, (proc, out, t0) in procs.items():
-        rc = proc.wait()
+        try:
+            rc = proc.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = None
         out.close()
         tail = (logs / f"{name}.log").read_text(errors="replace")[-3000:]
         done[name] = {"rc": rc, "seconds": round(time.time() - t0, 1), "tail": tail}
-        print(f"{name}: rc {rc} in {done[name]['seconds']} s", flush=True)
+        print(f"{name}: {'killed at the deadline' if rc is None else f'rc {rc}'} in {done[name]['seconds']} s", flush=True)
     return done
 
 
@@ -71,25 +77,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="train_demo_model.py --smoke (tiny model, a few steps)")
     p.add_argument("--limit", type=int, default=None, help="measure_routing.py --limit")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--deadline", type=float, default=560,
+                   help="seconds after which unfinished steps are stopped and what finished is written (a device "
+                        "call ends at 600)")
+    p.add_argument("--splits", default="val,val2", help="measure_routing.py --splits (test adds a third of the time)")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    deadline = time.time() + args.deadline
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.work, ignore_errors=True)
     (args.work / "logs").mkdir(parents=True)
     env = {**os.environ, "AAPP_CACHE": str(args.work / "cache"), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "runtime"), os.environ.get("PYTHONPATH")]))}
     py = sys.executable
     train = {f"train_seed{s}": [py, "scripts/train_demo_model.py", "--device", args.device, "--train-seed", str(s),
                                 "--out", str(args.work / f"seed{s}")] + (["--smoke"] if args.smoke else [])
              for s in seeds}
-    log = {"train": run_all(train, env, args.work / "logs")}
+    log = {"train": run_all(train, env, args.work / "logs", deadline)}
     trained = [s for s in seeds if log["train"][f"train_seed{s}"]["rc"] == 0]
     for s in trained:
         shutil.copy(args.work / f"seed{s}" / "training.json", args.out / f"training_seed{s}.json")
     measure = {f"routing_seed{s}": [py, "scripts/measure_routing.py", "--model", str(args.work / f"seed{s}"),
-                                    "--device", args.device, "--out", str(args.out / f"routing_seed{s}.json")]
+                                    "--device", args.device, "--splits", args.splits,
+                                    "--out", str(args.out / f"routing_seed{s}.json")]
                + (["--limit", str(args.limit)] if args.limit else []) for s in trained}
-    log["routing"] = run_all(measure, env, args.work / "logs")
+    log["routing"] = run_all(measure, env, args.work / "logs", deadline)
     reports = {s: json.loads((args.out / f"routing_seed{s}.json").read_text())
                for s in trained if log["routing"][f"routing_seed{s}"]["rc"] == 0}
     if reports:
