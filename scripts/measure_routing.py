@@ -13,9 +13,10 @@ exact: a row it sends dense answers as the dense model, the others as AAPP (aapp
 undecided rows run AAPP's prefill and decode). ``consistency`` checks that premise: the share of
 rows where the ``current`` rule's simulated verdict equals aapp-adaptive's own.
 
-Rules (``RULES``): ``current``; ``stay-if-refusing``: dense unless AAPP's first token is already the
+Rules (``RULES``): ``aapp`` and ``dense`` (every request on one path), ``current``; ``stay-if-refusing``: dense unless AAPP's first token is already the
 refusal with probability >= t; ``veto-unlikely``: dense only when also p >= t; ``mean``: the risk gate
-and the mean of the confirmation gate and p >= t. Choose on ``val``; ``val2`` and ``test`` report.
+and the mean of the confirmation gate and p >= t. ``chosen_on_val``: each family's setting chosen on
+``val`` alone (``choose_on_val``); ``val2`` and ``test`` only report.
 
     python scripts/measure_routing.py --model demo --out docs/results/routing.json
 """
@@ -63,6 +64,19 @@ def consistency(rows: list[Row]) -> float:
     same = [(r["dense_" + k] if r["dense"] else r["aapp_" + k]) == r["adaptive_" + k]
             for r in rows for k in ("marker", "strict")]
     return round(sum(same) / max(1, len(same)), 4)
+
+
+def choose_on_val(rules: list[dict]) -> dict[str, dict]:
+    """Per rule family, the setting chosen on ``val`` alone: among its settings whose strict refusal on
+    harmful_val is at least the shipped rule's, the one with the lowest harmless_val FLOPs (then the lowest
+    harmful_val FLOPs); ``None`` where no setting keeps that refusal."""
+    current = next(r for r in rules if r["rule"] == "current")["harmful_val"]["refusal_strict"]
+    chosen: dict[str, dict] = {}
+    for name in dict.fromkeys(r["rule"] for r in rules):
+        keep = [r for r in rules if r["rule"] == name and r["harmful_val"]["refusal_strict"] >= current]
+        chosen[name] = min(keep, key=lambda r: (r["harmless_val"]["flops_ratio"], r["harmful_val"]["flops_ratio"]),
+                           default=None)
+    return chosen
 
 
 def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], name: str
@@ -131,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
               "consistency": {key: consistency(rows) for key, (rows, _) in recorded.items()},
               "path_costs": {key: [round(c, 4) for c in costs] for key, (_, costs) in recorded.items()},
               "rules": rules, "per_prompt": {key: rows for key, (rows, _) in recorded.items()}}
+    if "val" in args.splits.split(","):
+        report["chosen_on_val"] = choose_on_val(rules)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print("consistency with aapp-adaptive's own verdicts:", report["consistency"])

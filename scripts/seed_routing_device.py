@@ -13,7 +13,8 @@ without the checkpoints (``measure_routing.simulate``).
 
 Writes to ``--out`` (at most 8 files, as a device call brings back): ``training_seedN.json`` (its
 ``model_safetensors_sha256`` tells whether the GPU reproduced ``docs/results/seeds/gpu_seedN``),
-``routing_seedN.json``, ``summary.json`` (each rule's val and val2 figures, mean over the seeds) and
+``routing_seedN.json``, ``summary.json`` (each rule's val and val2 figures, per seed and mean, and each
+rule family's setting chosen on val per seed with its val2 mean) and
 ``log.txt`` (each step's output tail).
 """
 
@@ -53,8 +54,14 @@ def run_all(commands: dict[str, list[str]], env: dict[str, str], logs: Path, dea
     return done
 
 
+def _mean(cells: list[dict]) -> dict:
+    """Field-wise mean of figures dicts with the same keys."""
+    return {m: round(sum(c[m] for c in cells) / len(cells), 4) for m in cells[0]}
+
+
 def summarise(reports: dict[int, dict]) -> dict:
-    """Each rule's refusal (marker / strict), dense share and FLOPs on val and val2, per seed and mean."""
+    """Each rule's figures on val and val2 per seed and their mean, and each rule family's setting
+    chosen on val per seed (``measure_routing.choose_on_val``) with its val2 mean."""
     first = next(iter(reports.values()))
     rows = []
     for i, rule in enumerate(first["rules"]):
@@ -62,11 +69,17 @@ def summarise(reports: dict[int, dict]) -> dict:
         for key in ("harmful_val", "harmless_val", "harmful_val2", "harmless_val2", "borderline_val2"):
             per_seed = {seed: r["rules"][i][key] for seed, r in reports.items() if key in r["rules"][i]}
             if per_seed:
-                row[key] = {"per_seed": per_seed,
-                            "mean": {m: round(sum(v[m] for v in per_seed.values()) / len(per_seed), 4)
-                                     for m in next(iter(per_seed.values()))}}
+                row[key] = {"per_seed": per_seed, "mean": _mean(list(per_seed.values()))}
         rows.append(row)
-    return {"seeds": sorted(reports), "rules": rows}
+    chosen = {}
+    for name in first.get("chosen_on_val", {}):
+        picks = {seed: r["chosen_on_val"][name] for seed, r in reports.items()}
+        mean = None
+        if all(picks.values()):
+            mean = {key: _mean([p[key] for p in picks.values()]) for key in ("harmful_val2", "harmless_val2")
+                    if all(key in p for p in picks.values())}
+        chosen[name] = {"per_seed": picks, "mean_val2": mean}
+    return {"seeds": sorted(reports), "rules": rows, "chosen_on_val": chosen}
 
 
 def main(argv: list[str] | None = None) -> int:

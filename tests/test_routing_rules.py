@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from measure_routing import RULES, consistency, simulate
+from measure_routing import RULES, choose_on_val, consistency, simulate
 
 COSTS = (0.7, 1.3)  # a request kept at the target, a request restarted dense
 
@@ -55,3 +55,18 @@ def test_a_rule_may_send_dense_rows_aapp_adaptive_did_not():
 def test_consistency_counts_disagreeing_verdicts():
     rows = [dict(ROWS[0], adaptive_strict=False)]  # aapp-adaptive's restart did not refuse strictly, dense did
     assert consistency(rows) == 0.5
+
+
+def _fig(refusal_strict: float, flops: float) -> dict:
+    return {"dense_share": 0.0, "flops_ratio": flops, "refusal_marker": refusal_strict, "refusal_strict": refusal_strict}
+
+
+def test_choose_on_val_keeps_the_shipped_refusal_at_the_lowest_harmless_cost():
+    rules = [{"rule": "current", "t": 0.0, "harmful_val": _fig(0.9, 1.25), "harmless_val": _fig(0.0, 0.75)},
+             {"rule": "veto-unlikely", "t": 0.1, "harmful_val": _fig(0.9, 1.24), "harmless_val": _fig(0.0, 0.73)},
+             {"rule": "veto-unlikely", "t": 0.2, "harmful_val": _fig(0.85, 1.2), "harmless_val": _fig(0.0, 0.72)},
+             {"rule": "stay-if-refusing", "t": 0.5, "harmful_val": _fig(0.5, 0.8), "harmless_val": _fig(0.0, 0.75)}]
+    chosen = choose_on_val(rules)
+    assert chosen["current"]["t"] == 0.0
+    assert chosen["veto-unlikely"]["t"] == 0.1  # 0.2 is cheaper but refuses less than the shipped rule
+    assert chosen["stay-if-refusing"] is None
