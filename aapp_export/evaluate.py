@@ -231,7 +231,7 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
         target, low = path_costs(model.config, tokenizer, pruner, prompts, max_new_tokens)
         if method != "aapp-adaptive":
             return target, None
-        flags = [low for log in pruner.request_logs() for low in log.low]
+        flags = [flag for log in pruner.request_logs() for flag in log.low]
         share = sum(flags) / max(1, len(flags))
         return (1 - share) * target + share * low, share
 
