@@ -66,14 +66,22 @@ def test_cancel_from_another_thread_returns_what_it_has(session):
     assert result.tokens == session.generate(PROMPT, len(result.tokens), ignore_eos=True).tokens
 
 
-def test_a_deadline_stops_decoding_and_a_cancel_stops_a_chunked_prefill(exports):
-    from aapp_runtime import Session
+def test_a_deadline_stops_decoding_and_a_cancel_stops_a_chunked_prefill(exports, monkeypatch):
+    from types import SimpleNamespace
+
+    from aapp_runtime import Session, generation as gen_module
 
     s = Session(exports["llama"], provider="cpu")
-    t0 = time.perf_counter()
+    # the deadline's clock ticks 10 ms at each check (one per prefill chunk and decode step), so the
+    # test does not depend on how fast this machine decodes: 0.3 s is 30 checks
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(gen_module, "time", SimpleNamespace(monotonic=lambda: next(ticks) * 0.01))
     result = s.generate(PROMPT, s.context_length, ignore_eos=True, timeout_s=0.3)
-    assert result.finish_reason == "timeout" and 0 < len(result.tokens) < s.context_length - 20
-    assert time.perf_counter() - t0 < 3
+    assert result.finish_reason == "timeout" and 25 <= len(result.tokens) <= 31
+    monkeypatch.undo()
+    t0 = time.perf_counter()  # and with the real clock
+    result = s.generate(PROMPT, s.context_length, ignore_eos=True, timeout_s=0.05)
+    assert result.finish_reason in ("timeout", "length") and time.perf_counter() - t0 < 3
     s.PREFILL_CHUNK = 4  # a 60-token prompt is 15 runs, each preceded by the check
     ids = list(range(5, 65))
     generation = s.start(ids, 8)
