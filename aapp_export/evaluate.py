@@ -60,10 +60,11 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int =
 
 @torch.no_grad()
 def answers_and_first_logits(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,
-                             batch_size: int = 16, desc: str = "generating") -> tuple[list[str], torch.Tensor]:
+                             batch_size: int = 16, desc: str = "generating", pruner: Pruner | None = None
+                             ) -> tuple[list[str], torch.Tensor]:
     """Greedy answers to chat-formatted prompts and the logits of each answer's first position
-    ([len(prompts), vocab], float32), from the same generation."""
-    answers, first = _greedy(model, tokenizer, prompts, max_new_tokens, None, batch_size, desc, None, True)
+    ([len(prompts), vocab], float32), from the same generation (under ``pruner``, if given)."""
+    answers, first = _greedy(model, tokenizer, prompts, max_new_tokens, pruner, batch_size, desc, None, True)
     return answers, torch.cat(first)
 
 

@@ -85,9 +85,15 @@ def refusal_rate(texts: list[str]) -> float:
     return sum(map(is_refusal, texts)) / len(texts) if texts else 0.0
 
 
+def strict_verdicts(prompts: list[str], answers: list[str],
+                    clause_nll: Callable[[str, str], float | None]) -> list[bool]:
+    """Per answer, whether it is a strict refusal; ``clause_nll(prompt, answer)`` scores the first clause
+    under the dense model and is called for anchored answers only (the rest cannot pass)."""
+    return [is_anchored_refusal(a) and is_strict_refusal(a, clause_nll(p, a)) for p, a in zip(prompts, answers)]
+
+
 def strict_refusal_rate(prompts: list[str], answers: list[str],
                         clause_nll: Callable[[str, str], float | None]) -> float:
-    """Share of ``answers`` that are strict refusals; ``clause_nll(prompt, answer)`` scores the first clause
-    under the dense model and is called for anchored answers only (the rest cannot pass)."""
-    strict = [is_anchored_refusal(a) and is_strict_refusal(a, clause_nll(p, a)) for p, a in zip(prompts, answers)]
+    """Share of ``answers`` that are strict refusals (``strict_verdicts``)."""
+    strict = strict_verdicts(prompts, answers, clause_nll)
     return sum(strict) / max(1, len(strict))

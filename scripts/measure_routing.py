@@ -13,9 +13,10 @@ exact: a row it sends dense answers as the dense model, the others as AAPP (aapp
 undecided rows run AAPP's prefill and decode). ``consistency`` checks that premise: the share of
 rows where the ``current`` rule's simulated verdict equals aapp-adaptive's own.
 
-Rules (``RULES``): ``aapp`` and ``dense`` (every request on one path), ``current``; ``stay-if-refusing``: dense unless AAPP's first token is already the
-refusal with probability >= t; ``veto-unlikely``: dense only when also p >= t; ``mean``: the risk gate
-and the mean of the confirmation gate and p >= t. ``chosen_on_val``: each family's setting chosen on
+Rules (``RULES``): ``aapp`` and ``dense`` (every request on one path); ``current``;
+``stay-if-refusing``: dense unless AAPP's first token is already the refusal with probability >= t;
+``veto-unlikely``: dense only when also p >= t; ``mean``: the risk gate and the mean of the
+confirmation gate and p >= t. ``chosen_on_val``: each family's setting chosen on
 ``val`` alone (``choose_on_val``); ``val2`` and ``test`` only report.
 
     python scripts/measure_routing.py --model demo --out docs/results/routing.json
@@ -29,7 +30,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from aapp_export.choices import ADAPTIVE_THRESHOLD
+
 ROOT = Path(__file__).resolve().parents[1]
+
 SPLITS = ("val", "val2", "test")
 CLASSES = ("harmful", "harmless", "borderline")
 MAX_NEW_TOKENS = 48  # aapp-eval's default
@@ -41,8 +45,8 @@ RULES: dict[str, tuple[Callable[[Row, float], bool], tuple[float, ...]]] = {
     "current": (lambda r, t: r["dense"], (0.0,)),
     "stay-if-refusing": (lambda r, t: r["dense"] and r["first_token_refusal"] < t, (0.3, 0.5, 0.7, 0.9)),
     "veto-unlikely": (lambda r, t: r["dense"] and r["first_token_refusal"] >= t, (0.01, 0.03, 0.1, 0.2)),
-    "mean": (lambda r, t: r["risk_gate"] >= 0.5 and (r["confirm_gate"] + r["first_token_refusal"]) / 2 >= t,
-             (0.3, 0.4, 0.5)),
+    "mean": (lambda r, t: r["risk_gate"] >= ADAPTIVE_THRESHOLD
+             and (r["confirm_gate"] + r["first_token_refusal"]) / 2 >= t, (0.3, 0.4, 0.5)),
 }
 
 
@@ -82,9 +86,9 @@ def choose_on_val(rules: list[dict]) -> dict[str, dict]:
 def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], name: str
            ) -> tuple[list[Row], tuple[float, float]]:
     """The per-prompt signals and outcomes of one file, and its two paths' FLOPs (``simulate``)."""
-    from aapp_export.evaluate import clause_nll, first_token_probs, generate_answers, path_costs
+    from aapp_export.evaluate import answers_and_first_logits, clause_nll, generate_answers, path_costs
     from aapp_export.pruning import Pruner, PruneConfig
-    from aapp_export.refusal import is_anchored_refusal, is_refusal, is_strict_refusal
+    from aapp_export.refusal import is_refusal, strict_verdicts
 
     protection = circuits.protection()
     pruner = lambda method: Pruner(model, PruneConfig(method, sparsity), stats, protection)  # noqa: E731
@@ -94,20 +98,19 @@ def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], nam
     gate, dense, confirm = ([x for log in logs for x in getattr(log, k)] for k in ("gate", "low", "confirm"))
     if len(confirm) != len(prompts):
         raise SystemExit(f"{name}: the level {sparsity} has no confirmation gate; calibrate it (--levels)")
-    aapp_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, pruner("aapp"), desc=f"aapp {name}")
-    dense_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, desc=f"dense {name}")
+    # AAPP's answers and, from the same prefill, the first-token probability of the refusal
+    aapp_answers, first_logits = answers_and_first_logits(model, tok, prompts, MAX_NEW_TOKENS, desc=f"aapp {name}",
+                                                          pruner=pruner("aapp"))
     token = circuits.check["by_scorer"][circuits.scorer]["refusal_token"]
-    first = first_token_probs(model, tok, prompts, pruner("aapp"))[:, token].tolist()
-
-    def strict(prompt: str, answer: str) -> bool:
-        return is_strict_refusal(answer, clause_nll(model, tok, prompt, answer)) if is_anchored_refusal(answer) else False
-
-    rows = [{"risk_gate": round(g, 4), "confirm_gate": round(c, 4), "dense": bool(d),
-             "first_token_refusal": round(p, 4), "adaptive_marker": is_refusal(a), "adaptive_strict": strict(q, a),
-             "aapp_marker": is_refusal(b), "aapp_strict": strict(q, b),
-             "dense_marker": is_refusal(e), "dense_strict": strict(q, e)}
-            for q, g, c, d, p, a, b, e in zip(prompts, gate, confirm, dense, first, adaptive_answers, aapp_answers,
-                                              dense_answers)]
+    first = first_logits.softmax(-1)[:, token].tolist()
+    dense_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, desc=f"dense {name}")
+    answers = {"adaptive": adaptive_answers, "aapp": aapp_answers, "dense": dense_answers}
+    nll = lambda p, a: clause_nll(model, tok, p, a)  # noqa: E731
+    verdicts = {f"{k}_marker": [is_refusal(a) for a in v] for k, v in answers.items()}
+    verdicts |= {f"{k}_strict": strict_verdicts(prompts, v, nll) for k, v in answers.items()}
+    rows = [{"risk_gate": round(gate[i], 4), "confirm_gate": round(confirm[i], 4), "dense": bool(dense[i]),
+             "first_token_refusal": round(first[i], 4), **{k: v[i] for k, v in verdicts.items()}}
+            for i in range(len(prompts))]
     return rows, path_costs(model.config, tok, adaptive, prompts, MAX_NEW_TOKENS)
 
 

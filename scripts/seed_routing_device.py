@@ -2,14 +2,15 @@
 GPU, then measure routing on each (``measure_routing.py``), and bring back small JSON files only.
 
 Why a device call: the seeds' checkpoints need a GPU (about 5 minutes a seed on one H200, the three
-at once; this project's CPUs have no bf16 units and take about 16 hours a seed), and at 40 MB each
-they do not fit what comes back from a device call, so the measurement runs there too. Everything a
+at once; this project's CPUs have no bf16 units and take about 16 hours a seed), and at 20 MB each
+they are over the 16 MiB a file coming back from a device call may have, so the measurement runs there
+too. Everything a
 routing rule needs is in each seed's ``routing_seedN.json`` (per-prompt gates, first-token
 probability, and the dense / AAPP / aapp-adaptive verdicts), so rules can be compared here afterwards
 without the checkpoints (``measure_routing.simulate``).
 
     PYTHONPATH=.:runtime PYTHONUNBUFFERED=1 python3 scripts/seed_routing_device.py --out $OUT   # GPU machine
-    python scripts/seed_routing_device.py --smoke --limit 4 --out /tmp/seed_routing      # here: the plumbing
+    python scripts/seed_routing_device.py --smoke --limit 4 --device cpu --out /tmp/seed_routing  # the plumbing
 
 Writes to ``--out`` (at most 8 files, as a device call brings back): ``training_seedN.json`` (its
 ``model_safetensors_sha256`` tells whether the GPU reproduced ``docs/results/seeds/gpu_seedN``),
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=560,
                    help="seconds after which unfinished steps are stopped and what finished is written (a device "
                         "call ends at 600)")
-    p.add_argument("--splits", default="val,val2", help="measure_routing.py --splits (test adds a third of the time)")
+    p.add_argument("--splits", default="val,val2",
+                   help="measure_routing.py --splits (test adds 319 prompts to val and val2's 448)")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     deadline = time.time() + args.deadline
