@@ -213,8 +213,9 @@ class Circuits:
     confirm: dict[float, GateParams] = field(default_factory=dict)  # aapp-adaptive's, per sparsity (confirm_gate.py)
 
     def protection(self) -> Protection:
+        token = self.check.get("by_scorer", {}).get(self.scorer, {}).get("refusal_token") if self.check else None
         return Protection(self.heads, self.channels, self.direction, self.gate_layer, self.threshold, self.temperature,
-                          dict(self.confirm))
+                          dict(self.confirm), token)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         t = {"circuits.direction": self.direction.contiguous()}

@@ -189,12 +189,15 @@ def mean_prompt_tokens(tokenizer, prompts: list[str]) -> float:
     return sum(len(chat_inputs(tokenizer, [p])["input_ids"][0]) for p in prompts) / max(1, len(prompts))
 
 
-def path_costs(config, tokenizer, pruner: Pruner, prompts: list[str], max_new_tokens: int) -> tuple[float, float]:
-    """FLOPs of one request of ``prompts``' mean length relative to a dense one, for ``pruner``'s two
-    paths: its target sparsity (probe included for the probed methods), and aapp-adaptive's flagged
+def path_costs(config, tokenizer, pruner: Pruner, prompts: list[str], max_new_tokens: int
+               ) -> tuple[float, float, float]:
+    """FLOPs of one request of ``prompts``' mean length relative to a dense one, for ``pruner``'s
+    paths: its target sparsity (probe included for the probed methods); aapp-adaptive's flagged
     request (the low sparsity's request, after the screening AAPP prefill when the level has a
-    confirmation gate; meaningless for the other methods)."""
-    from .flops import Dims, flops_ratio, prefill_ratio
+    confirmation gate; on the "dense-prefill" path a dense request that also picked, from its own
+    activations, the units of a decode it did not take); and, on that path, a flagged request decoded
+    pruned after its dense prefill (the third; meaningless for the other methods and paths)."""
+    from .flops import Dims, dense_prefill_ratio, flops_ratio, prefill_ratio
 
     cfg, dims = pruner.cfg, Dims.from_config(config)
     prompt = round(mean_prompt_tokens(tokenizer, prompts))
@@ -206,16 +209,22 @@ def path_costs(config, tokenizer, pruner: Pruner, prompts: list[str], max_new_to
     if pruner.confirm is not None:  # a flagged row ran the screening AAPP prefill first
         low += prefill_ratio(dims, prompt, max_new_tokens, pruner.keep_heads, pruner.keep_channels, probe,
                              cfg.skip_first)
-    return target, low
+    dense_prefill = dense_prefill_ratio(dims, prompt, max_new_tokens, pruner.keep_heads, pruner.keep_channels,
+                                        cfg.skip_first)
+    if pruner.dense_prefill:  # a dense row picked the units of a decode it did not take, from its own activations
+        low += dense_prefill_ratio(dims, prompt, max_new_tokens, dims.heads, dims.channels, cfg.skip_first) - 1.0
+    return target, low, dense_prefill
 
 
 def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str], harmless: list[str],
              texts: list[str], stats=None, circuits=None, max_new_tokens: int = 48,
-             probe_max_tokens: int = PROBE_MAX_TOKENS, adaptive_threshold: float = ADAPTIVE_THRESHOLD) -> EvalResult:
+             probe_max_tokens: int = PROBE_MAX_TOKENS, adaptive_threshold: float = ADAPTIVE_THRESHOLD,
+             adaptive_path: str = "restart") -> EvalResult:
     """One row of the table: refusal, over-refusal, perplexity and FLOPs ratio of a method."""
     from .pruning import PruneConfig
 
-    cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens, adaptive_threshold=adaptive_threshold)
+    cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens, adaptive_threshold=adaptive_threshold,
+                      adaptive_path=adaptive_path)
     protection = circuits.protection() if circuits is not None and method in ("aapp", "aapp-adaptive") else None
     make = (lambda: None) if method == "dense" else (lambda: Pruner(model, cfg, stats, protection))  # noqa: E731
     pruners = {"harmful": make(), "harmless": make()}
@@ -229,12 +238,14 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
         """FLOPs per request of ``prompts`` relative to dense, and aapp-adaptive's share at the low sparsity."""
         if pruner is None:
             return 1.0, None
-        target, low = path_costs(model.config, tokenizer, pruner, prompts, max_new_tokens)
+        target, low, dense_prefill = path_costs(model.config, tokenizer, pruner, prompts, max_new_tokens)
         if method != "aapp-adaptive":
             return target, None
-        flags = [flag for log in pruner.request_logs() for flag in log.low]
-        share = sum(flags) / max(1, len(flags))
-        return (1 - share) * target + share * low, share
+        logs = pruner.request_logs()
+        flags = [flag for log in logs for flag in log.low]
+        prefills = [flag for log in logs for flag in (log.dense_prefill or [False] * len(log.low))]
+        costs = [low if f else dense_prefill if d else target for f, d in zip(flags, prefills)]
+        return sum(costs) / max(1, len(costs)), sum(flags) / max(1, len(flags))
 
     (r_harm, low_harm), (r_safe, low_safe) = ratio(pruners["harmful"], harmful), ratio(pruners["harmless"], harmless)
     if method == "aapp-adaptive":  # requests of both files, each at its own cost

@@ -90,3 +90,26 @@ def prefill_ratio(dims: Dims, prompt: int, new_tokens: int, heads: list[int], ch
     if probe_tokens:
         pruned += probe_flops(dims, prompt, probe_tokens, list(range(skip_first, len(dims.heads))))
     return pruned / request_flops(dims, prompt, new_tokens)
+
+
+def own_statistic_flops(dims: Dims, prompt: int, pruned_layers: list[int]) -> int:
+    """FLOPs of picking units from a dense prefill's own activations in each pruned layer: the squares of
+    the o_proj and down_proj inputs summed over ``prompt`` tokens, their fusion with the history and
+    PPsp's scores (no probe pass: the prefill computed those inputs already)."""
+    total = 0
+    for i in pruned_layers:
+        units = dims.heads[i] * dims.head_dim + dims.channels[i]
+        total += 2 * prompt * units + 5 * prompt * units  # X^2 summed over tokens; fusion per position
+        total += 3 * dims.hidden * units  # PPsp scores: S * W^2 and the norms
+    return total
+
+
+def dense_prefill_ratio(dims: Dims, prompt: int, new_tokens: int, heads: list[int], channels: list[int],
+                        skip_first: int = SKIP_FIRST) -> float:
+    """A dense prefill of ``prompt`` tokens that picks the decode's units from its own activations
+    (``own_statistic_flops``), then ``new_tokens`` pruned decode steps, relative to the dense request:
+    aapp-adaptive's "dense-prefill" path for a flagged request whose first token is not the refusal's."""
+    pruned_layers = list(range(skip_first, len(dims.heads)))
+    dense_prefill = request_flops(dims, prompt, 0) + own_statistic_flops(dims, prompt, pruned_layers)
+    decode = request_flops(dims, prompt, new_tokens, heads, channels) - request_flops(dims, prompt, 0, heads, channels)
+    return (dense_prefill + decode) / request_flops(dims, prompt, new_tokens)

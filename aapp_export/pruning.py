@@ -39,8 +39,8 @@ from torch import nn
 from . import probe as pp
 from .errors import InputError
 from .families import ModelSpec, spec_of_model
-from .choices import (ADAPTIVE_LOW_SPARSITY, ADAPTIVE_THRESHOLD, CONFIRM_THRESHOLD, METHODS,  # noqa: F401
-                      SKIP_FIRST, check_sparsity)  # ADAPTIVE_*, SKIP_FIRST: re-exported
+from .choices import (ADAPTIVE_LOW_SPARSITY, ADAPTIVE_PATHS, ADAPTIVE_THRESHOLD, CONFIRM_THRESHOLD,  # noqa: F401
+                      METHODS, SKIP_FIRST, check_sparsity)  # ADAPTIVE_*, SKIP_FIRST: re-exported
 from .placement import weight_in_place
 from .recorder import decoder_layers, final_norm, unit_inputs
 from .static import static_units
@@ -81,6 +81,7 @@ class Protection:
     threshold: float
     temperature: float
     confirm: dict[float, pp.GateParams] = field(default_factory=dict)  # aapp-adaptive: per sparsity (rounded to 4)
+    refusal_token: int | None = None  # the refusal's first token (the causal check's): the dense-prefill path reads it
 
 
 @dataclass
@@ -94,6 +95,7 @@ class PruneConfig:
     mlp_multiple: int = 1
     adaptive_threshold: float = ADAPTIVE_THRESHOLD  # aapp-adaptive: gate at which a request runs at ...
     adaptive_low: float = ADAPTIVE_LOW_SPARSITY  # ... this sparsity instead of ``sparsity``
+    adaptive_path: str = "restart"  # aapp-adaptive: how a flagged request runs (``choices.ADAPTIVE_PATHS``)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS + ("ablate",):
@@ -103,6 +105,11 @@ class PruneConfig:
         if self.adaptive_low > self.sparsity:
             raise InputError(f"adaptive_low={self.adaptive_low} is above sparsity={self.sparsity}: requests that look "
                              "harmful run at the lower sparsity")
+        if self.adaptive_path not in ADAPTIVE_PATHS:
+            raise InputError(f"adaptive_path {self.adaptive_path!r} is not one of {', '.join(ADAPTIVE_PATHS)}")
+        if self.adaptive_path == "dense-prefill" and self.adaptive_low != 0:
+            raise InputError(f"adaptive_path 'dense-prefill' runs flagged prefills dense; adaptive_low="
+                             f"{self.adaptive_low} needs adaptive_path 'restart'")
 
 
 @dataclass
@@ -116,6 +123,7 @@ class RequestLog:
     low: list[bool] = field(default_factory=list)  # aapp-adaptive: per row, ran at the low sparsity
     confirm: list[float] = field(default_factory=list)  # aapp-adaptive: per row, the confirmation gate
     screened: bool = False  # aapp-adaptive: an AAPP prefill ran first (its FLOPs count for the low rows)
+    dense_prefill: list[bool] = field(default_factory=list)  # aapp-adaptive "dense-prefill": per row, prefill ran dense
 
 
 @dataclass
@@ -196,7 +204,12 @@ class ProbePruning(Method):
         w_o = p.score_weights(i, "heads", attn.o_proj, normed.device)
         cos, sin = pos_emb
         keep, sizes = [], []
+        own = set(p.dense_rows(normed.shape[0]))
         for b, pos, pos_ids in p.probe_rows(p.recorded.residual[i]):
+            if b in own:  # its dense prefill is its probe (Pruner.decide_from_activations)
+                keep.append(None)
+                sizes.append(0)
+                continue
             rb = min(b, cos.shape[0] - 1)  # position embeddings may be shared across the batch
             x = p.probe_attention(i, attn, normed[b, pos], cos[rb, pos], sin[rb, pos], pos_ids)
             s = _fused(pp.probe_statistic(x[None]), p.stats[i].hist_attn, pos_ids)
@@ -209,7 +222,11 @@ class ProbePruning(Method):
         p = self.p
         w_down = p.score_weights(i, "channels", mlp.down_proj, normed.device)
         keep = []
+        own = set(p.dense_rows(normed.shape[0]))
         for b, pos, pos_ids in p.probe_rows(p.recorded.residual_mlp[i]):
+            if b in own:
+                keep.append(None)
+                continue
             x = normed[b, pos]
             s = _fused(pp.probe_statistic((mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))[None].detach()),
                        p.stats[i].hist_mlp, pos_ids)
@@ -235,8 +252,10 @@ class AlignmentAware(ProbePruning):
     def select(self, scores, n_keep, i, b, kind):
         gate_t = self.p.recorded.gate
         gate = float(gate_t[b]) if gate_t is not None else 1.0
-        if b >= len(self.p.log.gate):
-            self.p.log.gate.append(gate)
+        log = self.p.log.gate  # per row; a dense-prefill row may decide after the rows below it
+        log.extend([None] * (b + 1 - len(log)))
+        if log[b] is None:
+            log[b] = gate
         return pp.aapp_select(scores, getattr(self.p.protection, kind)[i], gate, n_keep)
 
 
@@ -245,11 +264,20 @@ class RiskAdaptive(AlignmentAware):
     ``adaptive_threshold`` (and, when the sparsity has one, whose confirmation gate reaches
     ``CONFIRM_THRESHOLD``) keeps the counts of ``adaptive_low`` (dense by default: every unit, no
     selection needed), the others AAPP's at ``sparsity``. The risk gate is read before the first pruned
-    layer and the confirmation gate by the screening prefill, so every pruned layer knows the row's counts."""
+    layer and the confirmation gate by the screening prefill, so every pruned layer knows the row's counts.
+
+    With ``adaptive_path="dense-prefill"`` there is no screening and no confirmation gate. A row whose
+    risk gate stays below the threshold is plain AAPP. A row that reaches it computes its prefill with
+    every unit, and its dense prefill is its own probe: at each pruned layer, AAPP's selection reads
+    the statistic of that layer's real o_proj / down_proj inputs over every prompt token, fused with the
+    calibration history (``Pruner.decide_from_activations``), instead of a probe pass. At the end of the
+    dense prefill its greedy first token decides: the refusal's first token keeps the row dense for the
+    decode (its answer is the dense model's), any other token decodes it with those units over the
+    dense prompt's KV cache."""
 
     def select(self, scores, n_keep, i, b, kind):
         p = self.p
-        if p.screening:  # the screening prefill is AAPP's
+        if p.screening or p.cfg.adaptive_path == "dense-prefill":  # AAPP's units (the decode's, on that path)
             return super().select(scores, n_keep, i, b, kind)
         gate_t, confirm_t = p.recorded.gate, p.recorded.confirm
         gate = float(gate_t[b]) if gate_t is not None else 1.0
@@ -294,7 +322,13 @@ class Pruner:
         self.low_channels = pp.kept_counts(self.n_channels, config.adaptive_low, config.skip_first, config.mlp_multiple)
         # aapp-adaptive's confirmation gate at this sparsity (None: the risk gate alone decides)
         self.confirm = protection.confirm.get(round(config.sparsity, 4)) \
-            if config.method == "aapp-adaptive" and protection is not None else None
+            if config.method == "aapp-adaptive" and protection is not None and config.adaptive_path == "restart" else None
+        self.dense_prefill = config.method == "aapp-adaptive" and config.adaptive_path == "dense-prefill"
+        if self.dense_prefill and protection.refusal_token is None:
+            raise InputError("adaptive_path 'dense-prefill' needs the refusal's first token in the protected set "
+                             "(Protection.refusal_token; circuits from an alignment-circuit run carry it)")
+        self._decode_masks: dict[tuple[str, int], tuple[torch.Tensor, list[int]]] = {}
+        self._decided_from: set[tuple[str, int]] = set()
         self.screening = False
         self._final: torch.Tensor | None = None
         self.method: Method | None = None
@@ -350,6 +384,8 @@ class Pruner:
         self.decided = False
         self.head_mask: dict[int, torch.Tensor] = {}  # layer -> [B, heads*D]
         self.channel_mask: dict[int, torch.Tensor] = {}  # layer -> [B, I]
+        self._decode_masks = {}  # dense-prefill: (kind, layer) -> (the decode's mask, rows whose prefill runs dense)
+        self._decided_from: set[tuple[str, int]] = set()  # ... whose rows have decided from their activations
         self.log = RequestLog()
         self.recorded = Recorded()
 
@@ -389,9 +425,69 @@ class Pruner:
         return None
 
     def _prefill_done(self, module, args, output):
-        if not self.screening:
+        if not self.screening and not self.decided:
             self.decided = True
+            if self.dense_prefill:
+                self._decode_after_dense_prefill(output)
         return None
+
+    def _flagged_rows(self, n: int) -> list[int]:
+        """dense-prefill: the rows whose risk gate reaches the threshold (all rows before the gate is read)."""
+        gate = self.recorded.gate
+        return [b for b in range(n) if gate is None or float(gate[b]) >= self.cfg.adaptive_threshold]
+
+    def dense_rows(self, n: int) -> list[int]:
+        """The rows of the current prefill that run every unit and pick their decode's units from their own
+        activations (``decide_from_activations``): the flagged rows on the dense-prefill path, else none."""
+        return self._flagged_rows(n) if self.dense_prefill and not self.decided else []
+
+    @torch.no_grad()
+    def decide_from_activations(self, kind: str, i: int, x: torch.Tensor) -> None:
+        """dense-prefill: the decode's units of the rows waiting in ``_decode_masks[kind, i]``, by AAPP's
+        selection on PP's scores of their real unit inputs ``x`` (o_proj's or down_proj's, every prompt
+        token; the statistic fused with the calibration history per position, as the probe's is)."""
+        mask, rows = self._decode_masks[kind, i]
+        valid = self.recorded.valid_for(x)
+        layer, d = self.layers[i], self.spec.head_dim
+        kept = self.log.heads[i] if kind == "heads" else self.log.channels[i]
+        for b in rows:
+            own = x[b, valid[b]]
+            hist = self.stats[i].hist_attn if kind == "heads" else self.stats[i].hist_mlp
+            s = _fused(pp.probe_statistic(own[None]), hist, torch.arange(own.shape[0]))
+            if kind == "heads":
+                scores = pp.head_scores(s, self.score_weights(i, kind, layer.self_attn.o_proj, x.device), self.n_heads[i])
+                keep = self.method.select(scores, self.keep_heads[i], i, b, kind)
+                mask[b] = 0.0
+                mask[b].view(-1, d)[keep] = 1.0
+            else:
+                scores = pp.channel_scores(s, self.score_weights(i, kind, layer.mlp.down_proj, x.device))
+                keep = self.method.select(scores, self.keep_channels[i], i, b, kind)
+                mask[b] = 0.0
+                mask[b, keep] = 1.0
+            kept[b] = keep
+        self._decided_from.add((kind, i))
+
+    @torch.no_grad()
+    def _decode_after_dense_prefill(self, output) -> None:
+        """dense-prefill: the flagged rows whose dense greedy first token is the refusal's stay dense; the
+        others take AAPP's units back for the decode."""
+        h = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        n = h.shape[0]
+        flagged = set(self._flagged_rows(n)) if self.log.heads or self.log.channels else set()
+        refusing: set[int] = set()
+        if flagged:
+            last = self.recorded.valid_for(h).long().cumsum(1).argmax(1)
+            head = self.model.get_output_embeddings()
+            first = head(h[torch.arange(n, device=h.device), last]).argmax(-1).tolist()
+            refusing = {b for b in flagged if first[b] == self.protection.refusal_token}
+        for (kind, i), (mask, rows) in self._decode_masks.items():
+            applied = self.head_mask if kind == "heads" else self.channel_mask
+            back = [b for b in rows if b not in refusing]
+            if back:
+                applied[i][back] = mask[back]
+        self._decode_masks, self._decided_from = {}, set()
+        self.log.dense_prefill = [b in flagged for b in range(n)]
+        self.log.low = [b in refusing for b in range(n)]
 
     def _record_layer(self, i: int):
         def hook(module, args, kwargs):
@@ -424,8 +520,9 @@ class Pruner:
             d = self.spec.head_dim
             mask = torch.zeros(h.shape[0], self.n_heads[i] * d, device=h.device)
             for b, heads in enumerate(keep):
-                mask[b].view(-1, d)[heads] = 1.0
-            self.head_mask[i], self.log.heads[i] = mask, keep
+                if heads is not None:
+                    mask[b].view(-1, d)[heads] = 1.0
+            self.head_mask[i], self.log.heads[i] = self._dense_for_now("heads", i, mask, keep), keep
             return None
 
         return hook
@@ -438,14 +535,28 @@ class Pruner:
             keep = self.method.channels(i, module, x)
             mask = torch.zeros(x.shape[0], self.n_channels[i], device=x.device)
             for b, ch in enumerate(keep):
-                mask[b, ch] = 1.0
-            self.channel_mask[i], self.log.channels[i] = mask, keep
+                if ch is not None:
+                    mask[b, ch] = 1.0
+            self.channel_mask[i], self.log.channels[i] = self._dense_for_now("channels", i, mask, keep), keep
             return None
 
         return hook
 
+    def _dense_for_now(self, kind: str, i: int, mask: torch.Tensor, keep: list) -> torch.Tensor:
+        """The prefill's mask: rows without a decision yet (``None``: dense-prefill rows) run every unit; their
+        decode's mask waits in ``_decode_masks`` for ``decide_from_activations``."""
+        rows = [b for b, k in enumerate(keep) if k is None]
+        if not rows:
+            return mask
+        self._decode_masks[kind, i] = (mask.clone(), rows)
+        mask[rows] = 1.0
+        return mask
+
     # -- apply ----------------------------------------------------------------------------------
     def _apply(self, i: int, kind: str, x: torch.Tensor) -> torch.Tensor | None:
+        key = ("heads" if kind == "attn" else "channels", i)
+        if not self.decided and key in self._decode_masks and key not in self._decided_from:
+            self.decide_from_activations(*key, x)
         m = (self.head_mask if kind == "attn" else self.channel_mask).get(i)
         return None if m is None else x * m[:, None, :].to(device=x.device, dtype=x.dtype)
 

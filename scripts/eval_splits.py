@@ -1,12 +1,14 @@
 """Methods at one sparsity on several held-out splits, through the reference and (optionally) the graphs.
 
     python scripts/eval_splits.py [--model demo] [--sparsity 0.4] [--splits test,val2]
-        [--methods dense,pp,aapp,aapp-adaptive] [--adaptive-thresholds 0.5,0.7769] [--scorer S] [--budget F]
+        [--methods dense,pp,aapp,aapp-adaptive] [--adaptive-thresholds 0.5,0.7769]
+        [--adaptive-path restart|dense-prefill] [--scorer S] [--budget F]
         [--onnx exported/demo] [--out docs/results/adaptive/eval_0.4_strict.json] [--update]
 
 Each row is what ``aapp-eval --json`` prints for ``--harmful data/harmful_S.txt --harmless
 data/harmless_S.txt`` (marker and strict refusal, over-refusal, perplexity on the card's evaluation
-text, FLOPs per request of each file), plus ``split`` and, for aapp-adaptive, ``adaptive_threshold``.
+text, FLOPs per request of each file), plus ``split`` and, for aapp-adaptive, ``adaptive_threshold`` (and
+``adaptive_path`` off the shipped restart path; that path is the reference's only, so no graph rows).
 The reference's rows use the card's calibration (cached, as ``aapp-eval`` and ``reproduce_table.py``
 do); with ``--onnx DIR`` the model dir's graphs (``aapp-eval --engine onnx``) answer the same prompts
 for the methods the runtime runs. The splits' files live in the checkpoint's ``data/`` folder.
@@ -21,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+from aapp_export.choices import ADAPTIVE_PATHS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,7 +32,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| split | engine | method | refusal (marker / strict) | over-refusal (marker / strict) | "
              "FLOPs harmful / harmless | perplexity |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = r["method"] + (f" (gate {r['adaptive_threshold']})" if "adaptive_threshold" in r else "")
+        name = r["method"] + (f" (gate {r['adaptive_threshold']})" if "adaptive_threshold" in r else "") \
+            + (f" ({r['adaptive_path']})" if "adaptive_path" in r else "")
         ppl = "" if r.get("perplexity") is None else f"{r['perplexity']:.3f}"
         lines.append(f"| {r['split']} | {r['engine']} | {name} | {r['refusal_rate']:.1%} / "
                      f"{r['strict_refusal_rate']:.1%} | {r['over_refusal_rate']:.1%} / "
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="dense,pp,aapp,aapp-adaptive")
     ap.add_argument("--adaptive-thresholds", default="0.5",
                     help="aapp-adaptive's gate thresholds, one row each (0.5: the runtime's default)")
+    ap.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default="restart",
+                    help="aapp-adaptive's path for a flagged request (choices.ADAPTIVE_PATHS; graphs: restart only)")
     ap.add_argument("--onnx", type=Path, default=None, help="an exported model dir of --model: its rows too")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--scorer", default=None, help="pin the calibration's scorer (default: the one it chooses)")
@@ -84,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             sparsity = 0.0 if method == "dense" else args.sparsity
             for threshold in thresholds if method == "aapp-adaptive" else [None]:
                 extra = {} if threshold is None else {"adaptive_threshold": threshold}
+                path = {"adaptive_path": args.adaptive_path} if extra and args.adaptive_path != "restart" else {}
                 row = run_eval(model, tok, method, sparsity, harmful, harmless, text, stats, circuits,
-                               args.max_new_tokens, **extra).to_json()
-                rows.append({"split": split, "engine": "torch", **row, **extra})
+                               args.max_new_tokens, **extra, **path).to_json()
+                rows.append({"split": split, "engine": "torch", **row, **extra, **path})
                 print(json.dumps(rows[-1]), file=sys.stderr)
-                if session is not None and method in RUNTIME_METHODS:
+                if session is not None and method in RUNTIME_METHODS and not path:
                     row = run_eval_onnx(session, method, sparsity, harmful, harmless, text, args.max_new_tokens,
                                         adaptive_threshold=threshold).to_json()
                     rows.append({"split": split, "engine": "onnx", **row, **extra})

@@ -19,6 +19,11 @@ Rules (``RULES``): ``aapp`` and ``dense`` (every request on one path); ``current
 confirmation gate and p >= t. ``chosen_on_val``: each family's setting chosen on
 ``val`` alone (``choose_on_val``); ``val2`` and ``test`` only report.
 
+``dense_prefill_path``: aapp-adaptive on the other path of ``choices.ADAPTIVE_PATHS``, generated (not
+simulated: its pruned decode after a dense prefill is an answer no other path gives). The risk gate
+alone flags a request; its prefill then runs dense and the decode stays dense only when the dense
+prefill's first token is the refusal's; every row's path (``dp_path``) and verdicts are recorded.
+
     python scripts/measure_routing.py --model demo --out docs/results/routing.json
 """
 
@@ -53,7 +58,7 @@ RULES: dict[str, tuple[Callable[[Row, float], bool], tuple[float, ...]]] = {
 def simulate(rows: list[Row], rule: Callable[[Row, float], bool], t: float, costs: tuple[float, float]) -> dict:
     """Share sent dense by ``rule`` at ``t``, the refusal rates (dense answers where it sends a row
     dense, AAPP's elsewhere) and the FLOPs per request relative to dense (``costs``: a request kept at
-    the target, a request sent dense after the screening prefill; ``evaluate.path_costs``)."""
+    the target, a request sent dense after the screening prefill; ``record``)."""
     dense = [rule(r, t) for r in rows]
     share = sum(dense) / max(1, len(rows))
     out = {"dense_share": round(share, 4), "flops_ratio": round((1 - share) * costs[0] + share * costs[1], 4)}
@@ -70,11 +75,12 @@ def consistency(rows: list[Row]) -> float:
     return round(sum(same) / max(1, len(same)), 4)
 
 
-def choose_on_val(rules: list[dict]) -> dict[str, dict]:
+def choose_on_val(rules: list[dict], current: float | None = None) -> dict[str, dict]:
     """Per rule family, the setting chosen on ``val`` alone: among its settings whose strict refusal on
-    harmful_val is at least the shipped rule's, the one with the lowest harmless_val FLOPs (then the lowest
-    harmful_val FLOPs); ``None`` where no setting keeps that refusal."""
-    current = next(r for r in rules if r["rule"] == "current")["harmful_val"]["refusal_strict"]
+    harmful_val is at least ``current`` (default: the shipped rule's), the one with the lowest harmless_val
+    FLOPs (then the lowest harmful_val FLOPs); ``None`` where no setting keeps that refusal."""
+    if current is None:
+        current = next(r for r in rules if r["rule"] == "current")["harmful_val"]["refusal_strict"]
     chosen: dict[str, dict] = {}
     for name in dict.fromkeys(r["rule"] for r in rules):
         keep = [r for r in rules if r["rule"] == name and r["harmful_val"]["refusal_strict"] >= current]
@@ -91,7 +97,7 @@ def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], nam
     from aapp_export.refusal import is_refusal, strict_verdicts
 
     protection = circuits.protection()
-    pruner = lambda method: Pruner(model, PruneConfig(method, sparsity), stats, protection)  # noqa: E731
+    pruner = lambda method, **kw: Pruner(model, PruneConfig(method, sparsity, **kw), stats, protection)  # noqa: E731
     adaptive = pruner("aapp-adaptive")
     adaptive_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, adaptive, desc=f"aapp-adaptive {name}")
     logs = adaptive.request_logs()
@@ -104,14 +110,44 @@ def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], nam
     token = circuits.check["by_scorer"][circuits.scorer]["refusal_token"]
     first = first_logits.softmax(-1)[:, token].tolist()
     dense_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, desc=f"dense {name}")
-    answers = {"adaptive": adaptive_answers, "aapp": aapp_answers, "dense": dense_answers}
+    # the dense-prefill path (choices.ADAPTIVE_PATHS): its own answers and, per row, the path it took
+    dp = pruner("aapp-adaptive", adaptive_path="dense-prefill")
+    dp_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, dp, desc=f"dense-prefill {name}")
+    dp_logs = dp.request_logs()
+    dp_path = ["dense" if low else "dense-prefill" if pre else "aapp"
+               for log in dp_logs for low, pre in zip(log.low, log.dense_prefill or [False] * len(log.low))]
+    answers = {"adaptive": adaptive_answers, "aapp": aapp_answers, "dense": dense_answers, "dp": dp_answers}
     nll = lambda p, a: clause_nll(model, tok, p, a)  # noqa: E731
     verdicts = {f"{k}_marker": [is_refusal(a) for a in v] for k, v in answers.items()}
     verdicts |= {f"{k}_strict": strict_verdicts(prompts, v, nll) for k, v in answers.items()}
     rows = [{"risk_gate": round(gate[i], 4), "confirm_gate": round(confirm[i], 4), "dense": bool(dense[i]),
-             "first_token_refusal": round(first[i], 4), **{k: v[i] for k, v in verdicts.items()}}
+             "first_token_refusal": round(first[i], 4), "dp_path": dp_path[i], **{k: v[i] for k, v in verdicts.items()}}
             for i in range(len(prompts))]
-    return rows, path_costs(model.config, tok, adaptive, prompts, MAX_NEW_TOKENS)
+    target, restart, _ = path_costs(model.config, tok, adaptive, prompts, MAX_NEW_TOKENS)
+    _, dense, dense_prefill = path_costs(model.config, tok, dp, prompts, MAX_NEW_TOKENS)
+    return rows, (target, restart, dense_prefill, dense)
+
+
+DP_THRESHOLDS = (ADAPTIVE_THRESHOLD, 0.6, 0.7, 0.8, 0.9)  # >= the recorded one: simulated exactly
+
+
+def dense_prefill_outcome(rows: list[Row], costs: tuple[float, ...], t: float = ADAPTIVE_THRESHOLD) -> dict:
+    """The dense-prefill path with the risk gate's threshold at ``t``: the shares of rows whose prefill
+    ran dense and of rows that stayed dense for the decode, its refusal rates and its FLOPs per request
+    (``record``'s costs: target, restart, dense prefill + AAPP decode, dense + probe). At the recorded
+    threshold these are its own answers; a higher ``t`` only returns flagged rows to AAPP, whose answers
+    there are AAPP's (the path's unflagged rows run AAPP's exact decisions), so it is exact too."""
+    if t < ADAPTIVE_THRESHOLD:
+        raise ValueError(f"t={t}: below the recorded threshold {ADAPTIVE_THRESHOLD} the rows' outcomes are unknown")
+    n = max(1, len(rows))
+    path = [r["dp_path"] if r["risk_gate"] >= t else "aapp" for r in rows]
+    verdict = lambda r, p, k: r[("aapp_" if p == "aapp" else "dp_") + k]  # noqa: E731
+    cost = {"aapp": costs[0], "dense-prefill": costs[2], "dense": costs[3]}
+    return {"dense_prefill_share": round(sum(p != "aapp" for p in path) / n, 4),
+            "dense_share": round(sum(p == "dense" for p in path) / n, 4),
+            "refusal_marker": round(sum(verdict(r, p, "marker") for r, p in zip(rows, path)) / n, 4),
+            "refusal_strict": round(sum(verdict(r, p, "strict") for r, p in zip(rows, path)) / n, 4),
+            "flops_ratio": round(sum(cost[p] for p in path) / n, 4)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,9 +183,17 @@ def main(argv: list[str] | None = None) -> None:
               "scorer": circuits.scorer, "budget": circuits.budget,
               "consistency": {key: consistency(rows) for key, (rows, _) in recorded.items()},
               "path_costs": {key: [round(c, 4) for c in costs] for key, (_, costs) in recorded.items()},
-              "rules": rules, "per_prompt": {key: rows for key, (rows, _) in recorded.items()}}
+              "rules": rules,
+              "dense_prefill_path": {key: dense_prefill_outcome(rows, costs) for key, (rows, costs) in recorded.items()},
+              "dense_prefill_thresholds": [{"t": t, **{key: dense_prefill_outcome(rows, costs, t)
+                                                       for key, (rows, costs) in recorded.items()}}
+                                           for t in DP_THRESHOLDS],
+              "per_prompt": {key: rows for key, (rows, _) in recorded.items()}}
     if "val" in args.splits.split(","):
         report["chosen_on_val"] = choose_on_val(rules)
+        current = next(r for r in rules if r["rule"] == "current")["harmful_val"]["refusal_strict"]
+        report["chosen_on_val"]["dense-prefill"] = choose_on_val(
+            [{"rule": "dense-prefill", **r} for r in report["dense_prefill_thresholds"]], current)["dense-prefill"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print("consistency with aapp-adaptive's own verdicts:", report["consistency"])
@@ -157,6 +201,11 @@ def main(argv: list[str] | None = None) -> None:
         cells = [f"{k}: dense {v['dense_share']:.3f} ref {v['refusal_marker']:.3f}/{v['refusal_strict']:.3f} "
                  f"flops {v['flops_ratio']:.3f}" for k, v in r.items() if isinstance(v, dict) and not k.startswith("borderline")]
         print(f"{r['rule']:17s} t={r['t']:<5}", " | ".join(cells))
+    for row in report["dense_prefill_thresholds"]:
+        cells = [f"{k}: prefill dense {v['dense_prefill_share']:.3f} dense {v['dense_share']:.3f} ref "
+                 f"{v['refusal_marker']:.3f}/{v['refusal_strict']:.3f} flops {v['flops_ratio']:.3f}"
+                 for k, v in row.items() if k != "t" and not k.startswith("borderline")]
+        print(f"dense-prefill t={row['t']:<4}", " | ".join(cells))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ METHODS = ("pp", "aapp", "aapp-adaptive", "wanda-sp", "flap", "random")
 
 
 def row_key(row: dict) -> tuple:
-    """What makes a results row the same measurement again: split, engine, method, sparsity, gate threshold."""
-    return (row.get("split"), row.get("engine"), row["method"], row["sparsity"], row.get("adaptive_threshold"))
+    """What makes a results row the same measurement again: split, engine, method, sparsity, gate threshold
+    and aapp-adaptive's path (``choices.ADAPTIVE_PATHS``; rows without one took the restart path)."""
+    return (row.get("split"), row.get("engine"), row["method"], row["sparsity"], row.get("adaptive_threshold"),
+            row.get("adaptive_path", "restart"))
 
 
 def merge_rows(path: Path, rows: list[dict], meta: dict, calibration: dict) -> tuple[list[dict], dict]:

@@ -14,8 +14,9 @@ without the checkpoints (``measure_routing.simulate``).
 
 Writes to ``--out`` (at most 8 files, as a device call brings back): ``training_seedN.json`` (its
 ``model_safetensors_sha256`` tells whether the GPU reproduced ``docs/results/seeds/gpu_seedN``),
-``routing_seedN.json``, ``summary.json`` (each rule's val and val2 figures, per seed and mean, and each
-rule family's setting chosen on val per seed with its val2 mean) and
+``routing_seedN.json``, ``summary.json`` (each rule's val and val2 figures, per seed and mean, each
+rule family's setting chosen on val per seed with its val2 mean, and the dense-prefill path's figures
+per seed and mean) and
 ``log.txt`` (each step's output tail).
 """
 
@@ -80,7 +81,11 @@ def summarise(reports: dict[int, dict]) -> dict:
             mean = {key: _mean([p[key] for p in picks.values()]) for key in ("harmful_val2", "harmless_val2")
                     if all(key in p for p in picks.values())}
         chosen[name] = {"per_seed": picks, "mean_val2": mean}
-    return {"seeds": sorted(reports), "rules": rows, "chosen_on_val": chosen}
+    paths = {}  # the dense-prefill path, generated on each seed (measure_routing's dense_prefill_path)
+    for key in first.get("dense_prefill_path", {}):
+        per_seed = {seed: r["dense_prefill_path"][key] for seed, r in reports.items() if key in r.get("dense_prefill_path", {})}
+        paths[key] = {"per_seed": per_seed, "mean": _mean(list(per_seed.values()))}
+    return {"seeds": sorted(reports), "rules": rows, "chosen_on_val": chosen, "dense_prefill_path": paths}
 
 
 def main(argv: list[str] | None = None) -> int:

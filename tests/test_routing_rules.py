@@ -70,3 +70,35 @@ def test_choose_on_val_keeps_the_shipped_refusal_at_the_lowest_harmless_cost():
     assert chosen["current"]["t"] == 0.0
     assert chosen["veto-unlikely"]["t"] == 0.1  # 0.2 is cheaper but refuses less than the shipped rule
     assert chosen["stay-if-refusing"] is None
+
+
+def test_dense_prefill_outcome_by_hand():
+    """The dense-prefill path: its own answers and path costs at the recorded threshold; a higher threshold
+    returns the rows below it to AAPP (AAPP's verdicts and cost); below the recorded one it refuses."""
+    from measure_routing import dense_prefill_outcome
+
+    costs = (0.7, 1.3, 0.8, 1.01)  # target, restart, dense prefill + AAPP decode, dense
+    rows = [dict(r, dp_path=path, dp_marker=m, dp_strict=st, risk_gate=g) for r, path, m, st, g in zip(
+        ROWS, ("dense", "dense", "dense-prefill", "aapp"), (True, True, False, False), (True, False, False, False),
+        (0.95, 0.6, 0.55, 0.1))]
+    out = dense_prefill_outcome(rows, costs)
+    assert out == {"dense_prefill_share": 0.75, "dense_share": 0.5, "refusal_marker": 0.5, "refusal_strict": 0.25,
+                   "flops_ratio": pytest.approx((1.01 * 2 + 0.8 + 0.7) / 4, abs=1e-4)}
+    out = dense_prefill_outcome(rows, costs, 0.7)  # rows 1 and 2 back on AAPP: marker False, False
+    assert out == {"dense_prefill_share": 0.25, "dense_share": 0.25, "refusal_marker": 0.25, "refusal_strict": 0.25,
+                   "flops_ratio": pytest.approx((1.01 + 0.7 * 3) / 4, abs=1e-4)}
+    with pytest.raises(ValueError, match="unknown"):
+        dense_prefill_outcome(rows, costs, 0.3)
+
+
+def test_seed_summary_means_the_dense_prefill_path():
+    from seed_routing_device import summarise
+
+    def report(x: float) -> dict:
+        cell = {"dense_share": x, "flops_ratio": 0.7 + x, "refusal_marker": x, "refusal_strict": x}
+        return {"rules": [{"rule": "current", "t": 0.0, "harmful_val": cell, "harmless_val2": cell}],
+                "dense_prefill_path": {"harmless_val2": {"dense_prefill_share": x, "flops_ratio": 0.7 + x}}}
+
+    out = summarise({0: report(0.1), 1: report(0.3)})
+    assert out["dense_prefill_path"]["harmless_val2"]["mean"] == {"dense_prefill_share": 0.2, "flops_ratio": 0.9}
+    assert out["rules"][0]["harmless_val2"]["mean"]["dense_share"] == 0.2
