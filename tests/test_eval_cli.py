@@ -72,6 +72,14 @@ def test_eval_json_and_matched_compute(six_layers, files, capsys):
     assert all(a <= b for x, y in zip(shares, shares[1:]) for a, b in zip(x, y))
     for r in results.values():  # a strict refusal is also a refusal
         assert r["strict_refusal_rate"] <= r["refusal_rate"] and r["strict_over_refusal_rate"] <= r["over_refusal_rate"]
+    # the dense-prefill path with every request flagged (threshold 0): no request pays a screening
+    # prefill; each costs a dense prefill and AAPP's decode, or a dense request when it opens with the refusal
+    assert eval_main(_args(ckpt, files, "aapp-adaptive") + ["--adaptive-threshold", "0",
+                                                            "--adaptive-path", "dense-prefill"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["adaptive_path"] == "dense-prefill" and out["confirm_gate"] is False
+    for cls in ("harmful", "harmless"):
+        assert results["aapp"][f"flops_ratio_{cls}"] < out[f"flops_ratio_{cls}"] < 1.01
 
 
 def test_eval_errors_are_one_line(checkpoints, files, capsys):
@@ -82,6 +90,10 @@ def test_eval_errors_are_one_line(checkpoints, files, capsys):
     args[args.index("--harmful") + 1] = str(files["harmful"].parent / "missing.txt")
     assert eval_main(args) == 2
     assert "missing.txt does not exist" in capsys.readouterr().err
+    assert eval_main(["--engine", "onnx", "--model", str(files["harmful"].parent), "--method", "aapp-adaptive",
+                      "--adaptive-path", "dense-prefill"]) == 2
+    err = capsys.readouterr().err
+    assert "the exported graphs run the restart path only" in err and err.count("\n") == 1
 
 
 def test_eval_on_a_machine_too_small_stops_before_loading(checkpoints, files, capsys, monkeypatch):

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..choices import (ADAPTIVE_THRESHOLD, CALIBRATION_DTYPES, MAX_SPARSITY, METHODS, PROBE_MAX_TOKENS, RUNTIME_METHODS, STATIC_METHODS,
+from ..choices import (ADAPTIVE_PATHS, ADAPTIVE_THRESHOLD, CALIBRATION_DTYPES, MAX_SPARSITY, METHODS, PROBE_MAX_TOKENS, RUNTIME_METHODS, STATIC_METHODS,
                        check_sparsity)
 from .common import add_calibration_args, run_cli
 
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--engine torch: the probe's token budget (0: none); the onnx engine uses the export's")
     p.add_argument("--adaptive-threshold", type=float, default=ADAPTIVE_THRESHOLD,
                    help="aapp-adaptive: the risk gate from which a request runs dense (default %(default)s)")
+    p.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default="restart",
+                   help="aapp-adaptive, --engine torch: how a flagged request runs (restart: both gates, then "
+                        "dense from the start, as the graphs do; dense-prefill: the risk gate alone, the rest of the "
+                        "prefill dense, the decode dense only when it opens with the refusal; docs/DESIGN.md)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--limit", type=_positive, default=None, help="use the first N (>= 1) prompts of each file")
     p.add_argument("--json", action="store_true")
@@ -150,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.probe_max_tokens < 0:
             raise InputError(f"--probe-max-tokens {args.probe_max_tokens}: pass a token count >= 1, or 0 for no budget")
         if args.engine == "onnx":
+            if args.adaptive_path != "restart":
+                raise InputError(f"--adaptive-path {args.adaptive_path}: the exported graphs run the restart path "
+                                 "only; evaluate it with --engine torch")
             return _onnx(args)
         ckpt = resolve_checkpoint(args.model)
         prompts = _prompts(args, ckpt)
@@ -168,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
                 budget=args.budget, scorer=args.scorer, log=log)
         result = run_eval(model, tok, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
                           prompts["text"], stats, circuits, args.max_new_tokens, args.probe_max_tokens,
-                          adaptive_threshold=args.adaptive_threshold)
-        _print({"engine": "torch", **result.to_json()}, args.json)
+                          adaptive_threshold=args.adaptive_threshold, adaptive_path=args.adaptive_path)
+        out = {"engine": "torch", **result.to_json()}
+        if args.method == "aapp-adaptive" and args.adaptive_path != "restart":  # off the graphs' path: say so
+            out["adaptive_path"] = args.adaptive_path
+        _print(out, args.json)
         return 0
 
     return run_cli("aapp-eval", body, args.debug)
