@@ -111,16 +111,21 @@ def refusal_rate(answers: list[str]) -> float:
 
 
 @torch.no_grad()
-def clause_nll(model, tokenizer, prompt: str, answer: str) -> float | None:
-    """Mean negative log-likelihood (nats per token) of ``first_clause(answer)`` after the chat-formatted
-    ``prompt`` under ``model`` as it is called (outside a ``Pruner``: dense); ``None`` for an empty clause."""
+def answer_nll(model, tokenizer, prompt: str, answer: str) -> float | None:
+    """Mean negative log-likelihood (nats per token) of ``answer`` after the chat-formatted ``prompt``
+    under ``model`` as it is called (outside a ``Pruner``: dense); ``None`` for an empty answer."""
     ids = chat_inputs(tokenizer, [prompt])["input_ids"][0]
-    clause = tokenizer(first_clause(answer), add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-    if len(clause) == 0:
+    tokens = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    if len(tokens) == 0:
         return None
-    enc = {"input_ids": torch.cat([ids, clause])[None]}
+    enc = {"input_ids": torch.cat([ids, tokens])[None]}
     logits = model(**to_model(enc, model)).logits[0, len(ids) - 1:-1].float().cpu()
-    return float(-torch.log_softmax(logits, -1).gather(-1, clause[:, None]).mean())
+    return float(-torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).mean())
+
+
+def clause_nll(model, tokenizer, prompt: str, answer: str) -> float | None:
+    """``answer_nll`` of ``first_clause(answer)``: the strict refusal detector's coherence score."""
+    return answer_nll(model, tokenizer, prompt, first_clause(answer))
 
 
 def strict_refusal_rate(model, tokenizer, prompts: list[str], answers: list[str]) -> float:

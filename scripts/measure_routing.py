@@ -92,7 +92,7 @@ def choose_on_val(rules: list[dict], current: float | None = None) -> dict[str, 
 def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], name: str
            ) -> tuple[list[Row], tuple[float, float]]:
     """The per-prompt signals and outcomes of one file, and its two paths' FLOPs (``simulate``)."""
-    from aapp_export.evaluate import answers_and_first_logits, clause_nll, generate_answers, path_costs
+    from aapp_export.evaluate import answer_nll, answers_and_first_logits, clause_nll, generate_answers, path_costs
     from aapp_export.pruning import Pruner, PruneConfig
     from aapp_export.refusal import is_refusal, strict_verdicts
 
@@ -123,6 +123,9 @@ def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], nam
     rows = [{"risk_gate": round(gate[i], 4), "confirm_gate": round(confirm[i], 4), "dense": bool(dense[i]),
              "first_token_refusal": round(first[i], 4), "dp_path": dp_path[i], **{k: v[i] for k, v in verdicts.items()}}
             for i in range(len(prompts))]
+    for i, row in enumerate(rows):  # the pruned decode after a dense prompt: as fluent as AAPP's?
+        if row["dp_path"] == "dense-prefill":
+            row["answer_nll"] = {k: answer_nll(model, tok, prompts[i], answers[k][i]) for k in ("dp", "aapp", "dense")}
     target, restart, _ = path_costs(model.config, tok, adaptive, prompts, MAX_NEW_TOKENS)
     _, dense, dense_prefill = path_costs(model.config, tok, dp, prompts, MAX_NEW_TOKENS)
     return rows, (target, restart, dense_prefill, dense)
@@ -136,18 +139,25 @@ def dense_prefill_outcome(rows: list[Row], costs: tuple[float, ...], t: float = 
     ran dense and of rows that stayed dense for the decode, its refusal rates and its FLOPs per request
     (``record``'s costs: target, restart, dense prefill + AAPP decode, dense + probe). At the recorded
     threshold these are its own answers; a higher ``t`` only returns flagged rows to AAPP, whose answers
-    there are AAPP's (the path's unflagged rows run AAPP's exact decisions), so it is exact too."""
+    there are AAPP's (the path's unflagged rows run AAPP's exact decisions), so it is exact too. Where rows
+    decoded pruned after a dense prefill, ``answer_nll_{dp,aapp,dense}``: the dense model's mean NLL per
+    token of their answers on this path, under AAPP and under the dense model (fluency)."""
     if t < ADAPTIVE_THRESHOLD:
         raise ValueError(f"t={t}: below the recorded threshold {ADAPTIVE_THRESHOLD} the rows' outcomes are unknown")
     n = max(1, len(rows))
     path = [r["dp_path"] if r["risk_gate"] >= t else "aapp" for r in rows]
     verdict = lambda r, p, k: r[("aapp_" if p == "aapp" else "dp_") + k]  # noqa: E731
     cost = {"aapp": costs[0], "dense-prefill": costs[2], "dense": costs[3]}
-    return {"dense_prefill_share": round(sum(p != "aapp" for p in path) / n, 4),
-            "dense_share": round(sum(p == "dense" for p in path) / n, 4),
-            "refusal_marker": round(sum(verdict(r, p, "marker") for r, p in zip(rows, path)) / n, 4),
-            "refusal_strict": round(sum(verdict(r, p, "strict") for r, p in zip(rows, path)) / n, 4),
-            "flops_ratio": round(sum(cost[p] for p in path) / n, 4)}
+    out = {"dense_prefill_share": round(sum(p != "aapp" for p in path) / n, 4),
+           "dense_share": round(sum(p == "dense" for p in path) / n, 4),
+           "refusal_marker": round(sum(verdict(r, p, "marker") for r, p in zip(rows, path)) / n, 4),
+           "refusal_strict": round(sum(verdict(r, p, "strict") for r, p in zip(rows, path)) / n, 4),
+           "flops_ratio": round(sum(cost[p] for p in path) / n, 4)}
+    scored = [r["answer_nll"] for r, p in zip(rows, path) if p == "dense-prefill" and "answer_nll" in r
+              and None not in r["answer_nll"].values()]
+    if scored:  # the dense model's mean NLL per token of the answers decoded pruned after a dense prefill
+        out |= {f"answer_nll_{k}": round(sum(x[k] for x in scored) / len(scored), 4) for k in ("dp", "aapp", "dense")}
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,8 +57,9 @@ def run_all(commands: dict[str, list[str]], env: dict[str, str], logs: Path, dea
 
 
 def _mean(cells: list[dict]) -> dict:
-    """Field-wise mean of figures dicts with the same keys."""
-    return {m: round(sum(c[m] for c in cells) / len(cells), 4) for m in cells[0]}
+    """Field-wise mean of figures dicts, each field over the dicts that have it."""
+    keys = dict.fromkeys(k for c in cells for k in c)
+    return {m: round(sum(c[m] for c in cells if m in c) / sum(m in c for c in cells), 4) for m in keys}
 
 
 def summarise(reports: dict[int, dict]) -> dict:

@@ -89,6 +89,10 @@ def test_dense_prefill_outcome_by_hand():
                    "flops_ratio": pytest.approx((1.01 + 0.7 * 3) / 4, abs=1e-4)}
     with pytest.raises(ValueError, match="unknown"):
         dense_prefill_outcome(rows, costs, 0.3)
+    rows[2]["answer_nll"] = {"dp": 1.0, "aapp": 2.0, "dense": 0.5}  # the row decoded pruned after a dense prefill
+    out = dense_prefill_outcome(rows, costs)
+    assert (out["answer_nll_dp"], out["answer_nll_aapp"], out["answer_nll_dense"]) == (1.0, 2.0, 0.5)
+    assert "answer_nll_dp" not in dense_prefill_outcome(rows, costs, 0.7)  # that row is back on AAPP
 
 
 def test_seed_summary_means_the_dense_prefill_path():
@@ -99,6 +103,9 @@ def test_seed_summary_means_the_dense_prefill_path():
         return {"rules": [{"rule": "current", "t": 0.0, "harmful_val": cell, "harmless_val2": cell}],
                 "dense_prefill_path": {"harmless_val2": {"dense_prefill_share": x, "flops_ratio": 0.7 + x}}}
 
-    out = summarise({0: report(0.1), 1: report(0.3)})
-    assert out["dense_prefill_path"]["harmless_val2"]["mean"] == {"dense_prefill_share": 0.2, "flops_ratio": 0.9}
+    one = report(0.3)
+    one["dense_prefill_path"]["harmless_val2"]["answer_nll_dp"] = 1.5  # only where rows decoded pruned
+    out = summarise({0: report(0.1), 1: one})
+    assert out["dense_prefill_path"]["harmless_val2"]["mean"] == {"dense_prefill_share": 0.2, "flops_ratio": 0.9,
+                                                                  "answer_nll_dp": 1.5}
     assert out["rules"][0]["harmless_val2"]["mean"]["dense_share"] == 0.2
