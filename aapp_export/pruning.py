@@ -18,7 +18,10 @@ prefill first: the same prefill runs under AAPP (no KV cache kept), the gate rea
 stream at the last prompt token, and the real prefill then decides with both gates known (a row runs
 at the low sparsity when both flag it). The graphs do the same in one pass (the level's AAPP prefill
 emits both gates; the runtime starts a flagged request again dense), so the screening prefill is
-counted in the flagged rows' FLOPs.
+counted in the flagged rows' FLOPs. Its other path (``PruneConfig.adaptive_path="dense-prefill"``,
+the reference's only) screens nothing: a row the risk gate flags computes its prefill with every unit,
+picks its decode's units from its own unit inputs (``Pruner.decide_from_activations``) and decodes
+dense only when the dense prefill's first token is the refusal's (``RiskAdaptive``).
 
 Methods (``METHODS``), all at the same number of kept units per layer (``probe.kept_counts``), are
 small classes with ``heads`` and ``channels`` decisions: ``ProbePruning`` (``pp``: probe + history
@@ -327,8 +330,6 @@ class Pruner:
         if self.dense_prefill and protection.refusal_token is None:
             raise InputError("adaptive_path 'dense-prefill' needs the refusal's first token in the protected set "
                              "(Protection.refusal_token; circuits from an alignment-circuit run carry it)")
-        self._decode_masks: dict[tuple[str, int], tuple[torch.Tensor, list[int]]] = {}
-        self._decided_from: set[tuple[str, int]] = set()
         self.screening = False
         self._final: torch.Tensor | None = None
         self.method: Method | None = None
@@ -384,8 +385,10 @@ class Pruner:
         self.decided = False
         self.head_mask: dict[int, torch.Tensor] = {}  # layer -> [B, heads*D]
         self.channel_mask: dict[int, torch.Tensor] = {}  # layer -> [B, I]
-        self._decode_masks = {}  # dense-prefill: (kind, layer) -> (the decode's mask, rows whose prefill runs dense)
-        self._decided_from: set[tuple[str, int]] = set()  # ... whose rows have decided from their activations
+        # dense-prefill: (kind, layer) -> (the decode's mask, rows whose prefill runs dense), and the keys whose
+        # rows have decided from their own activations
+        self._decode_masks: dict[tuple[str, int], tuple[torch.Tensor, list[int]]] = {}
+        self._decided_from: set[tuple[str, int]] = set()
         self.log = RequestLog()
         self.recorded = Recorded()
 
@@ -470,7 +473,7 @@ class Pruner:
     @torch.no_grad()
     def _decode_after_dense_prefill(self, output) -> None:
         """dense-prefill: the flagged rows whose dense greedy first token is the refusal's stay dense; the
-        others take AAPP's units back for the decode."""
+        others decode with the units ``decide_from_activations`` picked."""
         h = output[0] if isinstance(output, tuple) else output.last_hidden_state
         n = h.shape[0]
         flagged = set(self._flagged_rows(n)) if self.log.heads or self.log.channels else set()

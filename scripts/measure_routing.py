@@ -22,7 +22,10 @@ confirmation gate and p >= t. ``chosen_on_val``: each family's setting chosen on
 ``dense_prefill_path``: aapp-adaptive on the other path of ``choices.ADAPTIVE_PATHS``, generated (not
 simulated: its pruned decode after a dense prefill is an answer no other path gives). The risk gate
 alone flags a request; its prefill then runs dense and the decode stays dense only when the dense
-prefill's first token is the refusal's; every row's path (``dp_path``) and verdicts are recorded.
+prefill's first token is the refusal's; every row's path (``dp_path``) and verdicts are recorded,
+and where it decoded pruned after the dense prefill, the dense model's NLL of its answer, AAPP's and
+the dense model's (``answer_nll``). ``dense_prefill_thresholds``: the path at higher risk-gate
+thresholds, exact from the same rows; ``chosen_on_val["dense-prefill"]`` picks one as the rules are picked.
 
     python scripts/measure_routing.py --model demo --out docs/results/routing.json
 """
@@ -90,8 +93,10 @@ def choose_on_val(rules: list[dict], current: float | None = None) -> dict[str, 
 
 
 def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], name: str
-           ) -> tuple[list[Row], tuple[float, float]]:
-    """The per-prompt signals and outcomes of one file, and its two paths' FLOPs (``simulate``)."""
+           ) -> tuple[list[Row], tuple[float, float, float, float]]:
+    """The per-prompt signals and outcomes of one file, and its paths' FLOPs per request relative to dense:
+    the target, the restart (``simulate`` reads these two), a dense prefill + AAPP's decode and a dense
+    request on the dense-prefill path (``dense_prefill_outcome``)."""
     from aapp_export.evaluate import answer_nll, answers_and_first_logits, clause_nll, generate_answers, path_costs
     from aapp_export.pruning import Pruner, PruneConfig
     from aapp_export.refusal import is_refusal, strict_verdicts
@@ -137,7 +142,7 @@ DP_THRESHOLDS = (ADAPTIVE_THRESHOLD, 0.6, 0.7, 0.8, 0.9)  # >= the recorded one:
 def dense_prefill_outcome(rows: list[Row], costs: tuple[float, ...], t: float = ADAPTIVE_THRESHOLD) -> dict:
     """The dense-prefill path with the risk gate's threshold at ``t``: the shares of rows whose prefill
     ran dense and of rows that stayed dense for the decode, its refusal rates and its FLOPs per request
-    (``record``'s costs: target, restart, dense prefill + AAPP decode, dense + probe). At the recorded
+    (``record``'s costs: target, restart, dense prefill + AAPP decode, dense). At the recorded
     threshold these are its own answers; a higher ``t`` only returns flagged rows to AAPP, whose answers
     there are AAPP's (the path's unflagged rows run AAPP's exact decisions), so it is exact too. Where rows
     decoded pruned after a dense prefill, ``answer_nll_{dp,aapp,dense}``: the dense model's mean NLL per
