@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .flops import Dims, flops_ratio, prefill_ratio
+from .flops import Dims, dense_prefill_ratio, flops_ratio, prefill_ratio
 from .refusal import first_clause, is_refusal, strict_refusal_rate
 
 PROBE_RATIO = 0.5
@@ -75,16 +75,17 @@ def dims_of(manifest) -> Dims:
 
 
 def answers(session, prompts: list[str], method: str, sparsity: float, max_new_tokens: int,
-            desc: str, **options: Any) -> tuple[list[str], list[int], list[bool]]:
-    """Greedy answers to chat-formatted prompts, the prompts' token counts, and which ran dense
-    although pruned was asked (aapp-adaptive's gate)."""
-    texts, lengths, dense = [], [], []
+            desc: str, **options: Any) -> tuple[list[str], list[int], list[bool], list[bool]]:
+    """Greedy answers to chat-formatted prompts, the prompts' token counts, which ran dense although
+    pruned was asked (aapp-adaptive's gate) and which prefilled dense (its dense-prefill path)."""
+    texts, lengths, dense, prefilled = [], [], [], []
     for prompt in tqdm(prompts, desc=desc, unit="prompt", disable=None, leave=False):
         result = session.generate(prompt, max_new_tokens, sparsity=sparsity, method=method, **options)
         texts.append(result.text)
         lengths.append(result.prompt_tokens)
         dense.append(method != "dense" and sparsity > 0 and result.sparsity == 0)
-    return texts, lengths, dense
+        prefilled.append(bool(result.dense_prefill))
+    return texts, lengths, dense, prefilled
 
 
 def _target_log_probs(logits: np.ndarray, targets: list[int]) -> np.ndarray:
@@ -129,15 +130,17 @@ def strict_rate(session, prompts: list[str], texts: list[str]) -> float:
 
 
 def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], harmless: list[str],
-                  texts: list[str], max_new_tokens: int = 48, adaptive_threshold: float | None = None) -> OnnxEvalResult:
+                  texts: list[str], max_new_tokens: int = 48, adaptive_threshold: float | None = None,
+                  adaptive_path: str = "restart") -> OnnxEvalResult:
     """One row of the table, through the exported graphs (``adaptive_threshold``: aapp-adaptive's gate
-    from which a request runs dense; None: the runtime's default)."""
+    from which a request runs dense, None: the runtime's default; ``adaptive_path``: its path)."""
     level = session.pruned_level(method, sparsity)  # a bad method or level fails before any generation
-    options = {"adaptive_threshold": adaptive_threshold} if method == "aapp-adaptive" else {}
-    harm, harm_len, harm_dense = answers(session, harmful, method, sparsity, max_new_tokens, f"{method} harmful",
-                                         **options)
-    safe, safe_len, safe_dense = answers(session, harmless, method, sparsity, max_new_tokens, f"{method} harmless",
-                                         **options)
+    options = {"adaptive_threshold": adaptive_threshold, "adaptive_path": adaptive_path} \
+        if method == "aapp-adaptive" else {}
+    harm, harm_len, harm_dense, harm_dp = answers(session, harmful, method, sparsity, max_new_tokens,
+                                                  f"{method} harmful", **options)
+    safe, safe_len, safe_dense, safe_dp = answers(session, harmless, method, sparsity, max_new_tokens,
+                                                  f"{method} harmless", **options)
     refused, over = [is_refusal(a) for a in harm], [is_refusal(a) for a in safe]
     note = None
     if session.manifest.graph.get("last_logits_only", True):
@@ -147,26 +150,33 @@ def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], har
     dims = dims_of(session.manifest)
     skip_first = int(session.pruning.get("skip_first", 3))
 
-    def ratio(lengths: list[int], dense: list[bool]) -> float:
-        """FLOPs per request of a file relative to dense at its mean prompt length; aapp-adaptive's
-        requests that the gate ran dense cost a dense request plus the pruned prefill that asked."""
+    def ratio(lengths: list[int], dense: list[bool], prefilled: list[bool]) -> float:
+        """FLOPs per request of a file relative to dense at its mean prompt length, each request at its
+        path's cost (``evaluate.path_costs``): aapp-adaptive's requests that the gates ran dense cost a
+        dense request plus the pruned prefill that asked (restart), or a dense request that also picked
+        the units of a decode it did not take (dense-prefill); those decoded pruned after a dense
+        prefill, ``flops.dense_prefill_ratio``."""
         if level is None:
             return 1.0
         prompt = round(sum(lengths) / max(1, len(lengths)))
         probe = max(2, math.ceil(PROBE_RATIO * prompt))
         heads, channels = list(level[1]["kept_heads"]), list(level[1]["kept_channels"])
         target = flops_ratio(dims, prompt, max_new_tokens, heads, channels, probe, skip_first)
-        share = sum(dense) / max(1, len(dense))
-        if not share:
+        if not any(dense) and not any(prefilled):
             return target
-        asked = prefill_ratio(dims, prompt, max_new_tokens, heads, channels, probe, skip_first)
-        return (1 - share) * target + share * (1 + asked)
+        if adaptive_path == "dense-prefill":
+            low = dense_prefill_ratio(dims, prompt, max_new_tokens, list(dims.heads), list(dims.channels), skip_first)
+        else:
+            low = 1 + prefill_ratio(dims, prompt, max_new_tokens, heads, channels, probe, skip_first)
+        pruned_decode = dense_prefill_ratio(dims, prompt, max_new_tokens, heads, channels, skip_first)
+        costs = [low if d else pruned_decode if f else target for d, f in zip(dense, prefilled)]
+        return sum(costs) / len(costs)
 
-    r_harm, r_safe = ratio(harm_len, harm_dense), ratio(safe_len, safe_dense)
+    r_harm, r_safe = ratio(harm_len, harm_dense, harm_dp), ratio(safe_len, safe_dense, safe_dp)
     if method == "aapp-adaptive":  # requests of both files, each at its own cost
         mean = (r_harm * len(harmful) + r_safe * len(harmless)) / max(1, len(harmful) + len(harmless))
     else:  # one request of the mean prompt length of both files, as the PyTorch engine reports
-        mean = ratio(harm_len + safe_len, [])
+        mean = ratio(harm_len + safe_len, [], [])
     low = (None, None) if method != "aapp-adaptive" or level is None else \
         (sum(harm_dense) / max(1, len(harm_dense)), sum(safe_dense) / max(1, len(safe_dense)))
     return OnnxEvalResult(method if level is not None else "dense", float(sparsity) if level is not None else 0.0,

@@ -335,7 +335,10 @@ def export_model(model: str, out: str | Path, options: ExportOptions = ExportOpt
                                                     options.levels, metadata, log,
                                                     probe_max_tokens=options.probe_max_tokens)
                     files += [f for level in body["pruning"]["levels"].values()
-                              for f in (level["prefill"], level["decode"])]
+                              for f in (level["prefill"], level["decode"], level.get("tail"), level.get("dense_tail"))
+                              if f]
+                    if "split_prefill" in body["pruning"]:
+                        files.append(body["pruning"]["split_prefill"]["head"])
             store.close()
             body["shared_weights"] = store.index_json()
             if options.check:

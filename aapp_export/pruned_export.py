@@ -22,8 +22,9 @@ from .checkpoint import WeightReader
 from .errors import InputError
 from .families import ModelSpec
 from .graph.builder import ExternalTensor, WeightStore
-from .graph.decoder import DecoderOptions
-from .graph.pruned import AAPP_INPUT, CONFIRM_GATE, RISK_GATE, PruningPlan, build_level, kept_counts, level_name
+from .graph.decoder import HIDDEN, DecoderOptions
+from .graph.pruned import (AAPP_INPUT, CONFIRM_GATE, RISK_GATE, PruningPlan, build_level, build_split, kept_counts,
+                           level_name)
 from .choices import DEFAULT_LEVELS, MAX_SPARSITY, PROBE_MAX_TOKENS, SKIP_FIRST
 SAFETENSORS_TYPES = {"F32": TensorProto.FLOAT, "F16": TensorProto.FLOAT16, "BF16": TensorProto.BFLOAT16,
                      "I64": TensorProto.INT64}
@@ -88,6 +89,13 @@ def plan_for(spec: ModelSpec, model_dir: Path, calibration: dict[str, Any], spar
                                                              float(confirm["temperature"])))
 
 
+def refusal_token(calibration: dict[str, Any]) -> int | None:
+    """The refusal's first token (the causal check's, for the chosen scorer), or None."""
+    check = (calibration.get("causal_check") or {}).get("by_scorer", {}).get(calibration.get("scorer"), {})
+    token = check.get("refusal_token")
+    return int(token) if token is not None else None
+
+
 def decode_weight_bytes(spec: ModelSpec, heads: Sequence[int], kv_heads: Sequence[int], channels: Sequence[int],
                         bytes_per_value: int) -> int:
     """Bytes of weights one decode step reads: every layer's projections at its widths, the LM head
@@ -110,10 +118,16 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
     value_bytes = 4 if options.dtype == "fp32" else 2
     dense_bytes = decode_weight_bytes(spec, dense_heads, dense_kv, dense_channels, value_bytes)
     out: dict[str, Any] = {}
+    refusal = refusal_token(calibration)
+    head = None
     plans = [plan_for(spec, model_dir, calibration, sparsity, probe_max_tokens=probe_max_tokens) for sparsity in levels]
+    split = refusal is not None and plans[0].skip_first > 0
     for sparsity, plan in zip(levels, plans):
         log(f"writing the pruned graphs of sparsity {sparsity} (prefill decides, decode reuses)")
         files = build_level(spec, reader, store, options, plan, model_dir, metadata)
+        if split:  # aapp-adaptive's dense-prefill path: the head (once), the level's two tails
+            files.update(build_split(spec, reader, store, options, plan, model_dir, metadata, head=plan is plans[0]))
+            head = files.pop("head", head)
         kv = [plan.kv_heads(l) for l in spec.layers]
         out[level_name(sparsity)] = {
             "sparsity": sparsity, **files,
@@ -136,10 +150,14 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
         "risk_gate": calibration["risk_gate"],
         "confirm_gate": {level_name(p.sparsity): {"threshold": p.confirm[1], "temperature": p.confirm[2]}
                          for p in plans if p.confirm is not None},
+        # aapp-adaptive's dense-prefill path (docs/DESIGN.md): absent when the calibration has no refusal token
+        **({"split_prefill": {"head": head, "layers": any_plan.skip_first, "refusal_token": refusal,
+                              "outputs": {"hidden": HIDDEN, "present_kept": "present_kept.{i}.key|value"}}}
+           if split else {}),
         "protected_units": calibration["protected_units"],
         "graph_io": {"aapp": AAPP_INPUT, "risk_gate": RISK_GATE, "confirm_gate": CONFIRM_GATE, "kept_heads": "kept_heads.{i}",
                      "kept_channels": "kept_channels.{i}", "kept": "kept.{i}.{part}"},
     }
 
 
-__all__ = ["DEFAULT_LEVELS", "parse_levels", "plan_for", "export_levels", "safetensors_index", "decode_weight_bytes"]
+__all__ = ["DEFAULT_LEVELS", "parse_levels", "plan_for", "export_levels", "refusal_token", "safetensors_index", "decode_weight_bytes"]

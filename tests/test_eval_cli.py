@@ -90,10 +90,6 @@ def test_eval_errors_are_one_line(checkpoints, files, capsys):
     args[args.index("--harmful") + 1] = str(files["harmful"].parent / "missing.txt")
     assert eval_main(args) == 2
     assert "missing.txt does not exist" in capsys.readouterr().err
-    assert eval_main(["--engine", "onnx", "--model", str(files["harmful"].parent), "--method", "aapp-adaptive",
-                      "--adaptive-path", "dense-prefill"]) == 2
-    err = capsys.readouterr().err
-    assert "the exported graphs run the restart path only" in err and err.count("\n") == 1
 
 
 def test_eval_on_a_machine_too_small_stops_before_loading(checkpoints, files, capsys, monkeypatch):

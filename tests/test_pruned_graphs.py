@@ -251,6 +251,18 @@ def test_onnx_eval_engine_answers_like_the_torch_engine(pruned, tmp_path, capsys
         assert got.flops_ratio_harmful == pytest.approx(torch_row.flops_ratio_harmful, rel=1e-6)
         assert got.perplexity is None and "--all-logits" in got.perplexity_note
         assert got.strict_refusal_rate <= got.refusal_rate and got.strict_refusal_rate == torch_row.strict_refusal_rate
+    # aapp-adaptive's dense-prefill path: the split prefill's answers and per-path FLOPs are the reference's
+    for threshold in (0.0, 0.5):
+        got = run_eval_onnx(session, "aapp-adaptive", 0.4, harmful, harmless, ["some text here"], max_new_tokens=6,
+                            adaptive_threshold=threshold, adaptive_path="dense-prefill")
+        torch_row = run_eval(model, tok, "aapp-adaptive", 0.4, harmful, harmless, ["some text here"], stats, circuits,
+                             6, adaptive_threshold=threshold, adaptive_path="dense-prefill")
+        assert (got.low_share_harmful, got.low_share_harmless) == (torch_row.low_share_harmful,
+                                                                   torch_row.low_share_harmless)
+        assert got.flops_ratio_harmful == pytest.approx(torch_row.flops_ratio_harmful, rel=1e-6)
+        assert got.flops_ratio_harmless == pytest.approx(torch_row.flops_ratio_harmless, rel=1e-6)
+        if threshold == 0.0:  # every request prefilled dense, none opened with the refusal: above AAPP, below dense
+            assert got.low_share_harmful == 0.0 and 0.75 < got.flops_ratio_harmful < 1.0
     # the strict detector's clause, scored by the dense graph one prefill per token, as the reference scores it
     from aapp_export.evaluate import clause_nll
     from aapp_export.evaluate_onnx import clause_nll as onnx_clause_nll
@@ -312,6 +324,64 @@ def test_aapp_adaptive_runs_the_level_below_the_gate_and_dense_from_it(pruned, m
         s.generate(prompt, 2, sparsity=0.4, method="aapp-adaptive", adaptive_threshold=2)
     with pytest.raises(InputError, match="per request"):
         s.chat(sparsity=0.4, method="aapp-adaptive")
+
+
+@pytest.mark.parametrize("family", list(LAYERS))
+def test_dense_prefill_path_equals_the_reference(family, pruned):
+    """aapp-adaptive's dense-prefill path through the split prefill (head, then the level's pruned tail or
+    the dense tail) gives the reference's tokens (``PruneConfig(adaptive_path="dense-prefill")``): a gate
+    below the threshold AAPP's request, above it the dense prompt with the decode's units picked from the
+    dense tail's own activations, and when the dense first token is the refusal's, the dense answer."""
+    import dataclasses
+
+    from aapp_runtime import InputError, Session
+
+    from aapp_export.pruning import Pruner, PruneConfig
+
+    ckpt, model_dir = pruned[family]
+    model, stats, circuits = _reference(ckpt, model_dir)
+    protection = circuits.protection()
+    split = json.loads((model_dir / "aapp.json").read_text())["pruning"]["split_prefill"]
+    assert split["layers"] == 3 and split["refusal_token"] == protection.refusal_token
+
+    def reference(ids, threshold, prot):
+        config = PruneConfig("aapp-adaptive", 0.4, adaptive_path="dense-prefill", adaptive_threshold=threshold)
+        with torch.no_grad(), Pruner(model, config, stats, prot) as p:
+            p.new_request()
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                                 pad_token_id=0, eos_token_id=None)
+        return out[0, ids.shape[1]:].tolist(), p.log
+
+    paths = set()
+    for kv_cache in ("buffer", "concat"):
+        session = Session(model_dir, provider="cpu", kv_cache=kv_cache)
+        for seed, length in enumerate((3, 33) if kv_cache == "buffer" else (15,)):
+            ids = torch.randint(5, 380, (1, length), generator=torch.Generator().manual_seed(seed))
+            aapp = session.generate(ids[0].tolist(), 8, sparsity=0.4, method="aapp", ignore_eos=True)
+            for threshold in (0.0, 1.0):  # every request flagged / none
+                got = session.generate(ids[0].tolist(), 8, sparsity=0.4, method="aapp-adaptive", ignore_eos=True,
+                                       adaptive_path="dense-prefill", adaptive_threshold=threshold)
+                tokens, log = reference(ids, threshold, protection)
+                assert got.tokens == tokens and got.dense_prefill == log.dense_prefill[0] == (threshold == 0.0)
+                assert got.sparsity == 0.4 and not log.low[0]  # a random model does not open with the refusal token
+                if threshold == 1.0:
+                    assert got.tokens == aapp.tokens and got.risk_gate == pytest.approx(aapp.risk_gate, abs=1e-6)
+                paths.add((kv_cache, threshold))
+    # the dense model's first token is the refusal's: the request stays dense (runtime and reference)
+    session = Session(model_dir, provider="cpu")
+    ids = torch.randint(5, 380, (1, 15), generator=torch.Generator().manual_seed(7))
+    dense = session.generate(ids[0].tolist(), 8, ignore_eos=True)
+    session.pruning["split_prefill"] = {**split, "refusal_token": dense.tokens[0]}
+    got = session.generate(ids[0].tolist(), 8, sparsity=0.4, method="aapp-adaptive", ignore_eos=True,
+                           adaptive_path="dense-prefill", adaptive_threshold=0.0)
+    tokens, log = reference(ids, 0.0, dataclasses.replace(protection, refusal_token=dense.tokens[0]))
+    assert got.tokens == tokens == dense.tokens and got.sparsity == 0.0 and got.dense_prefill and log.low[0]
+    assert len(paths) == 4
+    with pytest.raises(InputError, match="adaptive_path"):
+        session.generate("hi", 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="later")
+    session.pruning.pop("split_prefill")
+    with pytest.raises(InputError, match="no split prefill"):
+        session.generate("hi", 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill")
 
 
 def test_sessions_share_one_mapping_of_the_weights(pruned):
@@ -507,3 +577,11 @@ def test_an_app_ships_only_the_files_it_reads(pruned, tmp_path):
         session.generate(ids, 4, sparsity=0.4, method="aapp")
     with pytest.raises(ModelDirError, match="shipped without calibration.safetensors, which sparsity 0.5"):
         session.generate(ids, 4, sparsity=0.5, method="aapp")  # its graphs are there, the history is not
+    split_app = tmp_path / "split-app"  # the level's graphs without aapp-adaptive's split prefill
+    shutil.copytree(pruned_app, split_app)
+    for name in ("prefill-head.onnx", "prefill-tail-s0.40.onnx", "prefill-dense-s0.40.onnx"):
+        (split_app / name).unlink()
+    session = Session(split_app, provider="cpu")
+    assert session.generate(ids, 4, sparsity=0.4, method="aapp", ignore_eos=True).tokens == want_pruned
+    with pytest.raises(ModelDirError, match="shipped without prefill-head.onnx, which adaptive_path='dense-prefill'"):
+        session.generate(ids, 4, sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill")

@@ -44,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adaptive-threshold", type=float, default=ADAPTIVE_THRESHOLD,
                    help="aapp-adaptive: the risk gate from which a request runs dense (default %(default)s)")
     p.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default="restart",
-                   help="aapp-adaptive, --engine torch: how a flagged request runs (restart: both gates, then "
-                        "dense from the start, as the graphs do; dense-prefill: the risk gate alone, the rest of the "
-                        "prefill dense, the decode dense only when it opens with the refusal; docs/DESIGN.md)")
+                   help="aapp-adaptive: how a flagged request runs (restart: both gates, then dense from the "
+                        "start; dense-prefill: the risk gate alone, the rest of the prefill dense, the decode dense "
+                        "only when it opens with the refusal; --engine onnx needs a model dir exported with the split "
+                        "prefill; docs/DESIGN.md)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--limit", type=_positive, default=None, help="use the first N (>= 1) prompts of each file")
     p.add_argument("--json", action="store_true")
@@ -104,8 +105,12 @@ def _onnx(args) -> int:
     card = next((load_card(a) for a in available_aliases() if load_card(a).source == source), None)
     prompts = _prompts(args, _Found(card))
     result = run_eval_onnx(session, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
-                           prompts["text"], args.max_new_tokens, adaptive_threshold=args.adaptive_threshold)
-    _print(result.to_json(), args.json)
+                           prompts["text"], args.max_new_tokens, adaptive_threshold=args.adaptive_threshold,
+                           adaptive_path=args.adaptive_path)
+    out = result.to_json()
+    if args.method == "aapp-adaptive" and args.adaptive_path != "restart":
+        out["adaptive_path"] = args.adaptive_path
+    _print(out, args.json)
     return 0
 
 
@@ -154,9 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.probe_max_tokens < 0:
             raise InputError(f"--probe-max-tokens {args.probe_max_tokens}: pass a token count >= 1, or 0 for no budget")
         if args.engine == "onnx":
-            if args.adaptive_path != "restart":
-                raise InputError(f"--adaptive-path {args.adaptive_path}: the exported graphs run the restart path "
-                                 "only; evaluate it with --engine torch")
             return _onnx(args)
         ckpt = resolve_checkpoint(args.model)
         prompts = _prompts(args, ckpt)

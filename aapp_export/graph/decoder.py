@@ -26,6 +26,11 @@ in the checkpoint, read by ``FusedMatMul(transB=1)``), o and down input-major (`
 by ``MatMul``). In ONNX Runtime graphs no weight passes through an op that would be folded into a
 new constant, so the runtime can hand every session the same mapped bytes (``aapp_runtime.weights``).
 
+A graph may cover a range of layers (``layers=(start, stop)``, the split prefill of aapp-adaptive's
+dense-prefill path): a part that starts after layer 0 reads ``hidden_states [B,S,hidden]`` (the residual
+stream entering layer ``start``) instead of ``input_ids``; one that stops before the last layer outputs
+it instead of ``logits``; each part has the KV inputs and outputs of its own layers only.
+
 ``LayerUnits`` selects, per layer, which query heads and MLP channels are built (a static pruned
 model). A layer that keeps a subset of query heads gives each kept head its own K/V head when the
 model has several KV heads (``kv_rows``: the rows of its group, copied; for MHA these are the head's
@@ -55,6 +60,7 @@ from ..families import LayerSpec, ModelSpec
 from .builder import ONNX_DTYPES, TORCH_DTYPES, GraphBuilder, WeightStore
 
 INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS = "input_ids", "attention_mask", "position_ids", "logits"
+HIDDEN = "hidden_states"  # a split graph's residual stream between its parts ([B, S, hidden])
 
 
 def past_name(i: int, kind: str) -> str:
@@ -130,8 +136,11 @@ class DecoderGraph:
     ``layer_weights``, ``attention_block`` and ``mlp_block`` for the layers they prune."""
 
     def __init__(self, spec: ModelSpec, weights: WeightReader, store: WeightStore | Path, options: DecoderOptions,
-                 units: Sequence[LayerUnits] | None = None) -> None:
+                 units: Sequence[LayerUnits] | None = None, layers: tuple[int, int] | None = None) -> None:
         self.spec = spec
+        self.start, self.stop = layers if layers is not None else (0, spec.num_layers)
+        if not 0 <= self.start < self.stop <= spec.num_layers:
+            raise ExportError(f"layers {layers} is not a range of the model's {spec.num_layers} layers")
         self.w = weights
         self.opt = options
         self.b = GraphBuilder(store, options.dtype)
@@ -236,12 +245,21 @@ class DecoderGraph:
         return kv_heads_kept(layer, None if heads is None else len(heads))
 
     # -- shared per-call tensors ----------------------------------------------------------------
+    @property
+    def own_layers(self) -> list[LayerSpec]:
+        """The layers this graph computes (all, or its part of a split prefill)."""
+        return self.spec.layers[self.start:self.stop]
+
     def _inputs(self) -> None:
         b, s = self.b, self.spec
-        b.add_input(INPUT_IDS, TensorProto.INT64, ["batch", "sequence"])
+        if self.start == 0:
+            b.add_input(INPUT_IDS, TensorProto.INT64, ["batch", "sequence"])
+        else:
+            b.add_input(HIDDEN, b.onnx_dtype, ["batch", "sequence", s.hidden_size])
         b.add_input(ATTENTION_MASK, TensorProto.INT64, ["batch", "total_sequence"])
         b.add_input(POSITION_IDS, TensorProto.INT64, ["batch", "sequence"])
-        for i, layer in enumerate(s.layers):
+        for layer in self.own_layers:
+            i = layer.index
             for kind in ("key", "value"):
                 b.add_input(past_name(i, kind), b.onnx_dtype, ["batch", self.kv_heads_of(layer), "past_sequence", s.head_dim])
 
@@ -261,7 +279,7 @@ class DecoderGraph:
             self.gqa_total = b.op("Cast", [scalar(total)], to=TensorProto.INT32, name="total_i32")  # scalar
             b.scope = ""
             return masks
-        seq = b.op("Gather", [b.op("Shape", [INPUT_IDS]), one], name="seq")
+        seq = b.op("Gather", [b.op("Shape", [POSITION_IDS]), one], name="seq")
         past = b.op("Sub", [total, seq], name="past")
         q_idx = b.op("Range", [scalar(past), scalar(total), scalar(one)], name="q_idx")  # [S]
         k_idx = b.op("Range", [scalar(zero), scalar(total), scalar(one)], name="k_idx")  # [T]
@@ -271,7 +289,7 @@ class DecoderGraph:
         valid = b.op("Cast", [b.op("Unsqueeze", [ATTENTION_MASK, b.ints("axes12", [1, 2])], name="valid_4d")],
                      to=TensorProto.BOOL, name="valid")  # [B,1,1,T]
         zero_f, neg_f = b.scalar("zero_f", 0.0), b.scalar("neg_f", self.neg)
-        for window in sorted({l.sliding_window for l in self.spec.layers}, key=lambda w: (w is not None, w or 0)):
+        for window in sorted({l.sliding_window for l in self.own_layers}, key=lambda w: (w is not None, w or 0)):
             allowed = causal
             if window is not None:
                 lower = b.op("Sub", [q_col, b.ints("window", [window])], name=f"lower_w{window}")
@@ -291,7 +309,7 @@ class DecoderGraph:
                    to=TensorProto.FLOAT, name="pos_f")  # [B,S,1]
         tables: dict[int, tuple[str, str]] = {}
         seen: list[tuple[object, tuple[str, str]]] = []
-        for layer in self.spec.layers:
+        for layer in self.own_layers:
             rope = layer.rope
             match = next((t for r, t in seen if r is rope), None)
             if match is None:
@@ -323,6 +341,12 @@ class DecoderGraph:
     def attend_projected(self, qkv: str, layer: LayerSpec, w: LayerWeights, mask: str | None,
                          rope: tuple[str, str]) -> str:
         """``attend`` from the q|k|v projection ``[B,S,(n_q+2n_kv)*D]`` on."""
+        return self.o_proj(self.attention_heads(qkv, layer, w, mask, rope), layer, w)
+
+    def attention_heads(self, qkv: str, layer: LayerSpec, w: LayerWeights, mask: str | None,
+                        rope: tuple[str, str]) -> str:
+        """The attention kernel's output ``[B,S,n_q*D]`` (o_proj's input) from the q|k|v projection; adds the
+        layer's ``present.*`` outputs."""
         b, s, i = self.b, self.spec, layer.index
         d = s.head_dim
         n_q, n_kv = w.n_q, w.n_kv
@@ -341,6 +365,11 @@ class DecoderGraph:
                                            scale=s.attention_scale, q_num_heads=n_q, kv_num_heads=n_kv, **softcap)
         b.add_output(present_k, present_name(i, "key"), b.onnx_dtype, ["batch", n_kv, "total_sequence", d])
         b.add_output(present_v, present_name(i, "value"), b.onnx_dtype, ["batch", n_kv, "total_sequence", d])
+        return y
+
+    def o_proj(self, y: str, layer: LayerSpec, w: LayerWeights) -> str:
+        """o_proj (and its bias) on the attention kernel's output."""
+        b, s, i = self.b, self.spec, layer.index
         out = b.op("MatMul", [y, w.o], name="o_proj")
         if s.o_bias:
             bias = s.layer_tensor(i, "self_attn.o_proj.bias")
@@ -404,20 +433,31 @@ class DecoderGraph:
     def final_residual(self, residual: str) -> None:
         """Called with the residual stream that enters the final norm (the pruned prefill reads a gate there)."""
 
+    def part_end(self, hidden: str) -> None:
+        """Called with the residual stream a part that stops before the last layer outputs (its head
+        part reads the risk gate there)."""
+
     def build(self, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
         b, s = self.b, self.spec
         self._inputs()
         masks, ropes = self._masks(), self._rope_tables()
 
-        embed_name = b.weight("embed_tokens.weight", lambda: self.w.get(s.tensor("embed_tokens.weight")),
-                              key=s.tensor("embed_tokens.weight"))
-        x = b.op("Gather", [embed_name, INPUT_IDS], name="embed")
-        if s.embed_scale is not None:
-            scale = float(torch.tensor(s.embed_scale, dtype=b.torch_dtype).float())  # rounded like transformers
-            x = b.op("Mul", [x, b.scalar("embed_scale", scale)], name="embed_scaled")
+        embed = lambda: b.weight("embed_tokens.weight", lambda: self.w.get(s.tensor("embed_tokens.weight")),  # noqa: E731
+                                 key=s.tensor("embed_tokens.weight"))
+        if self.start == 0:
+            x = b.op("Gather", [embed(), INPUT_IDS], name="embed")
+            if s.embed_scale is not None:
+                scale = float(torch.tensor(s.embed_scale, dtype=b.torch_dtype).float())  # rounded like transformers
+                x = b.op("Mul", [x, b.scalar("embed_scale", scale)], name="embed_scaled")
+        else:
+            x = HIDDEN
         pending = None
-        for layer in tqdm(s.layers, desc="writing layers", unit="layer", disable=None):
+        for layer in tqdm(self.own_layers, desc="writing layers", unit="layer", disable=None):
             x, pending = self.layer(x, pending, layer, masks, ropes)
+        if self.stop < s.num_layers:  # a head part: the residual stream entering layer ``stop``
+            hidden = b.op("Add", [x, pending], name="part_hidden") if pending is not None else x
+            self.part_end(b.add_output(hidden, HIDDEN, b.onnx_dtype, ["batch", "sequence", s.hidden_size], first=True))
+            return b.finish(f"aapp_{s.family}", metadata)
         if self.opt.last_logits_only:
             last = [b.ints("last_start", [-1]), b.ints("last_end", [2**62]), b.ints("seq_axis", [1])]
             x = b.op("Slice", [x, *last], name="last_position")
@@ -426,7 +466,7 @@ class DecoderGraph:
         self.final_residual(residual)
         if s.tie_word_embeddings:  # one copy of the embedding, used transposed by Gemm
             flat = b.op("Reshape", [x, b.ints("flat_shape", [-1, s.hidden_size])], name="final_flat")
-            logits = b.op("Gemm", [flat, embed_name], transB=1, name="lm_head")
+            logits = b.op("Gemm", [flat, embed()], transB=1, name="lm_head")
             bs = b.op("Slice", [b.op("Shape", [x], name="hidden_shape"), b.ints("zero0", [0]), b.ints("two", [2])],
                       name="batch_seq")
             logits = b.op("Reshape", [logits, b.op("Concat", [bs, b.ints("vocab", [s.vocab_size])], axis=0,
@@ -451,4 +491,4 @@ def build_decoder(spec: ModelSpec, weights: WeightReader, model_path: Path | Non
     return DecoderGraph(spec, weights, store or Path(str(model_path) + ".data"), options, units).build(metadata)
 
 
-__all__ = ["ATTENTION_KERNELS", "build_decoder", "DecoderGraph", "DecoderOptions", "LayerUnits", "LayerWeights", "ONNX_DTYPES", "past_name", "present_name"]
+__all__ = ["HIDDEN", "ATTENTION_KERNELS", "build_decoder", "DecoderGraph", "DecoderOptions", "LayerUnits", "LayerWeights", "ONNX_DTYPES", "past_name", "present_name"]

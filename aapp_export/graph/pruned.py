@@ -43,14 +43,20 @@ from ..errors import ExportError
 from ..families import LayerSpec, ModelSpec
 from . import probe_ops as ops
 from .builder import ExternalTensor, WeightStore
-from .decoder import DecoderGraph, DecoderOptions, LayerWeights, head_rows, kv_heads_kept, kv_shared
+from .decoder import DecoderGraph, DecoderOptions, LayerWeights, head_rows, kv_heads_kept, kv_shared, present_name
 
 AAPP_INPUT, RISK_GATE, CONFIRM_GATE = "aapp", "risk_gate", "confirm_gate"
+HEAD_FILE = "prefill-head.onnx"
 KEPT_PARTS = ("qkv", "qkv_bias", "o", "gate", "up", "down")
 
 
 def kept_name(i: int, part: str) -> str:
     return f"kept.{i}.{part}"
+
+
+def present_kept_name(i: int, kind: str) -> str:
+    """The dense tail's present K/V of layer ``i`` gathered to the decode's kept heads."""
+    return f"present_kept.{i}.{kind}"
 
 
 def level_name(sparsity: float) -> str:
@@ -89,25 +95,30 @@ class PruningPlan:
         return kv_heads_kept(layer, self.kept_heads[layer.index] if self.pruned(layer.index) else None)
 
 
+GRAPH_MODES = ("prefill", "decode", "dense-prefill")
+
+
 class PrunedGraph(DecoderGraph):
-    """The prefill (``mode="prefill"``) or decode (``mode="decode"``) graph of one ``PruningPlan``."""
+    """The prefill (``mode="prefill"``) or decode (``mode="decode"``) graph of one ``PruningPlan``, or
+    the dense tail of its split prefill (``mode="dense-prefill"``, ``layers=(skip_first, num_layers)``:
+    every unit computed, the decode's units picked from the layer's own o_proj / down_proj inputs)."""
 
     def __init__(self, spec: ModelSpec, weights: WeightReader, store: WeightStore, options: DecoderOptions,
-                 plan: PruningPlan, mode: str) -> None:
-        if mode not in ("prefill", "decode"):
+                 plan: PruningPlan, mode: str, layers: tuple[int, int] | None = None) -> None:
+        if mode not in GRAPH_MODES:
             raise ValueError(mode)
-        super().__init__(spec, weights, store, options)
+        super().__init__(spec, weights, store, options, layers=layers)
         self.plan, self.mode = plan, mode
         self.gate: str | None = None  # risk gate * aapp, once computed
 
     # -- I/O ------------------------------------------------------------------------------------
     def kv_heads_of(self, layer: LayerSpec) -> int:
-        return self.plan.kv_heads(layer)
+        return layer.num_kv_heads if self.mode == "dense-prefill" else self.plan.kv_heads(layer)
 
     def _inputs(self) -> None:
         super()._inputs()
         if self.mode == "prefill":
-            self.b.add_input(AAPP_INPUT, TensorProto.FLOAT, [1])
+            self.b.add_input(AAPP_INPUT, TensorProto.FLOAT, [1])  # the dense tail runs for aapp-adaptive only
 
     def kept_shapes(self, layer: LayerSpec) -> dict[str, list[int]]:
         """Shapes of a pruned layer's kept weights, MatMul-ready (``LayerWeights``)."""
@@ -130,7 +141,7 @@ class PrunedGraph(DecoderGraph):
                 names[part] = self.b.add_input(kept_name(i, part), self.b.onnx_dtype, shape)
             return LayerWeights(names["qkv"], names.get("qkv_bias"), names["o"], names["gate"], names["up"],
                                 names["down"], self.plan.kept_heads[i], self.plan.kv_heads(layer), in_major=True)
-        return self.stored_weights(layer)  # prefill: the full stored weights; the blocks gather what they keep
+        return self.stored_weights(layer)  # prefills: the full stored weights; the blocks gather what they keep
 
     def stored_weights(self, layer: LayerSpec) -> LayerWeights:
         """The full weights of a layer as stored (q|k|v, gate, up output-major; o, down input-major)."""
@@ -203,12 +214,14 @@ class PrunedGraph(DecoderGraph):
             gate = ops.risk_gate(self.b, self._f32(residual, "gate_residual_f32"), p.direction, p.threshold,
                                  p.temperature)
             gate = self.b.add_output(gate, RISK_GATE, TensorProto.FLOAT, [1])
-            self.gate = self.b.op("Mul", [gate, AAPP_INPUT], name="forced_gate")
-        return self.gate if self.gate is not None else AAPP_INPUT  # before the gate layer: gate 1 (as the reference)
+            self.gate = self.b.op("Mul", [gate, AAPP_INPUT], name="forced_gate") if self.mode == "prefill" else gate
+        if self.gate is None:  # before the gate layer: gate 1 (as the reference)
+            return AAPP_INPUT if self.mode == "prefill" else self.b.const("gate_one", np.ones(1, np.float32))
+        return self.gate
 
     def final_residual(self, residual: str) -> None:
         """aapp-adaptive's confirmation gate (``confirm_gate.py``) on the prefill's final residual stream."""
-        if self.mode == "prefill" and self.plan.confirm is not None:
+        if self.mode == "prefill" and self.start == 0 and self.plan.confirm is not None:
             gate = ops.risk_gate(self.b, self._f32(residual, "confirm_residual_f32"), *self.plan.confirm,
                                  name=CONFIRM_GATE)
             self.b.add_output(gate, CONFIRM_GATE, TensorProto.FLOAT, [1])
@@ -254,8 +267,10 @@ class PrunedGraph(DecoderGraph):
             [probe; other] -> sequence order -> norm/RoPE -> attention (kept heads) -> MatMul(kept o rows)
         """
         b, p, i = self.b, self.plan, layer.index
+        if self.mode == "dense-prefill" and p.pruned(i):
+            return self.dense_attention(h, residual, layer, w, mask, rope)
         gate = self._gated(residual, layer) if self.mode == "prefill" else None
-        if self.mode == "decode" or not p.pruned(i):
+        if self.mode != "prefill" or not p.pruned(i):
             return self.attend(h, layer, w, mask, rope)
         b.scope = f"layers.{i}/probe_attn/"
         positions, tokens, rest_tokens, order = self._split_tokens(residual, h)
@@ -266,6 +281,17 @@ class PrunedGraph(DecoderGraph):
         kept = ops.select_units(b, scores, p.kept_heads[i], p.protected_heads[i], gate, layer.num_heads, "heads")
         kept = b.add_output(kept, f"kept_heads.{i}", TensorProto.INT64, [p.kept_heads[i]])
         b.scope = f"layers.{i}/"
+        rows, qkv, bias, o = self._kept_attention(kept, layer, w)
+        probe_part = b.op("Gather", [qkv_probe, rows], axis=1, name="qkv_probe_kept")
+        rest_part = self.project(rest_tokens, qkv, bias, "qkv_rest")
+        projected = self._in_order(probe_part, rest_part, order, "qkv_proj")
+        kept_w = LayerWeights("", bias, o, "", "", "", p.kept_heads[i], p.kv_heads(layer))
+        return self.attend_projected(projected, layer, kept_w, mask, rope)
+
+    def _kept_attention(self, kept: str, layer: LayerSpec, w: LayerWeights) -> tuple[str, str, str | None, str]:
+        """The kept heads' rows of q|k|v (their K/V groups' too) and the decode's kept weights, as outputs:
+        ``(rows, qkv [H, kept rows], bias, o [kept * D, H])``."""
+        b, i = self.b, layer.index
         d = self.spec.head_dim
         q_rows = self._rows(kept, d, "q_rows")
         if kv_shared(layer.num_kv_heads):
@@ -285,11 +311,7 @@ class PrunedGraph(DecoderGraph):
             bias = self._kept_output(i, "qkv_bias", b.op("Gather", [w.qkv_bias, rows], axis=0, name="qkv_bias_kept"),
                                      shapes["qkv_bias"])
         o = self._kept_output(i, "o", b.op("Gather", [w.o, q_rows], axis=0, name="o_kept"), shapes["o"])
-        probe_part = b.op("Gather", [qkv_probe, rows], axis=1, name="qkv_probe_kept")
-        rest_part = self.project(rest_tokens, qkv, bias, "qkv_rest")
-        projected = self._in_order(probe_part, rest_part, order, "qkv_proj")
-        kept_w = LayerWeights("", bias, o, "", "", "", p.kept_heads[i], p.kv_heads(layer))
-        return self.attend_projected(projected, layer, kept_w, mask, rope)
+        return rows, qkv, bias, o
 
     def _rows(self, heads: str, d: int, label: str) -> str:
         """Rows ``heads[:, None] * D + arange(D)``, flattened (``decoder.head_rows`` in ops)."""
@@ -308,7 +330,9 @@ class PrunedGraph(DecoderGraph):
             [probe; other] -> MatMul(kept down rows) -> sequence order  <----------'
         """
         b, p, i = self.b, self.plan, layer.index
-        if self.mode == "decode" or not p.pruned(i):
+        if self.mode == "dense-prefill" and p.pruned(i):
+            return self.dense_mlp(h, residual, layer, w)
+        if self.mode != "prefill" or not p.pruned(i):
             return self.feed_forward(h, w)
         gate = self._gated(residual, layer)
         b.scope = f"layers.{i}/probe_mlp/"
@@ -322,10 +346,7 @@ class PrunedGraph(DecoderGraph):
                                 layer.intermediate_size, "channels")
         kept = b.add_output(kept, f"kept_channels.{i}", TensorProto.INT64, [p.kept_channels[i]])
         b.scope = f"layers.{i}/"
-        shapes = self.kept_shapes(layer)
-        kept_w = {name: self._kept_output(i, name, self._kept_in_major(stored, kept, name), shapes[name])
-                  for name, stored in (("gate", w.gate), ("up", w.up))}  # [H, kept] each
-        down = self._kept_output(i, "down", b.op("Gather", [w.down, kept], axis=0, name="down_kept"), shapes["down"])
+        kept_w, down = self._kept_mlp(kept, layer, w)
         probe_part = b.op("Gather", [gated_probe, kept], axis=1, name="gated_probe_kept")
         rest_part = b.op("Mul", [self.act(self.project(rest_tokens, kept_w["gate"], None, "gate_rest"), "act_rest"),
                                  self.project(rest_tokens, kept_w["up"], None, "up_rest")], name="gated_rest")
@@ -334,11 +355,117 @@ class PrunedGraph(DecoderGraph):
         return b.op("Unsqueeze", [b.op("Gather", [out, order], axis=0, name="down_ordered"), b.ints("axis0", [0])],
                     name="down_proj_3d")
 
+    def _kept_mlp(self, kept: str, layer: LayerSpec, w: LayerWeights) -> tuple[dict[str, str], str]:
+        """The decode's kept gate / up ``[H, kept]`` and down ``[kept, H]`` weights, as outputs."""
+        b, i = self.b, layer.index
+        shapes = self.kept_shapes(layer)
+        kept_w = {name: self._kept_output(i, name, self._kept_in_major(stored, kept, name), shapes[name])
+                  for name, stored in (("gate", w.gate), ("up", w.up))}  # [H, kept] each
+        return kept_w, self._kept_output(i, "down", b.op("Gather", [w.down, kept], axis=0, name="down_kept"),
+                                         shapes["down"])
+
+    # -- the dense tail of the split prefill ------------------------------------------------------------
+    def _all_positions(self, x: str) -> str:
+        """``[0, T)`` int64 for ``x [1, T, ...]``: the dense tail's statistic reads every prompt token."""
+        b = self.b
+        n = b.op("Squeeze", [b.op("Slice", [b.op("Shape", [x], name="x_shape"), b.ints("one", [1]), b.ints("two", [2])],
+                                   name="n_tokens"), b.ints("axis0", [0])], name="n_tokens_scalar")
+        return b.op("Range", [b.const("zero_i", np.int64(0)), n, b.const("one_i", np.int64(1))], name="all_positions")
+
+    def _own_statistic(self, x: str, history: ExternalTensor, width: int) -> str:
+        """PPsp's statistic of a layer's real unit inputs ``x [1, T, width]`` over every token, fused with the
+        calibration history per position (``pruning.Pruner.decide_from_activations``)."""
+        b = self.b
+        rows = self._f32(b.op("Reshape", [x, b.ints(f"rows_{width}", [-1, width])], name="unit_input_rows"),
+                         "unit_input_f32")
+        return ops.fused_statistic(b, rows, b.external(history), self._all_positions(x), history.dims[0] - 1)
+
+    def dense_attention(self, h: str, residual: str, layer: LayerSpec, w: LayerWeights, mask: str | None,
+                        rope: tuple[str, str]) -> str:
+        """A pruned layer's attention in the dense tail: every head, then the decode's kept heads from the
+        kernel's own output, their weights, and the present K/V gathered to them (``present_kept.*``)."""
+        b, p, i = self.b, self.plan, layer.index
+        gate = self._gated(residual, layer)
+        y = self.attention_heads(self.project(h, w.qkv, w.qkv_bias, "qkv_proj", True), layer, w, mask, rope)
+        b.scope = f"layers.{i}/own_attn/"
+        s = self._own_statistic(y, p.history_attn[i], layer.num_heads * self.spec.head_dim)
+        scores = ops.head_scores(b, s, self.score_weights(layer, "heads"), layer.num_heads)
+        kept = ops.select_units(b, scores, p.kept_heads[i], p.protected_heads[i], gate, layer.num_heads, "heads")
+        kept = b.add_output(kept, f"kept_heads.{i}", TensorProto.INT64, [p.kept_heads[i]])
+        b.scope = f"layers.{i}/"
+        self._kept_attention(kept, layer, w)
+        n_kv, d = p.kv_heads(layer), self.spec.head_dim
+        groups = None if kv_shared(layer.num_kv_heads) else b.op(
+            "Div", [kept, b.const("group_size", np.int64(layer.num_heads // layer.num_kv_heads))], name="kv_group")
+        for kind in ("key", "value"):
+            whole = present_name(i, kind)
+            gathered = whole if groups is None else b.op("Gather", [whole, groups], axis=1, name=f"{kind}_kept")
+            b.add_output(b.op("Identity", [gathered], name=f"present_kept_{kind}") if groups is None else gathered,
+                         present_kept_name(i, kind), b.onnx_dtype, ["batch", n_kv, "total_sequence", d])
+        return self.o_proj(y, layer, w)
+
+    def dense_mlp(self, h: str, residual: str, layer: LayerSpec, w: LayerWeights) -> str:
+        """A pruned layer's MLP in the dense tail: every channel, then the decode's kept channels from the
+        down projection's own input, and their weights."""
+        b, p, i = self.b, self.plan, layer.index
+        gate = self._gated(residual, layer)
+        gated = b.op("Mul", [self.act(self.project(h, w.gate, None, "gate_proj", True), "act"),
+                             self.project(h, w.up, None, "up_proj", True)], name="gated")
+        b.scope = f"layers.{i}/own_mlp/"
+        s = self._own_statistic(gated, p.history_mlp[i], layer.intermediate_size)
+        scores = ops.channel_scores(b, s, self.score_weights(layer, "channels"))
+        kept = ops.select_units(b, scores, p.kept_channels[i], p.protected_channels[i], gate,
+                                layer.intermediate_size, "channels")
+        kept = b.add_output(kept, f"kept_channels.{i}", TensorProto.INT64, [p.kept_channels[i]])
+        b.scope = f"layers.{i}/"
+        self._kept_mlp(kept, layer, w)
+        return b.op("MatMul", [gated, w.down], name="down_proj")
+
     def build(self, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
         if self.mode == "prefill":
             # float position ids for the probe's masks
             self.position_ids_f = self.b.op("Cast", ["position_ids"], to=TensorProto.FLOAT, name="position_ids_f")
         return super().build(metadata)
+
+
+class HeadGraph(DecoderGraph):
+    """The head of the split prefill: the embedding and the ``skip_first`` unpruned layers, whose output
+    residual stream (``hidden_states``) the level's pruned tail or its dense tail continues, and the
+    risk gate read on it (the input of the first pruned layer, as every prefill reads it)."""
+
+    def __init__(self, spec: ModelSpec, weights: WeightReader, store: WeightStore, options: DecoderOptions,
+                 plan: PruningPlan) -> None:
+        if plan.gate_layer != plan.skip_first:
+            raise ExportError(f"the risk gate is read at layer {plan.gate_layer}, not at the first pruned layer "
+                              f"{plan.skip_first}: the split prefill needs them equal (calibrate again)")
+        super().__init__(spec, weights, store, options, layers=(0, plan.skip_first))
+        self.plan = plan
+
+    def part_end(self, hidden: str) -> None:
+        p = self.plan
+        x = hidden if self.opt.dtype == "fp32" else self.b.op("Cast", [hidden], to=TensorProto.FLOAT,
+                                                               name="gate_residual_f32")
+        self.b.add_output(ops.risk_gate(self.b, x, p.direction, p.threshold, p.temperature), RISK_GATE,
+                          TensorProto.FLOAT, [1])
+
+
+def build_split(spec: ModelSpec, weights: WeightReader, store: WeightStore, options: DecoderOptions,
+                plan: PruningPlan, directory: Path, metadata: dict[str, str] | None = None,
+                head: bool = True) -> dict[str, str]:
+    """Write the split prefill of ``plan`` (aapp-adaptive's dense-prefill path) into ``directory``: the
+    level's pruned tail and dense tail, and (``head``) the head every level shares; returns file names."""
+    tail = (plan.skip_first, spec.num_layers)
+    graphs = {"tail": (f"prefill-tail-{level_name(plan.sparsity)}.onnx",
+                       lambda: PrunedGraph(spec, weights, store, options, plan, "prefill", tail)),
+              "dense_tail": (f"prefill-dense-{level_name(plan.sparsity)}.onnx",
+                             lambda: PrunedGraph(spec, weights, store, options, plan, "dense-prefill", tail))}
+    if head:
+        graphs["head"] = (HEAD_FILE, lambda: HeadGraph(spec, weights, store, options, plan))
+    files = {}
+    for key, (name, make) in graphs.items():
+        onnx.save(make().build(metadata), str(Path(directory) / name))
+        files[key] = name
+    return files
 
 
 def build_level(spec: ModelSpec, weights: WeightReader, store: WeightStore, options: DecoderOptions,
@@ -362,5 +489,5 @@ def kept_counts(spec: ModelSpec, sparsity: float, skip_first: int) -> tuple[list
     return heads, channels
 
 
-__all__ = ["PruningPlan", "PrunedGraph", "build_level", "kept_counts", "kept_name", "level_name", "AAPP_INPUT",
+__all__ = ["PruningPlan", "PrunedGraph", "HeadGraph", "build_level", "build_split", "present_kept_name", "HEAD_FILE", "kept_counts", "kept_name", "level_name", "AAPP_INPUT",
            "RISK_GATE", "CONFIRM_GATE", "KEPT_PARTS"]

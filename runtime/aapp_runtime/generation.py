@@ -139,6 +139,7 @@ class GenerationResult:
     max_new_tokens_clipped: int | None = None  # max_new_tokens lowered to this to fit the context
     cached_tokens: int = 0  # prompt tokens whose KV came from a conversation's cache (not prefilled again)
     confirm_gate: float | None = None  # aapp-adaptive: the level's confirmation gate (when it has one)
+    dense_prefill: bool | None = None  # aapp-adaptive: the prompt ran dense (dense-prefill path's risk gate)
 
     @property
     def decode_ms_per_token(self) -> float:

@@ -158,14 +158,15 @@ class Manifest:
 
     @property
     def optional_files(self) -> set[str]:
-        """Files an app may leave out: what only the pruned levels read (their graphs, the history
-        statistics in ``calibration.safetensors``), what only the exporter reads (``calibration.json``)
-        and the Hugging Face ``config.json`` written for other tools (optimum).
+        """Files an app may leave out: what only the pruned levels read (their graphs, the split prefill's,
+        the history statistics in ``calibration.safetensors``), what only the exporter reads
+        (``calibration.json``) and the Hugging Face ``config.json`` written for other tools (optimum).
         A level whose files are absent is refused when asked for (``Session``)."""
         pruning = self.data.get("pruning") or {}
         files = {"calibration.json", "config.json", (pruning.get("history") or {}).get("file", "calibration.safetensors")}
         for entry in (pruning.get("levels") or {}).values():
-            files |= {entry.get("prefill"), entry.get("decode")}
+            files |= {entry.get("prefill"), entry.get("decode"), entry.get("tail"), entry.get("dense_tail")}
+        files.add((pruning.get("split_prefill") or {}).get("head"))  # aapp-adaptive's dense-prefill path
         return {f for f in files if isinstance(f, str)}
 
     def absent(self) -> set[str]:

@@ -19,6 +19,17 @@ bound to them once and runs every decode step on them, with the same KV buffers.
 gather, no Python loop over layers. Batch 1 per request (a ``Session`` generates one request at a
 time). ``method="dense"`` or sparsity 0 runs the dense graph.
 
+aapp-adaptive (``adaptive_path``): ``"restart"`` (default) runs the level's prefill, which reads the
+risk gate before its first pruned layer and the confirmation gate at its end, and starts a flagged
+request again on the dense graph. ``"dense-prefill"`` runs the split prefill a model dir exported with
+it has (``pruning.split_prefill``): the head (embedding, the unpruned layers, the risk gate), then
+either the level's pruned tail (gate below the threshold: AAPP's request, nothing repeated) or the
+dense tail, which computes every unit and also picks the decode's kept units from its own
+activations. After the dense tail the dense model's greedy first token decides: the refusal's
+(``split_prefill.refusal_token``) keeps the request dense; any other decodes at the level on the
+dense prompt's K/V (gathered to the kept heads). The parts' K/V seed the request's cache (a buffer
+cache: one host copy of the prompt's K/V).
+
 Every graph's session reads the same memory-mapped weights (``weights.SharedWeights``): loading the
 pruned graphs adds no copy of the model.
 """
@@ -51,6 +62,7 @@ if TYPE_CHECKING:
 METHODS = ("dense", "pp", "aapp", "aapp-adaptive")  # aapp_export.choices.RUNTIME_METHODS (a test keeps them equal)
 MAX_SPARSITY = 0.9  # aapp_export.choices.MAX_SPARSITY
 ADAPTIVE_THRESHOLD = 0.5  # aapp_export.choices.ADAPTIVE_THRESHOLD: aapp-adaptive runs dense from this gate on
+ADAPTIVE_PATHS = ("restart", "dense-prefill")  # aapp_export.choices.ADAPTIVE_PATHS
 CONFIRM_THRESHOLD = 0.5  # aapp_export.choices.CONFIRM_THRESHOLD: ... when the level's confirmation gate agrees
 
 
@@ -101,6 +113,7 @@ class _State:
         self.risk_gate: float | None = None
         self.confirm_gate: float | None = None  # aapp-adaptive: the level's confirmation gate, when it has one
         self.ran_dense = False  # aapp-adaptive: the gates sent the request to the dense graph
+        self.dense_prefill = False  # aapp-adaptive's dense-prefill path: the prompt ran through the dense tail
         self.prompt_tokens, self.cached_tokens, self.clipped = prompt_tokens, cached_tokens, clipped
         self.fed: list[int] = []  # ids whose keys and values are in the cache, in order
 
@@ -140,6 +153,10 @@ class _ConcatCache:
 
     def update(self, outs: list[ort.OrtValue]) -> None:
         self.past = [(outs[2 * i], outs[2 * i + 1]) for i in range(len(self.past))]
+
+    def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]]) -> None:
+        """Start from a prefill that ran outside this cache (the split prefill's parts)."""
+        self.past = list(pairs)
 
     def truncate(self, n: int) -> None:
         """Keep the first ``n`` positions (a conversation whose next prompt diverges there)."""
@@ -205,6 +222,22 @@ class _BufferCache:
 
     def update(self, outs: list[ort.OrtValue]) -> None:
         pass  # written in place
+
+    def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]]) -> None:
+        """Start from a prefill that ran outside this cache (the split prefill's parts): its K/V copied
+        into the first rows of the buffers (through the host)."""
+        s = self.s
+        filled = pairs[0][0].shape()[2]
+        if filled > self.capacity:
+            self.capacity = min(self.limit, max(filled, 2 * self.capacity))
+        self.buffers = []
+        self._bindings.clear()
+        for pair in pairs:
+            for value in pair:
+                host = tensors.to_host(value)
+                full = np.zeros((1, host.shape[1], self.capacity, s.head_dim), host.dtype)
+                full[:, :, :filled] = host
+                self.buffers.append(tensors.from_host(full, s.dtype, s.device))
 
     def truncate(self, n: int) -> None:
         pass  # the next run writes from position n on and attends over its attention mask's length only
@@ -286,6 +319,7 @@ class Session:
                                                  "gpu:0" if self.device == "cuda" else "cpu:0")
         self.pruning: dict[str, Any] = m.data.get("pruning") or {}
         self._levels: dict[str, tuple[_Graph, _Graph]] = {}  # level key -> (prefill, decode), opened on first use
+        self._splits: dict[str, ort.InferenceSession] = {}  # split prefill part file -> session, opened on first use
         self._kept_free: dict[str, dict[str, ort.OrtValue]] = {}
         self._kept_lock = threading.Lock()
         self._open_lock = threading.Lock()  # one thread opens a level's sessions, the others wait for them
@@ -479,22 +513,35 @@ class Session:
         return (logits if every_position else logits[-1]).astype(np.float32, copy=False), extras
 
     def logits(self, token_ids: Sequence[int], *, sparsity: float = 0.0, method: str = "dense",
-               every_position: bool = False, adaptive_threshold: float | None = None) -> np.ndarray:
+               every_position: bool = False, adaptive_threshold: float | None = None,
+               adaptive_path: str = "restart") -> np.ndarray:
         """Logits of a prefill over ``token_ids`` (dense, or the pruned prefill of ``method`` at ``sparsity``):
         the last position's ``[vocab]``, or with ``every_position`` ``[len(token_ids), vocab]``, which needs
-        a model exported with ``--all-logits``."""
+        a model exported with ``--all-logits``. aapp-adaptive: a prompt its gates flag gets the dense logits
+        (``adaptive_path="dense-prefill"``: the risk gate alone, read by the split prefill's head)."""
         if every_position and self.last_logits_only:
             raise InputError(f"{self.manifest.directory} was exported with the last position's logits only: "
                              "re-export with --all-logits for every position's")
         level = self.pruned_level(method, sparsity)
         ids = self.tokenize(list(token_ids))
+        threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else adaptive_threshold
+        if method == "aapp-adaptive" and level is not None and adaptive_path == "dense-prefill":
+            if not self.split_prefill:
+                raise InputError(f"{self.manifest.directory} has no split prefill: pass adaptive_path='restart'")
+            k = int(self.split_prefill["layers"])
+            feeds = {"input_ids": np.asarray([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64),
+                     "position_ids": np.arange(len(ids), dtype=np.int64)[None, :]}
+            head = self._run_part(self._split_session(self.split_prefill["head"]), feeds, range(k), self.kv_heads,
+                                  ["risk_gate"], {})
+            if float(tensors.as_float32(head["risk_gate"])[0]) >= threshold:
+                return self.logits(ids, every_position=every_position)
+            method = "aapp"  # below the gate: AAPP's prefill (the pruned tail computes the same logits)
         graph = self._dense if level is None else self._request_graphs(level, method)[0]
         try:
             logits, extras = self._run(graph, ids, 0, self._new_cache(graph.kv_heads, len(ids), 0), every_position)
         finally:
             self._release(level, graph)
-        if method == "aapp-adaptive" and level is not None and adaptive_flags(
-                extras, ADAPTIVE_THRESHOLD if adaptive_threshold is None else adaptive_threshold):
+        if method == "aapp-adaptive" and level is not None and adaptive_flags(extras, threshold):
             return self.logits(ids, every_position=every_position)  # the gates send this request to dense
         return logits
 
@@ -638,6 +685,104 @@ class Session:
         yield from self._steps(ids, params, gen, state, self._dense, self._dense,
                                self._new_cache(self._dense.kv_heads, len(ids), n), prefill_ms=spent)
 
+    # -- aapp-adaptive's dense-prefill path: the split prefill --------------------------------------------
+    @property
+    def split_prefill(self) -> dict[str, Any] | None:
+        """The manifest's split prefill (aapp-adaptive's dense-prefill path), or None when not exported."""
+        return self.pruning.get("split_prefill")
+
+    def _split_session(self, name: str) -> ort.InferenceSession:
+        with self._open_lock:
+            if name not in self._splits:
+                history = (self.pruning.get("history") or {}).get("file", "calibration.safetensors")
+                missing = sorted(self.manifest.absent() & {name, history})
+                if missing:
+                    raise ModelDirError(f"{self.manifest.directory} was shipped without {', '.join(missing)}, which "
+                                        "adaptive_path='dense-prefill' needs: copy them from the export, or pass "
+                                        "adaptive_path='restart'")
+                if self.shared_weights is None:
+                    m = self.manifest
+                    self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
+                self._splits[name], _ = open_session(self.manifest.directory / name, self.provider, self.threads,
+                                                     self.shared_weights)
+        return self._splits[name]
+
+    def _run_part(self, sess: ort.InferenceSession, feeds: dict[str, Any], layers: range, kv_heads: list[int],
+                  outputs: list[str], written: dict[str, ort.OrtValue]) -> dict[str, ort.OrtValue]:
+        """One part of the split prefill on an empty cache: its layers' presents, ``outputs`` (allocated on
+        the device) and ``written`` (into the given buffers), by name."""
+        b = sess.io_binding()
+        names: list[str] = []
+        for i in layers:
+            for past, present in zip(self._past_names[i], self._present_names[i]):
+                b.bind_ortvalue_input(past, tensors.empty((1, kv_heads[i], 0, self.head_dim), self.dtype, self.device))
+                b.bind_output(present, self.device)
+                names.append(present)
+        for name, value in feeds.items():
+            if isinstance(value, ort.OrtValue):
+                b.bind_ortvalue_input(name, value)
+            else:
+                b.bind_cpu_input(name, value)
+        for name in outputs:
+            b.bind_output(name, self.device)
+            names.append(name)
+        for name, value in written.items():
+            b.bind_ortvalue_output(name, value)
+            names.append(name)
+        sess.run_with_iobinding(b, self._after_prefill)
+        return dict(zip(names, b.get_outputs()))
+
+    def _dense_prefill_steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
+                             level: tuple[str, dict[str, Any]], n: int, threshold: float) -> Iterator[Chunk]:
+        """aapp-adaptive, dense-prefill path (module docstring): head, then the pruned or the dense tail, then
+        the decode the dense model's first token picks. Nothing runs twice."""
+        split, entry = self.split_prefill, level[1]
+        k, level_kv = int(split["layers"]), list(entry["kv_heads"])
+        prefill, decode = self._request_graphs(level, "aapp-adaptive")  # the kept-weight buffers and the decode
+        try:
+            t0 = time.perf_counter()
+            reason = gen.stop_reason()
+            if reason:
+                state.finish_reason = reason
+                yield Chunk("", [], reason, self._result(state).usage, self._result(state).timings)
+                return
+            positions = {"attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+                         "position_ids": np.arange(len(ids), dtype=np.int64)[None, :]}
+            head = self._run_part(self._split_session(split["head"]), {"input_ids": np.asarray([ids], np.int64),
+                                                                       **positions},
+                                  range(k), self.kv_heads, ["hidden_states", "risk_gate"], {})
+            state.risk_gate = float(tensors.as_float32(head["risk_gate"])[0])
+            state.dense_prefill = state.risk_gate >= threshold
+            tail_name = entry["dense_tail" if state.dense_prefill else "tail"]
+            tail_sess = self._split_session(tail_name)
+            feeds = {"hidden_states": head["hidden_states"], **positions}
+            if not state.dense_prefill:
+                feeds["aapp"] = prefill.inputs["aapp"]
+            extras = [o.name for o in tail_sess.get_outputs() if o.name in ("risk_gate",)
+                      or o.name.startswith(("kept_heads.", "kept_channels.", "present_kept."))]
+            tail = self._run_part(tail_sess, feeds, range(k, self.num_layers),
+                                  self.kv_heads if state.dense_prefill else level_kv,
+                                  [self._logits_name, *extras], prefill.written)
+            logits = tensors.as_float32(tail[self._logits_name])[0][-1].astype(np.float32, copy=False)
+            pair = lambda i, kind: (tail[f"{kind}.{i}.key"], tail[f"{kind}.{i}.value"])  # noqa: E731
+            own = [(head[f"present.{i}.key"], head[f"present.{i}.value"]) for i in range(k)]
+            refusing = state.dense_prefill and int(np.argmax(logits)) == int(split["refusal_token"])
+            spent = (time.perf_counter() - t0) * 1000
+            if refusing:  # the dense model opens its refusal: the request stays dense
+                state.ran_dense = True
+                cache = self._new_cache(self.kv_heads, len(ids), n)
+                cache.seed(own + [pair(i, "present") for i in range(k, self.num_layers)])
+                graph = decode = self._dense
+            else:
+                kind = "present_kept" if state.dense_prefill else "present"
+                cache = self._new_cache(level_kv, len(ids), n)
+                cache.seed(own + [pair(i, kind) for i in range(k, self.num_layers)])
+                graph = prefill
+            yield from self._steps(ids, params, gen, state, graph, decode, cache,
+                                   prefilled=(logits, {"risk_gate": head["risk_gate"]}), prefill_ms=spent)
+        finally:
+            self._release(level, prefill)
+
     def _result(self, state: _State, level: tuple[str, dict[str, Any]] | None = None, method: str = "dense"
                 ) -> GenerationResult:
         pruned = level is not None and not state.ran_dense
@@ -646,14 +791,15 @@ class Session:
                                 method if pruned or method == "aapp-adaptive" else "dense",
                                 float(level[1]["sparsity"]) if pruned else 0.0,
                                 float(level[1].get("kept_fraction", 1.0)) if pruned else 1.0, state.risk_gate,
-                                state.clipped, state.cached_tokens, confirm_gate=state.confirm_gate)
+                                state.clipped, state.cached_tokens, confirm_gate=state.confirm_gate,
+                                dense_prefill=state.dense_prefill if method == "aapp-adaptive" else None)
 
     def start(self, prompt: Prompt, max_new_tokens: int | None = None, *, temperature: float | None = None,
               top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
               repetition_penalty: float | None = None, stop: str | Sequence[str] | None = None,
               seed: int | None = None, chat: bool | None = None, ignore_eos: bool = False,
               sparsity: float = 0.0, method: str = "dense", timeout_s: float | None = None,
-              adaptive_threshold: float | None = None) -> Generation:
+              adaptive_threshold: float | None = None, adaptive_path: str = "restart") -> Generation:
         """A ``Generation`` of ``prompt``, run as it is consumed: iterate it for ``Chunk``s, call
         ``result()``, ``cancel()`` it from any thread. Arguments left None take the model's
         ``generation_config.json`` defaults (``Session.defaults``); ``temperature=0`` is greedy.
@@ -662,7 +808,9 @@ class Session:
         forced in by the risk gate) or "aapp-adaptive" (AAPP whose risk gate also picks the sparsity: a
         request whose gate reaches ``ADAPTIVE_THRESHOLD`` runs dense); ``sparsity``: a level the export
         built (``Session.levels``); 0 runs the dense graph whatever the method. ``adaptive_threshold``:
-        aapp-adaptive's gate from which a request runs dense (None: ``ADAPTIVE_THRESHOLD``).
+        aapp-adaptive's gate from which a request runs dense (None: ``ADAPTIVE_THRESHOLD``);
+        ``adaptive_path``: "restart" or "dense-prefill" (module docstring; the latter needs a model dir
+        exported with the split prefill, ``Session.split_prefill``).
         ``timeout_s``: a deadline from the first step;
         ``ignore_eos`` keeps going past end-of-sequence tokens (benchmarks, parity checks)."""
         level = self.pruned_level(method, sparsity)
@@ -671,6 +819,12 @@ class Session:
                                                not 0 <= adaptive_threshold <= 1):
             raise InputError(f"adaptive_threshold={adaptive_threshold!r} is not a gate value in [0, 1]")
         threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else float(adaptive_threshold)
+        if adaptive_path not in ADAPTIVE_PATHS:
+            raise InputError(f"adaptive_path={adaptive_path!r} is not one of {', '.join(ADAPTIVE_PATHS)}")
+        if adaptive_path == "dense-prefill" and method == "aapp-adaptive" and level is not None \
+                and not self.split_prefill:
+            raise InputError(f"{self.manifest.directory} has no split prefill (exported before it, or without the "
+                             "causal check's refusal token): pass adaptive_path='restart', or re-export")
         params = self.params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              min_p=min_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
                              ignore_eos=ignore_eos, timeout_s=timeout_s)
@@ -680,7 +834,8 @@ class Session:
 
         def run(gen: Generation) -> Iterator[Chunk]:
             if method == "aapp-adaptive" and level is not None:
-                yield from self._adaptive_steps(ids, params, gen, state, level, n, threshold)
+                steps = self._dense_prefill_steps if adaptive_path == "dense-prefill" else self._adaptive_steps
+                yield from steps(ids, params, gen, state, level, n, threshold)
                 return
             graph, decode = (self._dense, self._dense) if level is None else self._request_graphs(level, method)
             try:
