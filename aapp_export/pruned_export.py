@@ -1,5 +1,6 @@
 """What a pruning-capable export adds to the dense one: a ``PruningPlan`` per sparsity level (from the
-calibration written into the model dir), the level's prefill and decode graphs, and the manifest's
+calibration written into the model dir), the level's prefill and decode graphs, the split prefill of
+aapp-adaptive's dense-prefill path (when the calibration has the refusal token), and the manifest's
 ``pruning`` section that tells the runtime what it may ask for.
 
 The calibration statistics are not copied: the graphs' history initializers point into

@@ -8,7 +8,7 @@
 Each row is what ``aapp-eval --json`` prints for ``--harmful data/harmful_S.txt --harmless
 data/harmless_S.txt`` (marker and strict refusal, over-refusal, perplexity on the card's evaluation
 text, FLOPs per request of each file), plus ``split`` and, for aapp-adaptive, ``adaptive_threshold`` (and
-``adaptive_path`` off the shipped restart path; that path is the reference's only, so no graph rows).
+``adaptive_path`` off the default restart path; the graphs run it through the split prefill).
 The reference's rows use the card's calibration (cached, as ``aapp-eval`` and ``reproduce_table.py``
 do); with ``--onnx DIR`` the model dir's graphs (``aapp-eval --engine onnx``) answer the same prompts
 for the methods the runtime runs. The splits' files live in the checkpoint's ``data/`` folder.
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adaptive-thresholds", default="0.5",
                     help="aapp-adaptive's gate thresholds, one row each (0.5: the runtime's default)")
     ap.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default="restart",
-                    help="aapp-adaptive's path for a flagged request (choices.ADAPTIVE_PATHS; graphs: restart only)")
+                    help="aapp-adaptive's path for a flagged request (choices.ADAPTIVE_PATHS; --onnx: dense-prefill "
+                         "needs a model dir exported with the split prefill)")
     ap.add_argument("--onnx", type=Path, default=None, help="an exported model dir of --model: its rows too")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--scorer", default=None, help="pin the calibration's scorer (default: the one it chooses)")
@@ -96,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                                args.max_new_tokens, **extra, **path).to_json()
                 rows.append({"split": split, "engine": "torch", **row, **extra, **path})
                 print(json.dumps(rows[-1]), file=sys.stderr)
-                if session is not None and method in RUNTIME_METHODS and not path:
+                if session is not None and method in RUNTIME_METHODS:
                     row = run_eval_onnx(session, method, sparsity, harmful, harmless, text, args.max_new_tokens,
-                                        adaptive_threshold=threshold).to_json()
-                    rows.append({"split": split, "engine": "onnx", **row, **extra})
+                                        adaptive_threshold=threshold, **path).to_json()
+                    rows.append({"split": split, "engine": "onnx", **row, **extra, **path})
                     print(json.dumps(rows[-1]), file=sys.stderr)
     print(table(rows))
     if args.out is not None:

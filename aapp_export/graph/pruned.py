@@ -21,7 +21,14 @@ shapes: GroupQueryAttention takes its head counts as attributes. Per level the e
   ``kept.{i}.*`` (bound by the runtime to the prefill's outputs, on the device, once per request):
   no gather and no control flow per step.
 
-Both graphs read the dense graph's stored weights (one data file). A pruned layer with several KV
+- the split prefill of aapp-adaptive's dense-prefill path: ``prefill-head.onnx`` (``HeadGraph``, one for
+  every level: the ``skip_first`` unpruned layers and the risk gate; outputs ``hidden_states``),
+  ``prefill-tail-s{level}.onnx`` (the prefill graph from ``skip_first`` on) and
+  ``prefill-dense-s{level}.onnx`` (``mode="dense-prefill"``: every unit, the decode's kept units picked
+  from each pruned layer's own o_proj / down_proj inputs, the K/V whole and gathered to the kept
+  heads as ``present_kept.*``).
+
+All graphs read the dense graph's stored weights (one data file). A pruned layer with several KV
 heads gives each kept query head its group's K/V (``decoder.qkv_rows``), so its KV cache has as many
 heads as it keeps query heads; with one KV head the cache keeps it.
 """

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dense, pp (Probe Pruning), aapp (PP keeping the protected alignment units) or aapp-adaptive "
                         "(AAPP whose risk gate runs requests that look harmful dense); default: aapp when "
                         "--sparsity > 0, else dense")
+    p.add_argument("--adaptive-path", choices=("restart", "dense-prefill"), default="restart",
+                   help="aapp-adaptive: a flagged request starts again dense (restart) or runs the rest of its "
+                        "prefill dense and decodes pruned unless it opens with the refusal (dense-prefill)")
     p.add_argument("--sparsity", type=float, default=0.0,
                    help="fraction of prunable heads/channels pruned per request, one of the levels the export built")
     p.add_argument("--raw", action="store_true", help="send the prompt as plain text, without the chat template")
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                         timeout_s=args.timeout)
         if args.prompt is None:
             return _interactive(session, args, method, sampling)
-        kwargs = dict(sampling, chat=False if args.raw else None, sparsity=args.sparsity, method=method)
+        kwargs = dict(sampling, chat=False if args.raw else None, sparsity=args.sparsity, method=method,
+                      adaptive_path=args.adaptive_path)
         if args.json:
             result = session.generate(args.prompt, args.max_new_tokens, **kwargs)
             print(json.dumps(result.to_json(), ensure_ascii=False))

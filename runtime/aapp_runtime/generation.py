@@ -139,7 +139,7 @@ class GenerationResult:
     max_new_tokens_clipped: int | None = None  # max_new_tokens lowered to this to fit the context
     cached_tokens: int = 0  # prompt tokens whose KV came from a conversation's cache (not prefilled again)
     confirm_gate: float | None = None  # aapp-adaptive: the level's confirmation gate (when it has one)
-    dense_prefill: bool | None = None  # aapp-adaptive: the prompt ran dense (dense-prefill path's risk gate)
+    dense_prefill: bool | None = None  # aapp-adaptive's dense-prefill path: its risk gate ran the prompt dense
 
     @property
     def decode_ms_per_token(self) -> float:
@@ -162,6 +162,7 @@ class GenerationResult:
                 "sparsity": self.sparsity, "kept_fraction": self.kept_fraction,
                 "risk_gate": None if self.risk_gate is None else round(self.risk_gate, 4),
                 "confirm_gate": None if self.confirm_gate is None else round(self.confirm_gate, 4),
+                **({} if self.dense_prefill is None else {"dense_prefill": self.dense_prefill}),
                 "max_new_tokens_clipped": self.max_new_tokens_clipped, "usage": self.usage}
 
 

@@ -113,7 +113,7 @@ class _State:
         self.risk_gate: float | None = None
         self.confirm_gate: float | None = None  # aapp-adaptive: the level's confirmation gate, when it has one
         self.ran_dense = False  # aapp-adaptive: the gates sent the request to the dense graph
-        self.dense_prefill = False  # aapp-adaptive's dense-prefill path: the prompt ran through the dense tail
+        self.dense_prefill: bool | None = None  # aapp-adaptive's dense-prefill path: the prompt ran the dense tail
         self.prompt_tokens, self.cached_tokens, self.clipped = prompt_tokens, cached_tokens, clipped
         self.fed: list[int] = []  # ids whose keys and values are in the cache, in order
 
@@ -792,7 +792,7 @@ class Session:
                                 float(level[1]["sparsity"]) if pruned else 0.0,
                                 float(level[1].get("kept_fraction", 1.0)) if pruned else 1.0, state.risk_gate,
                                 state.clipped, state.cached_tokens, confirm_gate=state.confirm_gate,
-                                dense_prefill=state.dense_prefill if method == "aapp-adaptive" else None)
+                                dense_prefill=state.dense_prefill)
 
     def start(self, prompt: Prompt, max_new_tokens: int | None = None, *, temperature: float | None = None,
               top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,

@@ -1,0 +1,107 @@
+"""aapp-adaptive's two paths through the exported graphs, timed per request beside dense and AAPP.
+
+    python scripts/bench_adaptive_paths.py exported/demo [--split val2] [--limit 32] [--sparsity 0.4]
+        [--max-new-tokens 48] [--rounds 3] [--provider cpu] [--out docs/results/adaptive/bench_paths.json]
+
+For the harmful and the harmless prompts of a split (``models/demo/data/{harmful,harmless}_S.txt``, or
+``--data``), each round generates every prompt (greedy, stopping at end-of-sequence as an app would)
+with: dense; AAPP at ``--sparsity``; aapp-adaptive on the restart path (the level's AAPP prefill, and a
+dense request from the start when both gates flag it); aapp-adaptive on the dense-prefill path (the
+split prefill: head and risk gate, then the pruned or the dense tail; the decode dense only when the
+dense model opens with the refusal). The four alternate prompt by prompt, so they see the same machine
+state. Per class and variant: the mean wall time per request (ms) of each round, their median and
+range, the median's ratio to dense's, mean prefill ms, tokens per request, and the paths taken (share
+run dense, share prefilled dense). Prints JSON (and writes it to ``--out``) with the machine and the
+provider.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = {"dense": {"method": "dense"},
+            "aapp": {"method": "aapp"},
+            "aapp-adaptive restart": {"method": "aapp-adaptive", "adaptive_path": "restart"},
+            "aapp-adaptive dense-prefill": {"method": "aapp-adaptive", "adaptive_path": "dense-prefill"}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--data", type=Path, default=Path("models/demo/data"), help="folder of {harmful,harmless}_S.txt")
+    ap.add_argument("--split", default="val2")
+    ap.add_argument("--limit", type=int, default=32, help="first N prompts of each file")
+    ap.add_argument("--sparsity", type=float, default=0.4)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--provider", default="cpu")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    import onnxruntime as ort
+
+    from aapp_runtime import Session
+
+    session = Session(args.model_dir, provider=args.provider)
+    prompts = {c: [line for line in (args.data / f"{c}_{args.split}.txt").read_text().splitlines() if line.strip()]
+               [:args.limit] for c in ("harmful", "harmless")}
+
+    def run(name: str, prompt: str):
+        options = dict(VARIANTS[name])
+        sparsity = 0.0 if options["method"] == "dense" else args.sparsity
+        t0 = time.perf_counter()
+        result = session.generate(prompt, args.max_new_tokens, temperature=0, sparsity=sparsity, **options)
+        return (time.perf_counter() - t0) * 1000, result
+
+    for c in prompts:  # warm-up: open every graph, fill the arenas
+        for name in VARIANTS:
+            run(name, prompts[c][0])
+    out: dict = {"model_dir": str(args.model_dir), "split": args.split, "sparsity": args.sparsity,
+                 "max_new_tokens": args.max_new_tokens, "rounds": args.rounds,
+                 "prompts": {c: len(p) for c, p in prompts.items()}, "provider": session.provider,
+                 "onnxruntime": ort.__version__, "machine": platform.processor() or platform.machine(),
+                 "cpu_count": __import__("os").cpu_count(), "command": "python scripts/bench_adaptive_paths.py "
+                 + " ".join(argv or sys.argv[1:]), "classes": {}}
+    for c, texts in prompts.items():
+        per_round = {name: [] for name in VARIANTS}
+        results = {name: [] for name in VARIANTS}
+        for _ in range(args.rounds):
+            spent = {name: [] for name in VARIANTS}
+            for k, prompt in enumerate(texts):
+                names = list(VARIANTS)
+                names = names[k % len(names):] + names[:k % len(names)]  # rotate the order prompt by prompt
+                for name in names:
+                    ms, result = run(name, prompt)
+                    spent[name].append(ms)
+                    results[name].append(result)
+            for name in VARIANTS:
+                per_round[name].append(statistics.fmean(spent[name]))
+        dense_ms = statistics.median(per_round["dense"])
+        rows = {}
+        for name in VARIANTS:
+            rs = results[name]
+            ms = statistics.median(per_round[name])
+            rows[name] = {"ms_per_request": round(ms, 2), "min_ms": round(min(per_round[name]), 2),
+                          "max_ms": round(max(per_round[name]), 2), "ratio_to_dense": round(ms / dense_ms, 4),
+                          "prefill_ms": round(statistics.fmean(r.prefill_ms for r in rs), 2),
+                          "tokens_per_request": round(statistics.fmean(len(r.tokens) for r in rs), 2),
+                          "share_run_dense": round(sum(r.sparsity == 0 for r in rs) / len(rs), 4)}
+            if name.endswith("dense-prefill"):
+                rows[name]["share_prefilled_dense"] = round(sum(bool(r.dense_prefill) for r in rs) / len(rs), 4)
+        out["classes"][c] = rows
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
