@@ -367,6 +367,10 @@ def test_dense_prefill_path_equals_the_reference(family, pruned):
                 if threshold == 1.0:
                     assert got.tokens == aapp.tokens and got.risk_gate == pytest.approx(aapp.risk_gate, abs=1e-6)
                 paths.add((kv_cache, threshold))
+                logits = session.logits(ids[0].tolist(), sparsity=0.4, method="aapp-adaptive",
+                                        adaptive_path="dense-prefill", adaptive_threshold=threshold)
+                assert np.array_equal(logits, session.logits(ids[0].tolist()) if threshold == 0.0 else
+                                      session.logits(ids[0].tolist(), sparsity=0.4, method="aapp"))
     # the dense model's first token is the refusal's: the request stays dense (runtime and reference)
     session = Session(model_dir, provider="cpu")
     ids = torch.randint(5, 380, (1, 15), generator=torch.Generator().manual_seed(7))
