@@ -10,8 +10,9 @@ dense request from the start when both gates flag it); aapp-adaptive on the dens
 split prefill: head and risk gate, then the pruned or the dense tail; the decode dense only when the
 dense model opens with the refusal). The four alternate prompt by prompt, so they see the same machine
 state. Per class and variant: the mean wall time per request (ms) of each round, their median and
-range, the median's ratio to dense's, mean prefill ms, tokens per request, and the paths taken (share
-run dense, share prefilled dense). Prints JSON (and writes it to ``--out``) with the machine and the
+range, the median's ratio to dense's, mean prefill ms, decode ms per step, tokens per request (answers
+end where the model ends them, so they differ), and the paths taken (share run dense, share prefilled
+dense). Prints JSON (and writes it to ``--out``) with the machine and the
 provider.
 """
 
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                           "max_ms": round(max(per_round[name]), 2), "ratio_to_dense": round(ms / dense_ms, 4),
                           "prefill_ms": round(statistics.fmean(r.prefill_ms for r in rs), 2),
                           "tokens_per_request": round(statistics.fmean(len(r.tokens) for r in rs), 2),
+                          "decode_ms_per_token": round(sum(sum(r.decode_ms) for r in rs)
+                                                       / max(1, sum(len(r.decode_ms) for r in rs)), 3),
                           "share_run_dense": round(sum(r.sparsity == 0 for r in rs) / len(rs), 4)}
             if name.endswith("dense-prefill"):
                 rows[name]["share_prefilled_dense"] = round(sum(bool(r.dense_prefill) for r in rs) / len(rs), 4)

@@ -48,12 +48,17 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 def open_session(model_path: Path, provider: str = "auto", threads: int | None = None,
-                 shared: "SharedWeights | None" = None) -> tuple[ort.InferenceSession, ProviderChoice]:
+                 shared: "SharedWeights | None" = None, spin: bool = True) -> tuple[ort.InferenceSession, ProviderChoice]:
     """Create the ORT session on the requested provider; raises ProviderError when "cuda" cannot run.
-    ``shared``: weights mapped once for all sessions of the model dir (``weights.SharedWeights``)."""
+    ``shared``: weights mapped once for all sessions of the model dir (``weights.SharedWeights``).
+    ``spin=False``: the session's idle intra-op threads sleep instead of spinning (a graph that runs
+    once per request, a prefill: its spinning threads would take the cores from the decode graph's
+    session that runs next; measured on 2 cores, docs/results/README.md)."""
     if provider not in PROVIDER_CHOICES:
         raise ProviderError(f"provider {provider!r} is not one of {', '.join(PROVIDER_CHOICES)}")
     so = session_options(threads)
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if shared is not None:
         shared.give_to(so)
     missing = cuda_unavailable_reason()

@@ -446,7 +446,8 @@ class Session:
             graphs = []
             for mode in ("prefill", "decode"):
                 path = self.manifest.directory / entry[mode]
-                sess, _ = open_session(path, self.provider, self.threads, self.shared_weights)
+                # a prefill runs once per request: its idle threads must not spin beside the decode's
+                sess, _ = open_session(path, self.provider, self.threads, self.shared_weights, spin=mode == "decode")
                 self._check_io(sess, path, list(entry["kv_heads"]))
                 graphs.append(_Graph(sess, list(entry["kv_heads"])))
             prefill, decode = graphs
@@ -704,7 +705,7 @@ class Session:
                     m = self.manifest
                     self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
                 self._splits[name], _ = open_session(self.manifest.directory / name, self.provider, self.threads,
-                                                     self.shared_weights)
+                                                     self.shared_weights, spin=False)
         return self._splits[name]
 
     def _run_part(self, sess: ort.InferenceSession, feeds: dict[str, Any], layers: range, kv_heads: list[int],
