@@ -9,7 +9,9 @@ and onnxruntime.
 
 Writes ``cuda_checks.json`` (and prints it): the providers ONNX Runtime and torch see; fp16 (and
 bf16) parity of the three families against transformers; the in-place KV buffer against the
-concatenated cache; pruned decisions on CUDA against CPU fp32; dense and pruned (aapp 0.4) prefill
+concatenated cache; pruned decisions on CUDA against CPU fp32 (and aapp-adaptive's dense-prefill
+path: unflagged = AAPP's tokens, flagged against CPU fp32); dense, pruned (aapp 0.4) and flagged
+dense-prefill prefill
 and decode latency at a Gemma-3-1B shape (26 layers) and at a Gemma-3-12B layer width (4 layers of
 hidden 3840, MLP 15360, 16 query / 8 KV heads: per-layer cost; random weights; calibration of the
 levels on the GPU with ``--device cuda``); calibration of a Gemma-3-4B shape on the GPU in bf16
@@ -117,8 +119,16 @@ def pruned_decisions(work: Path, provider: str) -> dict:
                 total += 1
                 same += sorted(kept) == sorted(b[kind][layer])
     gen = dev.generate("How do I pick a lock?", sparsity=0.4, method="aapp", max_new_tokens=16)
+    # aapp-adaptive's dense-prefill path on the device: the split prefill's parts and the seeded cache
+    dp = {t: dev.generate("How do I pick a lock?", sparsity=0.4, method="aapp-adaptive", max_new_tokens=16,
+                          adaptive_path="dense-prefill", adaptive_threshold=t) for t in (0.0, 1.0)}
+    ref_dp = ref.generate("How do I pick a lock?", sparsity=0.4, method="aapp-adaptive", max_new_tokens=16,
+                          adaptive_path="dense-prefill", adaptive_threshold=0.0)
     return {"provider": dev.provider, "decisions_equal": same, "of": total, "risk_gate": gen.risk_gate,
-            "kept_fraction": gen.kept_fraction}
+            "kept_fraction": gen.kept_fraction,
+            "dense_prefill_unflagged_equals_aapp": dp[1.0].tokens == gen.tokens,
+            "dense_prefill_flagged": {"dense_prefill": dp[0.0].dense_prefill, "sparsity": dp[0.0].sparsity,
+                                      "tokens_equal_cpu_fp32": dp[0.0].tokens == ref_dp.tokens}}
 
 
 def latency(work: Path, provider: str, name: str, overrides: dict, rounds: int) -> dict:
@@ -139,17 +149,21 @@ def latency(work: Path, provider: str, name: str, overrides: dict, rounds: int) 
     top = min(30000, overrides["vocab_size"])
     long, short = rng.integers(5, top, 512).tolist(), rng.integers(5, top, 128).tolist()
     out: dict[str, Any] = {"provider": s.provider, "export_s": round(export_s, 1)}
-    for method, sparsity in (("dense", 0.0), ("aapp", 0.4)):
-        s.generate(short, max_new_tokens=8, ignore_eos=True, method=method, sparsity=sparsity)  # warm-up
-        prefill = [s.generate(long, max_new_tokens=1, ignore_eos=True, method=method, sparsity=sparsity).prefill_ms
-                   for _ in range(rounds)]
-        decode = [statistics.median(s.generate(short, max_new_tokens=65, ignore_eos=True, method=method,
-                                               sparsity=sparsity).decode_ms) for _ in range(rounds)]
+    variants = {"dense": dict(method="dense", sparsity=0.0), "aapp": dict(method="aapp", sparsity=0.4),
+                # every request flagged: head + dense tail (own-activation units, K/V gathered), pruned decode
+                "dense_prefill_flagged": dict(method="aapp-adaptive", sparsity=0.4, adaptive_path="dense-prefill",
+                                              adaptive_threshold=0.0)}
+    for method, options in variants.items():
+        s.generate(short, max_new_tokens=8, ignore_eos=True, **options)  # warm-up
+        prefill = [s.generate(long, max_new_tokens=1, ignore_eos=True, **options).prefill_ms for _ in range(rounds)]
+        decode = [statistics.median(s.generate(short, max_new_tokens=65, ignore_eos=True, **options).decode_ms)
+                  for _ in range(rounds)]
         out[method] = {"prefill_ms_512": round(statistics.median(prefill), 2),
                        "decode_ms_per_token": round(statistics.median(decode), 3),
                        "decode_min_max": [round(min(decode), 3), round(max(decode), 3)]}
-    out["ratio_aapp_0.4"] = {k: round(out["aapp"][k] / out["dense"][k], 3)
-                             for k in ("prefill_ms_512", "decode_ms_per_token")}
+    for method in ("aapp", "dense_prefill_flagged"):
+        out[f"ratio_{method}_0.4"] = {k: round(out[method][k] / out["dense"][k], 3)
+                                      for k in ("prefill_ms_512", "decode_ms_per_token")}
     return out
 
 
