@@ -126,6 +126,8 @@ def test_stop_seed_extra_fields_and_text_completions(server, session):
     (json.dumps({"messages": MESSAGES, "n": 3}).encode(), 400, "'n'"),
     (json.dumps({"messages": [{"role": "user", "content": "bread " * 700}]}).encode(), 413, "bytes"),
     (json.dumps({"prompt": 5}).encode(), 400, "prompt"),
+    (json.dumps({"messages": MESSAGES, "adaptive_path": 5}).encode(), 400, "adaptive_path"),
+    (json.dumps({"messages": MESSAGES, "adaptive_path": "later"}).encode(), 400, "adaptive_path='later'"),
 ])
 def test_bad_requests_get_a_status_and_a_json_error(server, body, status, words):
     path = "completions" if b'"prompt"' in body else "chat/completions"

@@ -6,7 +6,7 @@ without ``stream`` (server-sent events ending in ``data: [DONE]``; ``stream_opti
 adds a usage chunk). Body fields: ``messages`` / ``prompt``, ``max_tokens`` (or
 ``max_completion_tokens``), ``temperature``, ``top_p``, ``seed``, ``stop``, and as extra fields
 ``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos``, ``sparsity``, ``method`` ("dense", "pp",
-"aapp", "aapp-adaptive").
+"aapp", "aapp-adaptive"), ``adaptive_path`` ("restart", "dense-prefill").
 Responses carry ``usage`` and an ``aapp`` object (our finish reason, timings, method, sparsity).
 
 Limits: ``--max-body-bytes``, ``--max-tokens`` (a request asking for more gets 400),
@@ -166,6 +166,10 @@ class App:
         if sparsity is not None or method is not None:
             args["sparsity"] = sparsity if sparsity is not None else 0.0
             args["method"] = method if method is not None else ("aapp" if sparsity else "dense")
+        if "adaptive_path" in body:
+            if not isinstance(body["adaptive_path"], str):
+                raise HTTPError(400, "'adaptive_path' must be \"restart\" or \"dense-prefill\"", param="adaptive_path")
+            args["adaptive_path"] = body["adaptive_path"]
         if args["max_new_tokens"] is None:  # the model's default, within the server's limit
             args["max_new_tokens"] = min(self.session.params().max_new_tokens, self.limits.max_tokens)
         return args
@@ -229,6 +233,7 @@ class App:
         return {"finish_reason": result.finish_reason, "timings": result.timings, "method": result.method,
                 "sparsity": result.sparsity, "kept_fraction": result.kept_fraction,
                 "risk_gate": result.risk_gate, "confirm_gate": result.confirm_gate,
+                **({} if result.dense_prefill is None else {"dense_prefill": result.dense_prefill}),
                 "max_new_tokens_clipped": result.max_new_tokens_clipped}
 
     # -- endpoints --------------------------------------------------------------------------------
