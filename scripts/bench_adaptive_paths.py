@@ -12,8 +12,9 @@ dense model opens with the refusal). The four alternate prompt by prompt, so the
 state. Per class and variant: the mean wall time per request (ms) of each round, their median and
 range, the median's ratio to dense's, mean prefill ms, decode ms per step, tokens per request (answers
 end where the model ends them, so they differ), and the paths taken (share run dense, share prefilled
-dense). Prints JSON (and writes it to ``--out``) with the machine and the
-provider.
+dense). Then a ``--long-prompt`` of random ids, prefill only: dense, AAPP, and the dense-prefill path
+with every request flagged and with none. Prints JSON (and writes it to ``--out``) with the machine
+and the provider.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--provider", default="cpu")
+    ap.add_argument("--long-prompt", type=int, default=512, help="tokens of the long prefill timed on its own")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -98,6 +100,27 @@ def main(argv: list[str] | None = None) -> int:
             if name.endswith("dense-prefill"):
                 rows[name]["share_prefilled_dense"] = round(sum(bool(r.dense_prefill) for r in rs) / len(rs), 4)
         out["classes"][c] = rows
+    # one long prompt (random ids), prefill only: the split prefill's cost with every request flagged
+    # (head, dense tail, its own-activation statistic, the cache seeded) and with none (head, pruned tail)
+    import numpy as np
+
+    ids = np.random.default_rng(0).integers(5, min(30000, int(session.manifest.dims["vocab_size"])),
+                                            args.long_prompt).tolist()
+    long_variants = {"dense": dict(method="dense", sparsity=0.0), "aapp": dict(method="aapp", sparsity=args.sparsity),
+                     "dense-prefill, flagged": dict(method="aapp-adaptive", sparsity=args.sparsity,
+                                                    adaptive_path="dense-prefill", adaptive_threshold=0.0),
+                     "dense-prefill, not flagged": dict(method="aapp-adaptive", sparsity=args.sparsity,
+                                                        adaptive_path="dense-prefill", adaptive_threshold=1.0)}
+    spent = {name: [] for name in long_variants}
+    for r in range(2 + 3 * args.rounds):
+        for name, options in long_variants.items():
+            ms = session.generate(ids, 1, ignore_eos=True, **options).prefill_ms
+            if r >= 2:  # two warm-up rounds
+                spent[name].append(ms)
+    dense_ms = statistics.median(spent["dense"])
+    out["prefill_long"] = {"tokens": args.long_prompt, **{
+        name: {"prefill_ms": round(statistics.median(v), 2), "min_ms": round(min(v), 2), "max_ms": round(max(v), 2),
+               "ratio_to_dense": round(statistics.median(v) / dense_ms, 4)} for name, v in spent.items()}}
     text = json.dumps(out, indent=1)
     print(text)
     if args.out is not None:
