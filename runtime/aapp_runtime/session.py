@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from .binding import Binding
 from .chat import TextCodec
 from .errors import InputError, ModelDirError
 from .manifest import Manifest
@@ -74,6 +75,11 @@ def adaptive_flags(extras: dict[str, Any], threshold: float) -> bool:
     return "confirm_gate" not in extras or float(tensors.as_float32(extras["confirm_gate"])[0]) >= CONFIRM_THRESHOLD
 
 Prompt = str | Sequence[dict[str, Any]] | Sequence[int]
+
+
+def _prompt_positions(n: int) -> dict[str, np.ndarray]:
+    """``attention_mask`` and ``position_ids`` of an ``n``-token prompt on an empty cache."""
+    return {"attention_mask": np.ones((1, n), np.int64), "position_ids": np.arange(n, dtype=np.int64)[None, :]}
 
 
 def _check_text(text: str, what: str) -> None:
@@ -136,23 +142,22 @@ class _ConcatCache:
     def __init__(self, session: "Session", kv_heads: list[int]) -> None:
         self.s = session
         self.past = [(self._empty(h), self._empty(h)) for h in kv_heads]
-        self.logits_index = 2 * len(self.past)  # logits are bound after the present pairs
 
     def _empty(self, kv_heads: int) -> ort.OrtValue:
         return tensors.empty((1, kv_heads, 0, self.s.head_dim), self.s.dtype, self.s.device)
 
-    def binding(self, graph: _Graph, start: int, n: int) -> ort.IOBinding:
-        b = graph.ort_session.io_binding()
+    def binding(self, graph: _Graph, start: int, n: int) -> Binding:
+        b = Binding(graph.ort_session)
         for (pk, pv), (vk, vv), (ok, ov) in zip(self.s._past_names, self.past, self.s._present_names):
-            b.bind_ortvalue_input(pk, vk)
-            b.bind_ortvalue_input(pv, vv)
-            b.bind_output(ok, self.s.device)
-            b.bind_output(ov, self.s.device)
+            b.input(pk, vk)
+            b.input(pv, vv)
+            b.output(ok, self.s.device)
+            b.output(ov, self.s.device)
         self.s._bind_graph_io(b, graph)
         return b
 
-    def update(self, outs: list[ort.OrtValue]) -> None:
-        self.past = [(outs[2 * i], outs[2 * i + 1]) for i in range(len(self.past))]
+    def update(self, outs: dict[str, ort.OrtValue]) -> None:
+        self.past = [(outs[k], outs[v]) for k, v in self.s._present_names[:len(self.past)]]
 
     def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]]) -> None:
         """Start from a prefill that ran outside this cache (the split prefill's parts)."""
@@ -180,9 +185,8 @@ class _BufferCache:
         self.s = session
         self.kv_heads = kv_heads
         self.limit = limit
-        self.logits_index = 2 * len(kv_heads)
         self.buffers: list[ort.OrtValue] = []
-        self._bindings: dict[int, tuple[int, ort.IOBinding]] = {}
+        self._bindings: dict[int, tuple[int, Binding]] = {}
         self.capacity = 0
         self._allocate(min(limit, prompt + self.KV_BLOCK), filled=0)
 
@@ -202,7 +206,7 @@ class _BufferCache:
             self.buffers.append(buf)
         self.capacity = capacity
 
-    def binding(self, graph: _Graph, start: int, n: int) -> ort.IOBinding:
+    def binding(self, graph: _Graph, start: int, n: int) -> Binding:
         if start + n > self.capacity:
             self._allocate(min(self.limit, max(start + n, 2 * self.capacity)), filled=min(start, self.capacity))
         # ORT keeps the logits it allocated for a binding's first run and refuses another shape later:
@@ -211,16 +215,16 @@ class _BufferCache:
         rows_bound, b = self._bindings.get(id(graph), (None, None))
         if b is None or rows_bound != rows:
             s = self.s
-            b = graph.ort_session.io_binding()
+            b = Binding(graph.ort_session)
             names = [(p, o) for (pk, pv), (ok, ov) in zip(s._past_names, s._present_names) for p, o in ((pk, ok), (pv, ov))]
             for (past, present), buf in zip(names, self.buffers):
-                b.bind_ortvalue_input(past, buf)
-                b.bind_ortvalue_output(present, buf)
+                b.input(past, buf)
+                b.output(present, value=buf)
             s._bind_graph_io(b, graph)
             self._bindings[id(graph)] = (rows, b)
         return b
 
-    def update(self, outs: list[ort.OrtValue]) -> None:
+    def update(self, outs: dict[str, ort.OrtValue]) -> None:
         pass  # written in place
 
     def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]]) -> None:
@@ -319,7 +323,7 @@ class Session:
                                                  "gpu:0" if self.device == "cuda" else "cpu:0")
         self.pruning: dict[str, Any] = m.data.get("pruning") or {}
         self._levels: dict[str, tuple[_Graph, _Graph]] = {}  # level key -> (prefill, decode), opened on first use
-        self._splits: dict[str, ort.InferenceSession] = {}  # split prefill part file -> session, opened on first use
+        self._splits: dict[str, _Graph] = {}  # split prefill part file -> its session, opened on first use
         self._kept_free: dict[str, dict[str, ort.OrtValue]] = {}
         self._kept_lock = threading.Lock()
         self._open_lock = threading.Lock()  # one thread opens a level's sessions, the others wait for them
@@ -479,18 +483,16 @@ class Session:
                 self._kept_free = {level[0]: prefill.written}
 
     # -- one graph run ------------------------------------------------------------------------------
-    def _bind_graph_io(self, b: ort.IOBinding, graph: _Graph) -> None:
-        """Bind a graph's per-request inputs and its outputs after the KV pairs: logits, then ``graph.outputs``."""
+    def _bind_graph_io(self, b: Binding, graph: _Graph) -> None:
+        """Bind a graph's per-request inputs and its outputs besides the KV pairs: logits, ``graph.outputs``
+        (allocated on the device) and ``graph.written`` (into the given buffers)."""
         for name, value in graph.inputs.items():
-            if isinstance(value, ort.OrtValue):
-                b.bind_ortvalue_input(name, value)
-            else:
-                b.bind_cpu_input(name, value)
-        b.bind_output(self._logits_name, self.device)
+            b.input(name, value)
+        b.output(self._logits_name, self.device)
         for name in graph.outputs:
-            b.bind_output(name, self.device)
+            b.output(name, self.device)
         for name, value in graph.written.items():
-            b.bind_ortvalue_output(name, value)
+            b.output(name, value=value)
 
     def _new_cache(self, kv_heads: list[int], prompt: int, max_new_tokens: int) -> "_ConcatCache | _BufferCache":
         if self.kv_cache == "buffer":
@@ -503,14 +505,13 @@ class Session:
         graph's logits of every position it outputs, [S or 1, V]) and the graph's extra outputs by name."""
         n = len(ids)
         b = cache.binding(graph, start, n)
-        b.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
-        b.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
-        b.bind_cpu_input("position_ids", np.arange(start, start + n, dtype=np.int64)[None, :])
-        graph.ort_session.run_with_iobinding(b, self._after_prefill if n > 1 else None)
-        outs = b.get_outputs()
+        b.input("input_ids", np.asarray([ids], dtype=np.int64))
+        b.input("attention_mask", np.ones((1, start + n), dtype=np.int64))
+        b.input("position_ids", np.arange(start, start + n, dtype=np.int64)[None, :])
+        outs = b.run(self._after_prefill if n > 1 else None)
         cache.update(outs)
-        extras = dict(zip(graph.outputs, outs[cache.logits_index + 1:]))
-        logits = tensors.as_float32(outs[cache.logits_index])[0]
+        extras = {name: outs[name] for name in graph.outputs}
+        logits = tensors.as_float32(outs[self._logits_name])[0]
         return (logits if every_position else logits[-1]).astype(np.float32, copy=False), extras
 
     def logits(self, token_ids: Sequence[int], *, sparsity: float = 0.0, method: str = "dense",
@@ -529,12 +530,7 @@ class Session:
         if method == "aapp-adaptive" and level is not None and adaptive_path == "dense-prefill":
             if not self.split_prefill:
                 raise InputError(f"{self.manifest.directory} has no split prefill: pass adaptive_path='restart'")
-            k = int(self.split_prefill["layers"])
-            feeds = {"input_ids": np.asarray([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64),
-                     "position_ids": np.arange(len(ids), dtype=np.int64)[None, :]}
-            head = self._run_part(self._split_session(self.split_prefill["head"]), feeds, range(k), self.kv_heads,
-                                  ["risk_gate"], {})
-            if float(tensors.as_float32(head["risk_gate"])[0]) >= threshold:
+            if float(tensors.as_float32(self._run_head(ids)["risk_gate"])[0]) >= threshold:
                 return self.logits(ids, every_position=every_position)
             method = "aapp"  # below the gate: AAPP's prefill (the pruned tail computes the same logits)
         graph = self._dense if level is None else self._request_graphs(level, method)[0]
@@ -692,7 +688,8 @@ class Session:
         """The manifest's split prefill (aapp-adaptive's dense-prefill path), or None when not exported."""
         return self.pruning.get("split_prefill")
 
-    def _split_session(self, name: str) -> ort.InferenceSession:
+    def _split_part(self, name: str) -> _Graph:
+        """One part of the split prefill, opened on first use; its ``outputs``: all but its layers' presents."""
         with self._open_lock:
             if name not in self._splits:
                 history = (self.pruning.get("history") or {}).get("file", "calibration.safetensors")
@@ -704,34 +701,34 @@ class Session:
                 if self.shared_weights is None:
                     m = self.manifest
                     self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
-                self._splits[name], _ = open_session(self.manifest.directory / name, self.provider, self.threads,
-                                                     self.shared_weights, spin=False)
+                sess, _ = open_session(self.manifest.directory / name, self.provider, self.threads,
+                                       self.shared_weights, spin=False)
+                presents = {n for pair in self._present_names for n in pair}
+                self._splits[name] = _Graph(sess, [], outputs=[o.name for o in sess.get_outputs()
+                                                               if o.name not in presents])
         return self._splits[name]
 
-    def _run_part(self, sess: ort.InferenceSession, feeds: dict[str, Any], layers: range, kv_heads: list[int],
-                  outputs: list[str], written: dict[str, ort.OrtValue]) -> dict[str, ort.OrtValue]:
-        """One part of the split prefill on an empty cache: its layers' presents, ``outputs`` (allocated on
-        the device) and ``written`` (into the given buffers), by name."""
-        b = sess.io_binding()
-        names: list[str] = []
+    def _run_part(self, part: _Graph, feeds: dict[str, Any], layers: range, kv_heads: list[int],
+                  written: dict[str, ort.OrtValue]) -> dict[str, ort.OrtValue]:
+        """One part of the split prefill on an empty cache: its layers' presents and its other outputs
+        (``written`` into the given buffers, the rest allocated on the device), by name."""
+        b = Binding(part.ort_session)
         for i in layers:
             for past, present in zip(self._past_names[i], self._present_names[i]):
-                b.bind_ortvalue_input(past, tensors.empty((1, kv_heads[i], 0, self.head_dim), self.dtype, self.device))
-                b.bind_output(present, self.device)
-                names.append(present)
+                b.input(past, tensors.empty((1, kv_heads[i], 0, self.head_dim), self.dtype, self.device))
+                b.output(present, self.device)
         for name, value in feeds.items():
-            if isinstance(value, ort.OrtValue):
-                b.bind_ortvalue_input(name, value)
-            else:
-                b.bind_cpu_input(name, value)
-        for name in outputs:
-            b.bind_output(name, self.device)
-            names.append(name)
-        for name, value in written.items():
-            b.bind_ortvalue_output(name, value)
-            names.append(name)
-        sess.run_with_iobinding(b, self._after_prefill)
-        return dict(zip(names, b.get_outputs()))
+            b.input(name, value)
+        for name in part.outputs:
+            b.output(name, self.device, written.get(name))
+        return b.run(self._after_prefill)
+
+    def _run_head(self, ids: list[int]) -> dict[str, ort.OrtValue]:
+        """The split prefill's head over the prompt ``ids``: ``risk_gate``, ``hidden_states`` and the
+        presents of its (unpruned) layers."""
+        feeds = {"input_ids": np.asarray([ids], np.int64), **_prompt_positions(len(ids))}
+        return self._run_part(self._split_part(self.split_prefill["head"]), feeds,
+                              range(int(self.split_prefill["layers"])), self.kv_heads, {})
 
     def _dense_prefill_steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
                              level: tuple[str, dict[str, Any]], n: int, threshold: float) -> Iterator[Chunk]:
@@ -747,23 +744,15 @@ class Session:
                 state.finish_reason = reason
                 yield Chunk("", [], reason, self._result(state).usage, self._result(state).timings)
                 return
-            positions = {"attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-                         "position_ids": np.arange(len(ids), dtype=np.int64)[None, :]}
-            head = self._run_part(self._split_session(split["head"]), {"input_ids": np.asarray([ids], np.int64),
-                                                                       **positions},
-                                  range(k), self.kv_heads, ["hidden_states", "risk_gate"], {})
+            head = self._run_head(ids)
             state.risk_gate = float(tensors.as_float32(head["risk_gate"])[0])
             state.dense_prefill = state.risk_gate >= threshold
             tail_name = entry["dense_tail" if state.dense_prefill else "tail"]
-            tail_sess = self._split_session(tail_name)
-            feeds = {"hidden_states": head["hidden_states"], **positions}
+            feeds = {"hidden_states": head["hidden_states"], **_prompt_positions(len(ids))}
             if not state.dense_prefill:
                 feeds["aapp"] = prefill.inputs["aapp"]
-            extras = [o.name for o in tail_sess.get_outputs() if o.name in ("risk_gate",)
-                      or o.name.startswith(("kept_heads.", "kept_channels.", "present_kept."))]
-            tail = self._run_part(tail_sess, feeds, range(k, self.num_layers),
-                                  self.kv_heads if state.dense_prefill else level_kv,
-                                  [self._logits_name, *extras], prefill.written)
+            tail = self._run_part(self._split_part(tail_name), feeds, range(k, self.num_layers),
+                                  self.kv_heads if state.dense_prefill else level_kv, prefill.written)
             logits = tensors.as_float32(tail[self._logits_name])[0][-1].astype(np.float32, copy=False)
             pair = lambda i, kind: (tail[f"{kind}.{i}.key"], tail[f"{kind}.{i}.value"])  # noqa: E731
             own = [(head[f"present.{i}.key"], head[f"present.{i}.value"]) for i in range(k)]
