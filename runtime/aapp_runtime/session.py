@@ -719,6 +719,10 @@ class Session:
                 b.output(present, self.device)
         for name, value in feeds.items():
             b.input(name, value)
+        unknown = written.keys() - set(part.outputs)
+        if unknown:  # a kept-weight buffer the part does not write would hold another request's weights
+            raise ModelDirError(f"a split prefill part of {self.manifest.directory} has no output "
+                                f"{', '.join(sorted(unknown))}: re-export the model dir (its split prefill and levels disagree)")
         for name in part.outputs:
             b.output(name, self.device, written.get(name))
         return b.run(self._after_prefill)
