@@ -327,7 +327,7 @@ def test_aapp_adaptive_runs_the_level_below_the_gate_and_dense_from_it(pruned, m
 
 
 @pytest.mark.parametrize("family", list(LAYERS))
-def test_dense_prefill_path_equals_the_reference(family, pruned):
+def test_dense_prefill_path_equals_the_reference(family, pruned, monkeypatch):
     """aapp-adaptive's dense-prefill path through the split prefill (head, then the level's pruned tail or
     the dense tail) gives the reference's tokens (``PruneConfig(adaptive_path="dense-prefill")``): a gate
     below the threshold AAPP's request, above it the dense prompt with the decode's units picked from the
@@ -352,6 +352,16 @@ def test_dense_prefill_path_equals_the_reference(family, pruned):
                                  pad_token_id=0, eos_token_id=None)
         return out[0, ids.shape[1]:].tolist(), p.log
 
+    from aapp_runtime import session as runtime_session
+
+    seeded = []  # the split prefill writes its K/V in place: only a flagged request that does not refuse
+    real_seed = runtime_session._BufferCache.seed  # copies its tail's kept heads into the level's buffers
+
+    def spy(self, pairs, first=0):
+        seeded.append((first, len(pairs), pairs[0][0].shape()[1]))
+        return real_seed(self, pairs, first)
+
+    monkeypatch.setattr(runtime_session._BufferCache, "seed", spy)
     paths = set()
     for kv_cache in ("buffer", "concat"):
         session = Session(model_dir, provider="cpu", kv_cache=kv_cache)
@@ -367,6 +377,11 @@ def test_dense_prefill_path_equals_the_reference(family, pruned):
                 if threshold == 1.0:
                     assert got.tokens == aapp.tokens and got.risk_gate == pytest.approx(aapp.risk_gate, abs=1e-6)
                 paths.add((kv_cache, threshold))
+                if kv_cache == "buffer":  # kept KV heads of the first tail layer, copied only when flagged
+                    level_kv = json.loads((model_dir / "aapp.json").read_text())["pruning"]["levels"]
+                    level_kv = next(e["kv_heads"] for e in level_kv.values() if e["sparsity"] == 0.4)
+                    assert seeded == ([(3, len(level_kv) - 3, level_kv[3])] if threshold == 0.0 else [])
+                seeded.clear()
                 logits = session.logits(ids[0].tolist(), sparsity=0.4, method="aapp-adaptive",
                                         adaptive_path="dense-prefill", adaptive_threshold=threshold)
                 assert np.array_equal(logits, session.logits(ids[0].tolist()) if threshold == 0.0 else
@@ -380,6 +395,7 @@ def test_dense_prefill_path_equals_the_reference(family, pruned):
                            adaptive_path="dense-prefill", adaptive_threshold=0.0)
     tokens, log = reference(ids, 0.0, dataclasses.replace(protection, refusal_token=dense.tokens[0]))
     assert got.tokens == tokens == dense.tokens and got.sparsity == 0.0 and got.dense_prefill and log.low[0]
+    assert seeded == []  # the dense cache took the head's and the dense tail's K/V in place
     assert len(paths) == 4
     with pytest.raises(InputError, match="adaptive_path"):
         session.generate("hi", 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="later")

@@ -146,22 +146,32 @@ class _ConcatCache:
     def _empty(self, kv_heads: int) -> ort.OrtValue:
         return tensors.empty((1, kv_heads, 0, self.s.head_dim), self.s.dtype, self.s.device)
 
+    def bind_layers(self, b: Binding, layers: range) -> None:
+        """Bind ``layers``' pasts and let ONNX Runtime allocate their presents (``update`` keeps them)."""
+        for i in layers:
+            for past, value, present in zip(self.s._past_names[i], self.past[i], self.s._present_names[i]):
+                b.input(past, value)
+                b.output(present, self.s.device)
+
     def binding(self, graph: _Graph, start: int, n: int) -> Binding:
         b = Binding(graph.ort_session)
-        for (pk, pv), (vk, vv), (ok, ov) in zip(self.s._past_names, self.past, self.s._present_names):
-            b.input(pk, vk)
-            b.input(pv, vv)
-            b.output(ok, self.s.device)
-            b.output(ov, self.s.device)
+        self.bind_layers(b, range(len(self.past)))
         self.s._bind_graph_io(b, graph)
         return b
 
-    def update(self, outs: dict[str, ort.OrtValue]) -> None:
-        self.past = [(outs[k], outs[v]) for k, v in self.s._present_names[:len(self.past)]]
+    def update(self, outs: dict[str, ort.OrtValue], layers: range | None = None) -> None:
+        for i in range(len(self.past)) if layers is None else layers:
+            k, v = self.s._present_names[i]
+            self.past[i] = (outs[k], outs[v])
 
-    def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]]) -> None:
-        """Start from a prefill that ran outside this cache (the split prefill's parts)."""
-        self.past = list(pairs)
+    def share(self, other: "_ConcatCache", layers: range) -> None:
+        """Start ``layers`` from ``other``'s keys and values (the split prefill's head, run once)."""
+        for i in layers:
+            self.past[i] = other.past[i]
+
+    def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]], first: int = 0) -> None:
+        """Layers ``first..`` start from ``pairs`` (a prefill that ran outside this cache)."""
+        self.past[first:first + len(pairs)] = list(pairs)
 
     def truncate(self, n: int) -> None:
         """Keep the first ``n`` positions (a conversation whose next prompt diverges there)."""
@@ -214,34 +224,45 @@ class _BufferCache:
         rows = 1 if self.s.last_logits_only else n
         rows_bound, b = self._bindings.get(id(graph), (None, None))
         if b is None or rows_bound != rows:
-            s = self.s
             b = Binding(graph.ort_session)
-            names = [(p, o) for (pk, pv), (ok, ov) in zip(s._past_names, s._present_names) for p, o in ((pk, ok), (pv, ov))]
-            for (past, present), buf in zip(names, self.buffers):
-                b.input(past, buf)
-                b.output(present, value=buf)
-            s._bind_graph_io(b, graph)
+            self.bind_layers(b, range(len(self.kv_heads)))
+            self.s._bind_graph_io(b, graph)
             self._bindings[id(graph)] = (rows, b)
         return b
 
-    def update(self, outs: dict[str, ort.OrtValue]) -> None:
+    def bind_layers(self, b: Binding, layers: range) -> None:
+        """Bind ``layers``' buffers as both their pasts and their presents (written in place)."""
+        s = self.s
+        for i in layers:
+            for j, (past, present) in enumerate(zip(s._past_names[i], s._present_names[i])):
+                b.input(past, self.buffers[2 * i + j])
+                b.output(present, value=self.buffers[2 * i + j])
+
+    def update(self, outs: dict[str, ort.OrtValue], layers: range | None = None) -> None:
         pass  # written in place
 
-    def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]]) -> None:
-        """Start from a prefill that ran outside this cache (the split prefill's parts): its K/V copied
-        into the first rows of the buffers (through the host)."""
+    def share(self, other: "_BufferCache", layers: range) -> None:
+        """Use ``other``'s buffers for ``layers`` (the split prefill's head wrote them once for both caches)."""
+        if other.capacity != self.capacity:
+            raise ValueError(f"shared KV buffers of capacity {other.capacity} in a cache of {self.capacity}")
+        for i in layers:
+            self.buffers[2 * i:2 * i + 2] = other.buffers[2 * i:2 * i + 2]
+        self._bindings.clear()
+
+    def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]], first: int = 0) -> None:
+        """Layers ``first..`` start from ``pairs``, K/V of a prefill that ran outside this cache, copied into
+        the first rows of their buffers (through the host; the other layers keep theirs)."""
         s = self.s
         filled = pairs[0][0].shape()[2]
         if filled > self.capacity:
-            self.capacity = min(self.limit, max(filled, 2 * self.capacity))
-        self.buffers = []
-        self._bindings.clear()
-        for pair in pairs:
-            for value in pair:
+            raise ValueError(f"{filled} positions seeded into KV buffers of capacity {self.capacity}")
+        for i, pair in enumerate(pairs, first):
+            for j, value in enumerate(pair):
                 host = tensors.to_host(value)
                 full = np.zeros((1, host.shape[1], self.capacity, s.head_dim), host.dtype)
                 full[:, :, :filled] = host
-                self.buffers.append(tensors.from_host(full, s.dtype, s.device))
+                self.buffers[2 * i + j] = tensors.from_host(full, s.dtype, s.device)
+        self._bindings.clear()
 
     def truncate(self, n: int) -> None:
         pass  # the next run writes from position n on and attends over its attention mask's length only
@@ -708,38 +729,48 @@ class Session:
                                                                if o.name not in presents])
         return self._splits[name]
 
-    def _run_part(self, part: _Graph, feeds: dict[str, Any], layers: range, kv_heads: list[int],
+    def _run_part(self, part: _Graph, feeds: dict[str, Any], layers: range, cache: "_ConcatCache | _BufferCache",
                   written: dict[str, ort.OrtValue]) -> dict[str, ort.OrtValue]:
-        """One part of the split prefill on an empty cache: its layers' presents and its other outputs
-        (``written`` into the given buffers, the rest allocated on the device), by name."""
+        """One part of the split prefill over the prompt: its layers' keys and values into ``cache`` (in place
+        in a ``_BufferCache``), its other outputs by name (``written`` into the given buffers, the rest
+        allocated on the device)."""
         b = Binding(part.ort_session)
-        for i in layers:
-            for past, present in zip(self._past_names[i], self._present_names[i]):
-                b.input(past, tensors.empty((1, kv_heads[i], 0, self.head_dim), self.dtype, self.device))
-                b.output(present, self.device)
+        cache.bind_layers(b, layers)
         for name, value in feeds.items():
             b.input(name, value)
         unknown = written.keys() - set(part.outputs)
         if unknown:  # a kept-weight buffer the part does not write would hold another request's weights
             raise ModelDirError(f"a split prefill part of {self.manifest.directory} has no output "
-                                f"{', '.join(sorted(unknown))}: re-export the model dir (its split prefill and levels disagree)")
+                                f"{', '.join(sorted(unknown))}: re-export the model dir (its split prefill and "
+                                "levels disagree)")
         for name in part.outputs:
             b.output(name, self.device, written.get(name))
-        return b.run(self._after_prefill)
+        outs = b.run(self._after_prefill)
+        cache.update(outs, layers)
+        return outs
 
-    def _run_head(self, ids: list[int]) -> dict[str, ort.OrtValue]:
-        """The split prefill's head over the prompt ``ids``: ``risk_gate``, ``hidden_states`` and the
-        presents of its (unpruned) layers."""
+    def _run_head(self, ids: list[int], cache: "_ConcatCache | _BufferCache | None" = None
+                  ) -> dict[str, ort.OrtValue]:
+        """The split prefill's head over the prompt ``ids``: ``risk_gate`` and ``hidden_states``; the keys
+        and values of its (unpruned) layers go into ``cache`` (None: a throwaway one)."""
         feeds = {"input_ids": np.asarray([ids], np.int64), **_prompt_positions(len(ids))}
         return self._run_part(self._split_part(self.split_prefill["head"]), feeds,
-                              range(int(self.split_prefill["layers"])), self.kv_heads, {})
+                              range(int(self.split_prefill["layers"])),
+                              _ConcatCache(self, self.kv_heads) if cache is None else cache, {})
 
     def _dense_prefill_steps(self, ids: list[int], params: GenerationParams, gen: Generation, state: _State,
                              level: tuple[str, dict[str, Any]], n: int, threshold: float) -> Iterator[Chunk]:
         """aapp-adaptive, dense-prefill path (module docstring): head, then the pruned or the dense tail, then
-        the decode the dense model's first token picks. Nothing runs twice."""
+        the decode the dense model's first token picks. Nothing runs twice. The head writes its layers'
+        keys and values once into the level's cache (those layers are not pruned); a flagged request's
+        dense tail writes the rest into a dense cache sharing the head's layers. Only a flagged request
+        the dense model does not refuse copies its tail's kept heads (``present_kept.*``) into the level's
+        cache, through the host."""
         split, entry = self.split_prefill, level[1]
         k, level_kv = int(split["layers"]), list(entry["kv_heads"])
+        if level_kv[:k] != self.kv_heads[:k]:
+            raise ModelDirError(f"{self.manifest.directory}: level {level[0]} prunes KV heads below the split "
+                                f"prefill's layer {k}: re-export the model dir (its split prefill and levels disagree)")
         prefill, decode = self._request_graphs(level, "aapp-adaptive")  # the kept-weight buffers and the decode
         try:
             t0 = time.perf_counter()
@@ -748,30 +779,30 @@ class Session:
                 state.finish_reason = reason
                 yield Chunk("", [], reason, self._result(state).usage, self._result(state).timings)
                 return
-            head = self._run_head(ids)
+            cache = self._new_cache(level_kv, len(ids), n)
+            head = self._run_head(ids, cache)
             state.risk_gate = float(tensors.as_float32(head["risk_gate"])[0])
             state.dense_prefill = state.risk_gate >= threshold
-            tail_name = entry["dense_tail" if state.dense_prefill else "tail"]
             feeds = {"hidden_states": head["hidden_states"], **_prompt_positions(len(ids))}
-            if not state.dense_prefill:
+            tail_cache = cache
+            if state.dense_prefill:
+                tail_cache = self._new_cache(self.kv_heads, len(ids), n)
+                tail_cache.share(cache, range(k))
+            else:
                 feeds["aapp"] = prefill.inputs["aapp"]
-            tail = self._run_part(self._split_part(tail_name), feeds, range(k, self.num_layers),
-                                  self.kv_heads if state.dense_prefill else level_kv, prefill.written)
+            tail = self._run_part(self._split_part(entry["dense_tail" if state.dense_prefill else "tail"]), feeds,
+                                  range(k, self.num_layers), tail_cache, prefill.written)
             logits = tensors.as_float32(tail[self._logits_name])[0][-1].astype(np.float32, copy=False)
-            pair = lambda i, kind: (tail[f"{kind}.{i}.key"], tail[f"{kind}.{i}.value"])  # noqa: E731
-            own = [(head[f"present.{i}.key"], head[f"present.{i}.value"]) for i in range(k)]
             refusing = state.dense_prefill and int(np.argmax(logits)) == int(split["refusal_token"])
-            spent = (time.perf_counter() - t0) * 1000
             if refusing:  # the dense model opens its refusal: the request stays dense
                 state.ran_dense = True
-                cache = self._new_cache(self.kv_heads, len(ids), n)
-                cache.seed(own + [pair(i, "present") for i in range(k, self.num_layers)])
-                graph = decode = self._dense
+                cache, graph, decode = tail_cache, self._dense, self._dense
             else:
-                kind = "present_kept" if state.dense_prefill else "present"
-                cache = self._new_cache(level_kv, len(ids), n)
-                cache.seed(own + [pair(i, kind) for i in range(k, self.num_layers)])
+                if state.dense_prefill:  # the decode's kept heads, picked by the dense tail
+                    cache.seed([(tail[f"present_kept.{i}.key"], tail[f"present_kept.{i}.value"])
+                                for i in range(k, self.num_layers)], first=k)
                 graph = prefill
+            spent = (time.perf_counter() - t0) * 1000
             yield from self._steps(ids, params, gen, state, graph, decode, cache,
                                    prefilled=(logits, {"risk_gate": head["risk_gate"]}), prefill_ms=spent)
         finally:
