@@ -27,8 +27,10 @@ either the level's pruned tail (gate below the threshold: AAPP's request, nothin
 dense tail, which computes every unit and also picks the decode's kept units from its own
 activations. After the dense tail the dense model's greedy first token decides: the refusal's
 (``split_prefill.refusal_token``) keeps the request dense; any other decodes at the level on the
-dense prompt's K/V (gathered to the kept heads). The parts' K/V seed the request's cache (a buffer
-cache: one host copy of the prompt's K/V).
+dense prompt's K/V (gathered to the kept heads). With a buffer cache the parts write their K/V in
+place: the head into the level's buffers (its layers are not pruned), the pruned tail into the
+level's, the dense tail into a dense cache sharing the head's buffers; only a flagged request the
+dense model does not refuse copies the tail's gathered K/V into the level's buffers (through the host).
 
 Every graph's session reads the same memory-mapped weights (``weights.SharedWeights``): loading the
 pruned graphs adds no copy of the model.
