@@ -10,9 +10,9 @@ and onnxruntime.
 Writes ``cuda_checks.json`` (and prints it): the providers ONNX Runtime and torch see; fp16 (and
 bf16) parity of the three families against transformers; the in-place KV buffer against the
 concatenated cache; pruned decisions on CUDA against CPU fp32 (and aapp-adaptive's dense-prefill
-path: unflagged = AAPP's tokens, flagged against CPU fp32); dense, pruned (aapp 0.4) and flagged
-dense-prefill prefill
-and decode latency at a Gemma-3-1B shape (26 layers) and at a Gemma-3-12B layer width (4 layers of
+path: unflagged = AAPP's tokens, flagged against CPU fp32); dense, pruned (aapp 0.4) and dense-prefill
+(flagged and not) prefill and decode latency, and the host copy of a prompt's K/V that the split
+prefill's in-place writes spare, at a Gemma-3-1B shape (26 layers) and at a Gemma-3-12B layer width (4 layers of
 hidden 3840, MLP 15360, 16 query / 8 KV heads: per-layer cost; random weights; calibration of the
 levels on the GPU with ``--device cuda``); calibration of a Gemma-3-4B shape on the GPU in bf16
 (time, peak GPU memory, the plan's estimate). Each check records its error instead of stopping the
@@ -152,7 +152,10 @@ def latency(work: Path, provider: str, name: str, overrides: dict, rounds: int) 
     variants = {"dense": dict(method="dense", sparsity=0.0), "aapp": dict(method="aapp", sparsity=0.4),
                 # every request flagged: head + dense tail (own-activation units, K/V gathered), pruned decode
                 "dense_prefill_flagged": dict(method="aapp-adaptive", sparsity=0.4, adaptive_path="dense-prefill",
-                                              adaptive_threshold=0.0)}
+                                              adaptive_threshold=0.0),
+                # none flagged: head + pruned tail, K/V written in place into the level's buffers
+                "dense_prefill_unflagged": dict(method="aapp-adaptive", sparsity=0.4, adaptive_path="dense-prefill",
+                                                adaptive_threshold=1.0)}
     for method, options in variants.items():
         s.generate(short, max_new_tokens=8, ignore_eos=True, **options)  # warm-up
         prefill = [s.generate(long, max_new_tokens=1, ignore_eos=True, **options).prefill_ms for _ in range(rounds)]
@@ -161,10 +164,30 @@ def latency(work: Path, provider: str, name: str, overrides: dict, rounds: int) 
         out[method] = {"prefill_ms_512": round(statistics.median(prefill), 2),
                        "decode_ms_per_token": round(statistics.median(decode), 3),
                        "decode_min_max": [round(min(decode), 3), round(max(decode), 3)]}
-    for method in ("aapp", "dense_prefill_flagged"):
+    for method in ("aapp", "dense_prefill_flagged", "dense_prefill_unflagged"):
         out[f"ratio_{method}_0.4"] = {k: round(out[method][k] / out["dense"][k], 3)
                                       for k in ("prefill_ms_512", "decode_ms_per_token")}
+    out["kv_host_seed_ms_512"] = kv_host_seed(s, 512, rounds)
     return out
+
+
+def kv_host_seed(s: Any, tokens: int, rounds: int) -> dict:
+    """What copying a prompt's K/V into the buffer cache through the host costs (every layer): what each
+    dense-prefill request paid before the split prefill wrote in place, and what a flagged request the
+    dense model does not refuse still pays (its tail's layers only)."""
+    from aapp_runtime import tensors
+
+    pairs = [tuple(tensors.empty((1, h, tokens, s.head_dim), s.dtype, s.device) for _ in range(2)) for h in s.kv_heads]
+    times = []
+    for _ in range(rounds + 1):
+        cache = s._new_cache(s.kv_heads, tokens, 1)
+        t0 = time.perf_counter()
+        cache.seed(pairs)
+        times.append((time.perf_counter() - t0) * 1000)
+    ms = statistics.median(times[1:])
+    return {"ms": round(ms, 2), "ms_per_layer": round(ms / len(s.kv_heads), 3), "layers": len(s.kv_heads),
+            "mb_each_way": round(sum(2 * h * tokens * s.head_dim for h in s.kv_heads) * np.dtype(s.host_dtype).itemsize
+                                 / 2 ** 20, 1)}
 
 
 def calibrate_shape(work: Path, provider: str, quick: bool) -> dict:
