@@ -172,17 +172,15 @@ def latency(work: Path, provider: str, name: str, overrides: dict, rounds: int) 
 
 
 def kv_host_seed(s: Any, tokens: int, rounds: int) -> dict:
-    """What copying a prompt's K/V into the buffer cache through the host costs (every layer): what each
-    dense-prefill request paid before the split prefill wrote in place, and what a flagged request the
-    dense model does not refuse still pays (its tail's layers only)."""
+    """What a round trip through the host of a prompt's K/V costs (every layer): what each
+    dense-prefill request paid before the split prefill wrote its K/V in place."""
     from aapp_runtime import tensors
 
-    pairs = [tuple(tensors.empty((1, h, tokens, s.head_dim), s.dtype, s.device) for _ in range(2)) for h in s.kv_heads]
+    values = [tensors.empty((1, h, tokens, s.head_dim), s.dtype, s.device) for h in s.kv_heads for _ in range(2)]
     times = []
     for _ in range(rounds + 1):
-        cache = s._new_cache(s.kv_heads, tokens, 1)
         t0 = time.perf_counter()
-        cache.seed(pairs)
+        [tensors.from_host(tensors.to_host(v), s.dtype, s.device) for v in values]
         times.append((time.perf_counter() - t0) * 1000)
     ms = statistics.median(times[1:])
     return {"ms": round(ms, 2), "ms_per_layer": round(ms / len(s.kv_heads), 3), "layers": len(s.kv_heads),

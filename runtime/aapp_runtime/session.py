@@ -29,8 +29,8 @@ activations. After the dense tail the dense model's greedy first token decides: 
 (``split_prefill.refusal_token``) keeps the request dense; any other decodes at the level on the
 dense prompt's K/V (gathered to the kept heads). With a buffer cache the parts write their K/V in
 place: the head into the level's buffers (its layers are not pruned), the pruned tail into the
-level's, the dense tail into a dense cache sharing the head's buffers; only a flagged request the
-dense model does not refuse copies the tail's gathered K/V into the level's buffers (through the host).
+level's, the dense tail into a dense cache sharing the head's buffers and its K/V gathered to the
+decode's kept heads into the level's; no K/V goes through the host.
 
 Every graph's session reads the same memory-mapped weights (``weights.SharedWeights``): loading the
 pruned graphs adds no copy of the model.
@@ -161,19 +161,20 @@ class _ConcatCache:
         self.s._bind_graph_io(b, graph)
         return b
 
-    def update(self, outs: dict[str, ort.OrtValue], layers: range | None = None) -> None:
-        for i in range(len(self.past)) if layers is None else layers:
-            k, v = self.s._present_names[i]
+    def update(self, outs: dict[str, ort.OrtValue], layers: range | None = None,
+               names: Sequence[tuple[str, str]] | None = None) -> None:
+        """Keep a run's presents (or the outputs ``names``, one key/value pair per layer) as ``layers``' K/V."""
+        layers = range(len(self.past)) if layers is None else layers
+        for i, (k, v) in zip(layers, [self.s._present_names[i] for i in layers] if names is None else names):
             self.past[i] = (outs[k], outs[v])
+
+    def targets(self, layers: range, names: Sequence[tuple[str, str]]) -> dict[str, ort.OrtValue]:
+        return {}  # no buffers: ``update`` keeps what ONNX Runtime allocated
 
     def share(self, other: "_ConcatCache", layers: range) -> None:
         """Start ``layers`` from ``other``'s keys and values (the split prefill's head, run once)."""
         for i in layers:
             self.past[i] = other.past[i]
-
-    def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]], first: int = 0) -> None:
-        """Layers ``first..`` start from ``pairs`` (a prefill that ran outside this cache)."""
-        self.past[first:first + len(pairs)] = list(pairs)
 
     def truncate(self, n: int) -> None:
         """Keep the first ``n`` positions (a conversation whose next prompt diverges there)."""
@@ -240,8 +241,15 @@ class _BufferCache:
                 b.input(past, self.buffers[2 * i + j])
                 b.output(present, value=self.buffers[2 * i + j])
 
-    def update(self, outs: dict[str, ort.OrtValue], layers: range | None = None) -> None:
+    def update(self, outs: dict[str, ort.OrtValue], layers: range | None = None,
+               names: Sequence[tuple[str, str]] | None = None) -> None:
         pass  # written in place
+
+    def targets(self, layers: range, names: Sequence[tuple[str, str]]) -> dict[str, ort.OrtValue]:
+        """``layers``' buffers as the outputs ``names`` (one key/value pair per layer) of a run whose
+        presents are as long as this cache's capacity: the split prefill's dense tail, whose
+        ``present_kept.*`` gather the decode's KV heads from its in-place presents."""
+        return {name: self.buffers[2 * i + j] for i, pair in zip(layers, names) for j, name in enumerate(pair)}
 
     def share(self, other: "_BufferCache", layers: range) -> None:
         """Use ``other``'s buffers for ``layers`` (the split prefill's head wrote them once for both caches)."""
@@ -249,21 +257,6 @@ class _BufferCache:
             raise ValueError(f"shared KV buffers of capacity {other.capacity} in a cache of {self.capacity}")
         for i in layers:
             self.buffers[2 * i:2 * i + 2] = other.buffers[2 * i:2 * i + 2]
-        self._bindings.clear()
-
-    def seed(self, pairs: list[tuple[ort.OrtValue, ort.OrtValue]], first: int = 0) -> None:
-        """Layers ``first..`` start from ``pairs``, K/V of a prefill that ran outside this cache, copied into
-        the first rows of their buffers (through the host; the other layers keep theirs)."""
-        s = self.s
-        filled = pairs[0][0].shape()[2]
-        if filled > self.capacity:
-            raise ValueError(f"{filled} positions seeded into KV buffers of capacity {self.capacity}")
-        for i, pair in enumerate(pairs, first):
-            for j, value in enumerate(pair):
-                host = tensors.to_host(value)
-                full = np.zeros((1, host.shape[1], self.capacity, s.head_dim), host.dtype)
-                full[:, :, :filled] = host
-                self.buffers[2 * i + j] = tensors.from_host(full, s.dtype, s.device)
         self._bindings.clear()
 
     def truncate(self, n: int) -> None:
@@ -765,9 +758,8 @@ class Session:
         """aapp-adaptive, dense-prefill path (module docstring): head, then the pruned or the dense tail, then
         the decode the dense model's first token picks. Nothing runs twice. The head writes its layers'
         keys and values once into the level's cache (those layers are not pruned); a flagged request's
-        dense tail writes the rest into a dense cache sharing the head's layers. Only a flagged request
-        the dense model does not refuse copies its tail's kept heads (``present_kept.*``) into the level's
-        cache, through the host."""
+        dense tail writes the rest into a dense cache sharing the head's layers, and the decode's kept
+        heads (``present_kept.*``) into the level's. No K/V goes through the host."""
         split, entry = self.split_prefill, level[1]
         k, level_kv = int(split["layers"]), list(entry["kv_heads"])
         if level_kv[:k] != self.kv_heads[:k]:
@@ -786,23 +778,24 @@ class Session:
             state.risk_gate = float(tensors.as_float32(head["risk_gate"])[0])
             state.dense_prefill = state.risk_gate >= threshold
             feeds = {"hidden_states": head["hidden_states"], **_prompt_positions(len(ids))}
-            tail_cache = cache
-            if state.dense_prefill:
+            tail_cache, written, rest = cache, dict(prefill.written), range(k, self.num_layers)
+            kept = [(f"present_kept.{i}.key", f"present_kept.{i}.value") for i in rest]
+            if state.dense_prefill:  # every head into a dense cache; the decode's kept heads into the level's
                 tail_cache = self._new_cache(self.kv_heads, len(ids), n)
                 tail_cache.share(cache, range(k))
+                written.update(cache.targets(rest, kept))
             else:
                 feeds["aapp"] = prefill.inputs["aapp"]
             tail = self._run_part(self._split_part(entry["dense_tail" if state.dense_prefill else "tail"]), feeds,
-                                  range(k, self.num_layers), tail_cache, prefill.written)
+                                  rest, tail_cache, written)
             logits = tensors.as_float32(tail[self._logits_name])[0][-1].astype(np.float32, copy=False)
             refusing = state.dense_prefill and int(np.argmax(logits)) == int(split["refusal_token"])
             if refusing:  # the dense model opens its refusal: the request stays dense
                 state.ran_dense = True
                 cache, graph, decode = tail_cache, self._dense, self._dense
             else:
-                if state.dense_prefill:  # the decode's kept heads, picked by the dense tail
-                    cache.seed([(tail[f"present_kept.{i}.key"], tail[f"present_kept.{i}.value"])
-                                for i in range(k, self.num_layers)], first=k)
+                if state.dense_prefill:  # the decode's kept heads, picked by the dense tail (a buffer: written)
+                    cache.update(tail, rest, kept)
                 graph = prefill
             spent = (time.perf_counter() - t0) * 1000
             yield from self._steps(ids, params, gen, state, graph, decode, cache,
