@@ -1,7 +1,8 @@
 """aapp-adaptive's two paths through the exported graphs, timed per request beside dense and AAPP.
 
     python scripts/bench_adaptive_paths.py exported/demo [--split val2] [--limit 32] [--sparsity 0.4]
-        [--max-new-tokens 48] [--rounds 3] [--provider cpu] [--out docs/results/adaptive/bench_paths.json]
+        [--max-new-tokens 48] [--rounds 3] [--provider cpu] [--pools stop|spin|global]
+        [--out docs/results/adaptive/bench_paths.json]
 
 For the harmful and the harmless prompts of a split (``models/demo/data/{harmful,harmless}_S.txt``, or
 ``--data``), each round generates every prompt (greedy, stopping at end-of-sequence as an app would)
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--provider", default="cpu")
+    ap.add_argument("--pools", choices=("stop", "spin", "global"), default="stop",
+                    help="intra-op pools: the runtime's (stop spinning after a run), ONNX Runtime's default "
+                         "(spin on) or one for the process (bench_thread_pool.apply)")
     ap.add_argument("--long-prompt", type=int, default=512, help="tokens of the long prefill timed on its own")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -52,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from aapp_runtime import Session
 
+    from bench_thread_pool import apply
+
+    apply(args.pools)
     session = Session(args.model_dir, provider=args.provider)
     prompts = {c: [line for line in (args.data / f"{c}_{args.split}.txt").read_text().splitlines() if line.strip()]
                [:args.limit] for c in ("harmful", "harmless")}
@@ -69,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"model_dir": str(args.model_dir), "split": args.split, "sparsity": args.sparsity,
                  "max_new_tokens": args.max_new_tokens, "rounds": args.rounds,
                  "prompts": {c: len(p) for c, p in prompts.items()}, "provider": session.provider,
-                 "onnxruntime": ort.__version__, "machine": platform.processor() or platform.machine(),
+                 "pools": args.pools, "onnxruntime": ort.__version__,
+                 "machine": platform.processor() or platform.machine(),
                  "cpu_count": __import__("os").cpu_count(), "command": "python scripts/bench_adaptive_paths.py "
                  + " ".join(argv or sys.argv[1:]), "classes": {}}
     for c, texts in prompts.items():

@@ -401,6 +401,30 @@ def test_dense_prefill_path_equals_the_reference(family, pruned, monkeypatch):
         session.generate("hi", 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill")
 
 
+def test_every_graph_stops_spinning_after_a_run(pruned):
+    """Every session a request may run (dense, a level's prefill and decode, the split prefill's parts)
+    stops its idle workers' spinning when a run returns; the prefill-only ones never spin."""
+    from aapp_runtime import Session
+
+    _, model_dir = pruned["gemma3"]
+    s = Session(model_dir, provider="cpu")
+    s.generate(list(range(5, 40)), 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill",
+               adaptive_threshold=0.0)
+    prefill, decode = s._levels[next(iter(s._levels))]
+    graphs = {"dense": s._dense, "prefill": prefill, "decode": decode, **s._splits}
+    options = {name: g.ort_session.get_session_options() for name, g in graphs.items()}
+    assert len(graphs) == 5 and all(o.get_session_config_entry("session.force_spinning_stop") == "1"
+                                    for o in options.values())
+
+    def never_spins(o):
+        try:
+            return o.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        except RuntimeError:  # not set: ONNX Runtime's default, spinning within a run
+            return False
+
+    assert {name for name, o in options.items() if never_spins(o)} == set(graphs) - {"dense", "decode"}
+
+
 def test_sessions_share_one_mapping_of_the_weights(pruned):
     """Every stored weight is listed once in the manifest and given to every session from one mapping."""
 

@@ -17,6 +17,12 @@ from .errors import ModelDirError, ProviderError
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDER_CHOICES = ("auto", "cuda", "cpu")
+# A request runs several sessions one after the other (a level's prefill then its decode, the split
+# prefill's parts, dense after a restart) and requests follow each other on other graphs: workers that
+# kept spinning after a run would take the cores from the next session's (2 cores: a dense 512-token
+# prefill right after an AAPP decode 108-114 ms instead of 73-80; docs/results/README.md, "Spinning
+# threads between sessions"). Within a run they still spin. False: ONNX Runtime's default (benchmarks).
+STOP_SPINNING_AFTER_RUN = True
 
 
 @dataclass(frozen=True)
@@ -51,12 +57,14 @@ def open_session(model_path: Path, provider: str = "auto", threads: int | None =
                  shared: "SharedWeights | None" = None, spin: bool = True) -> tuple[ort.InferenceSession, ProviderChoice]:
     """Create the ORT session on the requested provider; raises ProviderError when "cuda" cannot run.
     ``shared``: weights mapped once for all sessions of the model dir (``weights.SharedWeights``).
-    ``spin=False``: the session's idle intra-op threads sleep instead of spinning (a graph that runs
-    once per request, a prefill: its spinning threads would take the cores from the decode graph's
-    session that runs next; measured on 2 cores, docs/results/README.md)."""
+    Idle workers stop spinning when a run returns (``STOP_SPINNING_AFTER_RUN``). ``spin=False``: they
+    never spin, not even within a run (a graph that runs once per request, a prefill: measured on 2
+    cores, docs/results/README.md)."""
     if provider not in PROVIDER_CHOICES:
         raise ProviderError(f"provider {provider!r} is not one of {', '.join(PROVIDER_CHOICES)}")
     so = session_options(threads)
+    if STOP_SPINNING_AFTER_RUN:
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     if not spin:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if shared is not None:

@@ -1,0 +1,120 @@
+"""What a request pays for the previous one's spinning threads, per thread-pool setting.
+
+    python scripts/bench_thread_pool.py exported/demo [--rounds 8] [--processes 2] [--out FILE]
+
+A pruning-capable model dir runs several ONNX Runtime sessions. Each setting (``apply``) runs in
+its own process, the settings alternating ``--processes`` times: ``stop`` (the runtime's: pools per
+session whose idle workers stop spinning when a run returns), ``spin`` (ONNX Runtime's default:
+they spin on) and ``global`` (one pool for the process, ``onnxruntime.set_global_thread_pool_sizes``,
+which ONNX Runtime then imposes on every session the process opens). In each round: a dense
+32+48-token generation (its median decode step), then at once a flagged dense-prefill request on a
+512-token prompt (wall ms), then after a 0.3 s pause the same request again, then an AAPP 32+48
+generation (median decode step), then at once a dense 512-token prefill (wall ms). Prints JSON
+(medians over the rounds, per process and setting; the machine and onnxruntime) and writes it to
+``--out``. ``apply`` also serves ``bench_adaptive_paths.py --pools``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SETTINGS = ("stop", "spin", "global")
+
+
+def apply(setting: str) -> None:
+    """Make the runtime's sessions of this process use ``setting`` (before any session opens)."""
+    import onnxruntime as ort
+
+    from aapp_runtime import providers
+
+    if setting not in SETTINGS:
+        raise ValueError(f"thread-pool setting {setting!r} is not one of {', '.join(SETTINGS)}")
+    if setting == "stop":
+        return
+    providers.STOP_SPINNING_AFTER_RUN = False
+    if setting == "global":
+        ort.set_global_thread_pool_sizes(0, 1)
+        plain = providers.session_options
+
+        def on_global_pool(threads):
+            so = plain(threads)
+            so.use_per_session_threads = False
+            return so
+
+        providers.session_options = on_global_pool
+
+
+def measure(model_dir: str, setting: str, rounds: int) -> dict:
+    """One process, one setting: the medians over ``rounds``."""
+    import numpy as np
+
+    apply(setting)
+    from aapp_runtime import Session
+
+    s = Session(model_dir, provider="cpu")
+    rng = np.random.default_rng(0)
+    vocab = min(30000, int(s.manifest.dims["vocab_size"]))
+    long, short = rng.integers(5, vocab, 512).tolist(), rng.integers(5, vocab, 32).tolist()
+    flagged = dict(sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill", adaptive_threshold=0.0)
+    aapp = dict(sparsity=0.4, method="aapp")
+    for options in ({}, flagged, aapp):  # open every graph, warm up
+        s.generate(short, 8, ignore_eos=True, **options)
+
+    def wall(**options) -> float:
+        t0 = time.perf_counter()
+        s.generate(long, 1, ignore_eos=True, **options)
+        return (time.perf_counter() - t0) * 1000
+
+    got: dict[str, list[float]] = {k: [] for k in ("dense_decode_step_ms", "flagged_512_after_dense_ms",
+                                                   "flagged_512_after_pause_ms", "aapp_decode_step_ms",
+                                                   "dense_512_after_aapp_ms")}
+    for _ in range(rounds):
+        got["dense_decode_step_ms"].append(statistics.median(s.generate(short, 48, ignore_eos=True).decode_ms))
+        got["flagged_512_after_dense_ms"].append(wall(**flagged))
+        time.sleep(0.3)
+        got["flagged_512_after_pause_ms"].append(wall(**flagged))
+        got["aapp_decode_step_ms"].append(statistics.median(s.generate(short, 48, ignore_eos=True, **aapp).decode_ms))
+        got["dense_512_after_aapp_ms"].append(wall())
+    return {k: round(statistics.median(v), 3) for k, v in got.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model_dir")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--processes", type=int, default=2, help="processes per setting, alternating")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--one", choices=SETTINGS, default=None, help=argparse.SUPPRESS)  # a child process
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.model_dir, args.one, args.rounds)))
+        return 0
+    import onnxruntime as ort
+
+    runs: dict[str, list[dict]] = {k: [] for k in SETTINGS}
+    for _ in range(args.processes):
+        for setting in SETTINGS:
+            proc = subprocess.run([sys.executable, __file__, args.model_dir, "--rounds", str(args.rounds),
+                                   "--one", setting], capture_output=True, text=True, check=True)
+            runs[setting].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    out = {"model_dir": args.model_dir, "rounds": args.rounds, "provider": "cpu", "onnxruntime": ort.__version__,
+           "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+           "command": "python scripts/bench_thread_pool.py " + " ".join(argv or sys.argv[1:]), "runs": runs}
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
