@@ -9,7 +9,8 @@ they spin on) and ``global`` (one pool for the process, ``onnxruntime.set_global
 which ONNX Runtime then imposes on every session the process opens). In each round: a dense
 32+48-token generation (its median decode step), then at once a flagged dense-prefill request on a
 512-token prompt (wall ms), then after a 0.3 s pause the same request again, then an AAPP 32+48
-generation (median decode step), then at once a dense 512-token prefill (wall ms). Prints JSON
+generation (median decode step), then at once a dense 512-token prefill (wall ms). Then decode
+alone: dense 64+128-token generations one after another, then AAPP ones (median step). Prints JSON
 (medians over the rounds, per process and setting; the machine and onnxruntime) and writes it to
 ``--out``. ``apply`` also serves ``bench_adaptive_paths.py --pools``.
 """
@@ -83,6 +84,12 @@ def measure(model_dir: str, setting: str, rounds: int) -> dict:
         got["flagged_512_after_pause_ms"].append(wall(**flagged))
         got["aapp_decode_step_ms"].append(statistics.median(s.generate(short, 48, ignore_eos=True, **aapp).decode_ms))
         got["dense_512_after_aapp_ms"].append(wall())
+    # decode alone: one kind of request after another, nothing else between their steps
+    long_prompt = long[:64]
+    got["dense_decode_alone_step_ms"] = [statistics.median(s.generate(long_prompt, 128, ignore_eos=True).decode_ms)
+                                         for _ in range(rounds // 2)]
+    got["aapp_decode_alone_step_ms"] = [statistics.median(s.generate(long_prompt, 128, ignore_eos=True,
+                                                                     **aapp).decode_ms) for _ in range(rounds // 2)]
     return {k: round(statistics.median(v), 3) for k, v in got.items()}
 
 

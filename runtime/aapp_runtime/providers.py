@@ -20,7 +20,7 @@ PROVIDER_CHOICES = ("auto", "cuda", "cpu")
 # A request runs several sessions one after the other (a level's prefill then its decode, the split
 # prefill's parts, dense after a restart) and requests follow each other on other graphs: workers that
 # kept spinning after a run would take the cores from the next session's (2 cores: a dense 512-token
-# prefill right after an AAPP decode 108-114 ms instead of 73-80; docs/results/README.md, "Spinning
+# prefill right after an AAPP decode 108-112 ms instead of 72-75; docs/results/README.md, "Spinning
 # threads between sessions"). Within a run they still spin. False: ONNX Runtime's default (benchmarks).
 STOP_SPINNING_AFTER_RUN = True
 
