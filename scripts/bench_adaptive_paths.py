@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--provider", default="cpu")
     ap.add_argument("--pools", choices=("stop", "spin", "global"), default="stop",
-                    help="intra-op pools: the runtime's (stop spinning after a run), ONNX Runtime's default "
-                         "(spin on) or one for the process (bench_thread_pool.apply)")
+                    help="intra-op pools: Session(thread_pool=) auto (stop spinning after a run), session "
+                         "(ONNX Runtime's default: spin on) or shared (one for the process)")
     ap.add_argument("--long-prompt", type=int, default=512, help="tokens of the long prefill timed on its own")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench_thread_pool import apply
 
-    apply(args.pools)
-    session = Session(args.model_dir, provider=args.provider)
+    session = Session(args.model_dir, provider=args.provider, thread_pool=apply(args.pools))
     prompts = {c: [line for line in (args.data / f"{c}_{args.split}.txt").read_text().splitlines() if line.strip()]
                [:args.limit] for c in ("harmful", "harmless")}
 

@@ -3,14 +3,16 @@
     python scripts/bench_thread_pool.py exported/demo [--rounds 8] [--processes 2] [--out FILE]
 
 A pruning-capable model dir runs several ONNX Runtime sessions. Each setting (``apply``) runs in
-its own process, the settings alternating ``--processes`` times: ``stop`` (the runtime's: pools per
-session whose idle workers stop spinning when a run returns), ``spin`` (ONNX Runtime's default:
-they spin on) and ``global`` (one pool for the process, ``onnxruntime.set_global_thread_pool_sizes``,
-which ONNX Runtime then imposes on every session the process opens). In each round: a dense
+its own process, the settings alternating ``--processes`` times: ``stop`` (``thread_pool="auto"``:
+pools per session whose idle workers stop spinning when a run returns), ``spin`` ("session": ONNX
+Runtime's default, they spin on) and ``global`` ("shared": one pool for the process, which ONNX
+Runtime then imposes on every session the process opens; ``aapp_runtime.thread_pool``). In each round: a dense
 32+48-token generation (its median decode step), then at once a flagged dense-prefill request on a
 512-token prompt (wall ms), then after a 0.3 s pause the same request again, then an AAPP 32+48
 generation (median decode step), then at once a dense 512-token prefill (wall ms). Then decode
-alone: dense 64+128-token generations one after another, then AAPP ones (median step). Prints JSON
+alone: dense 64+128-token generations one after another, then AAPP ones (median step); and the first
+24 harmless val2 prompts (greedy, 48 new tokens at most) in a row, dense, AAPP and aapp-adaptive's
+dense-prefill path each (ms per request, median of 3 rounds). Prints JSON
 (medians over the rounds, per process and setting; the machine and onnxruntime) and writes it to
 ``--out``. ``apply`` also serves ``bench_adaptive_paths.py --pools``.
 """
@@ -28,39 +30,26 @@ import time
 from pathlib import Path
 
 SETTINGS = ("stop", "spin", "global")
+DATA = Path(__file__).resolve().parents[1] / "models" / "demo" / "data" / "harmless_val2.txt"
 
 
-def apply(setting: str) -> None:
-    """Make the runtime's sessions of this process use ``setting`` (before any session opens)."""
-    import onnxruntime as ort
+THREAD_POOL = {"stop": "auto", "spin": "session", "global": "shared"}  # -> Session(thread_pool=...)
 
-    from aapp_runtime import providers
 
+def apply(setting: str) -> str:
+    """The ``Session(thread_pool=...)`` of a setting (a process runs one: "shared" is process-wide)."""
     if setting not in SETTINGS:
         raise ValueError(f"thread-pool setting {setting!r} is not one of {', '.join(SETTINGS)}")
-    if setting == "stop":
-        return
-    providers.STOP_SPINNING_AFTER_RUN = False
-    if setting == "global":
-        ort.set_global_thread_pool_sizes(0, 1)
-        plain = providers.session_options
-
-        def on_global_pool(threads):
-            so = plain(threads)
-            so.use_per_session_threads = False
-            return so
-
-        providers.session_options = on_global_pool
+    return THREAD_POOL[setting]
 
 
 def measure(model_dir: str, setting: str, rounds: int) -> dict:
     """One process, one setting: the medians over ``rounds``."""
     import numpy as np
 
-    apply(setting)
     from aapp_runtime import Session
 
-    s = Session(model_dir, provider="cpu")
+    s = Session(model_dir, provider="cpu", thread_pool=apply(setting))
     rng = np.random.default_rng(0)
     vocab = min(30000, int(s.manifest.dims["vocab_size"]))
     long, short = rng.integers(5, vocab, 512).tolist(), rng.integers(5, vocab, 32).tolist()
@@ -84,12 +73,23 @@ def measure(model_dir: str, setting: str, rounds: int) -> dict:
         got["flagged_512_after_pause_ms"].append(wall(**flagged))
         got["aapp_decode_step_ms"].append(statistics.median(s.generate(short, 48, ignore_eos=True, **aapp).decode_ms))
         got["dense_512_after_aapp_ms"].append(wall())
-    # decode alone: one kind of request after another, nothing else between their steps
+    # one kind of request after another: decode steps alone, then real prompts end to end
     long_prompt = long[:64]
     got["dense_decode_alone_step_ms"] = [statistics.median(s.generate(long_prompt, 128, ignore_eos=True).decode_ms)
                                          for _ in range(rounds // 2)]
     got["aapp_decode_alone_step_ms"] = [statistics.median(s.generate(long_prompt, 128, ignore_eos=True,
                                                                      **aapp).decode_ms) for _ in range(rounds // 2)]
+    texts = [t for t in DATA.read_text().splitlines() if t.strip()][:24]
+    for name, options in (("dense", {}), ("aapp", aapp),
+                          ("aapp_adaptive_dense_prefill", dict(sparsity=0.4, method="aapp-adaptive",
+                                                               adaptive_path="dense-prefill"))):
+        per_round = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for text in texts:
+                s.generate(text, 48, **options)
+            per_round.append((time.perf_counter() - t0) * 1000 / len(texts))
+        got[f"{name}_requests_in_a_row_ms"] = per_round
     return {k: round(statistics.median(v), 3) for k, v in got.items()}
 
 

@@ -15,14 +15,17 @@ def test_export_then_run_json(checkpoints, tmp_path, capsys):
     assert manifest["family"] == "qwen2" and manifest["graph"]["opset"] == 23
     assert manifest["producer"]["onnxruntime"] and set(manifest["files"]) >= {"model.onnx", "model.onnx.data"}
     capsys.readouterr()
-    assert run_main([str(tmp_path / "m"), "--prompt", "Count to ten", "--max-new-tokens", "6", "--json"]) == 0
+    # "--thread-pool auto": the CLI's shared pool would be imposed on every later session of this process
+    assert run_main([str(tmp_path / "m"), "--prompt", "Count to ten", "--max-new-tokens", "6", "--json",
+                     "--thread-pool", "auto"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"text", "tokens", "provider", "prefill_ms", "decode_ms_per_token"}
     assert out["provider"] == "cpu" and 1 <= len(out["tokens"]) <= 6 and out["prefill_ms"] > 0
 
 
 def test_run_streams_text(exports, capsys):
-    assert run_main([str(exports["gemma3"]), "--prompt", "hello", "--max-new-tokens", "5", "--provider", "cpu"]) == 0
+    assert run_main([str(exports["gemma3"]), "--prompt", "hello", "--max-new-tokens", "5", "--provider", "cpu",
+                     "--thread-pool", "auto"]) == 0
     captured = capsys.readouterr()
     assert "provider: cpu" in captured.err
 

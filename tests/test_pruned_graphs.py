@@ -401,28 +401,65 @@ def test_dense_prefill_path_equals_the_reference(family, pruned, monkeypatch):
         session.generate("hi", 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill")
 
 
-def test_every_graph_stops_spinning_after_a_run(pruned):
-    """Every session a request may run (dense, a level's prefill and decode, the split prefill's parts)
-    stops its idle workers' spinning when a run returns; the prefill-only ones never spin."""
-    from aapp_runtime import Session
+_SHARED_POOL_SCRIPT = """
+import json, sys
+from aapp_runtime import Session, thread_pool
+own = Session(sys.argv[1], provider="cpu")  # opened before the shared pool: keeps pools of its own
+shared = Session(sys.argv[1], provider="cpu", thread_pool="shared")
+later = Session(sys.argv[1], provider="cpu", threads=1)  # ONNX Runtime imposes the shared pool from now on
+ids = list(range(5, 40))
+runs = [dict(), dict(sparsity=0.4, method="aapp"),
+        dict(sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill", adaptive_threshold=0.0)]
+tokens = [[s.generate(ids, 6, ignore_eos=True, **r).tokens for r in runs] for s in (own, shared, later)]
+graphs = [shared.ort_session] + [g.ort_session for pair in shared._levels.values() for g in pair]
+graphs += [g.ort_session for g in shared._splits.values()]
+print(json.dumps({"pools": [s.thread_pool for s in (own, shared, later)], "tokens": tokens,
+                  "own_pools": [g.get_session_options().use_per_session_threads for g in graphs],
+                  "size": thread_pool.shared_pool_threads()}))
+"""
+
+
+def _config(sess, key):
+    try:
+        return sess.get_session_options().get_session_config_entry(key)
+    except RuntimeError:  # not set: ONNX Runtime's default
+        return None
+
+
+def test_thread_pools(pruned, exports):
+    """thread_pool="auto": a pruning-capable dir's graphs (dense, a level's prefill and decode, the split
+    prefill's parts) stop spinning when a run returns, the prefill-only ones never spin; a dense-only
+    dir and "session" keep ONNX Runtime's spinning. "shared" (in a subprocess: ONNX Runtime then refuses
+    pools of their own to every later session of the process): every graph on the process's one pool,
+    imposed on sessions opened after it, with the tokens of pools per session."""
+    import subprocess
+    import sys
+
+    from aapp_runtime import InputError, Session
 
     _, model_dir = pruned["gemma3"]
-    s = Session(model_dir, provider="cpu")
-    s.generate(list(range(5, 40)), 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill",
-               adaptive_threshold=0.0)
-    prefill, decode = s._levels[next(iter(s._levels))]
-    graphs = {"dense": s._dense, "prefill": prefill, "decode": decode, **s._splits}
-    options = {name: g.ort_session.get_session_options() for name, g in graphs.items()}
-    assert len(graphs) == 5 and all(o.get_session_config_entry("session.force_spinning_stop") == "1"
-                                    for o in options.values())
+    for pool, stops in (("auto", "1"), ("session", None)):
+        s = Session(model_dir, provider="cpu", thread_pool=pool)
+        s.generate(list(range(5, 40)), 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill",
+                   adaptive_threshold=0.0)
+        prefill, decode = s._levels[next(iter(s._levels))]
+        graphs = {"dense": s._dense, "prefill": prefill, "decode": decode, **s._splits}
+        assert len(graphs) == 5 and s.thread_pool == pool
+        assert {_config(g.ort_session, "session.force_spinning_stop") for g in graphs.values()} == {stops}
+        never = {n for n, g in graphs.items() if _config(g.ort_session, "session.intra_op.allow_spinning") == "0"}
+        assert never == set(graphs) - {"dense", "decode"}
+    dense_only = Session(exports["gemma3"], provider="cpu")
+    assert _config(dense_only.ort_session, "session.force_spinning_stop") is None
+    with pytest.raises(InputError, match="thread_pool"):
+        Session(model_dir, provider="cpu", thread_pool="global")
 
-    def never_spins(o):
-        try:
-            return o.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-        except RuntimeError:  # not set: ONNX Runtime's default, spinning within a run
-            return False
-
-    assert {name for name, o in options.items() if never_spins(o)} == set(graphs) - {"dense", "decode"}
+    proc = subprocess.run([sys.executable, "-c", _SHARED_POOL_SCRIPT, str(model_dir)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["pools"] == ["auto", "shared", "shared"] and out["size"] is None
+    assert len(out["own_pools"]) == 1 + 2 + 2 and not any(out["own_pools"])  # dense, level 0.4, head + dense tail
+    assert out["tokens"][0] == out["tokens"][1] == out["tokens"][2]
 
 
 def test_sessions_share_one_mapping_of_the_weights(pruned):

@@ -11,6 +11,7 @@ import sys
 from .errors import AappRuntimeError, InputError, report
 from .providers import PROVIDER_CHOICES
 from .session import METHODS
+from .thread_pool import THREAD_POOLS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="default: the model's generation_config.json, else 64")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
+    p.add_argument("--thread-pool", choices=THREAD_POOLS, default="shared",
+                   help="shared (default): one intra-op pool for the process; auto, session: pools per graph")
     p.add_argument("--temperature", type=float, default=None,
                    help="0 = greedy; default: the model's generation_config.json (greedy unless it samples)")
     p.add_argument("--top-k", type=int, default=None)
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .session import Session
 
-        session = Session(args.model_dir, provider=args.provider)
+        session = Session(args.model_dir, provider=args.provider, thread_pool=args.thread_pool)
         method = args.method or ("aapp" if args.sparsity else "dense")
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                         repetition_penalty=args.repetition_penalty, stop=args.stop, seed=args.seed,

@@ -13,16 +13,11 @@ from typing import TYPE_CHECKING
 
 import onnxruntime as ort
 
+from . import thread_pool as pools
 from .errors import ModelDirError, ProviderError
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDER_CHOICES = ("auto", "cuda", "cpu")
-# A request runs several sessions one after the other (a level's prefill then its decode, the split
-# prefill's parts, dense after a restart) and requests follow each other on other graphs: workers that
-# kept spinning after a run would take the cores from the next session's (2 cores: a dense 512-token
-# prefill right after an AAPP decode 108-112 ms instead of 72-75; docs/results/README.md, "Spinning
-# threads between sessions"). Within a run they still spin. False: ONNX Runtime's default (benchmarks).
-STOP_SPINNING_AFTER_RUN = True
 
 
 @dataclass(frozen=True)
@@ -54,17 +49,18 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 def open_session(model_path: Path, provider: str = "auto", threads: int | None = None,
-                 shared: "SharedWeights | None" = None, spin: bool = True) -> tuple[ort.InferenceSession, ProviderChoice]:
+                 shared: "SharedWeights | None" = None, spin: bool = True, thread_pool: str = "session",
+                 several_graphs: bool = False) -> tuple[ort.InferenceSession, ProviderChoice]:
     """Create the ORT session on the requested provider; raises ProviderError when "cuda" cannot run.
     ``shared``: weights mapped once for all sessions of the model dir (``weights.SharedWeights``).
-    Idle workers stop spinning when a run returns (``STOP_SPINNING_AFTER_RUN``). ``spin=False``: they
-    never spin, not even within a run (a graph that runs once per request, a prefill: measured on 2
-    cores, docs/results/README.md)."""
+    ``thread_pool`` ("auto", "session", "shared") and ``several_graphs`` (the model dir runs more
+    than one session): the ``thread_pool`` module. ``spin=False``: with pools of its own the session's
+    workers never spin, not even within a run (a graph that runs once per request, a prefill:
+    measured on 2 cores, docs/results/README.md)."""
     if provider not in PROVIDER_CHOICES:
         raise ProviderError(f"provider {provider!r} is not one of {', '.join(PROVIDER_CHOICES)}")
     so = session_options(threads)
-    if STOP_SPINNING_AFTER_RUN:
-        so.add_session_config_entry("session.force_spinning_stop", "1")
+    pools.configure(so, threads, thread_pool, several_graphs)
     if not spin:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if shared is not None:
@@ -91,6 +87,9 @@ def _create(model_path: Path, so: ort.SessionOptions, providers: list[str]) -> o
     try:
         return ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
     except Exception as exc:  # noqa: BLE001
+        if so.use_per_session_threads and pools.refused_own_pools(exc):
+            so.use_per_session_threads = False
+            return _create(model_path, so, providers)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "NOT_IMPLEMENTED" in first or "Could not find an implementation" in first:
             raise ProviderError(f"{model_path}: an operator of this model has no kernel on {providers[0]} "

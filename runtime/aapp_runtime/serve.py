@@ -30,6 +30,7 @@ from typing import Any, AsyncIterator
 from .errors import AappRuntimeError, InputError, report
 from .generation import Generation
 from .providers import PROVIDER_CHOICES
+from .thread_pool import THREAD_POOLS
 
 OPENAI_FINISH = {"eos": "stop", "stop": "stop", "length": "length", "timeout": "length", "cancelled": "stop"}
 EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty")
@@ -342,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-id", default=None, help="the model name clients send (default: the dir's name)")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--thread-pool", choices=THREAD_POOLS, default="shared",
+                   help="shared (default): one intra-op pool for the process; auto, session: pools per graph")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     p.add_argument("--parallel", type=int, default=1, help="generations run at once (default 1)")
     p.add_argument("--queue", type=int, default=16, help="requests waiting for a slot before 429 (default 16)")
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.parallel < 1 or args.queue < 0 or args.max_tokens < 1 or args.max_body_bytes < 1:
             raise InputError("--parallel, --max-tokens and --max-body-bytes must be >= 1 and --queue >= 0")
-        session = Session(args.model_dir, provider=args.provider, threads=args.threads)
+        session = Session(args.model_dir, provider=args.provider, threads=args.threads, thread_pool=args.thread_pool)
         model_id = args.model_id or session.manifest.directory.name
         app = App(session, model_id, Limits(args.max_body_bytes, args.max_tokens, args.parallel, args.queue),
                   args.api_key)

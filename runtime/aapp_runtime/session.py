@@ -55,6 +55,7 @@ from .manifest import Manifest
 from .memory import return_large_blocks_to_os
 from . import tensors
 from .providers import open_session
+from .thread_pool import THREAD_POOLS
 from .generation import Chunk, Generation, GenerationParams, GenerationResult, model_defaults, resolve_params, stop_prefix
 from .sampling import Sampler
 from .weights import SharedWeights
@@ -278,17 +279,23 @@ class Session:
     ``share_weights``: None (default) maps the weights once for every graph when the model dir has
     pruned levels, else lets the dense session load and pre-pack its own copy (faster dense decode on
     CPU); True / False force either (False on a pruning-capable dir: fast dense, and a level's first
-    use maps the weights beside the dense copy).
+    use maps the weights beside the dense copy). ``thread_pool``: "auto" (default), "session" or
+    "shared" (``thread_pool`` module: how the graphs' sessions share the CPU's threads; "shared" is
+    imposed by ONNX Runtime on every session the process opens after it); ``Session.thread_pool``
+    says which one the session got.
     """
 
     PREFILL_CHUNK = 512  # prompt tokens per dense prefill run: a cancel or a deadline waits at most one chunk
 
     def __init__(self, model_dir: str | Path, provider: str = "auto", *, threads: int | None = None,
-                 verify: str = "fast", kv_cache: str = "auto", share_weights: bool | None = None) -> None:
+                 verify: str = "fast", kv_cache: str = "auto", share_weights: bool | None = None,
+                 thread_pool: str = "auto") -> None:
         self.manifest = Manifest.load(model_dir, verify=verify)
         m = self.manifest
         g = m.graph
         gqa = g.get("attention") == "gqa"  # GroupQueryAttention: appends in place to a shared past/present buffer
+        if thread_pool not in THREAD_POOLS:
+            raise InputError(f"thread_pool={thread_pool!r} is not one of {', '.join(THREAD_POOLS)}")
         if kv_cache not in ("auto", "buffer", "concat"):
             raise InputError(f"kv_cache={kv_cache!r} is not one of auto, buffer, concat")
         if kv_cache == "buffer" and not gqa:
@@ -308,7 +315,11 @@ class Session:
         self.shared_weights: SharedWeights | None = None
         if self.share_weights:
             self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
-        self.ort_session, choice = open_session(m.model_path, provider, threads, self.shared_weights)
+        self._pools = dict(thread_pool=thread_pool, several_graphs=bool(runnable))
+        self.ort_session, choice = open_session(m.model_path, provider, threads, self.shared_weights, **self._pools)
+        # what the graphs got: the process's shared pool, or pools of their own
+        self.thread_pool = "shared" if not self.ort_session.get_session_options().use_per_session_threads \
+            else thread_pool if thread_pool != "shared" else "session"
         self.provider, self.provider_reason = choice.name, choice.reason
         if self.provider == "cuda" and m.dtype == "fp32" and gqa:
             self.provider_reason += ("; GroupQueryAttention has no fp32 CUDA kernel, so ONNX Runtime places those "
@@ -467,7 +478,8 @@ class Session:
             for mode in ("prefill", "decode"):
                 path = self.manifest.directory / entry[mode]
                 # a prefill runs once per request: its idle threads must not spin beside the decode's
-                sess, _ = open_session(path, self.provider, self.threads, self.shared_weights, spin=mode == "decode")
+                sess, _ = open_session(path, self.provider, self.threads, self.shared_weights, spin=mode == "decode",
+                                       **self._pools)
                 self._check_io(sess, path, list(entry["kv_heads"]))
                 graphs.append(_Graph(sess, list(entry["kv_heads"])))
             prefill, decode = graphs
@@ -718,7 +730,7 @@ class Session:
                     m = self.manifest
                     self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
                 sess, _ = open_session(self.manifest.directory / name, self.provider, self.threads,
-                                       self.shared_weights, spin=False)
+                                       self.shared_weights, spin=False, **self._pools)
                 presents = {n for pair in self._present_names for n in pair}
                 self._splits[name] = _Graph(sess, [], outputs=[o.name for o in sess.get_outputs()
                                                                if o.name not in presents])
