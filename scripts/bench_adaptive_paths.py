@@ -15,8 +15,9 @@ range, the median's ratio to dense's, mean prefill ms, decode ms per step, token
 end where the model ends them, so they differ), and the paths taken (share run dense, share prefilled
 dense). Then a ``--long-prompt`` of random ids, prefill only: dense, AAPP, and the dense-prefill path
 with every request flagged and with none (the result's ``prefill_ms`` and the wall time of the whole
-call, which also counts setting up the request's caches and kept-weight buffers). Prints JSON (and writes it to ``--out``) with the machine
-and the provider.
+call, which also counts setting up the request's caches and kept-weight buffers). Prints JSON (and
+writes it to ``--out``) with the machine, the provider and the thread-pool setting (``--pools``:
+``bench_thread_pool.THREAD_POOL``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+from bench_thread_pool import THREAD_POOL
 
 VARIANTS = {"dense": {"method": "dense"},
             "aapp": {"method": "aapp"},
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--provider", default="cpu")
-    ap.add_argument("--pools", choices=("stop", "spin", "global"), default="stop",
+    ap.add_argument("--pools", choices=tuple(THREAD_POOL), default="stop",
                     help="intra-op pools: Session(thread_pool=) auto (stop spinning after a run), session "
                          "(ONNX Runtime's default: spin on) or shared (one for the process)")
     ap.add_argument("--long-prompt", type=int, default=512, help="tokens of the long prefill timed on its own")
@@ -56,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from aapp_runtime import Session
 
-    from bench_thread_pool import apply
-
-    session = Session(args.model_dir, provider=args.provider, thread_pool=apply(args.pools))
+    session = Session(args.model_dir, provider=args.provider, thread_pool=THREAD_POOL[args.pools])
     prompts = {c: [line for line in (args.data / f"{c}_{args.split}.txt").read_text().splitlines() if line.strip()]
                [:args.limit] for c in ("harmful", "harmless")}
 

@@ -2,19 +2,19 @@
 
     python scripts/bench_thread_pool.py exported/demo [--rounds 8] [--processes 2] [--out FILE]
 
-A pruning-capable model dir runs several ONNX Runtime sessions. Each setting (``apply``) runs in
-its own process, the settings alternating ``--processes`` times: ``stop`` (``thread_pool="auto"``:
-pools per session whose idle workers stop spinning when a run returns), ``spin`` ("session": ONNX
-Runtime's default, they spin on) and ``global`` ("shared": one pool for the process, which ONNX
-Runtime then imposes on every session the process opens; ``aapp_runtime.thread_pool``). In each round: a dense
-32+48-token generation (its median decode step), then at once a flagged dense-prefill request on a
-512-token prompt (wall ms), then after a 0.3 s pause the same request again, then an AAPP 32+48
-generation (median decode step), then at once a dense 512-token prefill (wall ms). Then decode
-alone: dense 64+128-token generations one after another, then AAPP ones (median step); and the first
-24 harmless val2 prompts (greedy, 48 new tokens at most) in a row, dense, AAPP and aapp-adaptive's
-dense-prefill path each (ms per request, median of 3 rounds). Prints JSON
-(medians over the rounds, per process and setting; the machine and onnxruntime) and writes it to
-``--out``. ``apply`` also serves ``bench_adaptive_paths.py --pools``.
+A pruning-capable model dir runs several ONNX Runtime sessions. Each setting (``THREAD_POOL``)
+runs in its own process, the settings alternating ``--processes`` times: ``stop``
+(``thread_pool="auto"``: pools per session whose idle workers stop spinning when a run returns),
+``spin`` ("session": ONNX Runtime's default, they spin on) and ``global`` ("shared": one pool for
+the process, which ONNX Runtime then imposes on every session the process opens;
+``aapp_runtime.thread_pool``). In each round: a dense 32+48-token generation (its median decode
+step), then at once a flagged dense-prefill request on a 512-token prompt (wall ms), then after a
+0.3 s pause the same request again, then an AAPP 32+48 generation (median decode step), then at once
+a dense 512-token prefill (wall ms). Then decode alone: dense 64+128-token generations one after
+another, then AAPP ones (median step); and the first 24 harmless val2 prompts (greedy, 48 new
+tokens at most) in a row, dense, AAPP and aapp-adaptive's dense-prefill path each (ms per request,
+median of 3 rounds). Prints JSON (medians over the rounds, per process and setting; the machine and
+onnxruntime) and writes it to ``--out``. ``THREAD_POOL`` also serves ``bench_adaptive_paths.py --pools``.
 """
 
 from __future__ import annotations
@@ -29,18 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-SETTINGS = ("stop", "spin", "global")
+# the settings, as named in the stored reports, and the Session(thread_pool=...) each one runs
+THREAD_POOL = {"stop": "auto", "spin": "session", "global": "shared"}
+SETTINGS = tuple(THREAD_POOL)
 DATA = Path(__file__).resolve().parents[1] / "models" / "demo" / "data" / "harmless_val2.txt"
-
-
-THREAD_POOL = {"stop": "auto", "spin": "session", "global": "shared"}  # -> Session(thread_pool=...)
-
-
-def apply(setting: str) -> str:
-    """The ``Session(thread_pool=...)`` of a setting (a process runs one: "shared" is process-wide)."""
-    if setting not in SETTINGS:
-        raise ValueError(f"thread-pool setting {setting!r} is not one of {', '.join(SETTINGS)}")
-    return THREAD_POOL[setting]
 
 
 def measure(model_dir: str, setting: str, rounds: int) -> dict:
@@ -49,7 +41,7 @@ def measure(model_dir: str, setting: str, rounds: int) -> dict:
 
     from aapp_runtime import Session
 
-    s = Session(model_dir, provider="cpu", thread_pool=apply(setting))
+    s = Session(model_dir, provider="cpu", thread_pool=THREAD_POOL[setting])
     rng = np.random.default_rng(0)
     vocab = min(30000, int(s.manifest.dims["vocab_size"]))
     long, short = rng.integers(5, vocab, 512).tolist(), rng.integers(5, vocab, 32).tolist()

@@ -460,6 +460,17 @@ def test_thread_pools(pruned, exports):
     assert out["pools"] == ["auto", "shared", "shared"] and out["size"] is None
     assert len(out["own_pools"]) == 1 + 2 + 2 and not any(out["own_pools"])  # dense, level 0.4, head + dense tail
     assert out["tokens"][0] == out["tokens"][1] == out["tokens"][2]
+    # other code in the process made the global pool first: ONNX Runtime refuses pools of their own,
+    # so the session retries on it
+    foreign = ("import sys, onnxruntime as ort; ort.set_global_thread_pool_sizes(0, 1)\n"
+               "from aapp_runtime import Session, thread_pool\n"
+               "s = Session(sys.argv[1], provider='cpu')\n"
+               "tokens = s.generate('hi', 3, ignore_eos=True).tokens\n"
+               "print(s.thread_pool, thread_pool.shared_pool_threads(), len(tokens))")
+    proc = subprocess.run([sys.executable, "-c", foreign, str(model_dir)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-3:] == ["shared", "foreign", "3"]
 
 
 def test_sessions_share_one_mapping_of_the_weights(pruned):

@@ -166,7 +166,7 @@ class _ConcatCache:
                names: Sequence[tuple[str, str]] | None = None) -> None:
         """Keep a run's presents (or the outputs ``names``, one key/value pair per layer) as ``layers``' K/V."""
         layers = range(len(self.past)) if layers is None else layers
-        for i, (k, v) in zip(layers, [self.s._present_names[i] for i in layers] if names is None else names):
+        for i, (k, v) in zip(layers, self.s._present_names[layers.start:layers.stop] if names is None else names):
             self.past[i] = (outs[k], outs[v])
 
     def targets(self, layers: range, names: Sequence[tuple[str, str]]) -> dict[str, ort.OrtValue]:
@@ -317,9 +317,8 @@ class Session:
             self.shared_weights = SharedWeights(m.directory, m.data.get("shared_weights") or {}, m.absent())
         self._pools = dict(thread_pool=thread_pool, several_graphs=bool(runnable))
         self.ort_session, choice = open_session(m.model_path, provider, threads, self.shared_weights, **self._pools)
-        # what the graphs got: the process's shared pool, or pools of their own
-        self.thread_pool = "shared" if not self.ort_session.get_session_options().use_per_session_threads \
-            else thread_pool if thread_pool != "shared" else "session"
+        # what the graphs got: the process's shared pool (asked for, or imposed by ORT) or the setting asked
+        self.thread_pool = thread_pool if self.ort_session.get_session_options().use_per_session_threads else "shared"
         self.provider, self.provider_reason = choice.name, choice.reason
         if self.provider == "cuda" and m.dtype == "fp32" and gqa:
             self.provider_reason += ("; GroupQueryAttention has no fp32 CUDA kernel, so ONNX Runtime places those "
