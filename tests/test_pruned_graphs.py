@@ -393,12 +393,45 @@ def test_dense_prefill_path_equals_the_reference(family, pruned, monkeypatch):
     tokens, log = reference(ids, 0.0, dataclasses.replace(protection, refusal_token=dense.tokens[0]))
     assert got.tokens == tokens == dense.tokens and got.sparsity == 0.0 and got.dense_prefill and log.low[0]
     assert copied == []  # the dense cache took the head's and the dense tail's K/V in place
+    # while the request decodes it holds one cache: refusing the dense one, answering the level's
+    layers = session.num_layers
+    for refusal_token, refusing in ((dense.tokens[0], True), (split["refusal_token"], False)):
+        session.pruning["split_prefill"] = {**split, "refusal_token": refusal_token}
+        assert _kv_buffers_held_while_decoding(session, ids[0].tolist(), monkeypatch) == (2 * layers, refusing)
     assert len(paths) == 4
     with pytest.raises(InputError, match="adaptive_path"):
         session.generate("hi", 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="later")
     session.pruning.pop("split_prefill")
     with pytest.raises(InputError, match="no split prefill"):
         session.generate("hi", 2, sparsity=0.4, method="aapp-adaptive", adaptive_path="dense-prefill")
+
+
+def _kv_buffers_held_while_decoding(session, ids: list[int], monkeypatch) -> tuple[int, bool]:
+    """How many K/V buffers a flagged dense-prefill request holds after its second token (buffer
+    cache), and whether it ran dense."""
+    import gc
+    import weakref
+
+    from aapp_runtime import session as runtime_session
+
+    made = []
+    real_empty = runtime_session.tensors.empty
+
+    def spy(shape, dtype, device):
+        value = real_empty(shape, dtype, device)
+        if len(shape) == 4:
+            made.append(weakref.ref(value))
+        return value
+
+    monkeypatch.setattr(runtime_session.tensors, "empty", spy)
+    gen = session.start(ids, 8, sparsity=0.4, method="aapp-adaptive", ignore_eos=True,
+                        adaptive_path="dense-prefill", adaptive_threshold=0.0)
+    chunks = iter(gen)
+    next(chunks), next(chunks)
+    gc.collect()
+    held = sum(ref() is not None for ref in made)
+    monkeypatch.setattr(runtime_session.tensors, "empty", real_empty)
+    return held, gen.result().sparsity == 0.0
 
 
 _SHARED_POOL_SCRIPT = """

@@ -808,9 +808,12 @@ class Session:
                 if state.dense_prefill:  # the decode's kept heads, picked by the dense tail (a buffer: written)
                     cache.update(tail, rest, kept)
                 graph = prefill
+            # the decode below holds the request's one cache: a refusal frees the level's buffers of the
+            # pruned layers (the dense tail's present_kept) and an answer the dense cache's
+            gate, head, feeds, tail, written, tail_cache = head["risk_gate"], None, None, None, None, None
             spent = (time.perf_counter() - t0) * 1000
             yield from self._steps(ids, params, gen, state, graph, decode, cache,
-                                   prefilled=(logits, {"risk_gate": head["risk_gate"]}), prefill_ms=spent)
+                                   prefilled=(logits, {"risk_gate": gate}), prefill_ms=spent)
         finally:
             self._release(level, prefill)
 
