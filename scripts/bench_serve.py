@@ -4,6 +4,11 @@ warms it up, then each of ``--clients`` threads sends ``--requests`` requests. P
 
     python scripts/bench_serve.py exported/demo --clients 8 --requests 4 --parallel 1
 
+``--methods dense,aapp`` alternates the requests' method (``--sparsity`` for the pruned ones; the
+request's ``sparsity`` and ``method`` fields), so that requests of several graphs run side by side;
+``--thread-pool`` is the session's ``thread_pool`` setting (one per process: "shared" is imposed on
+the whole process).
+
 The same prompts are also run sequentially through ``Session.generate`` in the same process first,
 as the baseline (requests/s with no server and no concurrency).
 """
@@ -44,13 +49,23 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=1, help="the server's --parallel")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--methods", default="dense", help="comma-separated; the requests take them in turn")
+    p.add_argument("--sparsity", type=float, default=0.4, help="of the requests whose method is not dense")
+    p.add_argument("--thread-pool", default="auto", help="Session(thread_pool=...): auto, session or shared")
     args = p.parse_args()
 
-    session = Session(args.model_dir, provider="cpu", threads=args.threads)
-    jobs = [PROMPTS[(c + r) % len(PROMPTS)] for c in range(args.clients) for r in range(args.requests)]
-    session.generate(PROMPTS[0], 4)
+    session = Session(args.model_dir, provider="cpu", threads=args.threads, thread_pool=args.thread_pool)
+    methods = args.methods.split(",")
+
+    def options(c: int, r: int) -> dict:
+        method = methods[(c * args.requests + r) % len(methods)]
+        return {} if method == "dense" else {"method": method, "sparsity": args.sparsity}
+
+    jobs = [(PROMPTS[(c + r) % len(PROMPTS)], options(c, r)) for c in range(args.clients) for r in range(args.requests)]
+    for _, o in jobs[:len(methods)]:  # open every graph the requests use
+        session.generate(PROMPTS[0], 4, **o)
     t0 = time.perf_counter()
-    tokens = sum(len(session.generate([{"role": "user", "content": q}], args.max_tokens).tokens) for q in jobs)
+    tokens = sum(len(session.generate([{"role": "user", "content": q}], args.max_tokens, **o).tokens) for q, o in jobs)
     sequential_s = time.perf_counter() - t0
 
     app = App(session, "model", Limits(parallel=args.parallel, queue=args.clients * args.requests))
@@ -70,7 +85,8 @@ def main() -> None:
             q = PROMPTS[(c + r) % len(PROMPTS)]
             s = time.perf_counter()
             reply = client.chat.completions.create(model="model", messages=[{"role": "user", "content": q}],
-                                                   max_tokens=args.max_tokens, temperature=0)
+                                                   max_tokens=args.max_tokens, temperature=0,
+                                                   extra_body=options(c, r))
             with lock:
                 latencies.append(time.perf_counter() - s)
                 completion_tokens.append(reply.usage.completion_tokens)
@@ -85,6 +101,7 @@ def main() -> None:
     print(json.dumps({
         "model_dir": args.model_dir, "provider": session.provider, "threads": args.threads, "cores": os.cpu_count(),
         "clients": args.clients, "requests": n, "server_parallel": args.parallel, "max_tokens": args.max_tokens,
+        "methods": methods, "sparsity": args.sparsity, "thread_pool": session.thread_pool,
         "server": {"wall_s": round(wall, 2), "requests_per_s": round(n / wall, 3),
                    "completion_tokens_per_s": round(sum(completion_tokens) / wall, 1),
                    "latency_s": {"median": round(statistics.median(latencies), 3),
