@@ -489,6 +489,7 @@ def test_thread_pools(pruned, exports):
     proc = subprocess.run([sys.executable, "-c", _SHARED_POOL_SCRIPT, str(model_dir)], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "ignored when using a global thread pool" not in proc.stderr  # no per-session size asked of it
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["pools"] == ["auto", "shared", "shared"] and out["size"] is None
     assert len(out["own_pools"]) == 1 + 2 + 2 and not any(out["own_pools"])  # dense, level 0.4, head + dense tail

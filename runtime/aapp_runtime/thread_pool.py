@@ -50,8 +50,9 @@ def configure(so: ort.SessionOptions, threads: int | None, thread_pool: str, sev
             except Exception:  # noqa: BLE001 - ORT's Fail: other code in the process made the pools first
                 _state["threads"] = "foreign"
         shared = "threads" in _state
-    if shared:
+    if shared:  # the pool's size was set when it was made: a session's own size would only draw a warning
         so.use_per_session_threads = False
+        so.intra_op_num_threads = 0
     elif thread_pool == "auto" and several_graphs:
         so.add_session_config_entry("session.force_spinning_stop", "1")
 
