@@ -32,8 +32,8 @@ from .recorder import activation_range, decoder_layers, unit_inputs
 
 MAX_POSITIONS = 256
 CALIBRATION_FILE = "calibration.safetensors"
-CACHE_VERSION = 6  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency; 5: and the budget;
-# 6: aapp-adaptive's confirmation gate per level
+CACHE_VERSION = 7  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency; 5: and the budget;
+# 6: aapp-adaptive's confirmation gate per level; 7: the pruned-grad-act scorer
 
 
 def read_lines(path: Path) -> list[str]:

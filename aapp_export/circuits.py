@@ -9,6 +9,12 @@ Three scorers rate every prunable unit from harmful vs harmless chat prompts:
   (Arditi et al. 2024): ``(E_harm[x_k] - E_harmless[x_k]) * <W_out[:, k], r_l / |r_l|>``;
 - ``grad-act``: gradient x activation of the log-probability of the refusal's first token at the
   last prompt position, on harmful prompts.
+- ``pruned-grad-act``: the same log-probability's first-order gain from giving each unit back while
+  PP prunes the model at ``SUFFICIENCY_SPARSITY``: ``sum_tokens x_k * dL/dy_k``, where ``x_k`` is the
+  unit's unpruned activation and ``y_k`` its input to o_proj / down_proj after PP's mask (0 for a
+  pruned unit, whose gradient is still defined). Signed (a unit whose return would lower the refusal
+  ranks last); needs PP's statistics. It asks AAPP's question directly: which units, forced in while
+  the rest is pruned, bring the refusal back.
 
 The protected set is the top ``budget`` fraction of the prunable units of each kind (heads,
 channels; layers >= ``skip_first``) by a scorer. The causal check answers held-out harmful prompts in
@@ -27,6 +33,8 @@ calibrated at the input of the first pruned layer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,42 +151,70 @@ def refusal_token(model, tokenizer, harmful: list[str]) -> int:
     return most_common_first_token(first_token_probs(model, tokenizer, harmful))
 
 
-def score_grad_act(model, tokenizer, harmful: list[str], batch_size: int = 16) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    n_layers = len(decoder_layers(model))
-    heads, _ = unit_counts(model)
-    token = refusal_token(model, tokenizer, harmful)
-    acts: dict[tuple[int, str], torch.Tensor] = {}
-    totals: dict[tuple[int, str], torch.Tensor] = {}
-
-    def record(i: int, kind: str, x: torch.Tensor) -> None:
-        x.retain_grad()
-        acts[(i, kind)] = x
-
-    # gradients flow to the activations only: the weights' gradients (a second copy of the model) are
-    # never computed, and the embedding output starts the graph instead of the parameters
+@contextmanager
+def _activation_gradients(model) -> Iterator[None]:
+    """Gradients flow to the activations only: the weights' gradients (a second copy of the model) are
+    never computed, and the embedding output starts the graph instead of the parameters."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)
     start = model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
     try:
-        with unit_inputs(model, record):
-            for s in tqdm(range(0, len(harmful), batch_size), desc="grad-act scores", unit="batch", disable=None,
-                          leave=False):
-                enc = chat_inputs(tokenizer, harmful[s:s + batch_size])
-                out = model(**to_model(enc, model), logits_to_keep=1)
-                logp = torch.log_softmax(out.logits[:, -1].float(), -1)[:, token].sum()
-                logp.backward()
-                m = enc["attention_mask"][..., None].float()
-                for key, x in acts.items():
-                    contrib = (x.detach() * x.grad * m.to(x.device)).float().sum(1).sum(0).cpu()  # tokens, prompts
-                    totals[key] = contrib if key not in totals else totals[key] + contrib
+        yield
     finally:
         start.remove()
         for p in trainable:
             p.requires_grad_(True)
-    n = len(harmful)
-    return ([_per_head(totals[(i, "attn")].abs() / n, heads[i]) for i in range(n_layers)],
-            [totals[(i, "mlp")].abs() / n for i in range(n_layers)])
+
+
+def _refusal_attribution(model, tokenizer, harmful: list[str], desc: str, pruner: Pruner | None = None,
+                         batch_size: int = 16) -> dict[tuple[int, str], torch.Tensor]:
+    """Per (layer, "attn" | "mlp") and unit, summed over prompt tokens and averaged over ``harmful``:
+    ``x * dL/dy`` of L, the log-probability of the refusal's first token at the last prompt position;
+    ``x`` the unit's activation at the o_proj / down_proj input and ``y`` that input as the model used
+    it (``x`` itself, or ``x`` masked by ``pruner``, which then decides per batch as for a request)."""
+    token = refusal_token(model, tokenizer, harmful)
+    full: dict[tuple[int, str], torch.Tensor] = {}
+    used: dict[tuple[int, str], torch.Tensor] = {}
+    totals: dict[tuple[int, str], torch.Tensor] = {}
+
+    def record_full(i: int, kind: str, x: torch.Tensor) -> None:
+        full[(i, kind)] = x.detach()
+
+    def record_used(i: int, kind: str, y: torch.Tensor) -> None:
+        y.retain_grad()
+        used[(i, kind)] = y
+
+    # the unpruned activation is recorded before the pruner's mask (pre-hooks run in registration order)
+    with _activation_gradients(model), unit_inputs(model, record_full), (pruner or nullcontext()), \
+            unit_inputs(model, record_used):
+        for s in tqdm(range(0, len(harmful), batch_size), desc=desc, unit="batch", disable=None, leave=False):
+            if pruner is not None:
+                pruner.new_request()
+            enc = chat_inputs(tokenizer, harmful[s:s + batch_size])
+            out = model(**to_model(enc, model), logits_to_keep=1)
+            torch.log_softmax(out.logits[:, -1].float(), -1)[:, token].sum().backward()
+            m = enc["attention_mask"][..., None].float()
+            for key, y in used.items():
+                contrib = (full[key] * y.grad * m.to(y.device)).float().sum(1).sum(0).cpu()  # tokens, prompts
+                totals[key] = contrib if key not in totals else totals[key] + contrib
+    return {key: t / len(harmful) for key, t in totals.items()}
+
+
+def score_grad_act(model, tokenizer, harmful: list[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    heads, _ = unit_counts(model)
+    a = _refusal_attribution(model, tokenizer, harmful, "grad-act scores")
+    return ([_per_head(a[(i, "attn")].abs(), heads[i]) for i in range(len(heads))],
+            [a[(i, "mlp")].abs() for i in range(len(heads))])
+
+
+def score_pruned_grad_act(model, tokenizer, harmful: list[str], stats: list[LayerStats],
+                          sparsity: float = SUFFICIENCY_SPARSITY) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    heads, _ = unit_counts(model)
+    pruner = Pruner(model, PruneConfig("pp", sparsity), stats)
+    a = _refusal_attribution(model, tokenizer, harmful, "pruned-grad-act scores", pruner)
+    return ([_per_head(a[(i, "attn")], heads[i]) for i in range(len(heads))],
+            [a[(i, "mlp")] for i in range(len(heads))])
 
 
 def protected_units(scores: list[torch.Tensor], budget: float, skip_first: int = SKIP_FIRST) -> list[torch.Tensor]:
@@ -336,9 +372,14 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
         raise InputError(f"budget {budget}: the protected fraction of the prunable units must be in (0, 1), e.g. 0.05")
     pinned, budget = budget is not None, BUDGETS[0] if budget is None else budget
     harm, safe = collect_activations(model, tokenizer, harmful), collect_activations(model, tokenizer, harmless)
+    if scorer == "pruned-grad-act" and stats is None:
+        raise InputError("scorer pruned-grad-act measures units under PP and needs its calibration statistics; "
+                         "pass stats (the export's calibration does), or choose another scorer")
     scorers = {"actdiff": lambda: score_actdiff(model, harm, safe),
                "refusal-dir": lambda: score_refusal_direction(model, harm, safe),
                "grad-act": lambda: score_grad_act(model, tokenizer, harmful)}
+    if stats is not None:
+        scorers["pruned-grad-act"] = lambda: score_pruned_grad_act(model, tokenizer, harmful, stats)
     all_scores = {name: make() for name, make in scorers.items() if scorer in (None, name)}
     checks, sets, memo = {}, {}, {}
     check_set = (check if check else harmful)[:check_prompts]

@@ -38,6 +38,7 @@ CALIB_BATCH = 16
 CALIB_TOKENS = 256  # MAX_POSITIONS of the history statistics
 CHAT_TOKENS = 64  # a calibration prompt with its chat template, generously
 MARGIN = 1.1  # what the plan asks of the machine on top of its estimate
+BACKWARD_SCORERS = (None, "grad-act", "pruned-grad-act")  # scorers whose calibration runs a backward pass
 
 
 def parameter_counts(spec: ModelSpec) -> dict[str, int]:
@@ -205,7 +206,7 @@ def _calibration_steps(spec: ModelSpec, params: dict[str, int], c: int, scorer: 
     sums = _stat_sums(spec)
     steps = {"history statistics": weights + sums + _forward_transient(spec, batch, CALIB_TOKENS, c),
              "circuit activations": weights + sums + _forward_transient(spec, batch, CHAT_TOKENS, c)}
-    if scorer in (None, "grad-act"):
+    if scorer in BACKWARD_SCORERS:
         steps["grad-act backward"] = weights + sums + _backward(spec, batch, CHAT_TOKENS, c)
     # greedy answers of a batch under ablation: the prompt's forward, then a KV cache that grows by
     # CHECK_TOKENS (transformers keeps it in the weights' dtype)
@@ -239,7 +240,7 @@ def plan_export(spec: ModelSpec, checkpoint_dtype: str, export_dtype: str, calib
                    "--calib-dtype bf16 --scorer refusal-dir": ("bf16", "refusal-dir")}
         for flags, (dtype, other) in options.items():
             if (dtype, other) != (calibration_dtype, scorer) and not (other == "refusal-dir" and scorer not in
-                                                                       (None, "grad-act")):
+                                                                       BACKWARD_SCORERS):
                 alternatives[flags] = max(graph_build, *_calibration_steps(spec, params, DTYPE_BYTES[dtype],
                                                                            other, batch).values())
         alternatives["--no-calibrate (dense only)"] = graph_build

@@ -64,7 +64,7 @@ def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
     """With PP statistics the check also runs AAPP at the reference sparsity with each scorer's protected
     set (and PP beside it) and the most sufficient scorer is chosen; without them, the necessity gap."""
     from aapp_export.circuits import identify_circuits, protected_units
-    from aapp_export.choices import BUDGETS, SUFFICIENCY_SPARSITY
+    from aapp_export.choices import BUDGETS, SCORERS, SUFFICIENCY_SPARSITY
     from aapp_export.errors import InputError
     from aapp_export.calibration import collect_stats
 
@@ -74,14 +74,14 @@ def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
     c = identify_circuits(model, tok, HARMFUL, HARMLESS, stats, check=CHECK, log=logs.append)
     assert c.check["criterion"] == "sufficiency" and c.check["pp"]["sparsity"] == SUFFICIENCY_SPARSITY
     suff = {k: v["sufficiency"] for k, v in c.check["by_scorer"].items()}
-    assert set(suff) == {"actdiff", "refusal-dir", "grad-act"}
+    assert set(suff) == set(SCORERS)  # pruned-grad-act too: it runs where PP's statistics are
     assert all(0 <= s["refusal"] <= 1 and 0 <= s["refusal_token_prob"] <= 1 for s in suff.values())
     best = max(suff.values(), key=lambda s: (s["refusal"], s["refusal_token_prob"]))
     assert suff[c.scorer]["refusal"] == best["refusal"]
     assert suff[c.scorer]["refusal_token_prob"] == best["refusal_token_prob"]
     # the protected sets differ between scorers, so the AAPP runs are not one run repeated
     assert len({s["refusal_token_prob"] for s in suff.values()}) > 1
-    assert sum(m.startswith("scorer ") and "aapp at 0.4 keeps refusal" in m for m in logs) == 3
+    assert sum(m.startswith("scorer ") and "aapp at 0.4 keeps refusal" in m for m in logs) == len(SCORERS)
     # the budget: the chosen scorer's protected set at each fraction; 0.05 unless another refuses more
     by_budget = c.check["by_budget"]
     assert list(by_budget) == [str(b) for b in BUDGETS] and by_budget["0.05"] == suff[c.scorer]
@@ -98,3 +98,58 @@ def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
     without = identify_circuits(model, tok, HARMFUL, HARMLESS, check=CHECK, log=logs.append)
     assert without.check["criterion"] == "necessity" and "pp" not in without.check
     assert all("sufficiency" not in v for v in without.check["by_scorer"].values())
+    assert set(without.check["by_scorer"]) == set(SCORERS) - {"pruned-grad-act"}
+    with pytest.raises(InputError, match="pruned-grad-act .* needs its calibration statistics"):
+        identify_circuits(model, tok, HARMFUL, HARMLESS, scorer="pruned-grad-act", check=CHECK, log=logs.append)
+
+
+def test_pruned_grad_act_is_the_refusal_gain_of_giving_a_unit_back(tiny):
+    """pruned-grad-act's score of a unit is the derivative of the refusal token's mean log-probability
+    when the unit's unpruned activation is added back into what PP lets through (``y + eps * x``), for a
+    unit PP pruned (its gradient flows through the mask) and one it kept; and with nothing pruned the
+    scores are grad-act's before its absolute value."""
+    import torch
+
+    from aapp_export.calibration import collect_stats
+    from aapp_export.circuits import refusal_token, score_grad_act, score_pruned_grad_act
+    from aapp_export.evaluate import chat_inputs
+    from aapp_export.placement import to_model
+    from aapp_export.pruning import Pruner, PruneConfig
+
+    model, tok = tiny
+    stats = collect_stats(model, tok, ["Plants turn light into sugar.", "Rivers run to the sea."])
+    heads, channels = score_pruned_grad_act(model, tok, HARMFUL, stats, sparsity=0.4)
+    token = refusal_token(model, tok, HARMFUL)
+    layer = 3  # pruned (the first 3 are not)
+    pruner = Pruner(model, PruneConfig("pp", 0.4), stats)
+    real_apply = pruner._apply
+
+    def mean_logp(unit: int, eps: float) -> float:
+        def apply(i, kind, x):
+            y = real_apply(i, kind, x)
+            if (i, kind) != (layer, "mlp"):
+                return y
+            y = (x if y is None else y).clone()
+            y[..., unit] += eps * x[..., unit]
+            return y
+
+        pruner._apply = apply
+        with torch.no_grad(), pruner:
+            pruner.new_request()
+            out = model(**to_model(chat_inputs(tok, HARMFUL), model), logits_to_keep=1)
+        return float(torch.log_softmax(out.logits[:, -1].double(), -1)[:, token].mean())
+
+    mean_logp(0, 0.0)  # PP's decisions for these prompts
+    kept = pruner.channel_mask[layer]
+    pruned_unit = int((kept == 0).all(0).nonzero()[0])
+    kept_unit = int((kept == 1).all(0).nonzero()[0])
+    for unit in (pruned_unit, kept_unit):
+        eps = 1e-2
+        slope = (mean_logp(unit, eps) - mean_logp(unit, -eps)) / (2 * eps)
+        assert float(channels[layer][unit]) == pytest.approx(slope, rel=0.02, abs=1e-6)
+    assert float(channels[layer][pruned_unit]) != 0.0
+    # nothing pruned: grad-act's attribution, signed
+    dense_heads, dense_channels = score_pruned_grad_act(model, tok, HARMFUL, stats, sparsity=0.0)
+    abs_heads, abs_channels = score_grad_act(model, tok, HARMFUL)
+    assert all(torch.allclose(c.abs(), a, rtol=1e-5, atol=1e-8) for c, a in zip(dense_channels, abs_channels))
+    assert all(len(h) == len(a) for h, a in zip(dense_heads, abs_heads))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from aapp_export.choices import SCORERS
 from aapp_export.cli.export import main as export_main
 from aapp_runtime.cli import main as run_main
 
@@ -63,11 +64,11 @@ def test_export_calibrates_and_records_circuits_in_the_manifest(tmp_path, capsys
     assert export_main(flags + ["--check-prompts", "1"]) == 0
     manifest = json.loads((tmp_path / "m" / "aapp.json").read_text())
     cal = manifest["calibration"]
-    assert cal["scorer"] in {"actdiff", "refusal-dir", "grad-act"} and cal["budget"] in (0.02, 0.05, 0.1, 0.2)
+    assert cal["scorer"] in SCORERS and cal["budget"] in (0.02, 0.05, 0.1, 0.2)
     assert cal["causal_check"]["budget"] == cal["budget"] and len(cal["causal_check"]["by_budget"]) == 4
     assert cal["prompts"]["check"] == "check.txt" and cal["prompts"]["harmful"] == "harmful.txt"
     checks = cal["causal_check"]["by_scorer"]
-    assert set(checks) == {"actdiff", "refusal-dir", "grad-act"}
+    assert set(checks) == set(SCORERS)
     assert all(0 <= c["dense_refusal_token_prob"] <= 1 and len(c["random_ablated_refusal_token_prob"]) == 5
                and c["prompts"] == 1 for c in checks.values())
     # the kept scorer keeps the most refusal under AAPP (greedy, then first-token probability), then the
