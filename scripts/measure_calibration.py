@@ -7,7 +7,7 @@ export plan's estimate, and how far bf16's protected units and pruning decisions
 
 Each run is a fresh child process (peak RSS is per process: ``VmHWM``); a sampler thread reads the
 RSS every 20 ms and charges it to the calibration step running then (model load, history
-statistics, circuit activations, grad-act backward, causal check), the steps the plan estimates.
+statistics, circuit activations, grad-act backward (both backward scorers), causal check), the steps the plan estimates.
 Prompt files default to the demo card's. Prints JSON.
 """
 
@@ -127,6 +127,7 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
                                (calibration, "collect_stats", "history statistics"),
                                (circuits, "collect_activations", "circuit activations"),
                                (circuits, "score_grad_act", "grad-act backward"),
+                               (circuits, "score_pruned_grad_act", "grad-act backward"),
                                (circuits, "dense_refusal", "causal check"),
                                (circuits, "causal_check", "causal check"),
                                (export_module, "build_decoder", "graph build"),
