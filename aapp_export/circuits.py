@@ -1,6 +1,6 @@
 """Alignment-circuit identification: which heads and MLP channels carry refusal.
 
-Three scorers rate every prunable unit from harmful vs harmless chat prompts:
+Four scorers rate every prunable unit from harmful vs harmless chat prompts:
 
 - ``actdiff``: ``|mu_harmful,k - mu_harmless,k| * ||W_out[:, k]||`` (mean activation at the
   o_proj / down_proj input over prompt tokens; heads sum their channels);
@@ -27,8 +27,9 @@ it is the one with the largest necessity gap. Unless the budget is given, the ch
 is then chosen among ``BUDGETS`` the same way (leaving the first takes more greedy refusal).
 On the demo model pruned-grad-act's set is both the most sufficient (AAPP at 0.4 keeps 81% of the
 check prompts at 5%, 100% at 10%, against grad-act's 71%) and the most necessary (ablated, refusal
-falls to 25%); among the older three the criteria disagreed (docs/results/README.md). The risk gate's refusal direction, threshold and temperature are
-calibrated at the input of the first pruned layer.
+falls to 25%); among the older three the criteria disagreed (docs/results/README.md). The risk
+gate's refusal direction, threshold and temperature are calibrated at the input of the first pruned
+layer.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import torch
@@ -167,13 +169,13 @@ def _activation_gradients(model) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def _refusal_attribution(model, tokenizer, harmful: list[str], desc: str, pruner: Pruner | None = None,
+def _refusal_attribution(model, tokenizer, harmful: list[str], desc: str, token: int, pruner: Pruner | None = None,
                          batch_size: int = 16) -> dict[tuple[int, str], torch.Tensor]:
     """Per (layer, "attn" | "mlp") and unit, summed over prompt tokens and averaged over ``harmful``:
     ``x * dL/dy`` of L, the log-probability of the refusal's first token at the last prompt position;
     ``x`` the unit's activation at the o_proj / down_proj input and ``y`` that input as the model used
-    it (``x`` itself, or ``x`` masked by ``pruner``, which then decides per batch as for a request)."""
-    token = refusal_token(model, tokenizer, harmful)
+    it (``x`` itself, or ``x`` masked by ``pruner``, which then decides per batch as for a request);
+    ``token``: the refusal's first token (``refusal_token``)."""
     full: dict[tuple[int, str], torch.Tensor] = {}
     used: dict[tuple[int, str], torch.Tensor] = {}
     totals: dict[tuple[int, str], torch.Tensor] = {}
@@ -201,18 +203,24 @@ def _refusal_attribution(model, tokenizer, harmful: list[str], desc: str, pruner
     return {key: t / len(harmful) for key, t in totals.items()}
 
 
-def score_grad_act(model, tokenizer, harmful: list[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def score_grad_act(model, tokenizer, harmful: list[str], token: int | None = None
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``token`` None: ``refusal_token`` of ``harmful``."""
     heads, _ = unit_counts(model)
-    a = _refusal_attribution(model, tokenizer, harmful, "grad-act scores")
+    token = refusal_token(model, tokenizer, harmful) if token is None else token
+    a = _refusal_attribution(model, tokenizer, harmful, "grad-act scores", token)
     return ([_per_head(a[(i, "attn")].abs(), heads[i]) for i in range(len(heads))],
             [a[(i, "mlp")].abs() for i in range(len(heads))])
 
 
 def score_pruned_grad_act(model, tokenizer, harmful: list[str], stats: list[LayerStats],
-                          sparsity: float = SUFFICIENCY_SPARSITY) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                          sparsity: float = SUFFICIENCY_SPARSITY, token: int | None = None
+                          ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``token`` None: ``refusal_token`` of ``harmful``."""
     heads, _ = unit_counts(model)
+    token = refusal_token(model, tokenizer, harmful) if token is None else token
     pruner = Pruner(model, PruneConfig("pp", sparsity), stats)
-    a = _refusal_attribution(model, tokenizer, harmful, "pruned-grad-act scores", pruner)
+    a = _refusal_attribution(model, tokenizer, harmful, "pruned-grad-act scores", token, pruner)
     return ([_per_head(a[(i, "attn")], heads[i]) for i in range(len(heads))],
             [a[(i, "mlp")] for i in range(len(heads))])
 
@@ -375,11 +383,12 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     if scorer == "pruned-grad-act" and stats is None:
         raise InputError("scorer pruned-grad-act measures units under PP and needs its calibration statistics; "
                          "pass stats (the export's calibration does), or choose another scorer")
+    token = cache(lambda: refusal_token(model, tokenizer, harmful))  # once for both gradient scorers
     scorers = {"actdiff": lambda: score_actdiff(model, harm, safe),
                "refusal-dir": lambda: score_refusal_direction(model, harm, safe),
-               "grad-act": lambda: score_grad_act(model, tokenizer, harmful)}
+               "grad-act": lambda: score_grad_act(model, tokenizer, harmful, token=token())}
     if stats is not None:
-        scorers["pruned-grad-act"] = lambda: score_pruned_grad_act(model, tokenizer, harmful, stats)
+        scorers["pruned-grad-act"] = lambda: score_pruned_grad_act(model, tokenizer, harmful, stats, token=token())
     all_scores = {name: make() for name, make in scorers.items() if scorer in (None, name)}
     checks, sets, memo = {}, {}, {}
     check_set = (check if check else harmful)[:check_prompts]

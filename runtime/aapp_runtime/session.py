@@ -810,7 +810,8 @@ class Session:
                 graph = prefill
             # the decode below holds the request's one cache: a refusal frees the level's buffers of the
             # pruned layers (the dense tail's present_kept) and an answer the dense cache's
-            gate, head, feeds, tail, written, tail_cache = head["risk_gate"], None, None, None, None, None
+            gate = head["risk_gate"]
+            del head, feeds, tail, written, tail_cache
             spent = (time.perf_counter() - t0) * 1000
             yield from self._steps(ids, params, gen, state, graph, decode, cache,
                                    prefilled=(logits, {"risk_gate": gate}), prefill_ms=spent)
