@@ -32,8 +32,8 @@ from .recorder import activation_range, decoder_layers, unit_inputs
 
 MAX_POSITIONS = 256
 CALIBRATION_FILE = "calibration.safetensors"
-CACHE_VERSION = 7  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency; 5: and the budget;
-# 6: aapp-adaptive's confirmation gate per level; 7: the pruned-grad-act scorer
+CACHE_VERSION = 8  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency; 5: and the budget;
+# 6: aapp-adaptive's confirmation gate per level; 7: the pruned-grad-act scorer; 8: choices net of over-refusal
 
 
 def read_lines(path: Path) -> list[str]:
@@ -137,10 +137,12 @@ def load_model(checkpoint: Path, dtype: str = "fp32", device: str = "cpu", max_m
 
 def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, budget: float | None = None,
               scorer: str | None = None, check_prompts: int = 48, log=print, ranges: dict | None = None,
-              check: Path | None = None, levels: Sequence[float] = DEFAULT_LEVELS):
+              check: Path | None = None, levels: Sequence[float] = DEFAULT_LEVELS,
+              check_harmless: Path | None = None):
     """History statistics and alignment circuits of a loaded model: ``(stats, circuits)``; ``ranges``
     (a dict) is filled with the activation range of the statistics pass (``recorder.activation_range``);
     ``check`` holds the held-out harmful prompts of the causal check (None: the ``harmful`` prompts);
+    ``check_harmless`` held-out harmless prompts whose over-refusal the choices weigh (None: refusal alone);
     aapp-adaptive's confirmation gate is calibrated at each sparsity of ``levels`` (``confirm_gate.py``)."""
     from .circuits import identify_circuits
     from .confirm_gate import calibrate_confirm_gates
@@ -150,14 +152,16 @@ def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, bu
     harmful_prompts, harmless_prompts = read_lines(harmful), read_lines(harmless)
     circuits = identify_circuits(model, tokenizer, harmful_prompts, harmless_prompts, stats, budget=budget,
                                  scorer=scorer, check_prompts=check_prompts, log=log,
-                                 check=read_lines(check) if check is not None else None)
+                                 check=read_lines(check) if check is not None else None,
+                                 check_harmless=read_lines(check_harmless) if check_harmless is not None else None)
     circuits.confirm = calibrate_confirm_gates(model, tokenizer, harmful_prompts, harmless_prompts, stats,
                                                circuits.protection(), levels)
     return stats, circuits
 
 
 def calibration_summary(circuits, *, harmful: Path, harmless: Path, text: Path,
-                        ranges: dict | None = None, check: Path | None = None) -> dict[str, Any]:
+                        ranges: dict | None = None, check: Path | None = None,
+                        check_harmless: Path | None = None) -> dict[str, Any]:
     return {
         "file": CALIBRATION_FILE,
         "history": {"text": Path(text).name, "sha256": sha256_text(text), "items": len(read_lines(text)),
@@ -165,7 +169,9 @@ def calibration_summary(circuits, *, harmful: Path, harmless: Path, text: Path,
         "prompts": {"harmful": Path(harmful).name, "harmful_sha256": sha256_text(harmful),
                     "harmless": Path(harmless).name, "harmless_sha256": sha256_text(harmless),
                     **({"check": Path(check).name, "check_sha256": sha256_text(check)} if check is not None
-                       else {"check": "harmful (no held-out check file)"})},
+                       else {"check": "harmful (no held-out check file)"}),
+                    **({"check_harmless": Path(check_harmless).name,
+                        "check_harmless_sha256": sha256_text(check_harmless)} if check_harmless is not None else {})},
         **circuits.summary(),
         **({"activation_range": ranges} if ranges else {}),
     }
@@ -190,31 +196,35 @@ def load_calibration(directory: Path, n_layers: int):
 
 
 def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, harmless: Path, text: Path,
-                       budget: float | None = None, scorer: str | None = None, log=print, check: Path | None = None):
+                       budget: float | None = None, scorer: str | None = None, log=print, check: Path | None = None,
+                       check_harmless: Path | None = None):
     """``calibrate`` once per (checkpoint, prompt files, budget, scorer); cached under
     ``$AAPP_CACHE`` (default ``~/.cache/aapp-export``)."""
     key = hashlib.sha256()
     for f in sorted(Path(checkpoint).glob("*.safetensors")) + [Path(checkpoint) / "config.json"]:
         key.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    for f in (harmful, harmless, text) + ((check,) if check is not None else ()):
+    for f in (harmful, harmless, text):
         key.update(sha256_text(f).encode())
+    for role, f in (("check", check), ("check_harmless", check_harmless)):
+        key.update(f"{role}:{sha256_text(f) if f is not None else '-'}".encode())
     key.update(f"{budget}:{scorer}:{CACHE_VERSION}".encode())
     cache = Path(os.environ.get("AAPP_CACHE", Path.home() / ".cache" / "aapp-export")) / "calibration" / key.hexdigest()[:20]
     n_layers = len(decoder_layers(model))
     if (cache / "calibration.json").is_file():
         return load_calibration(cache, n_layers)
     stats, circuits = calibrate(model, tokenizer, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                scorer=scorer, log=log, check=check)
+                                scorer=scorer, log=log, check=check, check_harmless=check_harmless)
     cache.mkdir(parents=True, exist_ok=True)
     save_calibration(cache, stats, circuits, calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text,
-                                                                 check=check))
+                                                                 check=check, check_harmless=check_harmless))
     return stats, circuits
 
 
 def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harmless: Path, text: Path,
                          budget: float | None = None, scorer: str | None = None, dtype: str = "fp32",
                          device: str = "cpu", max_memory=None, check_prompts: int = 48,
-                         log=print, check: Path | None = None, levels: Sequence[float] = DEFAULT_LEVELS) -> dict[str, Any]:
+                         log=print, check: Path | None = None, levels: Sequence[float] = DEFAULT_LEVELS,
+                         check_harmless: Path | None = None) -> dict[str, Any]:
     """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype``) into ``out_dir``
     (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
     model, tok = load_model(checkpoint, dtype, device, max_memory)
@@ -222,13 +232,14 @@ def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harm
     try:
         stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
                                     scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges, check=check,
-                                    levels=levels)
+                                    levels=levels, check_harmless=check_harmless)
     finally:
         # the graph build comes next in the same process: give the model's memory back first (transformers
         # models hold reference cycles, and malloc keeps what it served from its heap)
         del model
         gc.collect()
         trim_heap()
-    summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text, ranges=ranges, check=check)
+    summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text, ranges=ranges, check=check,
+                                  check_harmless=check_harmless)
     save_calibration(out_dir, stats, circuits, summary)
     return summary

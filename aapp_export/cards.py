@@ -51,13 +51,15 @@ class ModelCard:
 
 
 _FILE_SUFFIX = {"calibration": "calib", "evaluation": "test"}
-_OWN_FILE = {("calibration", "check"): "harmful_val"}  # the causal check's held-out harmful prompts
+# the causal check's held-out harmful prompts, and the harmless ones its over-refusal is measured on
+_OWN_FILE = {("calibration", "check"): "harmful_val", ("calibration", "check_harmless"): "harmless_val"}
 
 
 def default_prompt_file(card: ModelCard | None, checkpoint_dir: Path | None, section: str, key: str) -> Path | None:
     """The prompt file a command uses when none is given: the model card's; else the checkpoint's own
     ``data/<key>_calib.txt`` / ``data/<key>_test.txt`` (what ``scripts/train_demo_model.py`` writes; the
-    calibration's ``check``: ``data/harmful_val.txt``, held out from training and from the tests);
+    calibration's ``check`` and ``check_harmless``: ``data/harmful_val.txt`` and ``data/harmless_val.txt``,
+    held out from training and from the tests);
     else the demo card's (generic English prompt sets). None if no card names one."""
     if card is not None and (path := card.data_file(section, key)) is not None:
         return path

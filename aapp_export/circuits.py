@@ -24,7 +24,10 @@ probability of the refusal's first token), beside PP's at the same sparsity. Nec
 ablating the protected set vs random sets with the same per-layer counts (5 seeds). The default scorer
 is the most sufficient one (the necessity gap breaks ties); without PP statistics (``stats`` None)
 it is the one with the largest necessity gap. Unless the budget is given, the chosen scorer's budget
-is then chosen among ``BUDGETS`` the same way (leaving the first takes more greedy refusal).
+is then chosen among ``BUDGETS`` the same way (leaving the first takes more greedy refusal). With
+held-out harmless prompts (``check_harmless``) each AAPP run answers them too and both choices rank
+by refusal minus over-refusal (``net``): a protected set that also makes harmless requests refuse
+buys its refusal with them.
 On the demo model pruned-grad-act's set is both the most sufficient (AAPP at 0.4 keeps 81% of the
 check prompts at 5%, 100% at 10%, against grad-act's 71%) and the most necessary (ablated, refusal
 falls to 25%); among the older three the criteria disagreed (docs/results/README.md). The risk
@@ -350,20 +353,39 @@ def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor]
             "prob_gap": round(mean_random_p - protected_p, 4)}
 
 
+def over_refusal_under(model, tokenizer, prompts: list[str], pruner: Pruner | None = None,
+                       max_new_tokens: int = CHECK_TOKENS) -> float:
+    """Share of the harmless ``prompts`` whose greedy answer (under ``pruner``; dense when None) refuses."""
+    return refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc="causal check (harmless)",
+                                         stop_when=is_refusal))
+
+
 def sufficiency_check(model, tokenizer, prompts: list[str], protection: Protection | None, stats: list[LayerStats],
                       dense: DenseRefusal, sparsity: float = SUFFICIENCY_SPARSITY,
-                      max_new_tokens: int = CHECK_TOKENS) -> dict[str, float]:
+                      max_new_tokens: int = CHECK_TOKENS, harmless: list[str] | None = None) -> dict[str, float]:
     """Refusal on ``prompts`` with AAPP at ``sparsity`` protecting ``protection`` (PP when None): greedy
-    refusal rate and the mean probability of the dense refusal's first token."""
+    refusal rate and the mean probability of the dense refusal's first token; with ``harmless`` (held-out
+    harmless prompts) also the over-refusal on them and ``net``, refusal minus over-refusal (the choice's
+    criterion: a protected set that makes harmless requests refuse too buys its refusal with them)."""
     cfg = PruneConfig("pp" if protection is None else "aapp", sparsity)
     greedy, prob = refusal_under(model, tokenizer, prompts, lambda: Pruner(model, cfg, stats, protection), dense.token,
                                  max_new_tokens)
-    return {"sparsity": sparsity, "refusal": round(greedy, 4), "refusal_token_prob": round(prob, 4)}
+    out = {"sparsity": sparsity, "refusal": round(greedy, 4), "refusal_token_prob": round(prob, 4)}
+    if harmless:
+        over = over_refusal_under(model, tokenizer, harmless, Pruner(model, cfg, stats, protection), max_new_tokens)
+        out |= {"over_refusal": round(over, 4), "net": round(greedy - over, 4)}
+    return out
+
+
+def _net(check: dict[str, float]) -> float:
+    """A sufficiency check's criterion: refusal, less over-refusal where harmless prompts were checked."""
+    return check.get("net", check["refusal"])
 
 
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
                       budget: float | None = None, scorer: str | None = None, check_prompts: int = 48,
-                      skip_first: int = SKIP_FIRST, check: list[str] | None = None, log=print) -> Circuits:
+                      skip_first: int = SKIP_FIRST, check: list[str] | None = None,
+                      check_harmless: list[str] | None = None, log=print) -> Circuits:
     """Score units with ``scorer`` (default: every scorer, each checked causally, the best kept; a given
     scorer is the only one run, so ``refusal-dir`` or ``actdiff`` avoid grad-act's backward pass).
 
@@ -375,7 +397,10 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     which rule chose). ``budget`` None: scorers are compared at ``BUDGETS[0]``, then the chosen scorer's
     protected fraction is the one of ``BUDGETS`` that keeps refusal best the same way, where leaving the
     first takes a higher greedy refusal rate (``check["by_budget"]``); without ``stats`` it stays
-    ``BUDGETS[0]``."""
+    ``BUDGETS[0]``. With ``check_harmless`` (held-out harmless prompts, the first ``check_prompts``) each
+    AAPP run also answers them, and both choices rank by refusal minus over-refusal (``net``) instead of
+    refusal alone: on the demo the budget that refuses most on the check also refuses 13% of harmless
+    prompts (docs/results/README.md)."""
     if budget is not None and not 0 < budget < 1:
         raise InputError(f"budget {budget}: the protected fraction of the prunable units must be in (0, 1), e.g. 0.05")
     pinned, budget = budget is not None, BUDGETS[0] if budget is None else budget
@@ -392,6 +417,10 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     all_scores = {name: make() for name, make in scorers.items() if scorer in (None, name)}
     checks, sets, memo = {}, {}, {}
     check_set = (check if check else harmful)[:check_prompts]
+    harmless_set = (check_harmless or [])[:check_prompts] or None
+    if harmless_set and (shared := len(set(harmless_set) & set(harmless))):
+        log(f"warning: {shared} of the causal check's {len(harmless_set)} harmless prompts are also scored prompts; "
+            "a held-out file (--calib-check-harmless) measures the over-refusal the choice weighs")
     if check and (shared := len(set(check_set) & set(harmful))):
         log(f"warning: {shared} of the causal check's {len(check_set)} prompts are also scored prompts; a held-out "
             "check file (--calib-check) keeps the choice of scorer from resting on prompts the scores were fitted on")
@@ -402,7 +431,9 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     p_safe = safe.last_residual[gate_layer] @ direction
     threshold, temperature = fit_gate(p_harm, p_safe)
     dense = dense_refusal(model, tokenizer, check_set)
-    pp_ref = None if stats is None else sufficiency_check(model, tokenizer, check_set, None, stats, dense)
+    dense_over = None if harmless_set is None else over_refusal_under(model, tokenizer, harmless_set)
+    pp_ref = None if stats is None else sufficiency_check(model, tokenizer, check_set, None, stats, dense,
+                                                          harmless=harmless_set)
     for name, (hs, cs) in all_scores.items():
         sets[name] = (protected_units(hs, budget, skip_first), protected_units(cs, budget, skip_first))
         checks[name] = causal_check(model, tokenizer, check_set, *sets[name], dense=dense, memo=memo)
@@ -411,17 +442,21 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
                 f"first-token probability gap {checks[name]['prob_gap']:+.3f})")
         if pp_ref is not None:
             protection = Protection(*sets[name], direction, gate_layer, threshold, temperature)
-            checks[name]["sufficiency"] = sufficiency_check(model, tokenizer, check_set, protection, stats, dense)
-            line += (f"; aapp at {pp_ref['sparsity']} keeps refusal {checks[name]['sufficiency']['refusal']:.2f} "
+            suff = checks[name]["sufficiency"] = sufficiency_check(model, tokenizer, check_set, protection, stats,
+                                                                   dense, harmless=harmless_set)
+            line += (f"; aapp at {pp_ref['sparsity']} keeps refusal {suff['refusal']:.2f} "
                      f"(pp {pp_ref['refusal']:.2f}, dense {dense.greedy:.2f})")
+            if "over_refusal" in suff:
+                line += (f", over-refusal {suff['over_refusal']:.2f} (pp {pp_ref['over_refusal']:.2f}, "
+                         f"dense {dense_over:.2f})")
         log(line)
     if pp_ref is None:
         criterion = "necessity"
         rank = lambda k: (checks[k]["gap"], checks[k]["prob_gap"])  # noqa: E731
     else:
         criterion = "sufficiency"
-        rank = lambda k: (checks[k]["sufficiency"]["refusal"], checks[k]["sufficiency"]["refusal_token_prob"],  # noqa: E731
-                          checks[k]["gap"], checks[k]["prob_gap"])
+        rank = lambda k: (_net(checks[k]["sufficiency"]), checks[k]["sufficiency"]["refusal"],  # noqa: E731
+                          checks[k]["sufficiency"]["refusal_token_prob"], checks[k]["gap"], checks[k]["prob_gap"])
     chosen = scorer or max(checks, key=rank)
     heads, channels = sets[chosen]
     by_budget = {}
@@ -430,17 +465,25 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
         units = {b: (protected_units(hs, b, skip_first), protected_units(cs, b, skip_first)) for b in BUDGETS[1:]}
         by_budget = {str(budget): checks[chosen]["sufficiency"]} | {
             str(b): sufficiency_check(model, tokenizer, check_set, Protection(*u, direction, gate_layer, threshold,
-                                                                              temperature), stats, dense)
+                                                                              temperature), stats, dense,
+                                      harmless=harmless_set)
             for b, u in units.items()}
-        # leaving the first budget takes more greedy refusal, not a first-token probability tie-break
-        better = [b for b in units if by_budget[str(b)]["refusal"] > by_budget[str(budget)]["refusal"]]
+        # leaving the first budget takes more greedy refusal (net of over-refusal where harmless prompts were
+        # checked), not a first-token probability tie-break
+        better = [b for b in units if _net(by_budget[str(b)]) > _net(by_budget[str(budget)])]
         if better:
-            budget = max(better, key=lambda b: (by_budget[str(b)]["refusal"], by_budget[str(b)]["refusal_token_prob"]))
+            budget = max(better, key=lambda b: (_net(by_budget[str(b)]), by_budget[str(b)]["refusal"],
+                                                by_budget[str(b)]["refusal_token_prob"]))
             heads, channels = units[budget]
         log(f"budget ({chosen}): aapp at {pp_ref['sparsity']} keeps refusal "
-            + ", ".join(f"{float(b):.0%} {v['refusal']:.2f}" for b, v in by_budget.items()) + f"; {budget:.0%} kept")
+            + ", ".join(f"{float(b):.0%} {v['refusal']:.2f}" + (f" (over-refusal {v['over_refusal']:.2f})"
+                                                               if "over_refusal" in v else "")
+                        for b, v in by_budget.items()) + f"; {budget:.0%} kept")
     return Circuits(chosen, budget, heads, channels, direction, gate_layer, threshold, temperature,
-                    {"chosen": chosen, "criterion": criterion, "prompts": len(check_set), "dense_refusal": round(dense.greedy, 4),
+                    {"chosen": chosen, "criterion": criterion + ("-net" if harmless_set and pp_ref else ""),
+                     "prompts": len(check_set), "dense_refusal": round(dense.greedy, 4),
+                     **({} if dense_over is None else {"harmless_prompts": len(harmless_set),
+                                                       "dense_over_refusal": round(dense_over, 4)}),
                      **({} if pp_ref is None else {"pp": pp_ref}), "by_scorer": checks,
                      **({"budget": budget, "by_budget": by_budget} if by_budget else {})}, all_scores)
 

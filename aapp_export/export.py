@@ -54,6 +54,7 @@ class CalibrationOptions:
     device: str = "auto"  # where calibration runs: cpu, cuda (device_map="auto"), auto (cuda when torch sees one)
     check_prompts: int = 48  # harmful prompts of the causal check (its time grows with them; the peak does not)
     check: Path | None = None  # held-out harmful prompts of the causal check (None: the card's)
+    check_harmless: Path | None = None  # held-out harmless prompts: the choices weigh over-refusal (None: the card's)
 
 
 @dataclass(frozen=True)
@@ -392,9 +393,10 @@ def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, lo
     def pick(value: Path | None, key: str) -> Path:
         return Path(value) if value is not None else default_prompt_file(ckpt.card, ckpt.path, "calibration", key)
 
-    files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text", "check")}
+    files = {k: pick(getattr(opts, k), k) for k in ("harmful", "harmless", "text", "check", "check_harmless")}
     log(f"calibrating: history on {files['text'].name}, circuits on {files['harmful'].name} vs {files['harmless'].name}, "
-        f"causal check on {files['check'].name if files['check'] else files['harmful'].name}")
+        f"causal check on {files['check'].name if files['check'] else files['harmful'].name}"
+        + (f" and {files['check_harmless'].name}" if files['check_harmless'] else ""))
     return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, dtype=opts.dtype,
                                 device=resolve_device(opts.device), check_prompts=opts.check_prompts, log=log,
                                 levels=levels, **files)

@@ -37,7 +37,7 @@ def main() -> None:
     model, tok = load_model(demo)
     stats, circuits = cached_calibration(demo, model, tok, harmful=data / "harmful_calib.txt",
                                          harmless=data / "harmless_calib.txt", text=data / "text_calib.txt",
-                                         check=data / "harmful_val.txt",
+                                         check=data / "harmful_val.txt", check_harmless=data / "harmless_val.txt",
                                          log=lambda m: None)
     splits = {"harmful_val2": read_lines(data / "harmful_val2.txt"),
               "harmless_val2": read_lines(data / "harmless_val2.txt")[:args.harmless_limit]}

@@ -4,8 +4,9 @@ units (overlap between the halves, and with the calibration on all prompts). Iss
 
     python scripts/calibration_stability.py [--model demo] [--budget F] [--out report.json]
 
-The harmful and harmless calibration files and the causal check's held-out file are split by alternate
-lines into halves A and B (no prompt in both); the general text (history statistics) is shared. Each
+The harmful and harmless calibration files and the causal check's held-out harmful and harmless files
+are split by alternate lines into halves A and B (no prompt in both); the general text (history
+statistics) is shared. Each
 half runs the export's calibration (all scorers scored on its calibration prompts, each checked
 causally on its half of the check file: refusal under AAPP at 0.4, and the ablation gap). Overlap is |A & B| / |A| per kind
 (heads, channels), pooled over the pruned layers. Prints JSON.
@@ -66,18 +67,23 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="calib-halves-"))
     (ha, hb), (sa, sb) = halves(files["calibration", "harmful"], work), halves(files["calibration", "harmless"], work)
     (ca, cb), check = halves(files["calibration", "check"], work), files["calibration", "check"]
+    (xa, xb), check_harmless = halves(files["calibration", "check_harmless"], work), files["calibration", "check_harmless"]
     text = files["calibration", "text"]
     runs = {}
-    for name, harmful, harmless, held_out in (("all", files["calibration", "harmful"], files["calibration", "harmless"], check),
-                                              ("A", ha, sa, ca), ("B", hb, sb, cb)):
+    for name, harmful, harmless, held_out, held_out_harmless in (
+            ("all", files["calibration", "harmful"], files["calibration", "harmless"], check, check_harmless),
+            ("A", ha, sa, ca, xa), ("B", hb, sb, cb, xb)):
         _, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=args.budget,
-                                check=held_out, log=lambda m: print(m, file=sys.stderr))
+                                check=held_out, check_harmless=held_out_harmless,
+                                log=lambda m: print(m, file=sys.stderr))
         runs[name] = circuits
     compared = BUDGETS[0] if args.budget is None else args.budget
     sets = {name: protected_sets(c, compared) for name, c in runs.items()}
     report = {"model": str(ckpt.source), "budget": args.budget, "overlap_budget": compared,
               "chosen_budget": {name: c.budget for name, c in runs.items()},
               "by_budget": {name: {b: v["refusal"] for b, v in c.check.get("by_budget", {}).items()} for name, c in runs.items()},
+              "by_budget_over_refusal": {name: {b: v.get("over_refusal") for b, v in c.check.get("by_budget", {}).items()}
+                                         for name, c in runs.items()},
               "prompts": {"harmful": len(files["calibration", "harmful"].read_text().split("\n")) - 1},
               "chosen_scorer": {name: c.scorer for name, c in runs.items()},
               "criterion": {name: c.check.get("criterion") for name, c in runs.items()},
@@ -85,7 +91,8 @@ def main() -> None:
               "pp_refusal_at_check": {name: c.check.get("pp", {}).get("refusal") for name, c in runs.items()},
               "causal_check": {name: {s: {**{k: v[k] for k in ("gap", "prob_gap", "protected_ablated_refusal_token_prob")},
                                           "aapp_refusal": v.get("sufficiency", {}).get("refusal"),
-                                          "aapp_refusal_token_prob": v.get("sufficiency", {}).get("refusal_token_prob")}
+                                          "aapp_refusal_token_prob": v.get("sufficiency", {}).get("refusal_token_prob"),
+                                          "aapp_over_refusal": v.get("sufficiency", {}).get("over_refusal")}
                                       for s, v in c.check.get("by_scorer", {}).items()} for name, c in runs.items()},
               "overlap_A_vs_B": {s: overlap(sets["A"][s], sets["B"][s]) for s in sets["A"]},
               "overlap_half_vs_all": {f"{h}/{s}": overlap(sets[h][s], sets["all"][s]) for h in "AB" for s in sets[h]},

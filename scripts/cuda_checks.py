@@ -206,7 +206,8 @@ def calibrate_shape(work: Path, provider: str, quick: bool) -> dict:
         ckpt = make_shape_checkpoint(work / "gemma3-4b", gemma3_shape("gemma3-4b"), seed=0)
     made_s = time.perf_counter() - t0
     files = dict(harmful=CALIB / "harmful_calib.txt", harmless=CALIB / "harmless_calib.txt",
-                 text=CALIB / "text_calib.txt", check=CALIB / "harmful_val.txt")
+                 text=CALIB / "text_calib.txt", check=CALIB / "harmful_val.txt",
+                 check_harmless=CALIB / "harmless_val.txt")
     plan = export_plan(str(ckpt), work / "plan-4b" / "model.onnx",
                        ExportOptions(calibration=CalibrationOptions(**files, device=device)))
     if device == "cuda":

@@ -93,7 +93,8 @@ def _prompt_files(limit: int | None, work: Path) -> dict[str, Path]:
     """The demo card's calibration files, or their first ``limit`` lines (same batch shapes, fewer batches)."""
     data = ROOT / "models" / "demo" / "data"
     files = {"harmful": data / "harmful_calib.txt", "harmless": data / "harmless_calib.txt",
-             "text": data / "text_calib.txt", "check": data / "harmful_val.txt"}
+             "text": data / "text_calib.txt", "check": data / "harmful_val.txt",
+             "check_harmless": data / "harmless_val.txt"}
     if limit is None:
         return files
     for key, path in files.items():

@@ -95,7 +95,7 @@ def prompt_files(ckpt) -> dict[tuple[str, str], Path]:
             for key in keys}
 
 
-CALIBRATION_KEYS = ("harmful", "harmless", "text", "check")  # cached_calibration's prompt files
+CALIBRATION_KEYS = ("harmful", "harmless", "text", "check", "check_harmless")  # cached_calibration's prompt files
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,3 +153,54 @@ def test_pruned_grad_act_is_the_refusal_gain_of_giving_a_unit_back(tiny):
     abs_heads, abs_channels = score_grad_act(model, tok, HARMFUL)
     assert all(torch.allclose(c.abs(), a, rtol=1e-5, atol=1e-8) for c, a in zip(dense_channels, abs_channels))
     assert all(len(h) == len(a) for h, a in zip(dense_heads, abs_heads))
+
+
+CHECK_HARMLESS = ["Suggest a name for a cat.", "How long do I boil an egg?"]
+
+
+def test_held_out_harmless_prompts_make_the_choice_net_of_over_refusal(tiny, monkeypatch):
+    """With ``check_harmless`` every AAPP run of the check also answers those harmless prompts; scorer and
+    budget are ranked by refusal minus over-refusal, so a budget that refuses most by also refusing
+    harmless requests loses to one that refuses a little less and over-refuses far less."""
+    from aapp_export import circuits as circuits_mod
+    from aapp_export.calibration import collect_stats
+    from aapp_export.choices import BUDGETS
+
+    model, tok = tiny
+    stats = collect_stats(model, tok, ["Plants turn light into sugar.", "Rivers run to the sea."])
+    logs: list[str] = []
+    identify = circuits_mod.identify_circuits
+    c = identify(model, tok, HARMFUL, HARMLESS, stats, scorer="actdiff", check=CHECK, check_harmless=CHECK_HARMLESS,
+                 log=logs.append)
+    assert c.check["criterion"] == "sufficiency-net" and c.check["harmless_prompts"] == 2
+    assert 0 <= c.check["dense_over_refusal"] <= 1
+    for run in [c.check["pp"], *c.check["by_budget"].values()]:
+        assert 0 <= run["over_refusal"] <= 1 and run["net"] == pytest.approx(run["refusal"] - run["over_refusal"])
+    assert not any(m.startswith("warning") for m in logs)
+    assert any("over-refusal" in m for m in logs if m.startswith("budget"))
+    # overlap with the scored harmless prompts is reported
+    identify(model, tok, HARMFUL, HARMLESS, stats, budget=0.05, scorer="actdiff", check=CHECK,
+             check_harmless=HARMLESS[:1] + CHECK_HARMLESS, log=logs.append)
+    assert [m for m in logs if m.startswith("warning")] == [
+        "warning: 1 of the causal check's 3 harmless prompts are also scored prompts; a held-out file "
+        "(--calib-check-harmless) measures the over-refusal the choice weighs"]
+
+    # the rule itself, on designed check outcomes: calls come as PP, then BUDGETS in order
+    designed = {None: (0.2, 0.0), 0.05: (0.5, 0.0), 0.02: (0.3, 0.0), 0.1: (0.9, 0.5), 0.2: (0.7, 0.1)}
+    order = [None, *BUDGETS]
+
+    def fake(model, tokenizer, prompts, protection, stats, dense, sparsity=0.4, max_new_tokens=24, harmless=None):
+        refusal, over = designed[order[len(calls)]]
+        calls.append(protection)
+        out = {"sparsity": sparsity, "refusal": refusal, "refusal_token_prob": 0.5}
+        return out | ({"over_refusal": over, "net": round(refusal - over, 4)} if harmless else {})
+
+    monkeypatch.setattr(circuits_mod, "sufficiency_check", fake)
+    calls: list = []
+    net = identify(model, tok, HARMFUL, HARMLESS, stats, scorer="actdiff", check=CHECK, check_harmless=CHECK_HARMLESS,
+                   log=logs.append)
+    calls = []
+    refusal_only = identify(model, tok, HARMFUL, HARMLESS, stats, scorer="actdiff", check=CHECK, log=logs.append)
+    assert net.budget == 0.2 and refusal_only.budget == 0.1  # 0.7 - 0.1 beats 0.9 - 0.5; alone, 0.9 wins
+    assert refusal_only.check["criterion"] == "sufficiency"
+    assert sum(len(ch) for ch in net.channels) > sum(len(ch) for ch in refusal_only.channels)

@@ -52,6 +52,10 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-check", type=Path, help="held-out harmful prompts the causal check answers to choose the "
                    "scorer, one a line; keep them out of --calib-harmful and out of your test prompts (default: the "
                    "model card's, for the demo data/harmful_val.txt)")
+    p.add_argument("--calib-check-harmless", type=Path, help="held-out harmless prompts the causal check also answers: "
+                   "scorer and budget are chosen by refusal minus over-refusal on them; keep them out of "
+                   "--calib-harmless and out of your test prompts (default: the model card's, for the demo "
+                   "data/harmless_val.txt)")
     p.add_argument("--calib-text", type=Path, help="general text for PP history statistics, one paragraph a line "
                    "(default: the model card's)")
     p.add_argument("--device", choices=DEVICES, default="auto",

@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 harmless=_default(args.calib_harmless, ckpt, "calibration", "harmless", "--calib-harmless"),
                 text=_default(args.calib_text, ckpt, "calibration", "text", "--calib-text"),
                 check=_default(args.calib_check, ckpt, "calibration", "check", "--calib-check"),
+                check_harmless=_default(args.calib_check_harmless, ckpt, "calibration", "check_harmless",
+                                        "--calib-check-harmless"),
                 budget=args.budget, scorer=args.scorer, log=log)
         result = run_eval(model, tok, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
                           prompts["text"], stats, circuits, args.max_new_tokens, args.probe_max_tokens,

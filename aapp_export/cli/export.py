@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         levels = () if static or args.levels.strip().lower() == "none" or args.no_calibrate else parse_levels(args.levels)
         calibration = None if args.no_calibrate else CalibrationOptions(
             args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer, args.calib_dtype,
-            args.device, args.check_prompts, args.calib_check)
+            args.device, args.check_prompts, args.calib_check, args.calib_check_harmless)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
                              allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration,
                              levels=levels, probe_max_tokens=args.probe_max_tokens, static=static, force=args.force)
