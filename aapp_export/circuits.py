@@ -30,7 +30,8 @@ by refusal minus over-refusal (``net``): a protected set that also makes harmles
 buys its refusal with them.
 On the demo model pruned-grad-act's set is both the most sufficient (AAPP at 0.4 keeps 81% of the
 check prompts at 5%, 100% at 10%, against grad-act's 71%) and the most necessary (ablated, refusal
-falls to 25%); among the older three the criteria disagreed (docs/results/README.md). The risk
+falls to 25%); among the older three the criteria disagreed. Net of over-refusal on ``harmless_val``
+its 20% set is kept (98% refusal, 4% over-refusal; 10%: 100% and 10%) (docs/results/README.md). The risk
 gate's refusal direction, threshold and temperature are calibrated at the input of the first pruned
 layer.
 """
@@ -399,8 +400,8 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     first takes a higher greedy refusal rate (``check["by_budget"]``); without ``stats`` it stays
     ``BUDGETS[0]``. With ``check_harmless`` (held-out harmless prompts, the first ``check_prompts``) each
     AAPP run also answers them, and both choices rank by refusal minus over-refusal (``net``) instead of
-    refusal alone: on the demo the budget that refuses most on the check also refuses 13% of harmless
-    prompts (docs/results/README.md)."""
+    refusal alone: on the demo the budget that refuses most on the check (10%) also refuses 10% of the
+    harmless check prompts, and 20% (98% refusal, 4% over-refusal) is kept (docs/results/README.md)."""
     if budget is not None and not 0 < budget < 1:
         raise InputError(f"budget {budget}: the protected fraction of the prunable units must be in (0, 1), e.g. 0.05")
     pinned, budget = budget is not None, BUDGETS[0] if budget is None else budget
