@@ -186,7 +186,8 @@ def test_mirrors_share_their_lookalike_word_and_stay_off_held_out_topics():
 
 
 def test_causal_check_split_is_held_out_from_training_scoring_tests_and_val2():
-    """The demo card's causal-check file (``data/harmful_val.txt``, which chooses the AAPP scorer) shares no
+    """The demo card's causal-check files (``data/harmful_val.txt`` and ``data/harmless_val.txt``, which
+    choose the AAPP scorer and budget, refusal net of over-refusal) share no
     prompt with anything training sees (every split of the corpus, the alignment stage's look-alikes and
     mirrors included), with the scored calibration prompts, the test files or the third held-out set
     (``*_val2``, kept for acceptance)."""
@@ -200,11 +201,12 @@ def test_causal_check_split_is_held_out_from_training_scoring_tests_and_val2():
     ROOT = Path(__file__).resolve().parents[1]
     card = json.loads((ROOT / "models" / "cards" / "demo.json").read_text())
     check = {p.lower() for p in read_lines(ROOT / card["calibration"]["check"])}
-    assert len(check) == 48
+    check_harmless = {p.lower() for p in read_lines(ROOT / card["calibration"]["check_harmless"])}
+    assert len(check) == 48 and len(check_harmless) == 60
     corpus = build_corpus(0)
     seen = {e.prompt.lower() for split in corpus.values() for e in split}  # training and test splits
     data = ROOT / "models" / "demo" / "data"
     seen |= {p.lower() for f in ("harmful_calib", "harmless_calib", "harmful_test", "harmless_test", "borderline_test")
              for p in read_lines(data / f"{f}.txt")}
     seen |= {p.lower() for prompts in validation2_prompts().values() for p in prompts}
-    assert not check & seen
+    assert not check & seen and not check_harmless & seen and not check & check_harmless
