@@ -147,13 +147,15 @@ def calibrate(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, bu
     from .circuits import identify_circuits
     from .confirm_gate import calibrate_confirm_gates
 
+    # every prompt file is read before the first pass, so that a wrong path fails in seconds, not after
+    # the history statistics
+    texts, harmful_prompts, harmless_prompts = read_lines(text), read_lines(harmful), read_lines(harmless)
+    held_out = {k: read_lines(f) if f is not None else None for k, f in (("check", check),
+                                                                         ("check_harmless", check_harmless))}
     with activation_range(model, ranges) if ranges is not None else nullcontext():
-        stats = collect_stats(model, tokenizer, read_lines(text))
-    harmful_prompts, harmless_prompts = read_lines(harmful), read_lines(harmless)
+        stats = collect_stats(model, tokenizer, texts)
     circuits = identify_circuits(model, tokenizer, harmful_prompts, harmless_prompts, stats, budget=budget,
-                                 scorer=scorer, check_prompts=check_prompts, log=log,
-                                 check=read_lines(check) if check is not None else None,
-                                 check_harmless=read_lines(check_harmless) if check_harmless is not None else None)
+                                 scorer=scorer, check_prompts=check_prompts, log=log, **held_out)
     circuits.confirm = calibrate_confirm_gates(model, tokenizer, harmful_prompts, harmless_prompts, stats,
                                                circuits.protection(), levels)
     return stats, circuits

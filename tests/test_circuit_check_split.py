@@ -204,3 +204,24 @@ def test_held_out_harmless_prompts_make_the_choice_net_of_over_refusal(tiny, mon
     assert net.budget == 0.2 and refusal_only.budget == 0.1  # 0.7 - 0.1 beats 0.9 - 0.5; alone, 0.9 wins
     assert refusal_only.check["criterion"] == "sufficiency"
     assert sum(len(ch) for ch in net.channels) > sum(len(ch) for ch in refusal_only.channels)
+
+
+def test_a_missing_check_file_fails_before_the_first_pass(tiny, tmp_path, monkeypatch):
+    """Every prompt file is read before the history statistics: a wrong --calib-check-harmless path is an
+    InputError naming it, not a failure minutes later."""
+    from aapp_export import calibration
+    from aapp_export.errors import InputError
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the statistics pass ran before the prompt files were read")
+
+    monkeypatch.setattr(calibration, "collect_stats", no_pass)
+    files = {}
+    for name, lines in (("harmful", HARMFUL), ("harmless", HARMLESS), ("text", ["Plants turn light into sugar."]),
+                        ("check", CHECK)):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(lines) + "\n")
+    model, tok = tiny
+    missing = tmp_path / "harmless_val.txt"
+    with pytest.raises(InputError, match=f"prompt file {missing} does not exist"):
+        calibration.calibrate(model, tok, **files, check_harmless=missing, log=lambda m: None)
