@@ -300,20 +300,26 @@ class DenseRefusal:
     greedy: float
 
 
+def greedy_refusal(model, tokenizer, prompts: list[str], pruner: Pruner | None = None,
+                   max_new_tokens: int = CHECK_TOKENS, desc: str = "causal check") -> float:
+    """Share of ``prompts`` whose greedy answer (under ``pruner``; dense when None) refuses; an answer
+    stops at its first refusal marker."""
+    return refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc=desc,
+                                         stop_when=is_refusal))
+
+
 def dense_refusal(model, tokenizer, prompts: list[str], max_new_tokens: int = CHECK_TOKENS) -> DenseRefusal:
     probs = first_token_probs(model, tokenizer, prompts)
     token = most_common_first_token(probs)
-    greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, desc="causal check",
-                                           stop_when=is_refusal))
-    return DenseRefusal(token, float(probs[:, token].mean()), greedy)
+    return DenseRefusal(token, float(probs[:, token].mean()), greedy_refusal(model, tokenizer, prompts,
+                                                                             max_new_tokens=max_new_tokens))
 
 
 def refusal_under(model, tokenizer, prompts: list[str], make_pruner, token: int,
                   max_new_tokens: int = CHECK_TOKENS) -> tuple[float, float]:
     """Greedy refusal rate on ``prompts`` and the mean probability of ``token`` first, each pass with a
     fresh pruner from ``make_pruner()``; a greedy answer stops at its first refusal marker."""
-    greedy = refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, make_pruner(), desc="causal check",
-                                           stop_when=is_refusal))
+    greedy = greedy_refusal(model, tokenizer, prompts, make_pruner(), max_new_tokens)
     return greedy, float(first_token_probs(model, tokenizer, prompts, make_pruner())[:, token].mean())
 
 
@@ -354,13 +360,6 @@ def causal_check(model, tokenizer, prompts: list[str], heads: list[torch.Tensor]
             "prob_gap": round(mean_random_p - protected_p, 4)}
 
 
-def over_refusal_under(model, tokenizer, prompts: list[str], pruner: Pruner | None = None,
-                       max_new_tokens: int = CHECK_TOKENS) -> float:
-    """Share of the harmless ``prompts`` whose greedy answer (under ``pruner``; dense when None) refuses."""
-    return refusal_rate(generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc="causal check (harmless)",
-                                         stop_when=is_refusal))
-
-
 def sufficiency_check(model, tokenizer, prompts: list[str], protection: Protection | None, stats: list[LayerStats],
                       dense: DenseRefusal, sparsity: float = SUFFICIENCY_SPARSITY,
                       max_new_tokens: int = CHECK_TOKENS, harmless: list[str] | None = None) -> dict[str, float]:
@@ -373,7 +372,8 @@ def sufficiency_check(model, tokenizer, prompts: list[str], protection: Protecti
                                  max_new_tokens)
     out = {"sparsity": sparsity, "refusal": round(greedy, 4), "refusal_token_prob": round(prob, 4)}
     if harmless:
-        over = over_refusal_under(model, tokenizer, harmless, Pruner(model, cfg, stats, protection), max_new_tokens)
+        over = greedy_refusal(model, tokenizer, harmless, Pruner(model, cfg, stats, protection), max_new_tokens,
+                              desc="causal check (harmless)")
         out |= {"over_refusal": round(over, 4), "net": round(greedy - over, 4)}
     return out
 
@@ -381,6 +381,11 @@ def sufficiency_check(model, tokenizer, prompts: list[str], protection: Protecti
 def _net(check: dict[str, float]) -> float:
     """A sufficiency check's criterion: refusal, less over-refusal where harmless prompts were checked."""
     return check.get("net", check["refusal"])
+
+
+def _sufficiency_rank(check: dict[str, float]) -> tuple[float, float, float]:
+    """How sufficiency checks compare: the criterion, then greedy refusal, then the first-token probability."""
+    return _net(check), check["refusal"], check["refusal_token_prob"]
 
 
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
@@ -432,7 +437,8 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     p_safe = safe.last_residual[gate_layer] @ direction
     threshold, temperature = fit_gate(p_harm, p_safe)
     dense = dense_refusal(model, tokenizer, check_set)
-    dense_over = None if harmless_set is None else over_refusal_under(model, tokenizer, harmless_set)
+    dense_over = None if harmless_set is None else greedy_refusal(model, tokenizer, harmless_set,
+                                                                   desc="causal check (harmless)")
     pp_ref = None if stats is None else sufficiency_check(model, tokenizer, check_set, None, stats, dense,
                                                           harmless=harmless_set)
     for name, (hs, cs) in all_scores.items():
@@ -456,8 +462,7 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
         rank = lambda k: (checks[k]["gap"], checks[k]["prob_gap"])  # noqa: E731
     else:
         criterion = "sufficiency"
-        rank = lambda k: (_net(checks[k]["sufficiency"]), checks[k]["sufficiency"]["refusal"],  # noqa: E731
-                          checks[k]["sufficiency"]["refusal_token_prob"], checks[k]["gap"], checks[k]["prob_gap"])
+        rank = lambda k: (*_sufficiency_rank(checks[k]["sufficiency"]), checks[k]["gap"], checks[k]["prob_gap"])  # noqa: E731
     chosen = scorer or max(checks, key=rank)
     heads, channels = sets[chosen]
     by_budget = {}
@@ -473,8 +478,7 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
         # checked), not a first-token probability tie-break
         better = [b for b in units if _net(by_budget[str(b)]) > _net(by_budget[str(budget)])]
         if better:
-            budget = max(better, key=lambda b: (_net(by_budget[str(b)]), by_budget[str(b)]["refusal"],
-                                                by_budget[str(b)]["refusal_token_prob"]))
+            budget = max(better, key=lambda b: _sufficiency_rank(by_budget[str(b)]))
             heads, channels = units[budget]
         log(f"budget ({chosen}): aapp at {pp_ref['sparsity']} keeps refusal "
             + ", ".join(f"{float(b):.0%} {v['refusal']:.2f}" + (f" (over-refusal {v['over_refusal']:.2f})"
