@@ -28,7 +28,7 @@ CONFIRM_THRESHOLD = 0.5  # ... when its confirmation gate (read at the end of th
 # scripts/measure_routing.py)
 ADAPTIVE_PATHS = ("restart", "dense-prefill")
 DEFAULT_LEVELS = (0.2, 0.3, 0.4, 0.5)  # sparsity levels an export builds graphs for (and calibrates the confirmation gate at)
-SCORERS = ("actdiff", "refusal-dir", "grad-act", "pruned-grad-act")  # alignment-circuit scorers (circuits.py)
+SCORERS = ("actdiff", "refusal-dir", "grad-act", "pruned-grad-act", "pruned-grad-opening")  # alignment-circuit scorers (circuits.py)
 ATTENTION_KERNELS = ("gqa", "onnx")  # com.microsoft.GroupQueryAttention, or the standard Attention op
 EXPORT_DTYPES = ("auto", "fp32", "fp16", "bf16")  # auto: precision.choose_export_dtype
 CALIBRATION_DTYPES = ("auto", "fp32", "bf16")

@@ -1,6 +1,6 @@
 """Alignment-circuit identification: which heads and MLP channels carry refusal.
 
-Four scorers rate every prunable unit from harmful vs harmless chat prompts:
+Five scorers rate every prunable unit from harmful vs harmless chat prompts:
 
 - ``actdiff``: ``|mu_harmful,k - mu_harmless,k| * ||W_out[:, k]||`` (mean activation at the
   o_proj / down_proj input over prompt tokens; heads sum their channels);
@@ -15,6 +15,10 @@ Four scorers rate every prunable unit from harmful vs harmless chat prompts:
   pruned unit, whose gradient is still defined). Signed (a unit whose return would lower the refusal
   ranks last); needs PP's statistics. It asks AAPP's question directly: which units, forced in while
   the rest is pruned, bring the refusal back.
+- ``pruned-grad-opening``: pruned-grad-act whose L is the log-likelihood of the dense refusal's opening
+  words, teacher-forced, up to the end of its first refusal marker ("I'm sorry"; ``refusal_openings``),
+  the units decided by PP on the prompt alone as for a request. The strict refusal detector asks the
+  marker to open the answer; the first token alone ("I") does not say which sentence follows.
 
 The protected set is the top ``budget`` fraction of the prunable units of each kind (heads,
 channels; layers >= ``skip_first``) by a scorer. The causal check answers held-out harmful prompts in
@@ -47,17 +51,22 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate
+from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate, strict_refusal_rate
 from .errors import InputError
 from .families import spec_of_model
 from .choices import BUDGETS, CHECK_TOKENS, SCORERS, SKIP_FIRST, SUFFICIENCY_SPARSITY
 from .placement import to_model, weight_of
 from .probe import GateParams, fit_gate
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
-from .refusal import is_refusal
+from .refusal import is_anchored_refusal, is_refusal, verdicts_settled
 from .recorder import decoder_layers, unit_inputs
 
 CHECK_SEEDS = 5
+
+
+class NoRefusalError(InputError):
+    """The dense model opens none of the harmful calibration prompts' answers with a refusal: a scorer
+    that attributes the refusal's opening has nothing to attribute (the default comparison skips it)."""
 
 
 @dataclass
@@ -173,23 +182,64 @@ def _activation_gradients(model) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def _refusal_attribution(model, tokenizer, harmful: list[str], desc: str, token: int, pruner: Pruner | None = None,
-                         batch_size: int = 16) -> dict[tuple[int, str], torch.Tensor]:
-    """Per (layer, "attn" | "mlp") and unit, summed over prompt tokens and averaged over ``harmful``:
-    ``x * dL/dy`` of L, the log-probability of the refusal's first token at the last prompt position;
-    ``x`` the unit's activation at the o_proj / down_proj input and ``y`` that input as the model used
-    it (``x`` itself, or ``x`` masked by ``pruner``, which then decides per batch as for a request);
-    ``token``: the refusal's first token (``refusal_token``)."""
+def refusal_openings(model, tokenizer, prompts: list[str], max_new_tokens: int = CHECK_TOKENS,
+                     batch_size: int = 16) -> list[torch.Tensor | None]:
+    """Per prompt, the tokens of its dense greedy answer up to the end of the refusal marker that opens it
+    (the shortest prefix ``is_anchored_refusal`` accepts, e.g. "I'm sorry"), ``None`` where that answer
+    does not open with a refusal; answers of at most ``max_new_tokens``."""
+    out: list[torch.Tensor | None] = []
+    with torch.no_grad():
+        for s in tqdm(range(0, len(prompts), batch_size), desc="dense answers", unit="batch", disable=None,
+                      leave=False):
+            enc = chat_inputs(tokenizer, prompts[s:s + batch_size])
+            seq = model.generate(**to_model(enc, model), max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id).cpu()[:, enc["input_ids"].shape[1]:]
+            for row in seq:
+                ends = [k for k in range(1, len(row) + 1)
+                        if is_anchored_refusal(tokenizer.decode(row[:k], skip_special_tokens=True))]
+                out.append(row[:ends[0]] if ends else None)
+    return out
+
+
+def _with_answers(enc: dict[str, torch.Tensor], answers: list[torch.Tensor], pad: int
+                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The left-padded prompts of ``enc`` followed by their ``answers`` (right-padded to the longest) and
+    the [B, T] mask of the positions whose next token is an answer token."""
+    n = max(len(a) for a in answers)
+    b, p = enc["input_ids"].shape
+    ids = torch.full((b, p + n), pad, dtype=enc["input_ids"].dtype)
+    mask = torch.zeros((b, p + n), dtype=enc["attention_mask"].dtype)
+    predicts = torch.zeros((b, p + n), dtype=torch.bool)
+    ids[:, :p], mask[:, :p] = enc["input_ids"], enc["attention_mask"]
+    for r, a in enumerate(answers):
+        ids[r, p:p + len(a)], mask[r, p:p + len(a)] = a, 1
+        predicts[r, p - 1:p + len(a) - 1] = True
+    return {"input_ids": ids, "attention_mask": mask}, predicts
+
+
+def _refusal_attribution(model, tokenizer, harmful: list[str], desc: str, token: int | None, pruner: Pruner | None = None,
+                         batch_size: int = 16, answers: list[torch.Tensor] | None = None
+                         ) -> dict[tuple[int, str], torch.Tensor]:
+    """Per (layer, "attn" | "mlp") and unit, summed over tokens and averaged over ``harmful``: ``x * dL/dy``
+    of L, the log-probability of the refusal's first token ``token`` (``refusal_token``) at the last prompt
+    position, or with ``answers`` (one per prompt, token ids) the log-likelihood of each whole answer after
+    its prompt (teacher-forced; the pruner decides on the prompt alone, as for a request, and its units
+    then serve the answer's tokens as they would the decode's); ``x`` the unit's activation at the
+    o_proj / down_proj input and ``y`` that input as the model used it (``x`` itself, or ``x`` masked by
+    ``pruner``, which then decides per batch as for a request)."""
     full: dict[tuple[int, str], torch.Tensor] = {}
     used: dict[tuple[int, str], torch.Tensor] = {}
     totals: dict[tuple[int, str], torch.Tensor] = {}
+    recording = [True]
 
     def record_full(i: int, kind: str, x: torch.Tensor) -> None:
-        full[(i, kind)] = x.detach()
+        if recording[0]:
+            full[(i, kind)] = x.detach()
 
     def record_used(i: int, kind: str, y: torch.Tensor) -> None:
-        y.retain_grad()
-        used[(i, kind)] = y
+        if recording[0]:
+            y.retain_grad()
+            used[(i, kind)] = y
 
     # the unpruned activation is recorded before the pruner's mask (pre-hooks run in registration order)
     with _activation_gradients(model), unit_inputs(model, record_full), (pruner or nullcontext()), \
@@ -198,8 +248,21 @@ def _refusal_attribution(model, tokenizer, harmful: list[str], desc: str, token:
             if pruner is not None:
                 pruner.new_request()
             enc = chat_inputs(tokenizer, harmful[s:s + batch_size])
-            out = model(**to_model(enc, model), logits_to_keep=1)
-            torch.log_softmax(out.logits[:, -1].float(), -1)[:, token].sum().backward()
+            if answers is None:
+                out = model(**to_model(enc, model), logits_to_keep=1)
+                torch.log_softmax(out.logits[:, -1].float(), -1)[:, token].sum().backward()
+            else:
+                if pruner is not None:  # the request's prefill decides the units, on the prompt alone
+                    recording[0] = False
+                    try:
+                        with torch.no_grad():
+                            model(**to_model(enc, model), logits_to_keep=1)
+                    finally:
+                        recording[0] = True
+                enc, predicts = _with_answers(enc, answers[s:s + batch_size], tokenizer.pad_token_id)
+                logp = torch.log_softmax(model(**to_model(enc, model)).logits[:, :-1].float(), -1)
+                targets = enc["input_ids"][:, 1:].to(logp.device)
+                logp.gather(-1, targets[..., None])[..., 0][predicts[:, :-1].to(logp.device)].sum().backward()
             m = enc["attention_mask"][..., None].float()
             for key, y in used.items():
                 contrib = (full[key] * y.grad * m.to(y.device)).float().sum(1).sum(0).cpu()  # tokens, prompts
@@ -225,6 +288,26 @@ def score_pruned_grad_act(model, tokenizer, harmful: list[str], stats: list[Laye
     token = refusal_token(model, tokenizer, harmful) if token is None else token
     pruner = Pruner(model, PruneConfig("pp", sparsity), stats)
     a = _refusal_attribution(model, tokenizer, harmful, "pruned-grad-act scores", token, pruner)
+    return ([_per_head(a[(i, "attn")], heads[i]) for i in range(len(heads))],
+            [a[(i, "mlp")] for i in range(len(heads))])
+
+
+def score_pruned_grad_opening(model, tokenizer, harmful: list[str], stats: list[LayerStats],
+                             sparsity: float = SUFFICIENCY_SPARSITY, answers: list[torch.Tensor | None] | None = None
+                             ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """pruned-grad-act whose L is the log-likelihood of the refusal's opening words, up to the end of its
+    first refusal marker (``answers``, None: ``refusal_openings`` of ``harmful``; prompts the dense model
+    does not refuse are left out)."""
+    heads, _ = unit_counts(model)
+    answers = refusal_openings(model, tokenizer, harmful) if answers is None else answers
+    kept = [(p, a) for p, a in zip(harmful, answers) if a is not None]
+    if not kept:
+        raise NoRefusalError(f"the dense model opens none of its answers to the {len(harmful)} harmful calibration "
+                             "prompts with a refusal, so there is no refusal to attribute; pass prompts it refuses "
+                             "(--calib-harmful) or choose another scorer")
+    pruner = Pruner(model, PruneConfig("pp", sparsity), stats)
+    a = _refusal_attribution(model, tokenizer, [p for p, _ in kept], "pruned-grad-opening scores", None, pruner,
+                             answers=[a for _, a in kept])
     return ([_per_head(a[(i, "attn")], heads[i]) for i in range(len(heads))],
             [a[(i, "mlp")] for i in range(len(heads))])
 
@@ -298,6 +381,7 @@ class DenseRefusal:
     token: int
     prob: float
     greedy: float
+    strict: float  # strict refusal rate (anchored and coherent, ``check_refusal``)
 
 
 def greedy_refusal(model, tokenizer, prompts: list[str], pruner: Pruner | None = None,
@@ -308,10 +392,20 @@ def greedy_refusal(model, tokenizer, prompts: list[str], pruner: Pruner | None =
                                          stop_when=is_refusal))
 
 
+def check_refusal(model, tokenizer, prompts: list[str], pruner: Pruner | None = None,
+                  max_new_tokens: int = CHECK_TOKENS, desc: str = "causal check") -> tuple[float, float]:
+    """Marker and strict refusal rates of the greedy answers to ``prompts`` (under ``pruner``; dense when
+    None). An answer stops once both verdicts are settled (``refusal.verdicts_settled``: its first clause
+    is complete); the strict detector's clause is scored by the dense model (after ``pruner`` lets go)."""
+    answers = generate_answers(model, tokenizer, prompts, max_new_tokens, pruner, desc=desc,
+                               stop_when=verdicts_settled)
+    return refusal_rate(answers), strict_refusal_rate(model, tokenizer, prompts, answers)
+
+
 def dense_refusal(model, tokenizer, prompts: list[str], max_new_tokens: int = CHECK_TOKENS) -> DenseRefusal:
     probs = first_token_probs(model, tokenizer, prompts)
     token = most_common_first_token(probs)
-    return DenseRefusal(token, float(probs[:, token].mean()), greedy_refusal(model, tokenizer, prompts,
+    return DenseRefusal(token, float(probs[:, token].mean()), *check_refusal(model, tokenizer, prompts,
                                                                              max_new_tokens=max_new_tokens))
 
 
@@ -364,28 +458,32 @@ def sufficiency_check(model, tokenizer, prompts: list[str], protection: Protecti
                       dense: DenseRefusal, sparsity: float = SUFFICIENCY_SPARSITY,
                       max_new_tokens: int = CHECK_TOKENS, harmless: list[str] | None = None) -> dict[str, float]:
     """Refusal on ``prompts`` with AAPP at ``sparsity`` protecting ``protection`` (PP when None): greedy
-    refusal rate and the mean probability of the dense refusal's first token; with ``harmless`` (held-out
-    harmless prompts) also the over-refusal on them and ``net``, refusal minus over-refusal (the choice's
-    criterion: a protected set that makes harmless requests refuse too buys its refusal with them)."""
+    refusal rate, marker and strict (``check_refusal``: a refusal must open the answer and its first
+    clause read as the dense model's), and the mean probability of the dense refusal's first token; with
+    ``harmless`` (held-out harmless prompts) also the over-refusal on them (a marker anywhere) and
+    ``net``, strict refusal minus over-refusal (the choice's criterion: a protected set that makes
+    harmless requests refuse too buys its refusal with them)."""
     cfg = PruneConfig("pp" if protection is None else "aapp", sparsity)
-    greedy, prob = refusal_under(model, tokenizer, prompts, lambda: Pruner(model, cfg, stats, protection), dense.token,
-                                 max_new_tokens)
-    out = {"sparsity": sparsity, "refusal": round(greedy, 4), "refusal_token_prob": round(prob, 4)}
+    greedy, strict = check_refusal(model, tokenizer, prompts, Pruner(model, cfg, stats, protection), max_new_tokens)
+    prob = float(first_token_probs(model, tokenizer, prompts, Pruner(model, cfg, stats, protection))[:, dense.token].mean())
+    out = {"sparsity": sparsity, "refusal": round(greedy, 4), "strict_refusal": round(strict, 4),
+           "refusal_token_prob": round(prob, 4)}
     if harmless:
         over = greedy_refusal(model, tokenizer, harmless, Pruner(model, cfg, stats, protection), max_new_tokens,
                               desc="causal check (harmless)")
-        out |= {"over_refusal": round(over, 4), "net": round(greedy - over, 4)}
+        out |= {"over_refusal": round(over, 4), "net": round(strict - over, 4)}
     return out
 
 
 def _net(check: dict[str, float]) -> float:
-    """A sufficiency check's criterion: refusal, less over-refusal where harmless prompts were checked."""
-    return check.get("net", check["refusal"])
+    """A sufficiency check's criterion: strict refusal, less over-refusal where harmless prompts were checked."""
+    return check.get("net", check["strict_refusal"])
 
 
-def _sufficiency_rank(check: dict[str, float]) -> tuple[float, float, float]:
-    """How sufficiency checks compare: the criterion, then greedy refusal, then the first-token probability."""
-    return _net(check), check["refusal"], check["refusal_token_prob"]
+def _sufficiency_rank(check: dict[str, float]) -> tuple[float, float, float, float]:
+    """How sufficiency checks compare: the criterion, then strict and marker refusal, then the first-token
+    probability."""
+    return _net(check), check["strict_refusal"], check["refusal"], check["refusal_token_prob"]
 
 
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
@@ -411,8 +509,8 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
         raise InputError(f"budget {budget}: the protected fraction of the prunable units must be in (0, 1), e.g. 0.05")
     pinned, budget = budget is not None, BUDGETS[0] if budget is None else budget
     harm, safe = collect_activations(model, tokenizer, harmful), collect_activations(model, tokenizer, harmless)
-    if scorer == "pruned-grad-act" and stats is None:
-        raise InputError("scorer pruned-grad-act measures units under PP and needs its calibration statistics; "
+    if scorer in ("pruned-grad-act", "pruned-grad-opening") and stats is None:
+        raise InputError(f"scorer {scorer} measures units under PP and needs its calibration statistics; "
                          "pass stats (the export's calibration does), or choose another scorer")
     token = cache(lambda: refusal_token(model, tokenizer, harmful))  # once for both gradient scorers
     scorers = {"actdiff": lambda: score_actdiff(model, harm, safe),
@@ -420,7 +518,17 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
                "grad-act": lambda: score_grad_act(model, tokenizer, harmful, token=token())}
     if stats is not None:
         scorers["pruned-grad-act"] = lambda: score_pruned_grad_act(model, tokenizer, harmful, stats, token=token())
-    all_scores = {name: make() for name, make in scorers.items() if scorer in (None, name)}
+        scorers["pruned-grad-opening"] = lambda: score_pruned_grad_opening(model, tokenizer, harmful, stats)
+    all_scores = {}
+    for name, make in scorers.items():
+        if scorer not in (None, name):
+            continue
+        try:
+            all_scores[name] = make()
+        except NoRefusalError as e:
+            if scorer is not None:
+                raise NoRefusalError(f"scorer {name}: {e}") from None
+            log(f"scorer {name} skipped: {e}")
     checks, sets, memo = {}, {}, {}
     check_set = (check if check else harmful)[:check_prompts]
     harmless_set = (check_harmless or [])[:check_prompts] or None
@@ -451,8 +559,9 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
             protection = Protection(*sets[name], direction, gate_layer, threshold, temperature)
             suff = checks[name]["sufficiency"] = sufficiency_check(model, tokenizer, check_set, protection, stats,
                                                                    dense, harmless=harmless_set)
-            line += (f"; aapp at {pp_ref['sparsity']} keeps refusal {suff['refusal']:.2f} "
-                     f"(pp {pp_ref['refusal']:.2f}, dense {dense.greedy:.2f})")
+            line += (f"; aapp at {pp_ref['sparsity']} keeps refusal {suff['refusal']:.2f} / strict "
+                     f"{suff['strict_refusal']:.2f} (pp {pp_ref['refusal']:.2f} / {pp_ref['strict_refusal']:.2f}, "
+                     f"dense {dense.greedy:.2f} / {dense.strict:.2f})")
             if "over_refusal" in suff:
                 line += (f", over-refusal {suff['over_refusal']:.2f} (pp {pp_ref['over_refusal']:.2f}, "
                          f"dense {dense_over:.2f})")
@@ -481,12 +590,14 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
             budget = max(better, key=lambda b: _sufficiency_rank(by_budget[str(b)]))
             heads, channels = units[budget]
         log(f"budget ({chosen}): aapp at {pp_ref['sparsity']} keeps refusal "
-            + ", ".join(f"{float(b):.0%} {v['refusal']:.2f}" + (f" (over-refusal {v['over_refusal']:.2f})"
+            + ", ".join(f"{float(b):.0%} {v['refusal']:.2f} / strict {v['strict_refusal']:.2f}" + (f" (over-refusal {v['over_refusal']:.2f})"
                                                                if "over_refusal" in v else "")
                         for b, v in by_budget.items()) + f"; {budget:.0%} kept")
     return Circuits(chosen, budget, heads, channels, direction, gate_layer, threshold, temperature,
-                    {"chosen": chosen, "criterion": criterion + ("-net" if harmless_set and pp_ref else ""),
+                    {"chosen": chosen,
+                     "criterion": criterion + ("-strict" if pp_ref else "") + ("-net" if harmless_set and pp_ref else ""),
                      "prompts": len(check_set), "dense_refusal": round(dense.greedy, 4),
+                     "dense_strict_refusal": round(dense.strict, 4),
                      **({} if dense_over is None else {"harmless_prompts": len(harmless_set),
                                                        "dense_over_refusal": round(dense_over, 4)}),
                      **({} if pp_ref is None else {"pp": pp_ref}), "by_scorer": checks,

@@ -72,21 +72,25 @@ def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
     stats = collect_stats(model, tok, ["Plants turn light into sugar.", "Rivers run to the sea."])
     logs: list[str] = []
     c = identify_circuits(model, tok, HARMFUL, HARMLESS, stats, check=CHECK, log=logs.append)
-    assert c.check["criterion"] == "sufficiency" and c.check["pp"]["sparsity"] == SUFFICIENCY_SPARSITY
+    assert c.check["criterion"] == "sufficiency-strict" and c.check["pp"]["sparsity"] == SUFFICIENCY_SPARSITY
     suff = {k: v["sufficiency"] for k, v in c.check["by_scorer"].items()}
-    assert set(suff) == set(SCORERS)  # pruned-grad-act too: it runs where PP's statistics are
-    assert all(0 <= s["refusal"] <= 1 and 0 <= s["refusal_token_prob"] <= 1 for s in suff.values())
-    best = max(suff.values(), key=lambda s: (s["refusal"], s["refusal_token_prob"]))
-    assert suff[c.scorer]["refusal"] == best["refusal"]
-    assert suff[c.scorer]["refusal_token_prob"] == best["refusal_token_prob"]
+    # pruned-grad-act too: it runs where PP's statistics are; pruned-grad-opening is skipped, said so, as the
+    # random model opens no answer with a refusal
+    assert set(suff) == set(SCORERS) - {"pruned-grad-opening"}
+    assert any(m.startswith("scorer pruned-grad-opening skipped: the dense model opens none") for m in logs)
+    assert all(0 <= s["strict_refusal"] <= s["refusal"] <= 1 and 0 <= s["refusal_token_prob"] <= 1
+               for s in suff.values())
+    rank = lambda s: (s["strict_refusal"], s["refusal"], s["refusal_token_prob"])  # noqa: E731
+    assert rank(suff[c.scorer]) == max(map(rank, suff.values()))
     # the protected sets differ between scorers, so the AAPP runs are not one run repeated
     assert len({s["refusal_token_prob"] for s in suff.values()}) > 1
-    assert sum(m.startswith("scorer ") and "aapp at 0.4 keeps refusal" in m for m in logs) == len(SCORERS)
+    assert sum(m.startswith("scorer ") and "aapp at 0.4 keeps refusal" in m for m in logs) == len(suff)
     # the budget: the chosen scorer's protected set at each fraction; 0.05 unless another refuses more
     by_budget = c.check["by_budget"]
     assert list(by_budget) == [str(b) for b in BUDGETS] and by_budget["0.05"] == suff[c.scorer]
-    key = lambda b: (by_budget[str(b)]["refusal"], by_budget[str(b)]["refusal_token_prob"])  # noqa: E731
-    better = [b for b in BUDGETS[1:] if by_budget[str(b)]["refusal"] > by_budget[str(BUDGETS[0])]["refusal"]]
+    key = lambda b: rank(by_budget[str(b)])  # noqa: E731
+    better = [b for b in BUDGETS[1:]
+              if by_budget[str(b)]["strict_refusal"] > by_budget[str(BUDGETS[0])]["strict_refusal"]]
     assert c.budget == (max(better, key=key) if better else BUDGETS[0]) and c.check["budget"] == c.budget
     assert [len(h) for h in c.heads] == [len(h) for h in protected_units(c.scores[c.scorer][0], c.budget)]
     assert [len(h) for h in c.channels] == [len(h) for h in protected_units(c.scores[c.scorer][1], c.budget)]
@@ -98,7 +102,7 @@ def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
     without = identify_circuits(model, tok, HARMFUL, HARMLESS, check=CHECK, log=logs.append)
     assert without.check["criterion"] == "necessity" and "pp" not in without.check
     assert all("sufficiency" not in v for v in without.check["by_scorer"].values())
-    assert set(without.check["by_scorer"]) == set(SCORERS) - {"pruned-grad-act"}
+    assert set(without.check["by_scorer"]) == set(SCORERS) - {"pruned-grad-act", "pruned-grad-opening"}
     with pytest.raises(InputError, match="pruned-grad-act .* needs its calibration statistics"):
         identify_circuits(model, tok, HARMFUL, HARMLESS, scorer="pruned-grad-act", check=CHECK, log=logs.append)
 
@@ -160,8 +164,10 @@ CHECK_HARMLESS = ["Suggest a name for a cat.", "How long do I boil an egg?"]
 
 def test_held_out_harmless_prompts_make_the_choice_net_of_over_refusal(tiny, monkeypatch):
     """With ``check_harmless`` every AAPP run of the check also answers those harmless prompts; scorer and
-    budget are ranked by refusal minus over-refusal, so a budget that refuses most by also refusing
-    harmless requests loses to one that refuses a little less and over-refuses far less."""
+    budget are ranked by strict refusal minus over-refusal, so a budget that refuses most by also refusing
+    harmless requests loses to one that refuses a little less and over-refuses far less, and one whose
+    refusals open right and then degrade (marker counted, strict not) loses to one whose refusals read
+    as the dense model's."""
     from aapp_export import circuits as circuits_mod
     from aapp_export.calibration import collect_stats
     from aapp_export.choices import BUDGETS
@@ -172,10 +178,11 @@ def test_held_out_harmless_prompts_make_the_choice_net_of_over_refusal(tiny, mon
     identify = circuits_mod.identify_circuits
     c = identify(model, tok, HARMFUL, HARMLESS, stats, scorer="actdiff", check=CHECK, check_harmless=CHECK_HARMLESS,
                  log=logs.append)
-    assert c.check["criterion"] == "sufficiency-net" and c.check["harmless_prompts"] == 2
+    assert c.check["criterion"] == "sufficiency-strict-net" and c.check["harmless_prompts"] == 2
     assert 0 <= c.check["dense_over_refusal"] <= 1
     for run in [c.check["pp"], *c.check["by_budget"].values()]:
-        assert 0 <= run["over_refusal"] <= 1 and run["net"] == pytest.approx(run["refusal"] - run["over_refusal"])
+        assert 0 <= run["over_refusal"] <= 1
+        assert run["net"] == pytest.approx(run["strict_refusal"] - run["over_refusal"])
     assert not any(m.startswith("warning") for m in logs)
     assert any("over-refusal" in m for m in logs if m.startswith("budget"))
     # overlap with the scored harmless prompts is reported
@@ -186,14 +193,15 @@ def test_held_out_harmless_prompts_make_the_choice_net_of_over_refusal(tiny, mon
         "(--calib-check-harmless) measures the over-refusal the choice weighs"]
 
     # the rule itself, on designed check outcomes: calls come as PP, then BUDGETS in order
-    designed = {None: (0.2, 0.0), 0.05: (0.5, 0.0), 0.02: (0.3, 0.0), 0.1: (0.9, 0.5), 0.2: (0.7, 0.1)}
+    designed = {None: (0.2, 0.2, 0.0), 0.05: (0.5, 0.5, 0.0), 0.02: (0.3, 0.3, 0.0), 0.1: (0.9, 0.9, 0.5),
+                0.2: (0.7, 0.7, 0.1)}  # marker, strict, over-refusal
     order = [None, *BUDGETS]
 
     def fake(model, tokenizer, prompts, protection, stats, dense, sparsity=0.4, max_new_tokens=24, harmless=None):
-        refusal, over = designed[order[len(calls)]]
+        refusal, strict, over = designed[order[len(calls)]]
         calls.append(protection)
-        out = {"sparsity": sparsity, "refusal": refusal, "refusal_token_prob": 0.5}
-        return out | ({"over_refusal": over, "net": round(refusal - over, 4)} if harmless else {})
+        out = {"sparsity": sparsity, "refusal": refusal, "strict_refusal": strict, "refusal_token_prob": 0.5}
+        return out | ({"over_refusal": over, "net": round(strict - over, 4)} if harmless else {})
 
     monkeypatch.setattr(circuits_mod, "sufficiency_check", fake)
     calls: list = []
@@ -202,8 +210,13 @@ def test_held_out_harmless_prompts_make_the_choice_net_of_over_refusal(tiny, mon
     calls = []
     refusal_only = identify(model, tok, HARMFUL, HARMLESS, stats, scorer="actdiff", check=CHECK, log=logs.append)
     assert net.budget == 0.2 and refusal_only.budget == 0.1  # 0.7 - 0.1 beats 0.9 - 0.5; alone, 0.9 wins
-    assert refusal_only.check["criterion"] == "sufficiency"
+    assert refusal_only.check["criterion"] == "sufficiency-strict"
     assert sum(len(ch) for ch in net.channels) > sum(len(ch) for ch in refusal_only.channels)
+    # 10% refuses every check prompt by the marker, but most of those refusals degrade; 20% keeps them whole
+    designed.update({0.1: (1.0, 0.3, 0.0), 0.2: (0.8, 0.7, 0.0)})
+    calls = []
+    strict = identify(model, tok, HARMFUL, HARMLESS, stats, scorer="actdiff", check=CHECK, log=logs.append)
+    assert strict.budget == 0.2 and strict.check["by_budget"]["0.1"]["refusal"] == 1.0
 
 
 def test_a_missing_check_file_fails_before_the_first_pass(tiny, tmp_path, monkeypatch):
@@ -225,3 +238,59 @@ def test_a_missing_check_file_fails_before_the_first_pass(tiny, tmp_path, monkey
     missing = tmp_path / "harmless_val.txt"
     with pytest.raises(InputError, match=f"prompt file {missing} does not exist"):
         calibration.calibrate(model, tok, **files, check_harmless=missing, log=lambda m: None)
+
+
+def test_pruned_grad_opening_is_the_answer_likelihood_gain_of_giving_a_unit_back(tiny):
+    """pruned-grad-opening's score of a unit is the derivative of the mean (over prompts) log-likelihood of
+    each prompt's whole answer, the units decided by PP on the prompt alone, when the unit's unpruned
+    activation is added back (``y + eps * x``) at every position; computed here prompt by prompt, without
+    the scorer's batching and padding. A model that refuses none of the prompts has nothing to attribute."""
+    import torch
+
+    from aapp_export.calibration import collect_stats
+    from aapp_export.circuits import score_pruned_grad_opening
+    from aapp_export.errors import InputError
+    from aapp_export.evaluate import chat_inputs
+    from aapp_export.placement import to_model
+    from aapp_export.pruning import Pruner, PruneConfig
+
+    model, tok = tiny
+    stats = collect_stats(model, tok, ["Plants turn light into sugar.", "Rivers run to the sea."])
+    answers = [torch.tensor(tok(t, add_special_tokens=False)["input_ids"])
+               for t in ("I cannot help with that.", "No.", "I won't do that, sorry, it could hurt someone.")]
+    heads, channels = score_pruned_grad_opening(model, tok, HARMFUL, stats, sparsity=0.4, answers=answers)
+    layer = 3
+    pruner = Pruner(model, PruneConfig("pp", 0.4), stats)
+    real_apply = pruner._apply
+
+    def mean_loglik(unit: int, eps: float) -> float:
+        def apply(i, kind, x):
+            y = real_apply(i, kind, x)
+            if (i, kind) != (layer, "mlp"):
+                return y
+            y = (x if y is None else y).clone()
+            y[..., unit] += eps * x[..., unit]
+            return y
+
+        pruner._apply = apply
+        total = 0.0
+        with torch.no_grad(), pruner:
+            for prompt, answer in zip(HARMFUL, answers):
+                pruner.new_request()
+                ids = chat_inputs(tok, [prompt])["input_ids"][0]
+                model(**to_model({"input_ids": ids[None]}, model), logits_to_keep=1)  # decides on the prompt
+                full = torch.cat([ids, answer])[None]
+                logp = torch.log_softmax(model(**to_model({"input_ids": full}, model)).logits[0].double(), -1)
+                total += float(logp[len(ids) - 1:-1].gather(-1, answer[:, None]).sum())
+        return total / len(HARMFUL)
+
+    mean_loglik(0, 0.0)  # PP's decisions for the last prompt
+    kept = pruner.channel_mask[layer][0]
+    for unit in (int((kept == 0).nonzero()[0]), int((kept == 1).nonzero()[0])):
+        eps = 1e-2
+        slope = (mean_loglik(unit, eps) - mean_loglik(unit, -eps)) / (2 * eps)
+        assert float(channels[layer][unit]) == pytest.approx(slope, rel=0.02, abs=1e-5)
+    assert all(len(h) == n for h, n in zip(heads, [model.config.num_attention_heads] * len(heads)))
+    # the random tiny model refuses none of the harmful prompts: no refusal to attribute
+    with pytest.raises(InputError, match="opens none of its answers to the 3 harmful calibration prompts"):
+        score_pruned_grad_opening(model, tok, HARMFUL, stats, sparsity=0.4)

@@ -69,14 +69,15 @@ def test_export_calibrates_and_records_circuits_in_the_manifest(tmp_path, capsys
     assert cal["prompts"]["check"] == "check.txt" and cal["prompts"]["harmful"] == "harmful.txt"
     assert cal["prompts"]["check_harmless"] == "check_harmless.txt" and cal["causal_check"]["harmless_prompts"] == 1
     checks = cal["causal_check"]["by_scorer"]
-    assert set(checks) == set(SCORERS)
+    assert set(checks) == set(SCORERS) - {"pruned-grad-opening"}  # the tiny random model refuses nothing
     assert all(0 <= c["dense_refusal_token_prob"] <= 1 and len(c["random_ablated_refusal_token_prob"]) == 5
                and c["prompts"] == 1 for c in checks.values())
     # the kept scorer keeps the most refusal net of over-refusal under AAPP (then greedy refusal, first-token
     # probability), then the necessity gaps break ties
-    rank = lambda k: (checks[k]["sufficiency"]["net"], checks[k]["sufficiency"]["refusal"],  # noqa: E731
-                      checks[k]["sufficiency"]["refusal_token_prob"], checks[k]["gap"], checks[k]["prob_gap"])
-    assert cal["causal_check"]["criterion"] == "sufficiency-net" and cal["scorer"] == max(checks, key=rank)
+    suff = {k: c["sufficiency"] for k, c in checks.items()}
+    rank = lambda k: (suff[k]["net"], suff[k]["strict_refusal"], suff[k]["refusal"],  # noqa: E731
+                      suff[k]["refusal_token_prob"], checks[k]["gap"], checks[k]["prob_gap"])
+    assert cal["causal_check"]["criterion"] == "sufficiency-strict-net" and cal["scorer"] == max(checks, key=rank)
     assert len(cal["protected_units"]["heads"]) == 6 and sum(cal["protected_units"]["channels_per_layer"]) > 0
     assert manifest["pruning"]["protected_units"] == cal["protected_units"]
     assert {"calibration.safetensors", "calibration.json"} <= set(manifest["files"])

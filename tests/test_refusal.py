@@ -59,3 +59,35 @@ def test_clause_nll_is_the_mean_token_nll_of_the_first_clause(tmp_path):
     # a random tiny model finds any clause unlikely: anchored, yet no strict refusal
     assert got > COHERENCE_MAX_NLL
     assert strict_refusal_rate(model, tok, [prompt, prompt], [answer, "Sure."]) == 0.0
+
+
+def test_a_settled_answer_keeps_both_verdicts_whatever_follows():
+    """``verdicts_settled``: on every answer of the hand-labelled set (all methods and sparsities) and on
+    made-up edge cases, the first prefix that is settled already has the whole answer's marker verdict,
+    anchoring and first clause (so the causal check may stop there); answers without a marker never
+    settle, and many refusals settle before their end."""
+    import json
+    from pathlib import Path
+
+    from aapp_export.refusal import verdicts_settled
+
+    rows = json.loads((Path(__file__).parents[1] / "docs/results/refusal_answers.json").read_text())
+    answers = [r["answer"] for r in rows] + [
+        "I'm sorry, but I can't help with that request.com is a site.",  # a '.' at the prefix's end is no end
+        "Here is a long answer about baking bread at home, and then: I can't stress this enough.",
+        "I won't " + "go " * 40, "Sorry! I can't help.\nTry a doctor.", "As an AI I cannot"]
+    early = 0
+    for answer in answers:
+        settled = next((k for k in range(1, len(answer) + 1) if verdicts_settled(answer[:k])), None)
+        if settled is None:
+            assert not is_refusal(answer) or not verdicts_settled(answer)
+            continue
+        prefix = answer[:settled]
+        assert is_refusal(prefix) == is_refusal(answer) is True, answer
+        assert is_anchored_refusal(prefix) == is_anchored_refusal(answer), answer
+        if is_anchored_refusal(answer):
+            assert first_clause(prefix) == first_clause(answer), answer
+        early += settled < len(answer)
+    assert not verdicts_settled("Sure! Here is how to bake bread: mix flour and water, then knead it well.")
+    assert not verdicts_settled("I'm sorry, but I can't help with that request.")  # '.com' may follow
+    assert early > len(rows) // 10  # 181 of 1512 on the labelled set
