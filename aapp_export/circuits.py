@@ -16,9 +16,11 @@ Five scorers rate every prunable unit from harmful vs harmless chat prompts:
   ranks last); needs PP's statistics. It asks AAPP's question directly: which units, forced in while
   the rest is pruned, bring the refusal back.
 - ``pruned-grad-opening``: pruned-grad-act whose L is the log-likelihood of the dense refusal's opening
-  words, teacher-forced, up to the end of its first refusal marker ("I'm sorry"; ``refusal_openings``),
-  the units decided by PP on the prompt alone as for a request. The strict refusal detector asks the
-  marker to open the answer; the first token alone ("I") does not say which sentence follows.
+  phrase, teacher-forced, through the first punctuation mark after its refusal marker ("I'm sorry,";
+  ``refusal_openings``), the units decided by PP on the prompt alone as for a request. The first token
+  alone ("I") does not say which sentence follows, and pruned models that open with "I'm sorry" and
+  degrade mostly go wrong at the next token ("I'm sorry to ..."); the strict refusal detector counts
+  those out.
 
 The protected set is the top ``budget`` fraction of the prunable units of each kind (heads,
 channels; layers >= ``skip_first``) by a scorer. The causal check answers held-out harmful prompts in
@@ -42,6 +44,7 @@ layer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -182,11 +185,16 @@ def _activation_gradients(model) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+_PHRASE_END = re.compile(r"[,;:.!?]|\n")
+
+
 def refusal_openings(model, tokenizer, prompts: list[str], max_new_tokens: int = CHECK_TOKENS,
                      batch_size: int = 16) -> list[torch.Tensor | None]:
-    """Per prompt, the tokens of its dense greedy answer up to the end of the refusal marker that opens it
-    (the shortest prefix ``is_anchored_refusal`` accepts, e.g. "I'm sorry"), ``None`` where that answer
-    does not open with a refusal; answers of at most ``max_new_tokens``."""
+    """Per prompt, the tokens of its dense greedy answer's opening phrase: from the start through the first
+    punctuation mark after the refusal marker that opens it ("I'm sorry,"; the whole answer when none
+    follows), ``None`` where the answer does not open with a refusal (``is_anchored_refusal``); answers of
+    at most ``max_new_tokens``. The mark says which sentence the marker opens: pruned models that open
+    with "I'm sorry" and go wrong mostly go wrong there ("I'm sorry to ...")."""
     out: list[torch.Tensor | None] = []
     with torch.no_grad():
         for s in tqdm(range(0, len(prompts), batch_size), desc="dense answers", unit="batch", disable=None,
@@ -195,10 +203,23 @@ def refusal_openings(model, tokenizer, prompts: list[str], max_new_tokens: int =
             seq = model.generate(**to_model(enc, model), max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id).cpu()[:, enc["input_ids"].shape[1]:]
             for row in seq:
-                ends = [k for k in range(1, len(row) + 1)
-                        if is_anchored_refusal(tokenizer.decode(row[:k], skip_special_tokens=True))]
-                out.append(row[:ends[0]] if ends else None)
+                n = opening_length([tokenizer.decode(row[:k], skip_special_tokens=True)
+                                    for k in range(1, len(row) + 1)])
+                out.append(None if n is None else row[:n])
     return out
+
+
+def opening_length(prefixes: list[str]) -> int | None:
+    """How many tokens the opening phrase of an answer takes, from the texts of its growing token prefixes
+    (``prefixes[k]``: its first ``k + 1`` tokens): through the first token whose text holds a punctuation
+    mark after the end of the refusal marker that opens the answer (all of them when none does); ``None``
+    when no prefix opens with a refusal marker."""
+    opened = next((k for k, t in enumerate(prefixes) if is_anchored_refusal(t)), None)
+    if opened is None:
+        return None
+    marker_end = len(prefixes[opened])
+    return next((k + 1 for k in range(opened + 1, len(prefixes)) if _PHRASE_END.search(prefixes[k], marker_end)),
+                len(prefixes))
 
 
 def _with_answers(enc: dict[str, torch.Tensor], answers: list[torch.Tensor], pad: int
@@ -295,9 +316,8 @@ def score_pruned_grad_act(model, tokenizer, harmful: list[str], stats: list[Laye
 def score_pruned_grad_opening(model, tokenizer, harmful: list[str], stats: list[LayerStats],
                              sparsity: float = SUFFICIENCY_SPARSITY, answers: list[torch.Tensor | None] | None = None
                              ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """pruned-grad-act whose L is the log-likelihood of the refusal's opening words, up to the end of its
-    first refusal marker (``answers``, None: ``refusal_openings`` of ``harmful``; prompts the dense model
-    does not refuse are left out)."""
+    """pruned-grad-act whose L is the log-likelihood of the refusal's opening phrase (``answers``, None:
+    ``refusal_openings`` of ``harmful``; prompts the dense model does not refuse are left out)."""
     heads, _ = unit_counts(model)
     answers = refusal_openings(model, tokenizer, harmful) if answers is None else answers
     kept = [(p, a) for p, a in zip(harmful, answers) if a is not None]
@@ -496,15 +516,18 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     The causal check answers the first ``check_prompts`` of ``check``: held-out harmful prompts the scores
     never saw, on which refusal moves with what is pruned (greedy rates decide, not a probability
     tie-break). Without ``check`` it falls back to the scored ``harmful`` prompts, on which a
-    well-aligned model refuses whatever 5% is ablated. With ``stats`` the scorer chosen is the one whose
-    protected set keeps refusal best under AAPP at ``SUFFICIENCY_SPARSITY`` (``check["criterion"]`` says
-    which rule chose). ``budget`` None: scorers are compared at ``BUDGETS[0]``, then the chosen scorer's
-    protected fraction is the one of ``BUDGETS`` that keeps refusal best the same way, where leaving the
-    first takes a higher greedy refusal rate (``check["by_budget"]``); without ``stats`` it stays
-    ``BUDGETS[0]``. With ``check_harmless`` (held-out harmless prompts, the first ``check_prompts``) each
-    AAPP run also answers them, and both choices rank by refusal minus over-refusal (``net``) instead of
-    refusal alone: on the demo the budget that refuses most on the check (10%) also refuses 10% of the
-    harmless check prompts, and 20% (98% refusal, 4% over-refusal) is kept (docs/results/README.md)."""
+    well-aligned model refuses whatever 5% is ablated. With ``stats`` the choice is by sufficiency
+    (``check["criterion"]`` says which rule chose): each scorer's protected set at every fraction of
+    ``BUDGETS`` (a given ``budget``: that one alone) runs AAPP at ``SUFFICIENCY_SPARSITY`` on the check
+    prompts, and refusal is counted by the strict detector (``check_refusal``: the refusal opens the
+    answer and its first clause reads as the dense model's); per scorer the first budget stays unless
+    another keeps more (``check["by_scorer"][s]["by_budget"]``, ``["budget"]``), and the scorer whose
+    kept budget keeps the most is chosen (marker refusal, the first-token probability, then the
+    necessity gaps break ties). Without ``stats`` the scorer is the most necessary one at ``BUDGETS[0]``.
+    With ``check_harmless`` (held-out harmless prompts, the first ``check_prompts``) each AAPP run also
+    answers them, and the choice ranks by strict refusal minus over-refusal (``net``): on the demo
+    pruned-grad-act's 10% set refuses every check prompt but 10% of the harmless ones too
+    (docs/results/README.md)."""
     if budget is not None and not 0 < budget < 1:
         raise InputError(f"budget {budget}: the protected fraction of the prunable units must be in (0, 1), e.g. 0.05")
     pinned, budget = budget is not None, BUDGETS[0] if budget is None else budget
@@ -566,33 +589,38 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
                 line += (f", over-refusal {suff['over_refusal']:.2f} (pp {pp_ref['over_refusal']:.2f}, "
                          f"dense {dense_over:.2f})")
         log(line)
+    units = {name: {budget: sets[name]} for name in sets}
+    if not pinned and pp_ref is not None:
+        for name, (hs, cs) in all_scores.items():  # every budget of every scorer: the choice is joint
+            units[name] |= {b: (protected_units(hs, b, skip_first), protected_units(cs, b, skip_first))
+                            for b in BUDGETS[1:]}
+            by_budget = checks[name]["by_budget"] = {str(budget): checks[name]["sufficiency"]} | {
+                str(b): sufficiency_check(model, tokenizer, check_set,
+                                          Protection(*u, direction, gate_layer, threshold, temperature), stats, dense,
+                                          harmless=harmless_set)
+                for b, u in units[name].items() if b != budget}
+            # leaving the first budget takes more refusal (strict, net of over-refusal where harmless prompts
+            # were checked), not a first-token probability tie-break
+            better = [b for b in BUDGETS[1:] if _net(by_budget[str(b)]) > _net(by_budget[str(budget)])]
+            checks[name]["budget"] = max(better, key=lambda b: _sufficiency_rank(by_budget[str(b)])) if better \
+                else budget
+            log(f"budget ({name}): aapp at {pp_ref['sparsity']} keeps refusal "
+                + ", ".join(f"{float(b):.0%} {v['refusal']:.2f} / strict {v['strict_refusal']:.2f}"
+                            + (f" (over-refusal {v['over_refusal']:.2f})" if "over_refusal" in v else "")
+                            for b, v in by_budget.items()) + f"; {checks[name]['budget']:.0%} best")
     if pp_ref is None:
         criterion = "necessity"
         rank = lambda k: (checks[k]["gap"], checks[k]["prob_gap"])  # noqa: E731
     else:
         criterion = "sufficiency"
-        rank = lambda k: (*_sufficiency_rank(checks[k]["sufficiency"]), checks[k]["gap"], checks[k]["prob_gap"])  # noqa: E731
+        best = lambda k: checks[k].get("by_budget", {}).get(str(checks[k].get("budget")), checks[k]["sufficiency"])  # noqa: E731
+        rank = lambda k: (*_sufficiency_rank(best(k)), checks[k]["gap"], checks[k]["prob_gap"])  # noqa: E731
     chosen = scorer or max(checks, key=rank)
-    heads, channels = sets[chosen]
-    by_budget = {}
-    if not pinned and pp_ref is not None:
-        hs, cs = all_scores[chosen]
-        units = {b: (protected_units(hs, b, skip_first), protected_units(cs, b, skip_first)) for b in BUDGETS[1:]}
-        by_budget = {str(budget): checks[chosen]["sufficiency"]} | {
-            str(b): sufficiency_check(model, tokenizer, check_set, Protection(*u, direction, gate_layer, threshold,
-                                                                              temperature), stats, dense,
-                                      harmless=harmless_set)
-            for b, u in units.items()}
-        # leaving the first budget takes more greedy refusal (net of over-refusal where harmless prompts were
-        # checked), not a first-token probability tie-break
-        better = [b for b in units if _net(by_budget[str(b)]) > _net(by_budget[str(budget)])]
-        if better:
-            budget = max(better, key=lambda b: _sufficiency_rank(by_budget[str(b)]))
-            heads, channels = units[budget]
-        log(f"budget ({chosen}): aapp at {pp_ref['sparsity']} keeps refusal "
-            + ", ".join(f"{float(b):.0%} {v['refusal']:.2f} / strict {v['strict_refusal']:.2f}" + (f" (over-refusal {v['over_refusal']:.2f})"
-                                                               if "over_refusal" in v else "")
-                        for b, v in by_budget.items()) + f"; {budget:.0%} kept")
+    budget = checks[chosen].get("budget", budget)
+    heads, channels = units[chosen][budget]
+    by_budget = checks[chosen].get("by_budget", {})
+    if by_budget:
+        log(f"kept: {chosen} at {budget:.0%}")
     return Circuits(chosen, budget, heads, channels, direction, gate_layer, threshold, temperature,
                     {"chosen": chosen,
                      "criterion": criterion + ("-strict" if pp_ref else "") + ("-net" if harmless_set and pp_ref else ""),

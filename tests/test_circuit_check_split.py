@@ -81,12 +81,16 @@ def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
     assert all(0 <= s["strict_refusal"] <= s["refusal"] <= 1 and 0 <= s["refusal_token_prob"] <= 1
                for s in suff.values())
     rank = lambda s: (s["strict_refusal"], s["refusal"], s["refusal_token_prob"])  # noqa: E731
-    assert rank(suff[c.scorer]) == max(map(rank, suff.values()))
+    # the choice is joint: every scorer at every budget, the scorer whose kept budget keeps the most
+    kept = {k: v["by_budget"][str(v["budget"])] for k, v in c.check["by_scorer"].items()}
+    assert rank(kept[c.scorer]) == max(map(rank, kept.values()))
+    assert sum(m.startswith("budget (") for m in logs) == len(suff)
     # the protected sets differ between scorers, so the AAPP runs are not one run repeated
     assert len({s["refusal_token_prob"] for s in suff.values()}) > 1
     assert sum(m.startswith("scorer ") and "aapp at 0.4 keeps refusal" in m for m in logs) == len(suff)
     # the budget: the chosen scorer's protected set at each fraction; 0.05 unless another refuses more
     by_budget = c.check["by_budget"]
+    assert by_budget == c.check["by_scorer"][c.scorer]["by_budget"]
     assert list(by_budget) == [str(b) for b in BUDGETS] and by_budget["0.05"] == suff[c.scorer]
     key = lambda b: rank(by_budget[str(b)])  # noqa: E731
     better = [b for b in BUDGETS[1:]
@@ -294,3 +298,18 @@ def test_pruned_grad_opening_is_the_answer_likelihood_gain_of_giving_a_unit_back
     # the random tiny model refuses none of the harmful prompts: no refusal to attribute
     with pytest.raises(InputError, match="opens none of its answers to the 3 harmful calibration prompts"):
         score_pruned_grad_opening(model, tok, HARMFUL, stats, sparsity=0.4)
+
+
+@pytest.mark.parametrize("tokens, n", [
+    (["I", "'m", " sorry", ",", " but", " I", " can", "'t", "."], 4),  # "I'm sorry,"
+    (["I", " can", "'t", " help", " you", " kill", " him", ".", " No"], 8),  # "I can't help you kill him."
+    (["I", "'m", " sorry", " to", " hear"], 5),  # no mark follows: the whole answer
+    (["Sure", "!", " Here", " is", " how", "."], None),  # no refusal opens it
+    (["Sure", "!", " Here", " is", " how", " to", " bake", " bread", " at", " home", " tonight", ".", " I", " can",
+      "'t", "."], None),  # a marker past the first 40 characters opens nothing
+])
+def test_the_opening_phrase_ends_at_the_first_mark_after_the_marker(tokens, n):
+    from aapp_export.circuits import opening_length
+
+    prefixes = ["".join(tokens[:k]) for k in range(1, len(tokens) + 1)]
+    assert opening_length(prefixes) == n
