@@ -38,7 +38,8 @@ CALIB_BATCH = 16
 CALIB_TOKENS = 256  # MAX_POSITIONS of the history statistics
 CHAT_TOKENS = 64  # a calibration prompt with its chat template, generously
 MARGIN = 1.1  # what the plan asks of the machine on top of its estimate
-BACKWARD_SCORERS = (None, "grad-act", "pruned-grad-act")  # scorers whose calibration runs a backward pass
+BACKWARD_SCORERS = (None, "grad-act", "pruned-grad-act", "pruned-grad-opening")  # scorers whose calibration runs a backward pass
+ANSWER_SCORERS = (None, "pruned-grad-opening")  # ... over the prompt and the dense answer's opening (CHECK_TOKENS at most)
 
 
 def parameter_counts(spec: ModelSpec) -> dict[str, int]:
@@ -207,7 +208,8 @@ def _calibration_steps(spec: ModelSpec, params: dict[str, int], c: int, scorer: 
     steps = {"history statistics": weights + sums + _forward_transient(spec, batch, CALIB_TOKENS, c),
              "circuit activations": weights + sums + _forward_transient(spec, batch, CHAT_TOKENS, c)}
     if scorer in BACKWARD_SCORERS:
-        steps["grad-act backward"] = weights + sums + _backward(spec, batch, CHAT_TOKENS, c)
+        tokens = CHAT_TOKENS + (CHECK_TOKENS if scorer in ANSWER_SCORERS else 0)
+        steps["grad-act backward"] = weights + sums + _backward(spec, batch, tokens, c)
     # greedy answers of a batch under ablation: the prompt's forward, then a KV cache that grows by
     # CHECK_TOKENS (transformers keeps it in the weights' dtype)
     kv = sum(2 * l.num_kv_heads * spec.head_dim for l in spec.layers) * c

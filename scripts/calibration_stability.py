@@ -8,8 +8,10 @@ The harmful and harmless calibration files and the causal check's held-out harmf
 are split by alternate lines into halves A and B (no prompt in both); the general text (history
 statistics) is shared. Each
 half runs the export's calibration (all scorers scored on its calibration prompts, each checked
-causally on its half of the check file: refusal under AAPP at 0.4, and the ablation gap). Overlap is |A & B| / |A| per kind
-(heads, channels), pooled over the pruned layers. Prints JSON.
+causally on its half of the check file: marker and strict refusal under AAPP at 0.4 at every budget,
+over-refusal on its half of the harmless check file, and the ablation gap). Overlap is |A & B| / |A|
+per kind (heads, channels), pooled over the pruned layers, at 5% and at the budget the calibration on
+every prompt keeps. Prints JSON.
 """
 
 from __future__ import annotations
@@ -79,9 +81,13 @@ def main() -> None:
         runs[name] = circuits
     compared = BUDGETS[0] if args.budget is None else args.budget
     sets = {name: protected_sets(c, compared) for name, c in runs.items()}
+    kept = runs["all"].budget  # the fraction the calibration on every prompt keeps: overlaps there too
+    kept_sets = {name: protected_sets(c, kept) for name, c in runs.items()}
     report = {"model": str(ckpt.source), "budget": args.budget, "overlap_budget": compared,
               "chosen_budget": {name: c.budget for name, c in runs.items()},
               "by_budget": {name: {b: v["refusal"] for b, v in c.check.get("by_budget", {}).items()} for name, c in runs.items()},
+              "by_budget_strict": {name: {b: v.get("strict_refusal") for b, v in c.check.get("by_budget", {}).items()}
+                                   for name, c in runs.items()},
               "by_budget_over_refusal": {name: {b: v.get("over_refusal") for b, v in c.check.get("by_budget", {}).items()}
                                          for name, c in runs.items()},
               "prompts": {"harmful": len(files["calibration", "harmful"].read_text().split("\n")) - 1},
@@ -92,10 +98,16 @@ def main() -> None:
               "causal_check": {name: {s: {**{k: v[k] for k in ("gap", "prob_gap", "protected_ablated_refusal_token_prob")},
                                           "aapp_refusal": v.get("sufficiency", {}).get("refusal"),
                                           "aapp_refusal_token_prob": v.get("sufficiency", {}).get("refusal_token_prob"),
-                                          "aapp_over_refusal": v.get("sufficiency", {}).get("over_refusal")}
+                                          "aapp_strict_refusal": v.get("sufficiency", {}).get("strict_refusal"),
+                                          "aapp_over_refusal": v.get("sufficiency", {}).get("over_refusal"),
+                                          "kept_budget": v.get("budget"),
+                                          "net_by_budget": {b: x.get("net", x.get("strict_refusal"))
+                                                            for b, x in v.get("by_budget", {}).items()}}
                                       for s, v in c.check.get("by_scorer", {}).items()} for name, c in runs.items()},
               "overlap_A_vs_B": {s: overlap(sets["A"][s], sets["B"][s]) for s in sets["A"]},
               "overlap_half_vs_all": {f"{h}/{s}": overlap(sets[h][s], sets["all"][s]) for h in "AB" for s in sets[h]},
+              "overlap_at_kept_budget": kept,
+              "overlap_A_vs_B_at_kept_budget": {s: overlap(kept_sets["A"][s], kept_sets["B"][s]) for s in kept_sets["A"]},
               "gate": {name: {"layer": c.gate_layer, "threshold": round(c.threshold, 4),
                               "temperature": round(c.temperature, 4)} for name, c in runs.items()},
               "direction_cosine_A_B": round(float(runs["A"].direction @ runs["B"].direction), 4)}

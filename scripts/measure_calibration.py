@@ -7,7 +7,7 @@ export plan's estimate, and how far bf16's protected units and pruning decisions
 
 Each run is a fresh child process (peak RSS is per process: ``VmHWM``); a sampler thread reads the
 RSS every 20 ms and charges it to the calibration step running then (model load, history
-statistics, circuit activations, grad-act backward (both backward scorers), causal check), the steps the plan estimates.
+statistics, circuit activations, grad-act backward (every backward scorer), causal check), the steps the plan estimates.
 Prompt files default to the demo card's. Prints JSON.
 """
 
