@@ -195,6 +195,8 @@ def refusal_openings(model, tokenizer, prompts: list[str], max_new_tokens: int =
     follows), ``None`` where the answer does not open with a refusal (``is_anchored_refusal``); answers of
     at most ``max_new_tokens``. The mark says which sentence the marker opens: pruned models that open
     with "I'm sorry" and go wrong mostly go wrong there ("I'm sorry to ...")."""
+    eos = model.generation_config.eos_token_id
+    ends = {tokenizer.pad_token_id, *([eos] if isinstance(eos, int) else eos or [])}
     out: list[torch.Tensor | None] = []
     with torch.no_grad():
         for s in tqdm(range(0, len(prompts), batch_size), desc="dense answers", unit="batch", disable=None,
@@ -203,6 +205,8 @@ def refusal_openings(model, tokenizer, prompts: list[str], max_new_tokens: int =
             seq = model.generate(**to_model(enc, model), max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id).cpu()[:, enc["input_ids"].shape[1]:]
             for row in seq:
+                stop = next((k for k, t in enumerate(row.tolist()) if t in ends), None)
+                row = row if stop is None else row[:stop + 1]  # through the end of the turn, no padding
                 n = opening_length([tokenizer.decode(row[:k], skip_special_tokens=True)
                                     for k in range(1, len(row) + 1)])
                 out.append(None if n is None else row[:n])
