@@ -50,7 +50,7 @@ def test_offloaded_placement_calibrates_like_host_memory(family, tmp_path):
     layer = placed.model.layers[-1]
     assert layer.mlp.down_proj.weight.device.type == "meta"  # offloaded: the hook holds the values
     assert torch.equal(weight_of(layer.mlp.down_proj), host.model.layers[-1].mlp.down_proj.weight)
-    runs = [calibrate(m, tok, **files, check_prompts=8, log=lambda s: None) for m in (host, placed)]
+    runs = [calibrate(m, tok, **files, budget=0.05, check_prompts=8, log=lambda s: None) for m in (host, placed)]
     (stats_a, circ_a), (stats_b, circ_b) = runs
     for a, b in zip(stats_a, stats_b):
         assert np.allclose(a.hist_mlp.numpy(), b.hist_mlp.numpy(), rtol=1e-4, atol=1e-6)

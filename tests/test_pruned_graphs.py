@@ -114,7 +114,8 @@ def pruned(tmp_path_factory):
     out = {}
     for fam, overrides in LAYERS.items():
         ckpt = make_checkpoint(root / f"{fam}-ckpt", fam, **overrides)
-        opts = ExportOptions(calibration=CalibrationOptions(**files), levels=(0.4, 0.5))
+        # one protected fraction (the joint choice over all four is test_cli's and test_circuit_check_split's)
+        opts = ExportOptions(calibration=CalibrationOptions(**files, budget=0.05), levels=(0.4, 0.5))
         out[fam] = (ckpt, export_model(str(ckpt), root / fam / "model.onnx", opts, log=lambda m: None))
     return out
 
@@ -570,7 +571,8 @@ def test_static_export_is_a_smaller_model_equal_to_the_reference(method, pruned,
     files = [x for name, lines in (("harmful", CALIB_HARMFUL), ("harmless", CALIB_HARMLESS), ("text", CALIB_TEXT))
              for x in (f"--calib-{name}", str(_write(tmp_path / f"{name}.txt", lines)))]
     out = tmp_path / method / "model.onnx"
-    assert export_main(["--model", str(ckpt), "--out", str(out), "--static", method, "--sparsity", "0.5", *files]) == 0
+    assert export_main(["--model", str(ckpt), "--out", str(out), "--static", method, "--sparsity", "0.5", "--budget", "0.05",
+                        *files]) == 0
     session = Session(out.parent, provider="cpu")
     section = session.manifest.data["pruning"]
     assert section["mode"] == "static" and section["method"] == method and session.levels == []
@@ -621,7 +623,7 @@ def test_fp16_pruned_graphs_run_and_stay_close_to_fp32(pruned, tmp_path):
     files = {name: _write(tmp_path / f"{name}.txt", lines)
              for name, lines in (("harmful", CALIB_HARMFUL), ("harmless", CALIB_HARMLESS), ("text", CALIB_TEXT))}
     out = export_model(str(ckpt), tmp_path / "fp16" / "model.onnx",
-                       ExportOptions(dtype="fp16", calibration=CalibrationOptions(**files), levels=(0.4,)),
+                       ExportOptions(dtype="fp16", calibration=CalibrationOptions(**files, budget=0.05), levels=(0.4,)),
                        log=lambda m: None)
     half, full = Session(out, provider="cpu"), Session(model_dir, provider="cpu")
     agree = total = 0
