@@ -25,19 +25,17 @@ Five scorers rate every prunable unit from harmful vs harmless chat prompts:
 The protected set is the top ``budget`` fraction of the prunable units of each kind (heads,
 channels; layers >= ``skip_first``) by a scorer. The causal check answers held-out harmful prompts in
 two ways. Sufficiency (what AAPP relies on): refusal of AAPP at ``SUFFICIENCY_SPARSITY`` with the
-scorer's protected set, i.e. with most of everything else pruned (greedy refusal rate, then the
-probability of the refusal's first token), beside PP's at the same sparsity. Necessity: refusal after
-ablating the protected set vs random sets with the same per-layer counts (5 seeds). The default scorer
-is the most sufficient one (the necessity gap breaks ties); without PP statistics (``stats`` None)
-it is the one with the largest necessity gap. Unless the budget is given, the chosen scorer's budget
-is then chosen among ``BUDGETS`` the same way (leaving the first takes more greedy refusal). With
-held-out harmless prompts (``check_harmless``) each AAPP run answers them too and both choices rank
-by refusal minus over-refusal (``net``): a protected set that also makes harmless requests refuse
-buys its refusal with them.
-On the demo model pruned-grad-act's set is both the most sufficient (AAPP at 0.4 keeps 81% of the
-check prompts at 5%, 100% at 10%, against grad-act's 71%) and the most necessary (ablated, refusal
-falls to 25%); among the older three the criteria disagreed. Net of over-refusal on ``harmless_val``
-its 20% set is kept (98% refusal, 4% over-refusal; 10%: 100% and 10%) (docs/results/README.md). The risk
+scorer's protected set, i.e. with most of everything else pruned, counted by the strict detector
+(``check_refusal``) beside the marker, beside PP's at the same sparsity. Necessity: refusal after
+ablating the protected set vs random sets with the same per-layer counts (5 seeds). Scorer and budget
+are chosen jointly: every scorer at every fraction of ``BUDGETS``, the most sufficient pair kept
+(``identify_circuits``); with held-out harmless prompts (``check_harmless``) by strict refusal minus
+over-refusal (``net``). Without PP statistics (``stats`` None) the scorer is the one with the largest
+necessity gap.
+On the demo model (check prompts, AAPP at 0.4, strict refusal - over-refusal at each scorer's best
+budget) pruned-grad-opening's 20% set is kept, 88 - 2%, against pruned-grad-act's 71 - 10% at 10%
+(its 5% set is still the most necessary: ablated, refusal falls to 25%) and refusal-dir's 44 - 4%
+(docs/results/README.md). The risk
 gate's refusal direction, threshold and temperature are calibrated at the input of the first pruned
 layer.
 """

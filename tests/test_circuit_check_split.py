@@ -111,6 +111,20 @@ def test_with_statistics_the_scorer_is_chosen_by_refusal_under_aapp(tiny):
         identify_circuits(model, tok, HARMFUL, HARMLESS, scorer="pruned-grad-act", check=CHECK, log=logs.append)
 
 
+def _adding_back(real_apply, layer: int, unit: int, eps: float):
+    """A ``Pruner._apply`` that adds ``eps`` times MLP channel ``unit``'s unpruned activation of ``layer``
+    back into what ``real_apply`` lets through (finite differences of the pruned-grad scorers)."""
+    def apply(i, kind, x):
+        y = real_apply(i, kind, x)
+        if (i, kind) != (layer, "mlp"):
+            return y
+        y = (x if y is None else y).clone()
+        y[..., unit] += eps * x[..., unit]
+        return y
+
+    return apply
+
+
 def test_pruned_grad_act_is_the_refusal_gain_of_giving_a_unit_back(tiny):
     """pruned-grad-act's score of a unit is the derivative of the refusal token's mean log-probability
     when the unit's unpruned activation is added back into what PP lets through (``y + eps * x``), for a
@@ -133,15 +147,7 @@ def test_pruned_grad_act_is_the_refusal_gain_of_giving_a_unit_back(tiny):
     real_apply = pruner._apply
 
     def mean_logp(unit: int, eps: float) -> float:
-        def apply(i, kind, x):
-            y = real_apply(i, kind, x)
-            if (i, kind) != (layer, "mlp"):
-                return y
-            y = (x if y is None else y).clone()
-            y[..., unit] += eps * x[..., unit]
-            return y
-
-        pruner._apply = apply
+        pruner._apply = _adding_back(real_apply, layer, unit, eps)
         with torch.no_grad(), pruner:
             pruner.new_request()
             out = model(**to_model(chat_inputs(tok, HARMFUL), model), logits_to_keep=1)
@@ -268,15 +274,7 @@ def test_pruned_grad_opening_is_the_answer_likelihood_gain_of_giving_a_unit_back
     real_apply = pruner._apply
 
     def mean_loglik(unit: int, eps: float) -> float:
-        def apply(i, kind, x):
-            y = real_apply(i, kind, x)
-            if (i, kind) != (layer, "mlp"):
-                return y
-            y = (x if y is None else y).clone()
-            y[..., unit] += eps * x[..., unit]
-            return y
-
-        pruner._apply = apply
+        pruner._apply = _adding_back(real_apply, layer, unit, eps)
         total = 0.0
         with torch.no_grad(), pruner:
             for prompt, answer in zip(HARMFUL, answers):
