@@ -22,11 +22,13 @@ METHODS = RUNTIME_METHODS + STATIC_METHODS  # what the PyTorch reference and aap
 ADAPTIVE_THRESHOLD = 0.5  # aapp-adaptive: a request whose risk gate reaches this runs at the low sparsity
 ADAPTIVE_LOW_SPARSITY = 0.0  # ... which is dense by default (refusals are short, so they cost little)
 CONFIRM_THRESHOLD = 0.5  # ... when its confirmation gate (read at the end of the AAPP prefill) reaches this too
-# aapp-adaptive's path for a flagged request: "restart" (the shipped one: both gates, then dense from the
-# start) or "dense-prefill" (the risk gate alone sends the rest of the prefill dense; the decode stays
-# dense only when the dense prefill's first token opens the refusal; the reference's, measured in
-# scripts/measure_routing.py)
+# aapp-adaptive's path for a flagged request: "dense-prefill" (the default: the risk gate alone sends the
+# rest of the prefill dense; the decode stays dense only when the dense prefill's first token opens the
+# refusal) or "restart" (both gates, then dense from the start; the only path that can run a flagged
+# request at a pruned ``adaptive_low``). The default meets the harmless-FLOPs target where the restart
+# does not (docs/results/README.md, "The dense-prefill path")
 ADAPTIVE_PATHS = ("restart", "dense-prefill")
+DEFAULT_ADAPTIVE_PATH = "dense-prefill"
 DEFAULT_LEVELS = (0.2, 0.3, 0.4, 0.5)  # sparsity levels an export builds graphs for (and calibrates the confirmation gate at)
 SCORERS = ("actdiff", "refusal-dir", "grad-act", "pruned-grad-act", "pruned-grad-opening")  # alignment-circuit scorers (circuits.py)
 ATTENTION_KERNELS = ("gqa", "onnx")  # com.microsoft.GroupQueryAttention, or the standard Attention op
@@ -50,5 +52,6 @@ def check_sparsity(value: float, flag: str, *, zero: bool = True) -> float:
 
 __all__ = ["SKIP_FIRST", "CHECK_TOKENS", "SUFFICIENCY_SPARSITY", "BUDGETS", "MAX_SPARSITY", "PROBE_MAX_TOKENS", "RUNTIME_METHODS", "STATIC_METHODS", "METHODS", "SCORERS",
            "ADAPTIVE_METHODS", "ADAPTIVE_THRESHOLD", "ADAPTIVE_LOW_SPARSITY", "CONFIRM_THRESHOLD", "ADAPTIVE_PATHS",
+           "DEFAULT_ADAPTIVE_PATH",
            "DEFAULT_LEVELS",
            "ATTENTION_KERNELS", "EXPORT_DTYPES", "CALIBRATION_DTYPES", "DEVICES", "check_sparsity"]

@@ -175,6 +175,7 @@ class EvalResult:
     low_share_harmful: float | None = None  # aapp-adaptive: share of requests run at the low sparsity
     low_share_harmless: float | None = None
     confirm_gate: bool | None = None  # aapp-adaptive: the sparsity had a confirmation gate (confirm_gate.py)
+    adaptive_path: str | None = None  # aapp-adaptive: the path a flagged request took (choices.ADAPTIVE_PATHS)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -183,7 +184,7 @@ class EvalResult:
                   "low_share_harmless"):
             if d[k] is not None:
                 d[k] = round(d[k], 4)
-        for k in ("low_share_harmful", "low_share_harmless", "confirm_gate"):  # aapp-adaptive only
+        for k in ("low_share_harmful", "low_share_harmless", "confirm_gate", "adaptive_path"):  # aapp-adaptive only
             if d[k] is None:
                 del d[k]
         d["perplexity"] = round(d["perplexity"], 3)
@@ -224,8 +225,9 @@ def path_costs(config, tokenizer, pruner: Pruner, prompts: list[str], max_new_to
 def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str], harmless: list[str],
              texts: list[str], stats=None, circuits=None, max_new_tokens: int = 48,
              probe_max_tokens: int = PROBE_MAX_TOKENS, adaptive_threshold: float = ADAPTIVE_THRESHOLD,
-             adaptive_path: str = "restart") -> EvalResult:
-    """One row of the table: refusal, over-refusal, perplexity and FLOPs ratio of a method."""
+             adaptive_path: str | None = None) -> EvalResult:
+    """One row of the table: refusal, over-refusal, perplexity and FLOPs ratio of a method
+    (``adaptive_path``: aapp-adaptive's, None the default, ``PruneConfig``)."""
     from .pruning import PruneConfig
 
     cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens, adaptive_threshold=adaptive_threshold,
@@ -261,4 +263,5 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
     strict_over = strict_refusal_rate(model, tokenizer, harmless, harmless_answers)
     return EvalResult(method, sparsity, refusal_rate(harmful_answers), refusal_rate(harmless_answers), ppl, mean,
                       len(harmful), len(harmless), strict, strict_over, r_harm, r_safe, low_harm, low_safe,
-                      None if method != "aapp-adaptive" else pruners["harmful"].confirm is not None)
+                      *((None, None) if method != "aapp-adaptive" else
+                        (pruners["harmful"].confirm is not None, cfg.adaptive_path)))

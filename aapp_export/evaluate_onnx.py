@@ -45,6 +45,7 @@ class OnnxEvalResult:
     flops_ratio_harmless: float | None = None
     low_share_harmful: float | None = None  # aapp-adaptive: share of each file's requests the gate ran dense
     low_share_harmless: float | None = None
+    adaptive_path: str | None = None  # aapp-adaptive: the path a flagged request took
 
     def to_json(self, per_prompt: bool = False) -> dict[str, Any]:
         out = {"engine": "onnx", "method": self.method, "sparsity": self.sparsity,
@@ -58,6 +59,8 @@ class OnnxEvalResult:
         if self.low_share_harmful is not None:
             out["low_share_harmful"] = round(self.low_share_harmful, 4)
             out["low_share_harmless"] = round(self.low_share_harmless, 4)
+        if self.adaptive_path is not None:
+            out["adaptive_path"] = self.adaptive_path
         if self.perplexity_note:
             out["perplexity_note"] = self.perplexity_note
         if per_prompt:
@@ -131,10 +134,12 @@ def strict_rate(session, prompts: list[str], texts: list[str]) -> float:
 
 def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], harmless: list[str],
                   texts: list[str], max_new_tokens: int = 48, adaptive_threshold: float | None = None,
-                  adaptive_path: str = "restart") -> OnnxEvalResult:
+                  adaptive_path: str | None = None) -> OnnxEvalResult:
     """One row of the table, through the exported graphs (``adaptive_threshold``: aapp-adaptive's gate
-    from which a request runs dense, None: the runtime's default; ``adaptive_path``: its path)."""
+    from which a request runs dense, None: the runtime's default; ``adaptive_path``: its path, None: the
+    model dir's default, ``Session.default_adaptive_path``)."""
     level = session.pruned_level(method, sparsity)  # a bad method or level fails before any generation
+    adaptive_path = session.default_adaptive_path if adaptive_path is None else adaptive_path
     options = {"adaptive_threshold": adaptive_threshold, "adaptive_path": adaptive_path} \
         if method == "aapp-adaptive" else {}
     harm, harm_len, harm_dense, harm_dp = answers(session, harmful, method, sparsity, max_new_tokens,
@@ -183,7 +188,8 @@ def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], har
                           sum(refused) / max(1, len(refused)), sum(over) / max(1, len(over)), ppl, mean,
                           len(harmful), len(harmless), session.provider, refused, over, note,
                           strict_rate(session, harmful, harm), strict_rate(session, harmless, safe),
-                          r_harm, r_safe, *low)
+                          r_harm, r_safe, *low,
+                          adaptive_path if method == "aapp-adaptive" and level is not None else None)
 
 
 __all__ = ["OnnxEvalResult", "run_eval_onnx", "dims_of"]

@@ -13,15 +13,16 @@ graphs mirror (``graph/pruned.py``):
   ``new_request``, so the KV cache stays consistent.
 
 The prefill ends when the model's first forward returns (a forward hook), not inside a layer.
-``aapp-adaptive`` with a confirmation gate for its sparsity (``Protection.confirm``) screens each
-prefill first: the same prefill runs under AAPP (no KV cache kept), the gate reads the final residual
-stream at the last prompt token, and the real prefill then decides with both gates known (a row runs
-at the low sparsity when both flag it). The graphs do the same in one pass (the level's AAPP prefill
-emits both gates; the runtime starts a flagged request again dense), so the screening prefill is
-counted in the flagged rows' FLOPs. Its other path (``PruneConfig.adaptive_path="dense-prefill"``,
-the reference's only) screens nothing: a row the risk gate flags computes its prefill with every unit,
-picks its decode's units from its own unit inputs (``Pruner.decide_from_activations``) and decodes
-dense only when the dense prefill's first token is the refusal's (``RiskAdaptive``).
+``aapp-adaptive`` has two paths for a request its risk gate flags (``PruneConfig.adaptive_path``). The
+default, "dense-prefill", screens nothing: a flagged row computes its prefill with every unit, picks
+its decode's units from its own unit inputs (``Pruner.decide_from_activations``) and decodes dense only
+when the dense prefill's first token is the refusal's (``RiskAdaptive``); the graphs run it through the
+split prefill. "restart", with a confirmation gate for its sparsity (``Protection.confirm``), screens
+each prefill first: the same prefill runs under AAPP (no KV cache kept), the gate reads the final
+residual stream at the last prompt token, and the real prefill then decides with both gates known (a
+row runs at the low sparsity when both flag it). The graphs do the same in one pass (the level's AAPP
+prefill emits both gates; the runtime starts a flagged request again dense), so the screening prefill
+is counted in the flagged rows' FLOPs.
 
 Methods (``METHODS``), all at the same number of kept units per layer (``probe.kept_counts``), are
 small classes with ``heads`` and ``channels`` decisions: ``ProbePruning`` (``pp``: probe + history
@@ -43,7 +44,7 @@ from . import probe as pp
 from .errors import InputError
 from .families import ModelSpec, spec_of_model
 from .choices import (ADAPTIVE_LOW_SPARSITY, ADAPTIVE_PATHS, ADAPTIVE_THRESHOLD, CONFIRM_THRESHOLD,  # noqa: F401
-                      METHODS, SKIP_FIRST, check_sparsity)  # ADAPTIVE_*, SKIP_FIRST: re-exported
+                      DEFAULT_ADAPTIVE_PATH, METHODS, SKIP_FIRST, check_sparsity)  # ADAPTIVE_*, SKIP_FIRST: re-exported
 from .placement import weight_in_place
 from .recorder import decoder_layers, final_norm, unit_inputs
 from .static import static_units
@@ -98,7 +99,9 @@ class PruneConfig:
     mlp_multiple: int = 1
     adaptive_threshold: float = ADAPTIVE_THRESHOLD  # aapp-adaptive: gate at which a request runs at ...
     adaptive_low: float = ADAPTIVE_LOW_SPARSITY  # ... this sparsity instead of ``sparsity``
-    adaptive_path: str = "restart"  # aapp-adaptive: how a flagged request runs (``choices.ADAPTIVE_PATHS``)
+    # aapp-adaptive: how a flagged request runs (``choices.ADAPTIVE_PATHS``); None: ``DEFAULT_ADAPTIVE_PATH``,
+    # or "restart" when ``adaptive_low`` is above 0 (only the restart runs a flagged request pruned)
+    adaptive_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS + ("ablate",):
@@ -108,6 +111,8 @@ class PruneConfig:
         if self.adaptive_low > self.sparsity:
             raise InputError(f"adaptive_low={self.adaptive_low} is above sparsity={self.sparsity}: requests that look "
                              "harmful run at the lower sparsity")
+        if self.adaptive_path is None:
+            self.adaptive_path = DEFAULT_ADAPTIVE_PATH if self.adaptive_low == 0 else "restart"
         if self.adaptive_path not in ADAPTIVE_PATHS:
             raise InputError(f"adaptive_path {self.adaptive_path!r} is not one of {', '.join(ADAPTIVE_PATHS)}")
         if self.adaptive_path == "dense-prefill" and self.adaptive_low != 0:
@@ -329,7 +334,8 @@ class Pruner:
         self.dense_prefill = config.method == "aapp-adaptive" and config.adaptive_path == "dense-prefill"
         if self.dense_prefill and protection.refusal_token is None:
             raise InputError("adaptive_path 'dense-prefill' needs the refusal's first token in the protected set "
-                             "(Protection.refusal_token; circuits from an alignment-circuit run carry it)")
+                             "(Protection.refusal_token; circuits from an alignment-circuit run carry it), or "
+                             "adaptive_path 'restart'")
         self.screening = False
         self._final: torch.Tensor | None = None
         self.method: Method | None = None

@@ -7,8 +7,9 @@
 
 Each row is what ``aapp-eval --json`` prints for ``--harmful data/harmful_S.txt --harmless
 data/harmless_S.txt`` (marker and strict refusal, over-refusal, perplexity on the card's evaluation
-text, FLOPs per request of each file), plus ``split`` and, for aapp-adaptive, ``adaptive_threshold`` (and
-``adaptive_path`` off the default restart path; the graphs run it through the split prefill).
+text, FLOPs per request of each file), plus ``split`` and, for aapp-adaptive, ``adaptive_threshold`` and
+``adaptive_path`` (default dense-prefill; the graphs run it through the split prefill; rows written
+before it was the default and without the key took the restart path).
 The reference's rows use the card's calibration (cached, as ``aapp-eval`` and ``reproduce_table.py``
 do); with ``--onnx DIR`` the model dir's graphs (``aapp-eval --engine onnx``) answer the same prompts
 for the methods the runtime runs. The splits' files live in the checkpoint's ``data/`` folder.
@@ -50,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="dense,pp,aapp,aapp-adaptive")
     ap.add_argument("--adaptive-thresholds", default="0.5",
                     help="aapp-adaptive's gate thresholds, one row each (0.5: the runtime's default)")
-    ap.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default="restart",
-                    help="aapp-adaptive's path for a flagged request (choices.ADAPTIVE_PATHS; --onnx: dense-prefill "
-                         "needs a model dir exported with the split prefill)")
+    ap.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default=None,
+                    help="aapp-adaptive's path for a flagged request (choices.ADAPTIVE_PATHS; default "
+                         "dense-prefill; --onnx: it needs a model dir exported with the split prefill)")
     ap.add_argument("--onnx", type=Path, default=None, help="an exported model dir of --model: its rows too")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--scorer", default=None, help="pin the calibration's scorer (default: the one it chooses)")
@@ -92,15 +93,15 @@ def main(argv: list[str] | None = None) -> int:
             sparsity = 0.0 if method == "dense" else args.sparsity
             for threshold in thresholds if method == "aapp-adaptive" else [None]:
                 extra = {} if threshold is None else {"adaptive_threshold": threshold}
-                path = {"adaptive_path": args.adaptive_path} if extra and args.adaptive_path != "restart" else {}
+                path = {"adaptive_path": args.adaptive_path} if extra and args.adaptive_path else {}
                 row = run_eval(model, tok, method, sparsity, harmful, harmless, text, stats, circuits,
                                args.max_new_tokens, **extra, **path).to_json()
-                rows.append({"split": split, "engine": "torch", **row, **extra, **path})
+                rows.append({"split": split, "engine": "torch", **row, **extra})
                 print(json.dumps(rows[-1]), file=sys.stderr)
                 if session is not None and method in RUNTIME_METHODS:
                     row = run_eval_onnx(session, method, sparsity, harmful, harmless, text, args.max_new_tokens,
                                         adaptive_threshold=threshold, **path).to_json()
-                    rows.append({"split": split, "engine": "onnx", **row, **extra, **path})
+                    rows.append({"split": split, "engine": "onnx", **row, **extra})
                     print(json.dumps(rows[-1]), file=sys.stderr)
     print(table(rows))
     if args.out is not None:

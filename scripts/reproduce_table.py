@@ -53,6 +53,11 @@ def merge_rows(path: Path, rows: list[dict], meta: dict, calibration: dict) -> t
     return merged, {**old_meta, "updates": old_meta.get("updates", []) + [meta]}
 
 
+def method_label(row: dict) -> str:
+    """A row's method, with aapp-adaptive's path (rows without one took the restart)."""
+    return row["method"] + (f" ({row.get('adaptive_path', 'restart')})" if row["method"] == "aapp-adaptive" else "")
+
+
 def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -60,11 +65,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method in ("dense",) + METHODS:
-        pts = sorted((r["flops_ratio"], r["strict_refusal_rate"]) for r in rows if r["method"] == method)
-        if pts:
-            ax.plot(*zip(*pts), marker="o" if method != "dense" else "*", markersize=10 if method == "dense" else 6,
-                    label=method)
+    for label in dict.fromkeys(method_label(r) for r in rows):
+        pts = sorted((r["flops_ratio"], r["strict_refusal_rate"]) for r in rows if method_label(r) == label)
+        ax.plot(*zip(*pts), marker="o" if label != "dense" else "*", markersize=10 if label == "dense" else 6,
+                label=label)
     ax.set_xlabel("FLOPs per request relative to dense (probe included)")
     ax.set_ylabel("strict refusal rate on held-out harmful prompts")
     ax.set_ylim(-0.02, 1.02)
@@ -80,7 +84,7 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| method | sparsity | refusal (harmful) | strict refusal | over-refusal (harmless) | strict over-refusal "
              "| perplexity | FLOPs ratio |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['sparsity']:.1f} | {r['refusal_rate']:.1%} | {r['strict_refusal_rate']:.1%} | "
+        lines.append(f"| {method_label(r)} | {r['sparsity']:.1f} | {r['refusal_rate']:.1%} | {r['strict_refusal_rate']:.1%} | "
                      f"{r['over_refusal_rate']:.1%} | {r['strict_over_refusal_rate']:.1%} | "
                      f"{r['perplexity']:.2f} | {r['flops_ratio']:.3f} |")
     return "\n".join(lines) + "\n"

@@ -43,15 +43,16 @@ def _args(ckpt, files, method, sparsity="0.4"):
 def test_eval_json_and_matched_compute(six_layers, files, capsys):
     ckpt = six_layers
     results = {}
+    restart = ["--adaptive-path", "restart"]  # the path with the confirmation gate (the default is below)
     for method in ("dense", "pp", "aapp", "wanda-sp", "aapp-adaptive"):
-        assert eval_main(_args(ckpt, files, method)) == 0
+        assert eval_main(_args(ckpt, files, method) + (restart if method == "aapp-adaptive" else [])) == 0
         results[method] = json.loads(capsys.readouterr().out)
     keys = {"engine", "method", "sparsity", "refusal_rate", "over_refusal_rate", "perplexity", "flops_ratio", "n_harmful",
             "n_harmless", "flops_ratio_harmful", "flops_ratio_harmless", "strict_refusal_rate", "strict_over_refusal_rate"}
     adaptive = results.pop("aapp-adaptive")
     assert all(set(r) == keys and r["engine"] == "torch" for r in results.values())
-    assert set(adaptive) == keys | {"low_share_harmful", "low_share_harmless", "confirm_gate"}
-    assert adaptive["confirm_gate"] is True  # calibrated at the default levels, 0.4 among them
+    assert set(adaptive) == keys | {"low_share_harmful", "low_share_harmless", "confirm_gate", "adaptive_path"}
+    assert adaptive["confirm_gate"] is True and adaptive["adaptive_path"] == "restart"  # calibrated at the default levels, 0.4 among them
     for cls, n in (("harmful", 5), ("harmless", results["dense"]["n_harmless"])):  # each request at its own cost
         share = adaptive[f"low_share_{cls}"]
         assert round(share * n) == share * n or abs(round(share * n) - share * n) < 1e-3
@@ -65,17 +66,16 @@ def test_eval_json_and_matched_compute(six_layers, files, capsys):
     assert results["pp"]["perplexity"] > 1.0
     shares = []  # a lower risk-gate threshold runs more requests dense (those the confirmation gate flags too)
     for threshold in ("1", "0.5", "0"):
-        assert eval_main(_args(ckpt, files, "aapp-adaptive") + ["--adaptive-threshold", threshold]) == 0
+        assert eval_main(_args(ckpt, files, "aapp-adaptive") + restart + ["--adaptive-threshold", threshold]) == 0
         out = json.loads(capsys.readouterr().out)
         shares.append((out["low_share_harmful"], out["low_share_harmless"]))
     assert shares[0] == (0.0, 0.0) and shares[1] == (adaptive["low_share_harmful"], adaptive["low_share_harmless"])
     assert all(a <= b for x, y in zip(shares, shares[1:]) for a, b in zip(x, y))
     for r in results.values():  # a strict refusal is also a refusal
         assert r["strict_refusal_rate"] <= r["refusal_rate"] and r["strict_over_refusal_rate"] <= r["over_refusal_rate"]
-    # the dense-prefill path with every request flagged (threshold 0): no request pays a screening
+    # the default path, dense-prefill, with every request flagged (threshold 0): no request pays a screening
     # prefill; each costs a dense prefill and AAPP's decode, or a dense request when it opens with the refusal
-    assert eval_main(_args(ckpt, files, "aapp-adaptive") + ["--adaptive-threshold", "0",
-                                                            "--adaptive-path", "dense-prefill"]) == 0
+    assert eval_main(_args(ckpt, files, "aapp-adaptive") + ["--adaptive-threshold", "0"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["adaptive_path"] == "dense-prefill" and out["confirm_gate"] is False
     for cls in ("harmful", "harmless"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aapp_export.errors import InputError
 from aapp_export.calibration import collect_stats, load_model
 from aapp_export.pruning import METHODS, Protection, Pruner, PruneConfig, unit_counts
 
@@ -116,7 +117,7 @@ def test_aapp_adaptive_runs_rows_that_look_harmful_at_the_low_sparsity(tiny):
     model, _, stats = tiny
     for threshold, low in ((-1e9, True), (1e9, False)):
         prot = dataclasses.replace(_protection(model), threshold=threshold, gate_layer=1)  # read before layer 1
-        with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", 0.4, skip_first=1), stats, prot) as p:
+        with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", 0.4, skip_first=1, adaptive_path="restart"), stats, prot) as p:
             p.new_request()
             model(_ids(2))
             assert p.log.low == [low, low]
@@ -147,7 +148,7 @@ def test_aapp_adaptive_flops_per_class_by_hand(tiny):
     for threshold, share in ((1e9, 0.0), (-1e9, 1.0)):
         prot = dataclasses.replace(_protection(model), threshold=threshold, gate_layer=1)  # read before layer 1
         r = run_eval(model, tok, "aapp-adaptive", 0.4, harmful, harmless, TEXTS[:2], stats,
-                     SimpleNamespace(protection=lambda prot=prot: prot), max_new_tokens=4)
+                     SimpleNamespace(protection=lambda prot=prot: prot), max_new_tokens=4, adaptive_path="restart")
         assert r.low_share_harmful == share and r.low_share_harmless == share
         if share == 0.0:
             assert r.flops_ratio_harmful == pytest.approx(aapp.flops_ratio_harmful)
@@ -165,7 +166,7 @@ def test_aapp_adaptive_flops_per_class_by_hand(tiny):
 
     prot = dataclasses.replace(_protection(model), threshold=-1e9, gate_layer=1, confirm=_confirm(model, -1e9))
     r = run_eval(model, tok, "aapp-adaptive", 0.4, harmful, harmless, TEXTS[:2], stats,
-                 SimpleNamespace(protection=lambda: prot), max_new_tokens=4)
+                 SimpleNamespace(protection=lambda: prot), max_new_tokens=4, adaptive_path="restart")
     assert r.confirm_gate is True and r.low_share_harmful == 1.0
     p = Pruner(model, PruneConfig("aapp", 0.4), stats, prot)
     for prompts, got in ((harmful, r.flops_ratio_harmful), (harmless, r.flops_ratio_harmless)):
@@ -203,7 +204,7 @@ def test_aapp_adaptive_runs_low_only_when_the_confirmation_gate_agrees(tiny):
             aapp_tokens = model.generate(ids, max_new_tokens=5, do_sample=False)
     for threshold, low in ((-1e9, True), (1e9, False)):
         prot = dataclasses.replace(base, confirm=_confirm(model, threshold))
-        with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", 0.4, skip_first=1), stats, prot) as p:
+        with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", 0.4, skip_first=1, adaptive_path="restart"), stats, prot) as p:
             p.new_request()
             logits = model(ids).logits
             assert p.log.screened and p.log.low == [low, low] and p.log.confirm == [1.0 if low else 0.0] * 2
@@ -214,7 +215,7 @@ def test_aapp_adaptive_runs_low_only_when_the_confirmation_gate_agrees(tiny):
                 assert torch.equal(model.generate(ids, max_new_tokens=5, do_sample=False), aapp_tokens)
     # a sparsity without a confirmation gate: the risk gate alone decides, no screening
     prot = dataclasses.replace(base, confirm=_confirm(model, 1e9, sparsity=0.5))
-    with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", 0.4, skip_first=1), stats, prot) as p:
+    with torch.no_grad(), Pruner(model, PruneConfig("aapp-adaptive", 0.4, skip_first=1, adaptive_path="restart"), stats, prot) as p:
         p.new_request()
         model(ids)
         assert p.confirm is None and not p.log.screened and p.log.low == [True, True] and p.log.confirm == []
@@ -242,7 +243,7 @@ def test_confirmation_gate_calibration_reads_what_the_pruner_reads(tiny):
     expect = gates[0.4](final_residuals(model, tok, harmful[:1], Pruner(model, PruneConfig("aapp", 0.4), stats, prot)))
     from aapp_export.evaluate import generate_answers
 
-    pruner = Pruner(model, PruneConfig("aapp-adaptive", 0.4), stats, prot)
+    pruner = Pruner(model, PruneConfig("aapp-adaptive", 0.4, adaptive_path="restart"), stats, prot)
     generate_answers(model, tok, harmful[:1], 2, pruner)
     assert pruner.log.confirm == pytest.approx([float(expect[0])], abs=1e-5)
 
@@ -325,6 +326,11 @@ def test_aapp_adaptive_dense_prefill_path(tiny):
         Pruner(model, cfg, stats, _protection(model))
     with pytest.raises(Exception, match="adaptive_low"):
         PruneConfig("aapp-adaptive", 0.4, adaptive_low=0.2, adaptive_path="dense-prefill")
+    # the default path is this one; a pruned low sparsity, which only the restart runs, takes the restart
+    assert PruneConfig("aapp-adaptive", 0.4).adaptive_path == "dense-prefill"
+    assert PruneConfig("aapp-adaptive", 0.4, adaptive_low=0.2).adaptive_path == "restart"
+    with pytest.raises(InputError, match="adaptive_path 'restart'"):  # no refusal token: the error names the way out
+        Pruner(model, PruneConfig("aapp-adaptive", 0.4), stats, _protection(model))
 
 
 def test_aapp_adaptive_dense_prefill_flops_by_hand(tiny):

@@ -43,11 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--engine torch: the probe's token budget (0: none); the onnx engine uses the export's")
     p.add_argument("--adaptive-threshold", type=float, default=ADAPTIVE_THRESHOLD,
                    help="aapp-adaptive: the risk gate from which a request runs dense (default %(default)s)")
-    p.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default="restart",
-                   help="aapp-adaptive: how a flagged request runs (restart: both gates, then dense from the "
-                        "start; dense-prefill: the risk gate alone, the rest of the prefill dense, the decode dense "
-                        "only when it opens with the refusal; --engine onnx needs a model dir exported with the split "
-                        "prefill; docs/DESIGN.md)")
+    p.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default=None,
+                   help="aapp-adaptive: how a flagged request runs (dense-prefill, the default: the risk gate "
+                        "alone, the rest of the prefill dense, the decode dense only when it opens with the refusal; "
+                        "restart: both gates, then dense from the start; --engine onnx defaults to restart on a model "
+                        "dir exported without the split prefill; docs/DESIGN.md)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--limit", type=_positive, default=None, help="use the first N (>= 1) prompts of each file")
     p.add_argument("--json", action="store_true")
@@ -107,10 +107,7 @@ def _onnx(args) -> int:
     result = run_eval_onnx(session, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
                            prompts["text"], args.max_new_tokens, adaptive_threshold=args.adaptive_threshold,
                            adaptive_path=args.adaptive_path)
-    out = result.to_json()
-    if args.method == "aapp-adaptive" and args.adaptive_path != "restart":
-        out["adaptive_path"] = args.adaptive_path
-    _print(out, args.json)
+    _print(result.to_json(), args.json)
     return 0
 
 
@@ -180,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_eval(model, tok, args.method, args.sparsity, prompts["harmful"], prompts["harmless"],
                           prompts["text"], stats, circuits, args.max_new_tokens, args.probe_max_tokens,
                           adaptive_threshold=args.adaptive_threshold, adaptive_path=args.adaptive_path)
-        out = {"engine": "torch", **result.to_json()}
-        if args.method == "aapp-adaptive" and args.adaptive_path != "restart":  # off the graphs' path: say so
-            out["adaptive_path"] = args.adaptive_path
-        _print(out, args.json)
+        _print({"engine": "torch", **result.to_json()}, args.json)
         return 0
 
     return run_cli("aapp-eval", body, args.debug)

@@ -37,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dense, pp (Probe Pruning), aapp (PP keeping the protected alignment units) or aapp-adaptive "
                         "(AAPP whose risk gate runs requests that look harmful dense); default: aapp when "
                         "--sparsity > 0, else dense")
-    p.add_argument("--adaptive-path", choices=("restart", "dense-prefill"), default="restart",
-                   help="aapp-adaptive: a flagged request starts again dense (restart) or runs the rest of its "
-                        "prefill dense and decodes pruned unless it opens with the refusal (dense-prefill)")
+    p.add_argument("--adaptive-path", choices=("restart", "dense-prefill"), default=None,
+                   help="aapp-adaptive: a flagged request runs the rest of its prefill dense and decodes pruned "
+                        "unless it opens with the refusal (dense-prefill, the default where the model dir has the "
+                        "split prefill) or starts again dense (restart)")
     p.add_argument("--sparsity", type=float, default=0.0,
                    help="fraction of prunable heads/channels pruned per request, one of the levels the export built")
     p.add_argument("--raw", action="store_true", help="send the prompt as plain text, without the chat template")

@@ -6,7 +6,8 @@ without ``stream`` (server-sent events ending in ``data: [DONE]``; ``stream_opti
 adds a usage chunk). Body fields: ``messages`` / ``prompt``, ``max_tokens`` (or
 ``max_completion_tokens``), ``temperature``, ``top_p``, ``seed``, ``stop``, and as extra fields
 ``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos``, ``sparsity``, ``method`` ("dense", "pp",
-"aapp", "aapp-adaptive"), ``adaptive_path`` ("restart", "dense-prefill").
+"aapp", "aapp-adaptive"), ``adaptive_path`` ("restart", "dense-prefill"; absent: the model dir's default,
+``Session.default_adaptive_path``).
 Responses carry ``usage`` and an ``aapp`` object (our finish reason, timings, method, sparsity).
 
 Limits: ``--max-body-bytes``, ``--max-tokens`` (a request asking for more gets 400),

@@ -19,7 +19,8 @@ bound to them once and runs every decode step on them, with the same KV buffers.
 gather, no Python loop over layers. Batch 1 per request (a ``Session`` generates one request at a
 time). ``method="dense"`` or sparsity 0 runs the dense graph.
 
-aapp-adaptive (``adaptive_path``): ``"restart"`` (default) runs the level's prefill, which reads the
+aapp-adaptive (``adaptive_path``; None: ``Session.default_adaptive_path``, "dense-prefill" on a model
+dir exported with the split prefill, else "restart"). ``"restart"`` runs the level's prefill, which reads the
 risk gate before its first pruned layer and the confirmation gate at its end, and starts a flagged
 request again on the dense graph. ``"dense-prefill"`` runs the split prefill a model dir exported with
 it has (``pruning.split_prefill``): the head (embedding, the unpruned layers, the risk gate), then
@@ -543,7 +544,7 @@ class Session:
 
     def logits(self, token_ids: Sequence[int], *, sparsity: float = 0.0, method: str = "dense",
                every_position: bool = False, adaptive_threshold: float | None = None,
-               adaptive_path: str = "restart") -> np.ndarray:
+               adaptive_path: str | None = None) -> np.ndarray:
         """Logits of a prefill over ``token_ids`` (dense, or the pruned prefill of ``method`` at ``sparsity``):
         the last position's ``[vocab]``, or with ``every_position`` ``[len(token_ids), vocab]``, which needs
         a model exported with ``--all-logits``. aapp-adaptive: a prompt its gates flag gets the dense logits
@@ -554,6 +555,7 @@ class Session:
         level = self.pruned_level(method, sparsity)
         ids = self.tokenize(list(token_ids))
         threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else adaptive_threshold
+        adaptive_path = self.default_adaptive_path if adaptive_path is None else adaptive_path
         if method == "aapp-adaptive" and level is not None and adaptive_path == "dense-prefill":
             if not self.split_prefill:
                 raise InputError(f"{self.manifest.directory} has no split prefill: pass adaptive_path='restart'")
@@ -711,6 +713,14 @@ class Session:
 
     # -- aapp-adaptive's dense-prefill path: the split prefill --------------------------------------------
     @property
+    def default_adaptive_path(self) -> str:
+        """aapp-adaptive's path when a call names none: "dense-prefill" where the export wrote the split
+        prefill and the model dir was shipped with its head (a flagged harmless request then costs a dense
+        prefill, not a second request), else "restart"."""
+        split = self.split_prefill
+        return "dense-prefill" if split and split["head"] not in self.manifest.absent() else "restart"
+
+    @property
     def split_prefill(self) -> dict[str, Any] | None:
         """The manifest's split prefill (aapp-adaptive's dense-prefill path), or None when not exported."""
         return self.pruning.get("split_prefill")
@@ -834,7 +844,7 @@ class Session:
               repetition_penalty: float | None = None, stop: str | Sequence[str] | None = None,
               seed: int | None = None, chat: bool | None = None, ignore_eos: bool = False,
               sparsity: float = 0.0, method: str = "dense", timeout_s: float | None = None,
-              adaptive_threshold: float | None = None, adaptive_path: str = "restart") -> Generation:
+              adaptive_threshold: float | None = None, adaptive_path: str | None = None) -> Generation:
         """A ``Generation`` of ``prompt``, run as it is consumed: iterate it for ``Chunk``s, call
         ``result()``, ``cancel()`` it from any thread. Arguments left None take the model's
         ``generation_config.json`` defaults (``Session.defaults``); ``temperature=0`` is greedy.
@@ -845,7 +855,7 @@ class Session:
         built (``Session.levels``); 0 runs the dense graph whatever the method. ``adaptive_threshold``:
         aapp-adaptive's gate from which a request runs dense (None: ``ADAPTIVE_THRESHOLD``);
         ``adaptive_path``: "restart" or "dense-prefill" (module docstring; the latter needs a model dir
-        exported with the split prefill, ``Session.split_prefill``).
+        exported with the split prefill, ``Session.split_prefill``); None: ``Session.default_adaptive_path``.
         ``timeout_s``: a deadline from the first step;
         ``ignore_eos`` keeps going past end-of-sequence tokens (benchmarks, parity checks)."""
         level = self.pruned_level(method, sparsity)
@@ -854,6 +864,7 @@ class Session:
                                                not 0 <= adaptive_threshold <= 1):
             raise InputError(f"adaptive_threshold={adaptive_threshold!r} is not a gate value in [0, 1]")
         threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else float(adaptive_threshold)
+        adaptive_path = self.default_adaptive_path if adaptive_path is None else adaptive_path
         if adaptive_path not in ADAPTIVE_PATHS:
             raise InputError(f"adaptive_path={adaptive_path!r} is not one of {', '.join(ADAPTIVE_PATHS)}")
         if adaptive_path == "dense-prefill" and method == "aapp-adaptive" and level is not None \
