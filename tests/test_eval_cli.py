@@ -37,7 +37,9 @@ def _args(ckpt, files, method, sparsity="0.4"):
     return ["--model", str(ckpt), "--method", method, "--sparsity", sparsity, "--max-new-tokens", "4", "--json",
             "--harmful", str(files["harmful"]), "--harmless", str(files["harmless"]), "--text", str(files["text"]),
             "--calib-harmful", str(files["harmful"]), "--calib-harmless", str(files["harmless"]),
-            "--calib-text", str(files["text"])]
+            "--calib-text", str(files["text"]),
+            # one scorer at one protected fraction: the choice among them is test_circuit_check_split's and test_cli's
+            "--scorer", "refusal-dir", "--budget", "0.05"]
 
 
 def test_eval_json_and_matched_compute(six_layers, files, capsys):
