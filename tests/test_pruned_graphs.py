@@ -100,6 +100,9 @@ def test_risk_gate_op_equals_reference(tmp_path):
 
 
 # -- whole graphs against the reference ---------------------------------------------------------------
+PINNED = {"scorer": "refusal-dir", "budget": 0.05}  # the graph fixtures' calibration: one check, no backward pass
+
+
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory):
     """Each family with 5-6 layers (so 2-3 are pruned), exported with calibration and levels 0.4, 0.5."""
@@ -114,8 +117,8 @@ def pruned(tmp_path_factory):
     out = {}
     for fam, overrides in LAYERS.items():
         ckpt = make_checkpoint(root / f"{fam}-ckpt", fam, **overrides)
-        # one protected fraction (the joint choice over all four is test_cli's and test_circuit_check_split's)
-        opts = ExportOptions(calibration=CalibrationOptions(**files, budget=0.05), levels=(0.4, 0.5))
+        # one scorer at one protected fraction (the joint choice is test_cli's and test_circuit_check_split's)
+        opts = ExportOptions(calibration=CalibrationOptions(**files, **PINNED), levels=(0.4, 0.5))
         out[fam] = (ckpt, export_model(str(ckpt), root / fam / "model.onnx", opts, log=lambda m: None))
     return out
 
@@ -634,7 +637,7 @@ def test_fp16_pruned_graphs_run_and_stay_close_to_fp32(pruned, tmp_path):
     files = {name: _write(tmp_path / f"{name}.txt", lines)
              for name, lines in (("harmful", CALIB_HARMFUL), ("harmless", CALIB_HARMLESS), ("text", CALIB_TEXT))}
     out = export_model(str(ckpt), tmp_path / "fp16" / "model.onnx",
-                       ExportOptions(dtype="fp16", calibration=CalibrationOptions(**files, budget=0.05), levels=(0.4,)),
+                       ExportOptions(dtype="fp16", calibration=CalibrationOptions(**files, **PINNED), levels=(0.4,)),
                        log=lambda m: None)
     half, full = Session(out, provider="cpu"), Session(model_dir, provider="cpu")
     agree = total = 0
