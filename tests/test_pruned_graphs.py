@@ -585,8 +585,8 @@ def test_static_export_is_a_smaller_model_equal_to_the_reference(method, pruned,
     files = [x for name, lines in (("harmful", CALIB_HARMFUL), ("harmless", CALIB_HARMLESS), ("text", CALIB_TEXT))
              for x in (f"--calib-{name}", str(_write(tmp_path / f"{name}.txt", lines)))]
     out = tmp_path / method / "model.onnx"
-    assert export_main(["--model", str(ckpt), "--out", str(out), "--static", method, "--sparsity", "0.5", "--budget", "0.05",
-                        *files]) == 0
+    assert export_main(["--model", str(ckpt), "--out", str(out), "--static", method, "--sparsity", "0.5",
+                        "--budget", str(PINNED["budget"]), "--scorer", PINNED["scorer"], *files]) == 0
     session = Session(out.parent, provider="cpu")
     section = session.manifest.data["pruning"]
     assert section["mode"] == "static" and section["method"] == method and session.levels == []
