@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx is not None and (args.scorer or args.budget is not None):
         ap.error("--onnx: the graphs carry their export's protected set; pin --scorer/--budget at export instead")
 
-    from reproduce_table import CALIBRATION_KEYS, merge_rows, prompt_files
+    from reproduce_table import card_calibration, merge_rows, prompt_files
 
-    from aapp_export.calibration import cached_calibration, load_model, read_lines
+    from aapp_export.calibration import load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
     from aapp_export.choices import RUNTIME_METHODS
     from aapp_export.evaluate import run_eval
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path)
-    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
-                                         scorer=args.scorer, budget=args.budget, log=lambda m: print(m, file=sys.stderr))
+    stats, circuits = card_calibration(ckpt, model, tok, files, scorer=args.scorer, budget=args.budget)
     session = None
     if args.onnx is not None:
         from aapp_runtime import Session

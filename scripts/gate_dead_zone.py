@@ -19,8 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def text_gates(model, tokenizer, texts: list[str], stats, circuits, sparsity: float) -> dict:
     """AAPP's risk gate on each of ``texts`` read as a perplexity request reads it (plain text, last
@@ -31,12 +29,12 @@ def text_gates(model, tokenizer, texts: list[str], stats, circuits, sparsity: fl
     from aapp_export.pruning import Pruner, PruneConfig
 
     values = []
-    for t in texts:
-        pruner = Pruner(model, PruneConfig("aapp", sparsity), stats, circuits.protection())
-        with torch.no_grad(), pruner:
+    pruner = Pruner(model, PruneConfig("aapp", sparsity), stats, circuits.protection())
+    with torch.no_grad(), pruner:
+        for t in texts:
             pruner.new_request()
             model(**to_model(tokenizer([t], return_tensors="pt"), model))
-        values.append(float(pruner.log.gate[0]))
+            values.append(float(pruner.log.gate[0]))
     q = torch.tensor(values).quantile(torch.tensor([0.0, 0.5, 0.9, 1.0])).tolist()
     return {"n": len(values), "min_median_p90_max": [round(v, 4) for v in q],
             "reaching": {str(z): sum(v >= z for v in values) for z in (0.1, 0.25, 0.5)}}
@@ -50,19 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from reproduce_table import CALIBRATION_KEYS, prompt_files
+    from reproduce_table import card_calibration, prompt_files
 
     from aapp_export import probe
-    from aapp_export.calibration import cached_calibration, load_model, read_lines
+    from aapp_export.calibration import load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
     from aapp_export.evaluate import run_eval
 
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path)
-    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
-                                         log=lambda m: print(m, file=sys.stderr))
+    stats, circuits = card_calibration(ckpt, model, tok, files)
     harmful, harmless = read_lines(files["calibration", "check"]), read_lines(files["calibration", "check_harmless"])
     text = read_lines(files["evaluation", "text"])
     gates = {name: text_gates(model, tok, read_lines(files[section, "text"]), stats, circuits, args.sparsity)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -143,17 +142,16 @@ def main() -> None:
                    help="share of harmful_val the chosen adaptive threshold must send to dense")
     p.add_argument("--sparsity", type=float, default=0.4, help="the level whose confirmation gate is measured")
     args = p.parse_args()
-    from reproduce_table import CALIBRATION_KEYS, prompt_files
+    from reproduce_table import card_calibration, prompt_files
 
-    from aapp_export.calibration import cached_calibration, load_model, read_lines
+    from aapp_export.calibration import load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
     from aapp_export.probe import risk_gate
 
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path)
-    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
-                                     log=lambda m: print(m, file=sys.stderr))
+    stats, circuits = card_calibration(ckpt, model, tok, files)
     data = ckpt.path / "data"
     calib = {c: residuals(model, tok, read_lines(files[("calibration", c)])) for c in ("harmful", "harmless")}
     held = {(split, c): residuals(model, tok, read_lines(data / f"{c}_{split}.txt"))

@@ -176,17 +176,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "scripts"))
     import torch
-    from reproduce_table import CALIBRATION_KEYS, prompt_files
+    from reproduce_table import card_calibration, prompt_files
 
-    from aapp_export.calibration import cached_calibration, load_model, read_lines
+    from aapp_export.calibration import load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path, device=device)
-    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
-                                         log=lambda m: print(m, file=sys.stderr))
+    stats, circuits = card_calibration(ckpt, model, tok, files)
     data = ckpt.path / "data"
     recorded = {f"{c}_{s}": record(model, tok, stats, circuits, args.sparsity,
                                    read_lines(data / f"{c}_{s}.txt")[:args.limit], f"{c}_{s}")

@@ -102,6 +102,15 @@ def prompt_files(ckpt) -> dict[tuple[str, str], Path]:
 CALIBRATION_KEYS = ("harmful", "harmless", "text", "check", "check_harmless")  # cached_calibration's prompt files
 
 
+def card_calibration(ckpt, model, tokenizer, files: dict[tuple[str, str], Path], **options):
+    """``(stats, circuits)`` of ``ckpt`` from its card's calibration files (``prompt_files``), cached as
+    ``aapp-export`` caches them; ``options`` (``scorer``, ``budget``) pin the choice. Progress on stderr."""
+    from aapp_export.calibration import cached_calibration
+
+    return cached_calibration(ckpt.path, model, tokenizer, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
+                              log=lambda m: print(m, file=sys.stderr), **options)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="demo")
@@ -116,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="replace only these methods' rows (and dense) in the existing --out/table.json")
     args = ap.parse_args(argv)
 
-    from aapp_export.calibration import cached_calibration, load_model, read_lines
+    from aapp_export.calibration import load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
     from aapp_export.evaluate import run_eval
 
@@ -127,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         ev = {k: v[: args.limit] for k, v in ev.items()}
     model, tok = load_model(ckpt.path)
     t0 = time.time()
-    stats, circuits = cached_calibration(ckpt.path, model, tok, **{k: files["calibration", k] for k in CALIBRATION_KEYS},
-                                         scorer=args.scorer, log=lambda m: print(m, file=sys.stderr))
+    stats, circuits = card_calibration(ckpt, model, tok, files, scorer=args.scorer)
     rows = [run_eval(model, tok, "dense", 0.0, ev["harmful"], ev["harmless"], ev["text"],
                      max_new_tokens=args.max_new_tokens).to_json()]
     for sparsity in (float(s) for s in args.sparsities.split(",")):

@@ -555,7 +555,7 @@ class Session:
         level = self.pruned_level(method, sparsity)
         ids = self.tokenize(list(token_ids))
         threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else adaptive_threshold
-        adaptive_path = self.default_adaptive_path if adaptive_path is None else adaptive_path
+        adaptive_path = self._adaptive_path(adaptive_path)
         if method == "aapp-adaptive" and level is not None and adaptive_path == "dense-prefill":
             if not self.split_prefill:
                 raise InputError(f"{self.manifest.directory} has no split prefill: pass adaptive_path='restart'")
@@ -720,6 +720,13 @@ class Session:
         split = self.split_prefill
         return "dense-prefill" if split and split["head"] not in self.manifest.absent() else "restart"
 
+    def _adaptive_path(self, name: str | None) -> str:
+        """``name``, or the model dir's default when None; an unknown path is an InputError."""
+        name = self.default_adaptive_path if name is None else name
+        if name not in ADAPTIVE_PATHS:
+            raise InputError(f"adaptive_path={name!r} is not one of {', '.join(ADAPTIVE_PATHS)}")
+        return name
+
     @property
     def split_prefill(self) -> dict[str, Any] | None:
         """The manifest's split prefill (aapp-adaptive's dense-prefill path), or None when not exported."""
@@ -864,9 +871,7 @@ class Session:
                                                not 0 <= adaptive_threshold <= 1):
             raise InputError(f"adaptive_threshold={adaptive_threshold!r} is not a gate value in [0, 1]")
         threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else float(adaptive_threshold)
-        adaptive_path = self.default_adaptive_path if adaptive_path is None else adaptive_path
-        if adaptive_path not in ADAPTIVE_PATHS:
-            raise InputError(f"adaptive_path={adaptive_path!r} is not one of {', '.join(ADAPTIVE_PATHS)}")
+        adaptive_path = self._adaptive_path(adaptive_path)
         if adaptive_path == "dense-prefill" and method == "aapp-adaptive" and level is not None \
                 and not self.split_prefill:
             raise InputError(f"{self.manifest.directory} has no split prefill (exported before it, or without the "
