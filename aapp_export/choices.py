@@ -20,6 +20,10 @@ RUNTIME_METHODS = ("dense", "pp", "aapp") + ADAPTIVE_METHODS  # what an exported
 STATIC_METHODS = ("wanda-sp", "flap", "random")  # fixed kept units (the reference, --static exports)
 METHODS = RUNTIME_METHODS + STATIC_METHODS  # what the PyTorch reference and aapp-eval run
 ADAPTIVE_THRESHOLD = 0.5  # aapp-adaptive: a request whose risk gate reaches this runs at the low sparsity
+# AAPP forces no protected unit while the risk gate reads below this (a dead zone: text that does not look
+# harmful runs PP's selection, so AAPP's perplexity is PP's); from it on, round(gate x |protected|). 0.5: the
+# calibration's own text reads at most 0.46 on the demo (docs/results/README.md, "a dead zone in the gate")
+GATE_DEAD_ZONE = 0.5
 ADAPTIVE_LOW_SPARSITY = 0.0  # ... which is dense by default (refusals are short, so they cost little)
 CONFIRM_THRESHOLD = 0.5  # ... when its confirmation gate (read at the end of the AAPP prefill) reaches this too
 # aapp-adaptive's path for a flagged request: "dense-prefill" (the default: the risk gate alone sends the
@@ -51,7 +55,7 @@ def check_sparsity(value: float, flag: str, *, zero: bool = True) -> float:
 
 
 __all__ = ["SKIP_FIRST", "CHECK_TOKENS", "SUFFICIENCY_SPARSITY", "BUDGETS", "MAX_SPARSITY", "PROBE_MAX_TOKENS", "RUNTIME_METHODS", "STATIC_METHODS", "METHODS", "SCORERS",
-           "ADAPTIVE_METHODS", "ADAPTIVE_THRESHOLD", "ADAPTIVE_LOW_SPARSITY", "CONFIRM_THRESHOLD", "ADAPTIVE_PATHS",
+           "ADAPTIVE_METHODS", "ADAPTIVE_THRESHOLD", "GATE_DEAD_ZONE", "ADAPTIVE_LOW_SPARSITY", "CONFIRM_THRESHOLD", "ADAPTIVE_PATHS",
            "DEFAULT_ADAPTIVE_PATH",
            "DEFAULT_LEVELS",
            "ATTENTION_KERNELS", "EXPORT_DTYPES", "CALIBRATION_DTYPES", "DEVICES", "check_sparsity"]

@@ -13,7 +13,8 @@ ONNX graphs built later make the same decisions from the same numbers:
   ``||S_k W[:, k]^2||_2 = S_k sqrt(sum_i W_ik^4)`` since ``S_k >= 0``;
 - ``kept_counts``: units kept per layer for a model-wide sparsity with the first layers dense;
 - ``top_units`` and ``aapp_select``: which units to keep, PP alone or with the protected set
-  enforced through the risk gate (same number kept either way; ``forced_count`` protected units);
+  enforced through the risk gate (same number kept either way; ``forced_count`` protected units,
+  none while the gate reads below ``choices.GATE_DEAD_ZONE``);
 - ``risk_gate`` and ``fit_gate``: a sigmoid on a projection, its threshold and temperature fitted on
   the calibration prompts (AAPP's risk gate and aapp-adaptive's confirmation gate).
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .choices import PROBE_MAX_TOKENS, SKIP_FIRST, check_sparsity  # noqa: F401 (PROBE_MAX_TOKENS: re-exported)
+from .choices import GATE_DEAD_ZONE, PROBE_MAX_TOKENS, SKIP_FIRST, check_sparsity  # noqa: F401 (PROBE_MAX_TOKENS: re-exported)
 
 EPS = 1e-6
 
@@ -145,8 +146,9 @@ def top_units(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
 
 
 def aapp_select(scores: torch.Tensor, protected: torch.Tensor, gate: float, n_keep: int) -> torch.Tensor:
-    """AAPP: enforce the first ``round(gate*len(protected))`` protected units (``protected`` is
-    ordered by alignment score, best first), fill the rest of ``n_keep`` by PP ``scores``.
+    """AAPP: enforce the first ``forced_count`` protected units (``round(gate*len(protected))``, none
+    while the gate reads below ``GATE_DEAD_ZONE``; ``protected`` is ordered by alignment score, best
+    first), fill the rest of ``n_keep`` by PP ``scores``.
 
     The number kept is ``n_keep`` whatever the gate says: compute is matched by construction.
     """
@@ -158,11 +160,14 @@ def aapp_select(scores: torch.Tensor, protected: torch.Tensor, gate: float, n_ke
     return torch.cat([forced, fill]).sort().values
 
 
-def forced_count(gate: float, n_protected: int, n_keep: int) -> int:
-    """Protected units AAPP enforces: ``round(clip(gate, 0, 1) * n_protected)`` (half to even, as ONNX
-    ``Round``), at most ``n_keep``; computed in float32 like the graph."""
-    g = torch.tensor(gate, dtype=torch.float32).clamp(0.0, 1.0)
-    return min(n_keep, int(torch.round(g * n_protected)))
+def forced_count(gate: float, n_protected: int, n_keep: int, dead_zone: float = GATE_DEAD_ZONE) -> int:
+    """Protected units AAPP enforces: none while the gate reads below ``dead_zone``, else
+    ``round(clip(gate, 0, 1) * n_protected)`` (half to even, as ONNX ``Round``), at most ``n_keep``;
+    computed in float32 like the graph."""
+    g = torch.tensor(gate, dtype=torch.float32)
+    if g < dead_zone:
+        return 0
+    return min(n_keep, int(torch.round(g.clamp(0.0, 1.0) * n_protected)))
 
 
 def risk_gate(projection: torch.Tensor | float, threshold: float, temperature: float) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .graph.builder import ExternalTensor, WeightStore
 from .graph.decoder import HIDDEN, DecoderOptions
 from .graph.pruned import (AAPP_INPUT, CONFIRM_GATE, RISK_GATE, PruningPlan, build_level, build_split, kept_counts,
                            level_name)
-from .choices import DEFAULT_LEVELS, MAX_SPARSITY, PROBE_MAX_TOKENS, SKIP_FIRST
+from .choices import DEFAULT_LEVELS, GATE_DEAD_ZONE, MAX_SPARSITY, PROBE_MAX_TOKENS, SKIP_FIRST
 SAFETENSORS_TYPES = {"F32": TensorProto.FLOAT, "F16": TensorProto.FLOAT16, "BF16": TensorProto.BFLOAT16,
                      "I64": TensorProto.INT64}
 
@@ -149,6 +149,8 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
         "kv_rule": "one KV head: shared by the kept query heads; several: each kept query head gets its group's K/V",
         "history": {"file": CALIBRATION_FILE, "tensors": "layers.{i}.hist_attn, layers.{i}.hist_mlp"},
         "risk_gate": calibration["risk_gate"],
+        "aapp_forcing": {"rule": "aapp_export.probe.forced_count: round(gate x |protected|) protected units forced "
+                                 "in, none while the risk gate reads below dead_zone", "dead_zone": GATE_DEAD_ZONE},
         "confirm_gate": {level_name(p.sparsity): {"threshold": p.confirm[1], "temperature": p.confirm[2]}
                          for p in plans if p.confirm is not None},
         # aapp-adaptive's dense-prefill path (docs/DESIGN.md): absent when the calibration has no refusal token

@@ -1,7 +1,7 @@
 """Reproduce the paper's comparison on the demo model: refusal, over-refusal, perplexity, FLOPs.
 
     python scripts/reproduce_table.py [--model demo] [--sparsities 0.2,0.4,0.5] [--limit N] [--out docs/results]
-        [--methods aapp-adaptive --update]
+        [--methods aapp-adaptive [--adaptive-path restart] --update]
 
 Runs dense once and PP, AAPP, aapp-adaptive, Wanda-sp, FLAP and random at each sparsity on the model card's
 held-out files (calibration on the card's calibration files, cached), and writes ``table.md``,
@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from aapp_export.choices import ADAPTIVE_PATHS
 from aapp_export.circuits import SCORERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     ap.add_argument("--scorer", choices=SCORERS, default=None,
                     help="alignment scorer AAPP protects by (default: the calibration causal check's choice)")
+    ap.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default=None,
+                    help="aapp-adaptive's path for a flagged request (default: choices.DEFAULT_ADAPTIVE_PATH)")
     ap.add_argument("--update", action="store_true",
                     help="replace only these methods' rows (and dense) in the existing --out/table.json")
     args = ap.parse_args(argv)
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for sparsity in (float(s) for s in args.sparsities.split(",")):
         for method in args.methods.split(","):
             row = run_eval(model, tok, method, sparsity, ev["harmful"], ev["harmless"], ev["text"], stats, circuits,
-                           args.max_new_tokens).to_json()
+                           args.max_new_tokens, adaptive_path=args.adaptive_path).to_json()
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)

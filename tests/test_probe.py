@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from aapp_export.choices import GATE_DEAD_ZONE
 from aapp_export.errors import InputError
 from aapp_export.probe import (aapp_select, channel_score_weights, channel_scores, forced_count, fuse_history,
                                head_score_weights, head_scores, kept_counts, probe_positions, probe_rows,
@@ -89,6 +90,7 @@ def test_top_units_and_aapp_select_keep_the_same_count():
     assert aapp_select(scores, protected, gate=1.0, n_keep=3).tolist() == [0, 1, 5]
     assert aapp_select(scores, protected, gate=0.0, n_keep=3).tolist() == [1, 2, 4]
     assert aapp_select(scores, protected, gate=0.5, n_keep=3).tolist() == [0, 1, 4]
+    assert aapp_select(scores, protected, gate=0.3, n_keep=3).tolist() == [1, 2, 4]  # the dead zone: PP's units
     for gate in (0.0, 0.3, 0.7, 1.0):
         assert len(aapp_select(scores, protected, gate, 3)) == 3
 
@@ -104,3 +106,11 @@ def test_forced_count_rounds_half_to_even_and_caps_at_n_keep():
     assert forced_count(0.7, 5, 10) == 4  # 3.5 -> 4
     assert forced_count(1.0, 5, 3) == 3
     assert forced_count(-0.2, 5, 3) == 0 and forced_count(1.7, 4, 9) == 4
+
+
+def test_forced_count_forces_nothing_below_the_dead_zone():
+    assert GATE_DEAD_ZONE == 0.5
+    assert forced_count(0.49, 10, 10) == 0 and forced_count(0.3, 100, 50) == 0  # would be 5 and 30 without it
+    assert forced_count(0.5, 10, 10) == 5 and forced_count(0.51, 100, 50) == 50
+    assert forced_count(0.3, 10, 10, dead_zone=0.0) == 3 and forced_count(0.3, 10, 10, dead_zone=0.25) == 3
+    assert forced_count(0.2, 10, 10, dead_zone=0.25) == 0

@@ -75,7 +75,7 @@ def test_fused_statistic_and_scores_ops_equal_reference(tmp_path):
     assert np.allclose(cs, pp.channel_scores(s_ref, ch_w).numpy(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("gate", [0.0, 0.5, 1.0, 0.7])
+@pytest.mark.parametrize("gate", [0.0, 0.3, 0.49, 0.5, 1.0, 0.7])
 def test_aapp_selection_op_equals_reference(gate, tmp_path):
     scores = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.8, 0.2, 0.5, 0.05])
     protected = torch.tensor([7, 0, 5])  # low PP scores, best first

@@ -13,7 +13,8 @@ float32 whatever the model's dtype (the caller casts). Batch 1 (one request per 
 - ``head_scores`` / ``channel_scores``: PPsp with the precomputed weight factors;
 - ``risk_gate``: sigmoid of the last token's projection on the refusal direction;
 - ``select_units``: the ``n_keep`` best units, the first ``round(gate * len(protected))`` protected
-  units forced in (``probe.aapp_select``; gate 0 is plain PP, ``probe.top_units``), sorted ascending.
+  units forced in, none while the gate reads below ``dead_zone`` (``probe.aapp_select``,
+  ``probe.forced_count``; gate 0 is plain PP, ``probe.top_units``), sorted ascending.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from ..choices import GATE_DEAD_ZONE
 from ..probe import EPS
 from .builder import GraphBuilder
 
@@ -116,13 +118,15 @@ def risk_gate(b: GraphBuilder, residual: str, direction: np.ndarray, threshold: 
 
 
 def select_units(b: GraphBuilder, scores: str, n_keep: int, protected: np.ndarray | None, gate: str | None,
-                 n_units: int, label: str) -> str:
+                 n_units: int, label: str, dead_zone: float = GATE_DEAD_ZONE) -> str:
     """Sorted int64 indices ``[n_keep]`` of the kept units (module docstring)."""
     key = scores
     if protected is not None and len(protected) and gate is not None:
         n_prot = len(protected)
-        clipped = b.op("Clip", [gate, b.const("zero_f", np.float32(0.0)), b.const("one_f", np.float32(1.0))],
-                       name=f"{label}_gate_clip")
+        zero = b.const("zero_f", np.float32(0.0))
+        clipped = b.op("Clip", [gate, zero, b.const("one_f", np.float32(1.0))], name=f"{label}_gate_clip")
+        quiet = b.op("Less", [gate, b.const("gate_dead_zone", np.float32(dead_zone))], name=f"{label}_gate_quiet")
+        clipped = b.op("Where", [quiet, zero, clipped], name=f"{label}_gate_forcing")
         n_force = b.op("Cast", [b.op("Round", [b.op("Mul", [clipped, b.const(f"{label}_n_protected",
                                                                                np.float32(n_prot))],
                                                     name=f"{label}_gate_times_n")], name=f"{label}_round")],
