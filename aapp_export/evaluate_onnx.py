@@ -139,7 +139,7 @@ def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], har
     from which a request runs dense, None: the runtime's default; ``adaptive_path``: its path, None: the
     model dir's default, ``Session.default_adaptive_path``)."""
     level = session.pruned_level(method, sparsity)  # a bad method or level fails before any generation
-    adaptive_path = session.default_adaptive_path if adaptive_path is None else adaptive_path
+    adaptive_path = session.resolve_adaptive_path(adaptive_path)
     options = {"adaptive_threshold": adaptive_threshold, "adaptive_path": adaptive_path} \
         if method == "aapp-adaptive" else {}
     harm, harm_len, harm_dense, harm_dp = answers(session, harmful, method, sparsity, max_new_tokens,

@@ -23,7 +23,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def dead_zone(zone: float):
+    """AAPP's forcing rule with ``zone`` as its dead zone (``probe.forced_count``'s ``dead_zone``) for
+    the block; the shipped rule again after it."""
+    from aapp_export import probe
+
+    shipped = probe.forced_count
+    probe.forced_count = lambda g, n, k: shipped(g, n, k, dead_zone=zone)
+    try:
+        yield
+    finally:
+        probe.forced_count = shipped
 
 
 def text_gates(model, tokenizer, texts: list[str], stats, circuits, sparsity: float) -> dict:
@@ -51,23 +66,18 @@ def held_out_changes(model, tokenizer, prompts: list[str], stats, circuits, spar
     """For one prompt file: how many prompts read a gate below the shipped zone, the marker and strict
     verdict counts under ``pp``, ``aapp`` with the old rule (zone 0) and ``aapp`` as shipped, and every
     prompt whose verdict differs between the two rules (its gate and the opening of each answer)."""
-    from aapp_export import probe
     from aapp_export.choices import GATE_DEAD_ZONE
     from aapp_export.evaluate import clause_nll, generate_answers
     from aapp_export.pruning import Pruner, PruneConfig
     from aapp_export.refusal import is_refusal, strict_verdicts
 
-    shipped = probe.forced_count
     answers = {}
-    try:
-        for name, method, zone in (("pp", "pp", GATE_DEAD_ZONE), ("aapp_old_rule", "aapp", 0.0),
-                                   ("aapp", "aapp", GATE_DEAD_ZONE)):
-            probe.forced_count = (lambda g, n, k, z=zone: shipped(g, n, k, dead_zone=z))
+    for name, method, zone in (("pp", "pp", GATE_DEAD_ZONE), ("aapp_old_rule", "aapp", 0.0),
+                               ("aapp", "aapp", GATE_DEAD_ZONE)):
+        with dead_zone(zone):
             pruner = Pruner(model, PruneConfig(method, sparsity), stats,
                             circuits.protection() if method == "aapp" else None)
             answers[name] = generate_answers(model, tokenizer, prompts, max_new_tokens, pruner)
-    finally:
-        probe.forced_count = shipped
     gates = []
     pruner = Pruner(model, PruneConfig("aapp", sparsity), stats, circuits.protection())
     for p in prompts:  # one request each: the gate of its own prefill
@@ -94,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from reproduce_table import card_calibration, prompt_files
 
-    from aapp_export import probe
     from aapp_export.calibration import load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
     from aapp_export.evaluate import run_eval
@@ -108,20 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     gates = {name: text_gates(model, tok, read_lines(files[section, "text"]), stats, circuits, args.sparsity)
              for name, section in (("calibration_text", "calibration"), ("evaluation_text", "evaluation"))}
     print(json.dumps(gates), file=sys.stderr)
-    shipped = probe.forced_count
     rows = [{"method": "pp", "zone": None,
              **run_eval(model, tok, "pp", args.sparsity, harmful, harmless, text, stats, None,
                         args.max_new_tokens).to_json()}]
-    try:
-        for zone in (float(z) for z in args.zones.split(",")):
-            probe.forced_count = (lambda g, n, k, z=zone: shipped(g, n, k, dead_zone=z))
-            for method in ("aapp", "aapp-adaptive"):
+    for zone in (float(z) for z in args.zones.split(",")):
+        for method in ("aapp", "aapp-adaptive"):
+            with dead_zone(zone):
                 row = run_eval(model, tok, method, args.sparsity, harmful, harmless, text, stats, circuits,
                                args.max_new_tokens).to_json()
-                rows.append({"method": method, "zone": zone, **row})
-                print(json.dumps(rows[-1]), file=sys.stderr)
-    finally:
-        probe.forced_count = shipped
+            rows.append({"method": method, "zone": zone, **row})
+            print(json.dumps(rows[-1]), file=sys.stderr)
     report = {"model": str(ckpt.source), "sparsity": args.sparsity, "scorer": circuits.scorer,
               "budget": circuits.budget, "files": {"harmful": files["calibration", "check"].name,
                                                    "harmless": files["calibration", "check_harmless"].name},

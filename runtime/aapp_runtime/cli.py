@@ -10,7 +10,7 @@ import sys
 
 from .errors import AappRuntimeError, InputError, report
 from .providers import PROVIDER_CHOICES
-from .session import METHODS
+from .session import ADAPTIVE_PATHS, METHODS
 from .thread_pool import THREAD_POOLS
 
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dense, pp (Probe Pruning), aapp (PP keeping the protected alignment units) or aapp-adaptive "
                         "(AAPP whose risk gate runs requests that look harmful dense); default: aapp when "
                         "--sparsity > 0, else dense")
-    p.add_argument("--adaptive-path", choices=("restart", "dense-prefill"), default=None,
+    p.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default=None,
                    help="aapp-adaptive: a flagged request runs the rest of its prefill dense and decodes pruned "
                         "unless it opens with the refusal (dense-prefill, the default where the model dir has the "
                         "split prefill) or starts again dense (restart)")

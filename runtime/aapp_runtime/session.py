@@ -555,7 +555,7 @@ class Session:
         level = self.pruned_level(method, sparsity)
         ids = self.tokenize(list(token_ids))
         threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else adaptive_threshold
-        adaptive_path = self._adaptive_path(adaptive_path)
+        adaptive_path = self.resolve_adaptive_path(adaptive_path)
         if method == "aapp-adaptive" and level is not None and adaptive_path == "dense-prefill":
             if not self.split_prefill:
                 raise InputError(f"{self.manifest.directory} has no split prefill: pass adaptive_path='restart'")
@@ -720,7 +720,7 @@ class Session:
         split = self.split_prefill
         return "dense-prefill" if split and split["head"] not in self.manifest.absent() else "restart"
 
-    def _adaptive_path(self, name: str | None) -> str:
+    def resolve_adaptive_path(self, name: str | None) -> str:
         """``name``, or the model dir's default when None; an unknown path is an InputError."""
         name = self.default_adaptive_path if name is None else name
         if name not in ADAPTIVE_PATHS:
@@ -871,7 +871,7 @@ class Session:
                                                not 0 <= adaptive_threshold <= 1):
             raise InputError(f"adaptive_threshold={adaptive_threshold!r} is not a gate value in [0, 1]")
         threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else float(adaptive_threshold)
-        adaptive_path = self._adaptive_path(adaptive_path)
+        adaptive_path = self.resolve_adaptive_path(adaptive_path)
         if adaptive_path == "dense-prefill" and method == "aapp-adaptive" and level is not None \
                 and not self.split_prefill:
             raise InputError(f"{self.manifest.directory} has no split prefill (exported before it, or without the "
