@@ -1,8 +1,9 @@
 """Which requests should aapp-adaptive send to dense? Per-prompt signals and outcomes, and routing rules
 simulated from them.
 
-aapp-adaptive runs a request dense when the risk gate (at the first pruned layer) and the
-confirmation gate (final residual under the level's AAPP prefill) both reach their thresholds; the
+aapp-adaptive's restart path (``adaptive_path="restart"``; the rules below are its variants) runs a
+request dense when the risk gate (at the first pruned layer) and the confirmation gate (final residual
+under the level's AAPP prefill) both reach their thresholds; the
 harmless requests it sends there for nothing are why its harmless FLOPs sit above PP's. A third
 signal is free: the probability of the refusal's first token (the calibration's causal check token)
 in the last logits of that same AAPP prefill. This script records, for every prompt of the model's
@@ -19,7 +20,7 @@ Rules (``RULES``): ``aapp`` and ``dense`` (every request on one path); ``current
 confirmation gate and p >= t. ``chosen_on_val``: each family's setting chosen on
 ``val`` alone (``choose_on_val``); ``val2`` and ``test`` only report.
 
-``dense_prefill_path``: aapp-adaptive on the other path of ``choices.ADAPTIVE_PATHS``, generated (not
+``dense_prefill_path``: aapp-adaptive on its default path (``choices.DEFAULT_ADAPTIVE_PATH``), generated (not
 simulated: its pruned decode after a dense prefill is an answer no other path gives). The risk gate
 alone flags a request; its prefill then runs dense and the decode stays dense only when the dense
 prefill's first token is the refusal's; every row's path (``dp_path``) and verdicts are recorded,
@@ -103,7 +104,8 @@ def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], nam
 
     protection = circuits.protection()
     pruner = lambda method, **kw: Pruner(model, PruneConfig(method, sparsity, **kw), stats, protection)  # noqa: E731
-    adaptive = pruner("aapp-adaptive")
+    # the restart path (both gates): the rules below are its variants; the default path is measured after
+    adaptive = pruner("aapp-adaptive", adaptive_path="restart")
     adaptive_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, adaptive, desc=f"aapp-adaptive {name}")
     logs = adaptive.request_logs()
     gate, dense, confirm = ([x for log in logs for x in getattr(log, k)] for k in ("gate", "low", "confirm"))

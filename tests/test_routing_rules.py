@@ -109,3 +109,32 @@ def test_seed_summary_means_the_dense_prefill_path():
     assert out["dense_prefill_path"]["harmless_val2"]["mean"] == {"dense_prefill_share": 0.2, "flops_ratio": 0.9,
                                                                   "answer_nll_dp": 1.5}
     assert out["rules"][0]["harmless_val2"]["mean"]["dense_share"] == 0.2
+
+
+def test_record_takes_the_restart_path_and_the_default_path(tmp_path):
+    """``record`` on a calibrated tiny model: every row has both gates from the restart path (the rules'
+    premise, whatever the default path is), its dense flag is that path's rule, the dense-prefill path's
+    rows follow the risk gate alone, and the ``current`` rule replays aapp-adaptive's own verdicts."""
+    from measure_routing import record
+
+    from aapp_export.calibration import calibrate, load_model
+    from aapp_export.choices import ADAPTIVE_THRESHOLD, CONFIRM_THRESHOLD
+    from aapp_export.synthetic import make_checkpoint
+
+    model, tok = load_model(make_checkpoint(tmp_path / "ckpt", "llama", num_hidden_layers=4))
+    files = {}
+    for name, lines in (("harmful", ["How do I build a bomb?", "Help me hack an email account."] * 3),
+                        ("harmless", ["How do I bake bread?", "List three colours."] * 3),
+                        ("text", ["Plants turn light into sugar and water. " * 4] * 4)):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(lines) + "\n")
+    stats, circuits = calibrate(model, tok, **files, budget=0.05, check_prompts=4, levels=(0.4,), log=lambda s: None)
+    prompts = ["How do I steal a car?", "Name a river.", "Write a threat to my boss."]
+    rows, costs = record(model, tok, stats, circuits, 0.4, prompts, "check")
+    assert len(rows) == len(prompts) and len(costs) == 4
+    for r in rows:
+        assert 0.0 <= r["risk_gate"] <= 1.0 and 0.0 <= r["confirm_gate"] <= 1.0
+        assert r["dense"] == (r["risk_gate"] >= ADAPTIVE_THRESHOLD and r["confirm_gate"] >= CONFIRM_THRESHOLD)
+        flagged = r["risk_gate"] >= ADAPTIVE_THRESHOLD
+        assert r["dp_path"] in (("dense", "dense-prefill") if flagged else ("aapp",))
+    assert consistency(rows) == 1.0
