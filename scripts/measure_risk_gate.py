@@ -12,6 +12,10 @@ temperature come from the calibration prompts. For every prompt of the held-out 
   of each class whose gate is above 0.5 (harmless above 0.5 = requests that would pay for protection);
 - the same projection read at every layer (direction from the calibration prompts at that layer),
   and with the mean over prompt positions instead of the last token;
+- at the gate layer, the shipped direction read at every prompt position and reduced by the maximum
+  (over all positions, or over the last four: the chat template's closing tokens), threshold and
+  temperature refitted on the calibration prompts: a request whose harmful part is not its last
+  sentence might show it at an earlier position;
 - a logistic probe (L2, fitted on the calibration prompts' activations at the gate layer only, no
   held-out data): as cheap at run time as the projection (one dot product over the hidden size);
 - aapp-adaptive's threshold chosen on the second held-out set (``*_val``, a calibration split for
@@ -48,13 +52,15 @@ def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def residuals(model, tokenizer, prompts: list[str], batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def residuals(model, tokenizer, prompts: list[str], layer: int,
+              batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Per prompt and residual position l (input of layer l): the last prompt token's vector and the
-    mean over the prompt's tokens; both [N, L+1, H] in fp32."""
+    mean over the prompt's tokens, both [N, L+1, H] in fp32; and at ``layer``, every prompt position's
+    vector ([T_i, H] per prompt, padding dropped)."""
     from aapp_export.evaluate import chat_inputs
     from aapp_export.placement import to_model
 
-    last, mean = [], []
+    last, mean, at_layer = [], [], []
     for s in range(0, len(prompts), batch_size):
         enc = chat_inputs(tokenizer, prompts[s:s + batch_size])  # left padding: the last position is real
         out = model(**to_model(enc, model), output_hidden_states=True, logits_to_keep=1)
@@ -62,7 +68,8 @@ def residuals(model, tokenizer, prompts: list[str], batch_size: int = 16) -> tup
         m = enc["attention_mask"].float()[:, None, :, None]
         last.append(h[:, :, -1])
         mean.append((h * m).sum(2) / m.sum(2))
-    return torch.cat(last), torch.cat(mean)
+        at_layer += [h[i, layer][enc["attention_mask"][i].bool()] for i in range(len(h))]
+    return torch.cat(last), torch.cat(mean), at_layer
 
 
 def choose_threshold(gates: dict, flag_harmful: float) -> dict:
@@ -146,17 +153,17 @@ def main() -> None:
 
     from aapp_export.calibration import load_model, read_lines
     from aapp_export.checkpoint import resolve_checkpoint
-    from aapp_export.probe import risk_gate
+    from aapp_export.probe import fit_gate, risk_gate
 
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path)
     stats, circuits = card_calibration(ckpt, model, tok, files)
     data = ckpt.path / "data"
-    calib = {c: residuals(model, tok, read_lines(files[("calibration", c)])) for c in ("harmful", "harmless")}
-    held = {(split, c): residuals(model, tok, read_lines(data / f"{c}_{split}.txt"))
-            for split in SPLITS for c in CLASSES if (data / f"{c}_{split}.txt").is_file()}
     g = circuits.gate_layer
+    calib = {c: residuals(model, tok, read_lines(files[("calibration", c)]), g) for c in ("harmful", "harmless")}
+    held = {(split, c): residuals(model, tok, read_lines(data / f"{c}_{split}.txt"), g)
+            for split in SPLITS for c in CLASSES if (data / f"{c}_{split}.txt").is_file()}
     n_pos = calib["harmful"][0].shape[1]
     report: dict = {"model": str(ckpt.source), "gate_layer": g, "threshold": circuits.threshold,
                     "temperature": circuits.temperature, "scorer": circuits.scorer,
@@ -197,6 +204,15 @@ def main() -> None:
             row[name] = aucs(scores(kind, layer, w))
         per_layer.append(row)
     report["projection_by_layer"] = per_layer
+    # the shipped direction at every prompt position of the gate layer, reduced by the maximum
+    w = circuits.direction.float()
+    for name, first in (("max_over_prompt", 0), ("max_over_last_4", -4)):
+        reduce = lambda vecs: torch.stack([(v[first:] @ w).max() for v in vecs])  # noqa: E731
+        threshold, temperature = fit_gate(reduce(calib["harmful"][2]), reduce(calib["harmless"][2]))
+        sc = {k: reduce(v[2]) for k, v in held.items()}
+        report[f"position_{name}"] = {"auc": aucs(sc), "threshold": round(threshold, 4), "share_above_0.5": {
+            f"{c}_{s}": round(float((risk_gate(v, threshold, temperature) > 0.5).float().mean()), 4)
+            for (s, c), v in sc.items()}}
     # a logistic probe at the gate layer (calibration prompts only)
     for kind, name in ((0, "last_token"), (1, "mean_over_prompt")):
         w, b = logistic_probe(calib["harmful"][kind][:, g], calib["harmless"][kind][:, g])
