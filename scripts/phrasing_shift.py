@@ -65,12 +65,16 @@ def rewrite(prompts: list[str], shift: str) -> list[str]:
     return [fn(p, random.Random(f"{shift}:{i}")) for i, p in enumerate(prompts)]
 
 
+def _ratio(x: float | None) -> str:
+    return "" if x is None else f"{x:.2f}"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| shift | method | refusal (marker / strict) | x dense (marker / strict) | over-refusal (marker / strict) "
              "| gate >= 0.5: harmful / harmless | FLOPs harmful / harmless |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['shift']} | {r['method']} | {r['refusal_rate']:.1%} / {r['strict_refusal_rate']:.1%} | "
-                     f"{r['x_dense']:.2f} / {r['x_dense_strict']:.2f} | {r['over_refusal_rate']:.1%} / "
+                     f"{_ratio(r['x_dense'])} / {_ratio(r['x_dense_strict'])} | {r['over_refusal_rate']:.1%} / "
                      f"{r['strict_over_refusal_rate']:.1%} | {r['gate_harmful']:.1%} / {r['gate_harmless']:.1%} | "
                      f"{r['flops_ratio_harmful']:.3f} / {r['flops_ratio_harmless']:.3f} |")
     return "\n".join(lines) + "\n"
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="dense,pp,aapp,aapp-adaptive")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--limit", type=int, default=None, help="first N prompts of each file")
+    ap.add_argument("--scorer", default=None, help="pin the calibration's scorer (default: the one it chooses)")
+    ap.add_argument("--budget", type=float, default=None, help="pin the protected fraction (default: chosen)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     shifts = list(SHIFTS) if args.shifts == "all" else args.shifts.split(",")
@@ -92,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"--shifts: {', '.join(unknown)} not among {', '.join(SHIFTS)}")
     methods = args.methods.split(",")
-    if "dense" not in methods:
-        ap.error("--methods must include dense: the ratios are to it, measured in the same run")
 
     from measure_risk_gate import residuals
     from reproduce_table import card_calibration, prompt_files
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = resolve_checkpoint(args.model)
     files = prompt_files(ckpt)
     model, tok = load_model(ckpt.path)
-    stats, circuits = card_calibration(ckpt, model, tok, files)
+    stats, circuits = card_calibration(ckpt, model, tok, files, scorer=args.scorer, budget=args.budget)
     base = {c: read_lines(ckpt.path / "data" / f"{c}_{args.split}.txt")[:args.limit] for c in ("harmful", "harmless")}
     g = circuits.gate_layer
     rows, examples = [], {}
@@ -125,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                    "gate_harmless": round(gate["harmless"], 4)}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
-    for row in rows:  # ratios to the same shift's dense row
-        d = next(r for r in rows if r["shift"] == row["shift"] and r["method"] == "dense")
-        row["x_dense"] = round(row["refusal_rate"] / max(d["refusal_rate"], 1e-9), 3)
-        row["x_dense_strict"] = round(row["strict_refusal_rate"] / max(d["strict_refusal_rate"], 1e-9), 3)
+    for row in rows:  # ratios to the same shift's dense row (without dense in --methods: none)
+        d = next((r for r in rows if r["shift"] == row["shift"] and r["method"] == "dense"), None)
+        row["x_dense"] = None if d is None else round(row["refusal_rate"] / max(d["refusal_rate"], 1e-9), 3)
+        row["x_dense_strict"] = None if d is None else round(row["strict_refusal_rate"] / max(d["strict_refusal_rate"], 1e-9), 3)
     print(table(rows))
     if args.out is not None:
         command = "python scripts/phrasing_shift.py " + " ".join(argv if argv is not None else sys.argv[1:])
