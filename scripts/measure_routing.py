@@ -27,6 +27,8 @@ prefill's first token is the refusal's; every row's path (``dp_path``) and verdi
 and where it decoded pruned after the dense prefill, the dense model's NLL of its answer, AAPP's and
 the dense model's (``answer_nll``). ``dense_prefill_thresholds``: the path at higher risk-gate
 thresholds, exact from the same rows; ``chosen_on_val["dense-prefill"]`` picks one as the rules are picked.
+``perplexity``: the card's evaluation text under dense, PP, AAPP and both aapp-adaptive paths (the
+issue's perplexity target, so that one run per seed answers every target).
 
     python scripts/measure_routing.py --model demo --out docs/results/routing.json
 """
@@ -167,6 +169,21 @@ def dense_prefill_outcome(rows: list[Row], costs: tuple[float, ...], t: float = 
     return out
 
 
+def held_out_perplexity(model, tok, stats, circuits, sparsity: float, texts: list[str]) -> dict[str, float]:
+    """Perplexity on the card's evaluation text of dense, PP, AAPP and aapp-adaptive on each of its paths
+    (``aapp-eval``'s figure; issue 21's target: aapp-adaptive's no worse than PP's)."""
+    from aapp_export.choices import ADAPTIVE_PATHS
+    from aapp_export.evaluate import perplexity
+    from aapp_export.pruning import Pruner, PruneConfig
+
+    configs = {"pp": PruneConfig("pp", sparsity), "aapp": PruneConfig("aapp", sparsity)}
+    configs |= {f"aapp-adaptive/{path}": PruneConfig("aapp-adaptive", sparsity, adaptive_path=path) for path in ADAPTIVE_PATHS}
+    out = {"dense": round(perplexity(model, tok, texts), 4)}
+    for name, cfg in configs.items():
+        out[name] = round(perplexity(model, tok, texts, Pruner(model, cfg, stats, circuits.protection())), 4)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="demo")
@@ -204,7 +221,9 @@ def main(argv: list[str] | None = None) -> None:
               "dense_prefill_thresholds": [{"t": t, **{key: dense_prefill_outcome(rows, costs, t)
                                                        for key, (rows, costs) in recorded.items()}}
                                            for t in DP_THRESHOLDS],
-              "per_prompt": {key: rows for key, (rows, _) in recorded.items()}}
+              "per_prompt": {key: rows for key, (rows, _) in recorded.items()},
+              "perplexity": held_out_perplexity(model, tok, stats, circuits, args.sparsity,
+                                                read_lines(files["evaluation", "text"])[:args.limit])}
     if "val" in args.splits.split(","):
         report["chosen_on_val"] = choose_on_val(rules)
         current = next(r for r in rules if r["rule"] == "current")["harmful_val"]["refusal_strict"]
@@ -213,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print("consistency with aapp-adaptive's own verdicts:", report["consistency"])
+    print("perplexity on the evaluation text:", report["perplexity"])
     for r in rules:
         cells = [f"{k}: dense {v['dense_share']:.3f} ref {v['refusal_marker']:.3f}/{v['refusal_strict']:.3f} "
                  f"flops {v['flops_ratio']:.3f}" for k, v in r.items() if isinstance(v, dict) and not k.startswith("borderline")]

@@ -15,8 +15,9 @@ without the checkpoints (``measure_routing.simulate``).
 Writes to ``--out`` (at most 8 files, as a device call brings back): ``training_seedN.json`` (its
 ``model_safetensors_sha256`` tells whether the GPU reproduced ``docs/results/seeds/gpu_seedN``),
 ``routing_seedN.json``, ``summary.json`` (each rule's val and val2 figures, per seed and mean, each
-rule family's setting chosen on val per seed with its val2 mean, and the dense-prefill path's figures
-per seed and mean) and
+rule family's setting chosen on val per seed with its val2 mean, the dense-prefill path's figures
+per seed and mean, and the perplexity on the evaluation text of dense, PP, AAPP and both
+aapp-adaptive paths per seed and mean) and
 ``log.txt`` (each step's output tail).
 """
 
@@ -86,7 +87,9 @@ def summarise(reports: dict[int, dict]) -> dict:
     for key in first.get("dense_prefill_path", {}):
         per_seed = {seed: r["dense_prefill_path"][key] for seed, r in reports.items() if key in r.get("dense_prefill_path", {})}
         paths[key] = {"per_seed": per_seed, "mean": _mean(list(per_seed.values()))}
-    return {"seeds": sorted(reports), "rules": rows, "chosen_on_val": chosen, "dense_prefill_path": paths}
+    ppl = {seed: r["perplexity"] for seed, r in reports.items() if "perplexity" in r}  # the evaluation text's
+    return {"seeds": sorted(reports), "rules": rows, "chosen_on_val": chosen, "dense_prefill_path": paths,
+            "perplexity": {"per_seed": ppl, "mean": _mean(list(ppl.values()))} if ppl else None}
 
 
 def main(argv: list[str] | None = None) -> int:

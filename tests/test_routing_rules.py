@@ -105,7 +105,10 @@ def test_seed_summary_means_the_dense_prefill_path():
 
     one = report(0.3)
     one["dense_prefill_path"]["harmless_val2"]["answer_nll_dp"] = 1.5  # only where rows decoded pruned
-    out = summarise({0: report(0.1), 1: one})
+    one["perplexity"] = {"pp": 4.0, "aapp-adaptive/dense-prefill": 4.2}
+    zero = report(0.1) | {"perplexity": {"pp": 5.0, "aapp-adaptive/dense-prefill": 5.0}}
+    out = summarise({0: zero, 1: one})
+    assert out["perplexity"]["mean"] == {"pp": 4.5, "aapp-adaptive/dense-prefill": 4.6}
     assert out["dense_prefill_path"]["harmless_val2"]["mean"] == {"dense_prefill_share": 0.2, "flops_ratio": 0.9,
                                                                   "answer_nll_dp": 1.5}
     assert out["rules"][0]["harmless_val2"]["mean"]["dense_share"] == 0.2
@@ -138,3 +141,8 @@ def test_record_takes_the_restart_path_and_the_default_path(tmp_path):
         flagged = r["risk_gate"] >= ADAPTIVE_THRESHOLD
         assert r["dp_path"] in (("dense", "dense-prefill") if flagged else ("aapp",))
     assert consistency(rows) == 1.0
+    from measure_routing import held_out_perplexity
+
+    ppl = held_out_perplexity(model, tok, stats, circuits, 0.4, ["Plants turn light into sugar.", "Name a river."])
+    assert set(ppl) == {"dense", "pp", "aapp", "aapp-adaptive/restart", "aapp-adaptive/dense-prefill"}
+    assert all(1.0 < v < 1e6 for v in ppl.values()) and ppl["pp"] != ppl["dense"]
