@@ -1,24 +1,27 @@
 """The seed study of aapp-adaptive's routing in one device call: train the demo recipe's seeds on the
-GPU, then measure routing on each (``measure_routing.py``), and bring back small JSON files only.
+GPU, bring their checkpoints back, and measure routing on each there (``measure_routing.py``).
 
 Why a device call: the seeds' checkpoints need a GPU (about 5 minutes a seed on one H200, the three
-at once; this project's CPUs have no bf16 units and take about 16 hours a seed), and at 20 MB each
-they are over the 16 MiB a file coming back from a device call may have, so the measurement runs there
-too. Everything a
-routing rule needs is in each seed's ``routing_seedN.json`` (per-prompt gates, first-token
-probability, and the dense / AAPP / aapp-adaptive verdicts), so rules can be compared here afterwards
+at once; this project's CPUs have no bf16 units and take about 16 hours a seed). Right after training
+the checkpoints are packed into parts under the 16 MiB a file back from a device call may have
+(``seed_checkpoints.pack``), so that every later measurement of the seeds (test tables, phrasing
+shift, calibration stability) runs here on the CPU without device time:
+``python scripts/seed_checkpoints.py --from <the call's files> --to models/seeds``. Everything a
+routing rule needs is in ``routing_seeds.json`` (per seed: per-prompt gates, first-token
+probability, and the dense / AAPP / aapp-adaptive verdicts), so rules can be compared afterwards
 without the checkpoints (``measure_routing.simulate``).
 
     PYTHONPATH=.:runtime PYTHONUNBUFFERED=1 python3 scripts/seed_routing_device.py --out $OUT   # GPU machine
     python scripts/seed_routing_device.py --smoke --limit 4 --device cpu --out /tmp/seed_routing  # the plumbing
 
-Writes to ``--out`` (at most 8 files, as a device call brings back): ``training_seedN.json`` (its
-``model_safetensors_sha256`` tells whether the GPU reproduced ``docs/results/seeds/gpu_seedN``),
-``routing_seedN.json``, ``summary.json`` (each rule's val and val2 figures, per seed and mean, each
-rule family's setting chosen on val per seed with its val2 mean, the dense-prefill path's figures
-per seed and mean, and the perplexity on the evaluation text of dense, PP, AAPP and both
-aapp-adaptive paths per seed and mean) and
-``log.txt`` (each step's output tail).
+Writes to ``--out`` the 8 files a device call brings back at most: ``checkpoints.json`` and
+``checkpoints.tar.gz.part00``-``03`` (the seed folders, 16 MB gzip'd each, with every part's and
+every weights file's sha256), ``routing_seeds.json`` (seed -> ``measure_routing`` report),
+``summary.json`` (always: each seed's training record with its weights' sha256, which tells whether
+the GPU reproduced ``docs/results/seeds/gpu_seedN``; then each rule's val and val2 figures, per seed
+and mean, each rule family's setting chosen on val per seed with its val2 mean, the dense-prefill
+path's figures per seed and mean, and the perplexity on the evaluation text of dense, PP, AAPP and
+both aapp-adaptive paths per seed and mean) and ``log.txt`` (each step's output tail).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from seed_checkpoints import pack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,17 +124,29 @@ def main(argv: list[str] | None = None) -> int:
              for s in seeds}
     log = {"train": run_all(train, env, args.work / "logs", deadline)}
     trained = [s for s in seeds if log["train"][f"train_seed{s}"]["rc"] == 0]
-    for s in trained:
-        shutil.copy(args.work / f"seed{s}" / "training.json", args.out / f"training_seed{s}.json")
+    training = {s: json.loads((args.work / f"seed{s}" / "training.json").read_text()) for s in trained}
+    if trained:  # first, so that the checkpoints come back even if a measurement outlasts the call
+        t0 = time.time()
+        packed = pack({f"seed{s}": args.work / f"seed{s}" for s in trained}, args.out)
+        for s in trained:
+            training[s]["model_safetensors_sha256"] = packed["weights_sha256"][f"seed{s}"]
+        log["pack"] = {"parts": len(packed["parts"]), "bytes": sum(p["bytes"] for p in packed["parts"]),
+                       "seconds": round(time.time() - t0, 1)}
+    summary = {"training": training}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    results = args.work / "routing"
+    results.mkdir()
     measure = {f"routing_seed{s}": [py, "scripts/measure_routing.py", "--model", str(args.work / f"seed{s}"),
                                     "--device", args.device, "--splits", args.splits,
-                                    "--out", str(args.out / f"routing_seed{s}.json")]
+                                    "--out", str(results / f"seed{s}.json")]
                + (["--limit", str(args.limit)] if args.limit else []) for s in trained}
     log["routing"] = run_all(measure, env, args.work / "logs", deadline)
-    reports = {s: json.loads((args.out / f"routing_seed{s}.json").read_text())
+    reports = {s: json.loads((results / f"seed{s}.json").read_text())
                for s in trained if log["routing"][f"routing_seed{s}"]["rc"] == 0}
     if reports:
-        (args.out / "summary.json").write_text(json.dumps(summarise(reports), indent=1) + "\n")
+        (args.out / "routing_seeds.json").write_text(json.dumps(reports) + "\n")
+        summary.update(summarise(reports))
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.out / "log.txt").write_text(json.dumps(log, indent=1) + "\n")
     ok = len(reports) == len(seeds)
     print("seed routing:", "done" if ok else f"{len(reports)} of {len(seeds)} seeds measured (log.txt)")
