@@ -12,7 +12,7 @@ SKIP_FIRST = 3  # the first layers are never pruned (PP's choice; the risk gate 
 MAX_SPARSITY = 0.9  # the largest fraction of a layer's prunable units a request may remove
 CHECK_TOKENS = 24  # new tokens of each greedy answer in the causal check (a refusal shows in its first words)
 SUFFICIENCY_SPARSITY = 0.4  # the causal check's AAPP run prunes the rest at this sparsity (the headline target)
-BUDGETS = (0.05, 0.02, 0.1, 0.2)  # protected fractions the check tries without --budget; scorers are compared at the first
+BUDGETS = (0.05, 0.02, 0.1, 0.2, 0.3, 0.4)  # protected fractions the check tries without --budget; scorers are compared at the first
 PROBE_MAX_TOKENS = 64  # the probe's token budget for long prompts (docs/DESIGN.md: why 64)
 
 ADAPTIVE_METHODS = ("aapp-adaptive",)  # the risk gate also picks the request's sparsity
@@ -21,8 +21,10 @@ STATIC_METHODS = ("wanda-sp", "flap", "random")  # fixed kept units (the referen
 METHODS = RUNTIME_METHODS + STATIC_METHODS  # what the PyTorch reference and aapp-eval run
 ADAPTIVE_THRESHOLD = 0.5  # aapp-adaptive: a request whose risk gate reaches this runs at the low sparsity
 # AAPP forces no protected unit while the risk gate reads below this (a dead zone: text that does not look
-# harmful runs PP's selection, so AAPP's perplexity is PP's); from it on, round(gate x |protected|). 0.5: the
-# calibration's own text reads at most 0.46 on the demo (docs/results/README.md, "a dead zone in the gate")
+# harmful runs PP's selection, so AAPP's perplexity is PP's); from it on a ramp, round((gate - zone) / (1 - zone)
+# x |protected|), all of the set at gate 1, so that an ambiguous request (gate 0.6-0.8) is pushed less than one
+# that plainly looks harmful. 0.5: the calibration's own text reads at most 0.46 on the demo (docs/results/
+# README.md, "a dead zone in the gate"); the ramp: "a forcing ramp" there
 GATE_DEAD_ZONE = 0.5
 ADAPTIVE_LOW_SPARSITY = 0.0  # ... which is dense by default (refusals are short, so they cost little)
 CONFIRM_THRESHOLD = 0.5  # ... when its confirmation gate (read at the end of the AAPP prefill) reaches this too

@@ -32,10 +32,10 @@ are chosen jointly: every scorer at every fraction of ``BUDGETS``, the most suff
 (``identify_circuits``); with held-out harmless prompts (``check_harmless``) by strict refusal minus
 over-refusal (``net``). Without PP statistics (``stats`` None) the scorer is the one with the largest
 necessity gap.
-On the demo model (check prompts, AAPP at 0.4, strict refusal - over-refusal at each scorer's best
-budget) pruned-grad-opening's 20% set is kept, 88 - 2%, against pruned-grad-act's 71 - 10% at 10%
-(its 5% set is still the most necessary: ablated, refusal falls to 25%) and refusal-dir's 44 - 4%
-(docs/results/README.md). The risk
+On the demo model (check prompts, AAPP at 0.4 with the forcing ramp, strict refusal - over-refusal at
+each scorer's best budget) pruned-grad-opening's 40% set is kept, 92 - 2% (its 20% set 88 - 4%), against
+pruned-grad-act's 73 - 8% at 10% (its 5% set is still the most necessary: ablated, refusal falls to 25%),
+grad-act's 60 - 2% at 30% and refusal-dir's 46 - 2% at 20% (docs/results/README.md, "a forcing ramp"). The risk
 gate's refusal direction, threshold and temperature are calibrated at the input of the first pruned
 layer.
 """

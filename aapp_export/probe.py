@@ -14,7 +14,7 @@ ONNX graphs built later make the same decisions from the same numbers:
 - ``kept_counts``: units kept per layer for a model-wide sparsity with the first layers dense;
 - ``top_units`` and ``aapp_select``: which units to keep, PP alone or with the protected set
   enforced through the risk gate (same number kept either way; ``forced_count`` protected units,
-  none while the gate reads below ``choices.GATE_DEAD_ZONE``);
+  none while the gate reads below ``choices.GATE_DEAD_ZONE``, all of them at gate 1, a ramp between);
 - ``risk_gate`` and ``fit_gate``: a sigmoid on a projection, its threshold and temperature fitted on
   the calibration prompts (AAPP's risk gate and aapp-adaptive's confirmation gate).
 
@@ -146,9 +146,9 @@ def top_units(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
 
 
 def aapp_select(scores: torch.Tensor, protected: torch.Tensor, gate: float, n_keep: int) -> torch.Tensor:
-    """AAPP: enforce the first ``forced_count`` protected units (``round(gate*len(protected))``, none
-    while the gate reads below ``GATE_DEAD_ZONE``; ``protected`` is ordered by alignment score, best
-    first), fill the rest of ``n_keep`` by PP ``scores``.
+    """AAPP: enforce the first ``forced_count`` protected units (none while the gate reads below
+    ``GATE_DEAD_ZONE``, all at gate 1; ``protected`` is ordered by alignment score, best first), fill
+    the rest of ``n_keep`` by PP ``scores``.
 
     The number kept is ``n_keep`` whatever the gate says: compute is matched by construction.
     """
@@ -161,13 +161,15 @@ def aapp_select(scores: torch.Tensor, protected: torch.Tensor, gate: float, n_ke
 
 
 def forced_count(gate: float, n_protected: int, n_keep: int, dead_zone: float = GATE_DEAD_ZONE) -> int:
-    """Protected units AAPP enforces: none while the gate reads below ``dead_zone``, else
-    ``round(clip(gate, 0, 1) * n_protected)`` (half to even, as ONNX ``Round``), at most ``n_keep``;
-    computed in float32 like the graph."""
+    """Protected units AAPP enforces: ``round(clip((gate - dead_zone) / (1 - dead_zone), 0, 1) *
+    n_protected)`` (half to even, as ONNX ``Round``), at most ``n_keep``: none while the gate reads
+    below ``dead_zone``, all at gate 1, a linear ramp between (``dead_zone`` 0: ``round(gate *
+    n_protected)``, the rule before the zone); computed in float32 op for op like the graph."""
+    if not 0.0 <= dead_zone < 1.0:
+        raise ValueError(f"dead_zone {dead_zone}: must be in [0, 1)")
     g = torch.tensor(gate, dtype=torch.float32)
-    if g < dead_zone:
-        return 0
-    return min(n_keep, int(torch.round(g.clamp(0.0, 1.0) * n_protected)))
+    ramp = ((g - torch.tensor(dead_zone, dtype=torch.float32)) / torch.tensor(1.0 - dead_zone, dtype=torch.float32))
+    return min(n_keep, int(torch.round(ramp.clamp(0.0, 1.0) * n_protected)))
 
 
 def risk_gate(projection: torch.Tensor | float, threshold: float, temperature: float) -> torch.Tensor:

@@ -149,8 +149,9 @@ def export_levels(spec: ModelSpec, reader: WeightReader, store: WeightStore, opt
         "kv_rule": "one KV head: shared by the kept query heads; several: each kept query head gets its group's K/V",
         "history": {"file": CALIBRATION_FILE, "tensors": "layers.{i}.hist_attn, layers.{i}.hist_mlp"},
         "risk_gate": calibration["risk_gate"],
-        "aapp_forcing": {"rule": "aapp_export.probe.forced_count: round(gate x |protected|) protected units forced "
-                                 "in, none while the risk gate reads below dead_zone", "dead_zone": GATE_DEAD_ZONE},
+        "aapp_forcing": {"rule": "aapp_export.probe.forced_count: round(clip((gate - dead_zone) / (1 - dead_zone), "
+                                 "0, 1) x |protected|) protected units forced in: none while the risk gate reads "
+                                 "below dead_zone, all of them at gate 1", "dead_zone": GATE_DEAD_ZONE},
         "confirm_gate": {level_name(p.sparsity): {"threshold": p.confirm[1], "temperature": p.confirm[2]}
                          for p in plans if p.confirm is not None},
         # aapp-adaptive's dense-prefill path (docs/DESIGN.md): absent when the calibration has no refusal token

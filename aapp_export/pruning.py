@@ -246,8 +246,8 @@ class ProbePruning(Method):
 
 
 class AlignmentAware(ProbePruning):
-    """AAPP: PP whose selection forces the first ``round(gate * |protected|)`` protected units in (none
-    while the gate reads below ``GATE_DEAD_ZONE``: ``probe.forced_count``); the
+    """AAPP: PP whose selection forces the first ``probe.forced_count`` protected units in (none while
+    the gate reads below ``GATE_DEAD_ZONE``, all at gate 1, a ramp between); the
     risk gate is read at the gate layer's input (before it: fully open)."""
 
     def record_layer_input(self, i, h):

@@ -6,8 +6,9 @@
 Until 2026-12-07 AAPP forced ``round(gate x |protected|)`` protected units in at any gate, so a request
 whose risk gate reads a little above 0 (general text reads 0.00-0.20 on the demo) gave up a few of PP's
 units, and AAPP's perplexity on held-out text sat above PP's. This script sets the rule's dead zone
-(``probe.forced_count``'s ``dead_zone``: "force nothing below ``zone``, else ``round(gate x
-|protected|)``") for the run only and measures, for each
+(``probe.forced_count``'s ``dead_zone``: "force nothing below ``zone``", then a ramp to the whole set at
+gate 1; ``docs/results/gate_dead_zone.json`` was measured before the ramp, with the step "``round(gate x
+|protected|)`` from ``zone`` on") for the run only and measures, for each
 zone, AAPP at ``--sparsity`` and aapp-adaptive (its default path) on the calibration's check files
 (``harmful_val`` / ``harmless_val``: the splits knobs are chosen on; val2 and test take no part): marker
 and strict refusal, over-refusal, and perplexity on the card's evaluation text. Zone 0 is the old rule,

@@ -204,7 +204,8 @@ def test_held_out_harmless_prompts_make_the_choice_net_of_over_refusal(tiny, mon
 
     # the rule itself, on designed check outcomes: calls come as PP, then BUDGETS in order
     designed = {None: (0.2, 0.2, 0.0), 0.05: (0.5, 0.5, 0.0), 0.02: (0.3, 0.3, 0.0), 0.1: (0.9, 0.9, 0.5),
-                0.2: (0.7, 0.7, 0.1)}  # marker, strict, over-refusal
+                0.2: (0.7, 0.7, 0.1), 0.3: (0.6, 0.6, 0.2), 0.4: (0.65, 0.65, 0.4)}  # marker, strict, over-refusal
+    assert set(designed) == {None, *BUDGETS}
     order = [None, *BUDGETS]
 
     def fake(model, tokenizer, prompts, protection, stats, dense, sparsity=0.4, max_new_tokens=24, harmless=None):
@@ -227,6 +228,11 @@ def test_held_out_harmless_prompts_make_the_choice_net_of_over_refusal(tiny, mon
     calls = []
     strict = identify(model, tok, HARMFUL, HARMLESS, stats, scorer="actdiff", check=CHECK, log=logs.append)
     assert strict.budget == 0.2 and strict.check["by_budget"]["0.1"]["refusal"] == 1.0
+    # the largest budget wins where it refuses more without refusing harmless requests
+    designed.update({0.4: (0.95, 0.95, 0.05)})
+    calls = []
+    assert identify(model, tok, HARMFUL, HARMLESS, stats, scorer="actdiff", check=CHECK, check_harmless=CHECK_HARMLESS,
+                    log=logs.append).budget == 0.4
 
 
 def test_a_missing_check_file_fails_before_the_first_pass(tiny, tmp_path, monkeypatch):

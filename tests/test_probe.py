@@ -89,7 +89,8 @@ def test_top_units_and_aapp_select_keep_the_same_count():
     protected = torch.tensor([0, 5])  # low PP scores, high alignment scores
     assert aapp_select(scores, protected, gate=1.0, n_keep=3).tolist() == [0, 1, 5]
     assert aapp_select(scores, protected, gate=0.0, n_keep=3).tolist() == [1, 2, 4]
-    assert aapp_select(scores, protected, gate=0.5, n_keep=3).tolist() == [0, 1, 4]
+    assert aapp_select(scores, protected, gate=0.8, n_keep=3).tolist() == [0, 1, 4]  # ramp 0.6 x 2 -> 1 forced
+    assert aapp_select(scores, protected, gate=0.5, n_keep=3).tolist() == [1, 2, 4]  # ramp 0: PP's units
     assert aapp_select(scores, protected, gate=0.3, n_keep=3).tolist() == [1, 2, 4]  # the dead zone: PP's units
     for gate in (0.0, 0.3, 0.7, 1.0):
         assert len(aapp_select(scores, protected, gate, 3)) == 3
@@ -102,15 +103,21 @@ def test_risk_gate_is_a_sigmoid_around_the_threshold():
 
 
 def test_forced_count_rounds_half_to_even_and_caps_at_n_keep():
-    assert forced_count(0.5, 5, 10) == 2  # 2.5 -> 2
-    assert forced_count(0.7, 5, 10) == 4  # 3.5 -> 4
+    assert forced_count(0.5, 5, 10, dead_zone=0.0) == 2  # 2.5 -> 2
+    assert forced_count(0.7, 5, 10, dead_zone=0.0) == 4  # 3.5 -> 4
+    assert forced_count(0.75, 10, 10) == 5 and forced_count(0.85, 10, 10) == 7  # ramp 0.5 -> 5; 0.7 -> 7
+    assert forced_count(0.875, 4, 10) == 3  # ramp 0.75 x 4 = 3
     assert forced_count(1.0, 5, 3) == 3
     assert forced_count(-0.2, 5, 3) == 0 and forced_count(1.7, 4, 9) == 4
 
 
-def test_forced_count_forces_nothing_below_the_dead_zone():
+def test_forced_count_ramps_from_the_dead_zone_to_the_whole_set():
     assert GATE_DEAD_ZONE == 0.5
-    assert forced_count(0.49, 10, 10) == 0 and forced_count(0.3, 100, 50) == 0  # would be 5 and 30 without it
-    assert forced_count(0.5, 10, 10) == 5 and forced_count(0.51, 100, 50) == 50
-    assert forced_count(0.3, 10, 10, dead_zone=0.0) == 3 and forced_count(0.3, 10, 10, dead_zone=0.25) == 3
-    assert forced_count(0.2, 10, 10, dead_zone=0.25) == 0
+    assert forced_count(0.49, 10, 10) == 0 and forced_count(0.3, 100, 50) == 0  # 5 and 30 under round(gate x n)
+    assert forced_count(0.5, 10, 10) == 0 and forced_count(0.55, 10, 10) == 1  # the ramp starts at the zone ...
+    assert forced_count(0.6, 100, 100) == 20 and forced_count(0.9, 100, 100) == 80  # ... (0.6 - 0.5) / 0.5 = 0.2
+    assert forced_count(1.0, 100, 100) == 100 and forced_count(0.99, 100, 50) == 50  # ... to all at 1, capped
+    assert forced_count(0.3, 10, 10, dead_zone=0.0) == 3  # zone 0: round(gate x n), the rule before the zone
+    assert forced_count(0.625, 10, 10, dead_zone=0.25) == 5 and forced_count(0.2, 10, 10, dead_zone=0.25) == 0
+    with pytest.raises(ValueError, match="dead_zone"):
+        forced_count(0.9, 10, 10, dead_zone=1.0)

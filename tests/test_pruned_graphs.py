@@ -75,7 +75,7 @@ def test_fused_statistic_and_scores_ops_equal_reference(tmp_path):
     assert np.allclose(cs, pp.channel_scores(s_ref, ch_w).numpy(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("gate", [0.0, 0.3, 0.49, 0.5, 1.0, 0.7])
+@pytest.mark.parametrize("gate", [0.0, 0.3, 0.49, 0.5, 0.6, 0.7, 0.75, 0.95, 1.0])
 def test_aapp_selection_op_equals_reference(gate, tmp_path):
     scores = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.8, 0.2, 0.5, 0.05])
     protected = torch.tensor([7, 0, 5])  # low PP scores, best first
@@ -628,7 +628,9 @@ def _write(path, lines):
 
 
 def test_fp16_pruned_graphs_run_and_stay_close_to_fp32(pruned, tmp_path):
-    """fp16 export: the same levels run (probe statistics in fp32), decide mostly alike, logits close."""
+    """fp16 export: the same levels run (probe statistics in fp32), decide mostly alike, logits close where
+    the decisions are the same; where they are not, fp16's risk gate rounded a forced count the other way
+    (the forcing ramp has a rounding boundary every ``0.5 / |protected|`` of gate)."""
     from aapp_runtime import Session
 
     from aapp_export.export import CalibrationOptions, ExportOptions, export_model
@@ -640,17 +642,24 @@ def test_fp16_pruned_graphs_run_and_stay_close_to_fp32(pruned, tmp_path):
                        ExportOptions(dtype="fp16", calibration=CalibrationOptions(**files, **PINNED), levels=(0.4,)),
                        log=lambda m: None)
     half, full = Session(out, provider="cpu"), Session(model_dir, provider="cpu")
-    agree = total = 0
+    circuits = _reference(ckpt, model_dir)[2]
+    sizes = {len(u) for u in [*circuits.heads, *circuits.channels] if len(u)}
+    agree = total = flipped = 0
     for seed in range(3):
         ids = torch.randint(5, 380, (1, 24), generator=torch.Generator().manual_seed(seed))[0].tolist()
         a, b = half.decisions(ids, sparsity=0.4, method="aapp"), full.decisions(ids, sparsity=0.4, method="aapp")
-        assert np.abs(a["logits"] - b["logits"]).max() < 5e-2
+        assert abs(a["risk_gate"] - b["risk_gate"]) < 5e-3
+        if a["heads"] == b["heads"] and a["channels"] == b["channels"]:
+            assert np.abs(a["logits"] - b["logits"]).max() < 5e-2
+        else:
+            flipped += 1
+            assert any(pp.forced_count(a["risk_gate"], n, n) != pp.forced_count(b["risk_gate"], n, n) for n in sizes)
         for kind in ("heads", "channels"):
             for i in a[kind]:
                 total += 1
                 agree += len(set(a[kind][i]) & set(b[kind][i])) >= 0.9 * len(b[kind][i])
         assert len(half.generate(ids, 4, sparsity=0.4, method="aapp", ignore_eos=True).tokens) == 4
-    assert agree >= 0.8 * total
+    assert agree >= 0.8 * total and flipped <= 1
 
 
 def test_probe_budget_default_is_one_number(pruned):

@@ -12,9 +12,10 @@ float32 whatever the model's dtype (the caller casts). Batch 1 (one request per 
   ``S = sum_t (a P + (1-a) H)`` (``probe.probe_statistic``, ``fuse_history``);
 - ``head_scores`` / ``channel_scores``: PPsp with the precomputed weight factors;
 - ``risk_gate``: sigmoid of the last token's projection on the refusal direction;
-- ``select_units``: the ``n_keep`` best units, the first ``round(gate * len(protected))`` protected
-  units forced in, none while the gate reads below ``dead_zone`` (``probe.aapp_select``,
-  ``probe.forced_count``; gate 0 is plain PP, ``probe.top_units``), sorted ascending.
+- ``select_units``: the ``n_keep`` best units, the first ``round(clip((gate - dead_zone) / (1 -
+  dead_zone), 0, 1) * len(protected))`` protected units forced in (none below ``dead_zone``, all at
+  gate 1; ``probe.aapp_select``, ``probe.forced_count``; gate 0 is plain PP, ``probe.top_units``),
+  sorted ascending.
 """
 
 from __future__ import annotations
@@ -123,10 +124,11 @@ def select_units(b: GraphBuilder, scores: str, n_keep: int, protected: np.ndarra
     key = scores
     if protected is not None and len(protected) and gate is not None:
         n_prot = len(protected)
-        zero = b.const("zero_f", np.float32(0.0))
-        clipped = b.op("Clip", [gate, zero, b.const("one_f", np.float32(1.0))], name=f"{label}_gate_clip")
-        quiet = b.op("Less", [gate, b.const("gate_dead_zone", np.float32(dead_zone))], name=f"{label}_gate_quiet")
-        clipped = b.op("Where", [quiet, zero, clipped], name=f"{label}_gate_forcing")
+        ramp = b.op("Div", [b.op("Sub", [gate, b.const("gate_dead_zone", np.float32(dead_zone))],
+                                 name=f"{label}_gate_past_zone"),
+                            b.const("gate_ramp_width", np.float32(1.0 - dead_zone))], name=f"{label}_gate_ramp")
+        clipped = b.op("Clip", [ramp, b.const("zero_f", np.float32(0.0)), b.const("one_f", np.float32(1.0))],
+                       name=f"{label}_gate_forcing")
         n_force = b.op("Cast", [b.op("Round", [b.op("Mul", [clipped, b.const(f"{label}_n_protected",
                                                                                np.float32(n_prot))],
                                                     name=f"{label}_gate_times_n")], name=f"{label}_round")],
