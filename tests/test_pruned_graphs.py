@@ -628,9 +628,10 @@ def _write(path, lines):
 
 
 def test_fp16_pruned_graphs_run_and_stay_close_to_fp32(pruned, tmp_path):
-    """fp16 export: the same levels run (probe statistics in fp32), decide mostly alike, logits close where
-    the decisions are the same; where they are not, fp16's risk gate rounded a forced count the other way
-    (the forcing ramp has a rounding boundary every ``0.5 / |protected|`` of gate)."""
+    """fp16 export: the same levels run (probe statistics in fp32), the same risk gate to 5e-3, decisions
+    mostly alike, and logits close wherever the decisions are the same. (Where they are not, fp16's scores
+    swapped near-tied units at the edge of the kept set: on seed 0, two channels of one layer, with the
+    forced counts equal; a swapped unit of a random tiny model moves the logits by about 0.3.)"""
     from aapp_runtime import Session
 
     from aapp_export.export import CalibrationOptions, ExportOptions, export_model
@@ -642,24 +643,20 @@ def test_fp16_pruned_graphs_run_and_stay_close_to_fp32(pruned, tmp_path):
                        ExportOptions(dtype="fp16", calibration=CalibrationOptions(**files, **PINNED), levels=(0.4,)),
                        log=lambda m: None)
     half, full = Session(out, provider="cpu"), Session(model_dir, provider="cpu")
-    circuits = _reference(ckpt, model_dir)[2]
-    sizes = {len(u) for u in [*circuits.heads, *circuits.channels] if len(u)}
-    agree = total = flipped = 0
+    agree = total = same = 0
     for seed in range(3):
         ids = torch.randint(5, 380, (1, 24), generator=torch.Generator().manual_seed(seed))[0].tolist()
         a, b = half.decisions(ids, sparsity=0.4, method="aapp"), full.decisions(ids, sparsity=0.4, method="aapp")
         assert abs(a["risk_gate"] - b["risk_gate"]) < 5e-3
         if a["heads"] == b["heads"] and a["channels"] == b["channels"]:
+            same += 1
             assert np.abs(a["logits"] - b["logits"]).max() < 5e-2
-        else:
-            flipped += 1
-            assert any(pp.forced_count(a["risk_gate"], n, n) != pp.forced_count(b["risk_gate"], n, n) for n in sizes)
         for kind in ("heads", "channels"):
             for i in a[kind]:
                 total += 1
                 agree += len(set(a[kind][i]) & set(b[kind][i])) >= 0.9 * len(b[kind][i])
         assert len(half.generate(ids, 4, sparsity=0.4, method="aapp", ignore_eos=True).tokens) == 4
-    assert agree >= 0.8 * total and flipped <= 1
+    assert agree >= 0.8 * total and same >= 2
 
 
 def test_probe_budget_default_is_one_number(pruned):
