@@ -63,7 +63,7 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
                         "GPUs with accelerate (device_map=auto, host memory past them) in bf16; auto: cuda when "
                         "torch sees a GPU, else cpu")
     p.add_argument("--budget", type=float, default=None,
-                   help="protected fraction of prunable units (default: the one of 0.05, 0.02, 0.1, 0.2 whose protected "
+                   help="protected fraction of prunable units (default: the one of 0.05, 0.02, 0.1, 0.2, 0.3, 0.4 whose protected "
                         "set keeps the most refusal under AAPP at 0.4 in the causal check; 0.05 unless another refuses more)")
     p.add_argument("--scorer", choices=SCORERS, default=None,
                    help="alignment scorer (default: the one whose protected set keeps the most refusal under AAPP at "
