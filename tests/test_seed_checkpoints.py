@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from seed_checkpoints import MANIFEST, CheckpointPartsError, main, pack, sha256_file, unpack
+from aapp_runtime.manifest import sha256_file
+from seed_checkpoints import MANIFEST, CheckpointPartsError, main, pack, unpack
 
 
 def _seed_folder(root, name: str, size: int):
