@@ -15,6 +15,7 @@ import gc
 import hashlib
 import json
 import os
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
@@ -199,11 +200,17 @@ def load_calibration(directory: Path, n_layers: int):
     return stats_from_tensors(tensors, n_layers), circuits_from_tensors(tensors, summary, n_layers)
 
 
-def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, harmless: Path, text: Path,
-                       budget: float | None = None, scorer: str | None = None, log=print, check: Path | None = None,
-                       check_harmless: Path | None = None):
-    """``calibrate`` once per (checkpoint, prompt files, budget, scorer); cached under
-    ``$AAPP_CACHE`` (default ``~/.cache/aapp-export``)."""
+TORCH_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def calibration_cache_dir(checkpoint: Path, *, harmful: Path, harmless: Path, text: Path, check: Path | None,
+                          check_harmless: Path | None, budget: float | None, scorer: str | None, dtype: str,
+                          device: str, check_prompts: int, levels: Sequence[float]) -> Path:
+    """Where the calibration of these inputs is cached: ``$AAPP_CACHE/calibration/<key>`` (default
+    ``~/.cache/aapp-export``). The key is everything the result depends on: the checkpoint's weights and
+    config (name, size, mtime), the prompt files' contents, the pinned choices, the weights' dtype and the
+    device kind it ran on, the causal check's size, the levels of the confirmation gates, and the code's
+    ``CACHE_VERSION``. ``aapp-export`` and ``aapp-eval`` (and the scripts) share it."""
     key = hashlib.sha256()
     for f in sorted(Path(checkpoint).glob("*.safetensors")) + [Path(checkpoint) / "config.json"]:
         key.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
@@ -211,16 +218,49 @@ def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, har
         key.update(sha256_text(f).encode())
     for role, f in (("check", check), ("check_harmless", check_harmless)):
         key.update(f"{role}:{sha256_text(f) if f is not None else '-'}".encode())
-    key.update(f"{budget}:{scorer}:{CACHE_VERSION}".encode())
-    cache = Path(os.environ.get("AAPP_CACHE", Path.home() / ".cache" / "aapp-export")) / "calibration" / key.hexdigest()[:20]
+    levels_key = ",".join(f"{float(v):g}" for v in sorted(levels))
+    key.update(f"{budget}:{scorer}:{dtype}:{device}:{check_prompts}:{levels_key}:{CACHE_VERSION}".encode())
+    root = Path(os.environ.get("AAPP_CACHE") or Path.home() / ".cache" / "aapp-export")
+    return root / "calibration" / key.hexdigest()[:20]
+
+
+def _store_in_cache(cache: Path, stats: list[LayerStats], circuits, summary: dict[str, Any]) -> None:
+    """Write the entry next to its place and rename it there: a process stopped half-way, or two writing
+    the same entry, never leave a partial one that a later run would read."""
+    partial = cache.parent / f".{cache.name}.partial-{os.getpid()}"
+    partial.mkdir(parents=True, exist_ok=True)
+    save_calibration(partial, stats, circuits, summary)
+    try:
+        partial.rename(cache)
+    except OSError:  # another process stored the same entry first: theirs is as good
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _model_device_kind(model) -> str:
+    return "cuda" if any(p.is_cuda for p in model.parameters()) else "cpu"
+
+
+def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, harmless: Path, text: Path,
+                       budget: float | None = None, scorer: str | None = None, log=print, check: Path | None = None,
+                       check_harmless: Path | None = None, check_prompts: int = 48,
+                       levels: Sequence[float] = DEFAULT_LEVELS):
+    """``calibrate`` of a loaded model, once per ``calibration_cache_dir`` key: the same entry that
+    ``aapp-export`` writes for the same checkpoint, files, dtype and device, so an evaluation after an
+    export (or the reverse) does not calibrate again."""
+    cache = calibration_cache_dir(checkpoint, harmful=harmful, harmless=harmless, text=text, check=check,
+                                  check_harmless=check_harmless, budget=budget, scorer=scorer,
+                                  dtype=TORCH_DTYPE_NAMES.get(next(model.parameters()).dtype, "other"),
+                                  device=_model_device_kind(model), check_prompts=check_prompts, levels=levels)
     n_layers = len(decoder_layers(model))
     if (cache / "calibration.json").is_file():
+        log(f"calibration: cached in {cache}")
         return load_calibration(cache, n_layers)
+    ranges: dict = {}
     stats, circuits = calibrate(model, tokenizer, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                scorer=scorer, log=log, check=check, check_harmless=check_harmless)
-    cache.mkdir(parents=True, exist_ok=True)
-    save_calibration(cache, stats, circuits, calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text,
-                                                                 check=check, check_harmless=check_harmless))
+                                scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges, check=check,
+                                levels=levels, check_harmless=check_harmless)
+    _store_in_cache(cache, stats, circuits, calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text,
+                                                                ranges=ranges, check=check, check_harmless=check_harmless))
     return stats, circuits
 
 
@@ -228,9 +268,20 @@ def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harm
                          budget: float | None = None, scorer: str | None = None, dtype: str = "fp32",
                          device: str = "cpu", max_memory=None, check_prompts: int = 48,
                          log=print, check: Path | None = None, levels: Sequence[float] = DEFAULT_LEVELS,
-                         check_harmless: Path | None = None) -> dict[str, Any]:
-    """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype``) into ``out_dir``
-    (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section."""
+                         check_harmless: Path | None = None, use_cache: bool = True) -> dict[str, Any]:
+    """What ``aapp-export`` calls: calibration of ``checkpoint`` (weights in ``dtype`` on ``device``) into
+    ``out_dir`` (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section.
+    With ``use_cache`` the result is looked up in, and stored to, ``calibration_cache_dir``'s entry, which
+    ``aapp-eval`` shares: a second export of the same inputs copies it instead of calibrating again."""
+    cache = calibration_cache_dir(checkpoint, harmful=harmful, harmless=harmless, text=text, check=check,
+                                  check_harmless=check_harmless, budget=budget, scorer=scorer, dtype=dtype,
+                                  device=torch.device(device).type, check_prompts=check_prompts, levels=levels)
+    if use_cache and (cache / "calibration.json").is_file():
+        log(f"calibration: reusing {cache} (same checkpoint, prompt files, choices, {dtype} on "
+            f"{torch.device(device).type}; delete it, or pass --no-calibration-cache, to calibrate again)")
+        for name in (CALIBRATION_FILE, "calibration.json"):
+            shutil.copyfile(cache / name, Path(out_dir) / name)
+        return json.loads((cache / "calibration.json").read_text())
     model, tok = load_model(checkpoint, dtype, device, max_memory)
     ranges: dict = {}
     try:
@@ -246,4 +297,6 @@ def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harm
     summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text, ranges=ranges, check=check,
                                   check_harmless=check_harmless)
     save_calibration(out_dir, stats, circuits, summary)
+    if use_cache:
+        _store_in_cache(cache, stats, circuits, summary)
     return summary

@@ -638,11 +638,15 @@ def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, A
     gate = summary["risk_gate"]
     confirm = {float(level): GateParams(tensors[f"confirm_gate.{level}.direction"], g["threshold"], g["temperature"])
                for level, g in summary.get("confirm_gate", {}).items()}
+    # every scorer's unit scores (``Circuits.tensors`` stores them): protected sets at other fractions
+    names = sorted({k.split(".")[1] for k in tensors if k.startswith("scores.") and k.endswith(".layers.0.heads")})
+    scores = {name: ([tensors[f"scores.{name}.layers.{i}.heads"] for i in range(n_layers)],
+                     [tensors[f"scores.{name}.layers.{i}.channels"] for i in range(n_layers)]) for name in names}
     return Circuits(summary["scorer"], summary["budget"],
                     [tensors[f"circuits.layers.{i}.protected_heads"] for i in range(n_layers)],
                     [tensors[f"circuits.layers.{i}.protected_channels"] for i in range(n_layers)],
                     tensors["circuits.direction"], gate["layer"], gate["threshold"], gate["temperature"],
-                    summary.get("causal_check", {}), confirm=confirm)
+                    summary.get("causal_check", {}), scores=scores, confirm=confirm)
 
 
 __all__ = ["SCORERS", "identify_circuits", "causal_check", "sufficiency_check", "protected_units", "Circuits"]

@@ -55,6 +55,7 @@ class CalibrationOptions:
     check_prompts: int = 48  # harmful prompts of the causal check (its time grows with them; the peak does not)
     check: Path | None = None  # held-out harmful prompts of the causal check (None: the card's)
     check_harmless: Path | None = None  # held-out harmless prompts: the choices weigh over-refusal (None: the card's)
+    use_cache: bool = True  # look the calibration up in, and store it to, calibration.calibration_cache_dir's entry
 
 
 @dataclass(frozen=True)
@@ -399,4 +400,4 @@ def _calibrate(ckpt: ResolvedCheckpoint, out: Path, opts: CalibrationOptions, lo
         + (f" and {files['check_harmless'].name}" if files['check_harmless'] else ""))
     return calibrate_checkpoint(ckpt.path, out, budget=opts.budget, scorer=opts.scorer, dtype=opts.dtype,
                                 device=resolve_device(opts.device), check_prompts=opts.check_prompts, log=log,
-                                levels=levels, **files)
+                                levels=levels, use_cache=opts.use_cache, **files)

@@ -59,7 +59,7 @@ def main() -> None:
     args = p.parse_args()
     from reproduce_table import prompt_files
 
-    from aapp_export.calibration import calibrate, load_model
+    from aapp_export.calibration import cached_calibration, load_model
     from aapp_export.checkpoint import resolve_checkpoint
     from aapp_export.choices import BUDGETS
 
@@ -75,9 +75,11 @@ def main() -> None:
     for name, harmful, harmless, held_out, held_out_harmless in (
             ("all", files["calibration", "harmful"], files["calibration", "harmless"], check, check_harmless),
             ("A", ha, sa, ca, xa), ("B", hb, sb, cb, xb)):
-        _, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=args.budget,
-                                check=held_out, check_harmless=held_out_harmless,
-                                log=lambda m: print(m, file=sys.stderr))
+        # cached: the run on every prompt is the export's own calibration (aapp-export stores it), and a rerun
+        # of this script reads all three
+        _, circuits = cached_calibration(ckpt.path, model, tok, harmful=harmful, harmless=harmless, text=text,
+                                         budget=args.budget, check=held_out, check_harmless=held_out_harmless,
+                                         log=lambda m: print(m, file=sys.stderr))
         runs[name] = circuits
     compared = BUDGETS[0] if args.budget is None else args.budget
     sets = {name: protected_sets(c, compared) for name, c in runs.items()}

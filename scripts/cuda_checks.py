@@ -216,7 +216,7 @@ def calibrate_shape(work: Path, provider: str, quick: bool) -> dict:
     out = work / "calibration-4b"
     out.mkdir()
     t0 = time.perf_counter()
-    calibrate_checkpoint(ckpt, out, **files, dtype="bf16", device=device, log=lambda m: None)
+    calibrate_checkpoint(ckpt, out, **files, dtype="bf16", device=device, log=lambda m: None, use_cache=False)
     seconds = time.perf_counter() - t0
     peak = sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) if device == "cuda" else 0
     summary = json.loads((out / "calibration.json").read_text())

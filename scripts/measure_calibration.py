@@ -117,7 +117,7 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
     files = _prompt_files(limit, out)
     spec = load_model_spec(ckpt, WeightReader(ckpt))
     options = ExportOptions(calibration=CalibrationOptions(**files, scorer=scorer, dtype=dtype, device="cpu",
-                                                           check_prompts=check_prompts))
+                                                           check_prompts=check_prompts, use_cache=False))
     # the plan at the batch this run makes (the prompt files' lines, at most the calibration's 16)
     batch = min(16, limit or 16)
     export_dtype = export_plan(str(ckpt), out / "model" / "model.onnx", options).export_dtype if export else "fp32"
@@ -140,7 +140,7 @@ def one(ckpt: Path, dtype: str, scorer: str | None, out: Path, check_prompts: in
             export_model(str(ckpt), out / "model" / "model.onnx", options, log=lambda m: print(m, file=sys.stderr))
         else:
             calibrate_checkpoint(ckpt, out, **files, scorer=scorer, dtype=dtype, check_prompts=check_prompts,
-                                 log=lambda m: None)
+                                 log=lambda m: None, use_cache=False)
     measured = {k: round(v, 1) for k, v in peaks.peaks.items()}
     planned = {k: round(v / 2**20, 1) for k, v in plan.calibration.items()}
     if export:

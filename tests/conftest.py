@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from aapp_export.synthetic import FAMILIES, make_checkpoint
 
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """The calibration cache and the runtime's verification stamps of this test session live in its own
+    temporary directory, never in the user's ~/.cache (tests that need an empty one set their own)."""
+    old = os.environ.get("AAPP_CACHE")
+    os.environ["AAPP_CACHE"] = str(tmp_path_factory.mktemp("aapp-cache"))
+    yield
+    if old is None:
+        os.environ.pop("AAPP_CACHE", None)
+    else:
+        os.environ["AAPP_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

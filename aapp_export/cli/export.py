@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-prompts", type=int, default=48,
                    help="harmful calibration prompts the causal check answers (each scorer: dense, protected and 5 "
                         "random ablations); most of calibration's time on CPU, so fewer is quicker (default 48)")
+    p.add_argument("--no-calibration-cache", action="store_true",
+                   help="calibrate even when $AAPP_CACHE (default ~/.cache/aapp-export) holds the calibration of the "
+                        "same checkpoint, prompt files, choices, dtype and device (which aapp-eval shares), and do "
+                        "not store this one")
     p.add_argument("--plan", action="store_true",
                    help="print the memory and disk plan (graph build, each calibration step, model dir) against "
                         "this machine, and change nothing")
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         levels = () if static or args.levels.strip().lower() == "none" or args.no_calibrate else parse_levels(args.levels)
         calibration = None if args.no_calibrate else CalibrationOptions(
             args.calib_harmful, args.calib_harmless, args.calib_text, args.budget, args.scorer, args.calib_dtype,
-            args.device, args.check_prompts, args.calib_check, args.calib_check_harmless)
+            args.device, args.check_prompts, args.calib_check, args.calib_check_harmless,
+            use_cache=not args.no_calibration_cache)
         opts = ExportOptions(dtype=args.dtype, last_logits_only=not args.all_logits, attention=args.attention,
                              allow_pickle=args.allow_pickle, check=not args.no_check, calibration=calibration,
                              levels=levels, probe_max_tokens=args.probe_max_tokens, static=static, force=args.force)
