@@ -1,0 +1,179 @@
+"""Every per-seed measurement of issue 21 for the seed checkpoints, on this CPU, in one resumable command.
+
+    python scripts/seed_checkpoints.py --from <a device call's files> --to models/seeds
+    python scripts/seed_study.py [--seeds-dir models/seeds] [--out docs/results/seeds] [--steps a,b] [--plan] [--force]
+
+For each checkpoint folder ``models/seeds/seedN`` (what ``seed_checkpoints.py`` unpacks) it runs these
+steps, in this order, each writing one file into ``--out/gpu_seedN/``:
+
+- ``table``: ``reproduce_table.py`` (the test files, every method and sparsity) -> ``table.json``;
+- ``eval_val2``: ``eval_splits.py --splits val2`` -> ``eval_val2.json`` (what issue 21's targets read);
+- ``routing``: ``measure_routing.py`` (the gates' routing rules and the perplexities) -> ``routing.json``;
+- ``risk_gate``: ``measure_risk_gate.py`` (AUCs per split) -> ``risk_gate.json``;
+- ``phrasing_shift``: ``phrasing_shift.py`` -> ``phrasing_shift.json``;
+- ``calibration_stability``: ``calibration_stability.py`` -> ``calibration_stability.json``.
+
+Every step of a seed reads the same calibration: the first calibrates and stores it in the cache that
+``aapp-export`` and ``aapp-eval`` share (``calibration.calibration_cache_dir``), the others read it.
+A step is done when ``gpu_seedN/seed_study.json`` records it for this checkpoint's weights (sha256) and
+this code's calibration ``CACHE_VERSION``, and its file exists: a rerun skips it, so a session stopped
+part-way resumes at the step it stood at, and results of an older calibration or of another checkpoint
+are measured again (``--force`` reruns everything asked for). Each step's output goes to
+``--logs/seedN/STEP.log``. When every seed has its table and val2 rows, ``seed_summary.py`` pools
+them with the shipped model's (``docs/results``) into ``--out/summary.md`` and ``summary.json``.
+Prints one JSON line per step and, at the end, the whole record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAMP = "seed_study.json"
+WEIGHTS = "model.safetensors"
+STEPS = ("table", "eval_val2", "routing", "risk_gate", "phrasing_shift", "calibration_stability")
+
+
+class SeedStudyError(Exception):
+    """No checkpoint to study, or a step asked for that does not exist."""
+
+
+def step_command(step: str, checkpoint: Path, out: Path) -> tuple[list[str], Path]:
+    """The script call of ``step`` for ``checkpoint`` and the file it writes under ``out``."""
+    ck = str(checkpoint)
+    files = {"table": out / "table.json", "eval_val2": out / "eval_val2.json", "routing": out / "routing.json",
+             "risk_gate": out / "risk_gate.json", "phrasing_shift": out / "phrasing_shift.json",
+             "calibration_stability": out / "calibration_stability.json"}
+    args = {"table": ["scripts/reproduce_table.py", "--model", ck, "--out", str(out)],
+            "eval_val2": ["scripts/eval_splits.py", "--model", ck, "--splits", "val2", "--out", str(files["eval_val2"])],
+            "routing": ["scripts/measure_routing.py", "--model", ck, "--device", "cpu", "--out", str(files["routing"])],
+            "risk_gate": ["scripts/measure_risk_gate.py", "--model", ck, "--out", str(files["risk_gate"])],
+            "phrasing_shift": ["scripts/phrasing_shift.py", "--model", ck, "--out", str(files["phrasing_shift"])],
+            "calibration_stability": ["scripts/calibration_stability.py", "--model", ck,
+                                      "--out", str(files["calibration_stability"])]}
+    return [sys.executable, *args[step]], files[step]
+
+
+def find_seeds(seeds_dir: Path) -> dict[str, Path]:
+    """``{"N": folder}`` for every ``seedN`` folder holding a checkpoint (config and weights)."""
+    found = {p.name.removeprefix("seed"): p for p in sorted(Path(seeds_dir).glob("seed*"))
+             if p.is_dir() and (p / "config.json").is_file() and (p / WEIGHTS).is_file()}
+    if not found:
+        raise SeedStudyError(f"{seeds_dir}: no seedN folder with config.json and {WEIGHTS}; unpack a device call's "
+                             "checkpoints first: python scripts/seed_checkpoints.py --from <its files> --to models/seeds")
+    return found
+
+
+def weights_sha256(checkpoint: Path) -> str:
+    h = hashlib.sha256()
+    with (checkpoint / WEIGHTS).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_done(stamp: dict, step: str, output: Path, sha: str, cache_version: int) -> bool:
+    """Whether ``step``'s record in ``stamp`` is of this checkpoint and this calibration code, with its file."""
+    record = stamp.get("steps", {}).get(step)
+    return (record is not None and stamp.get("weights_sha256") == sha and record.get("cache_version") == cache_version
+            and record.get("rc") == 0 and output.is_file())
+
+
+def run_seed(name: str, checkpoint: Path, out: Path, logs: Path, steps: list[str], *, force: bool, plan: bool,
+             cache_version: int, report=print) -> dict[str, dict]:
+    """Run ``steps`` for one checkpoint; ``{step: record}`` (``skipped`` where the stamp says it is done)."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp_path = out / STAMP
+    stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
+    sha = weights_sha256(checkpoint)
+    if stamp.get("weights_sha256") != sha:  # another checkpoint (or none yet): nothing recorded counts
+        stamp = {"checkpoint": str(checkpoint), "weights_sha256": sha, "steps": {}}
+    done = {}
+    for step in steps:
+        command, output = step_command(step, checkpoint, out)
+        if not force and is_done(stamp, step, output, sha, cache_version):
+            done[step] = {"seed": name, "step": step, "skipped": True, "output": str(output)}
+        elif plan:
+            done[step] = {"seed": name, "step": step, "would_run": " ".join(command[1:]), "output": str(output)}
+        else:
+            log = logs / f"seed{name}" / f"{step}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.time()
+            with log.open("w") as f:
+                rc = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+            record = {"command": " ".join(command[1:]), "rc": rc, "seconds": round(time.time() - t0, 1),
+                      "cache_version": cache_version, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "log": str(log)}
+            stamp["steps"][step] = record
+            stamp_path.write_text(json.dumps(stamp, indent=1) + "\n")
+            done[step] = {"seed": name, "step": step, **record, "output": str(output)}
+        report(json.dumps(done[step]))
+    return done
+
+
+def summary_command(seeds: dict[str, Path], out: Path, shipped: Path) -> list[str] | None:
+    """``seed_summary.py`` over the shipped model and every seed, once each seed has its test and val2 rows."""
+    folders = {n: out / f"gpu_seed{n}" for n in seeds}
+    if not all((f / "table.json").is_file() and (f / "eval_val2.json").is_file() for f in folders.values()):
+        return None
+    runs = [f"2 (shipped, CPU)={shipped}"] + [f"{n} (GPU)={f}" for n, f in folders.items()]
+    return [sys.executable, "scripts/seed_summary.py", *[a for r in runs for a in ("--run", r)],
+            "--mean", ",".join(f"{n} (GPU)" for n in folders), "--out", str(out)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds-dir", type=Path, default=ROOT / "models" / "seeds",
+                    help="where seed_checkpoints.py unpacked the checkpoints (seedN/ each)")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "seeds",
+                    help="results go to OUT/gpu_seedN/, the pooled summary to OUT/summary.*")
+    ap.add_argument("--shipped", type=Path, default=ROOT / "docs" / "results",
+                    help="the shipped model's results folder, pooled beside the seeds (not in their mean)")
+    ap.add_argument("--logs", type=Path, default=ROOT / "models" / "seeds" / "logs")
+    ap.add_argument("--steps", default=",".join(STEPS), help=f"comma list of {', '.join(STEPS)}")
+    ap.add_argument("--seeds", default=None, help="comma list of seed numbers (default: every seedN folder)")
+    ap.add_argument("--force", action="store_true", help="rerun steps the stamp records as done")
+    ap.add_argument("--plan", action="store_true", help="print what would run and what is done; run nothing")
+    args = ap.parse_args(argv)
+    from aapp_export.calibration import CACHE_VERSION
+
+    try:
+        steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+        unknown = [s for s in steps if s not in STEPS]
+        if unknown:
+            raise SeedStudyError(f"--steps {args.steps}: {unknown} are not steps; pass some of {', '.join(STEPS)}")
+        seeds = find_seeds(args.seeds_dir)
+        if args.seeds is not None:
+            wanted = [s.strip() for s in args.seeds.split(",") if s.strip()]
+            missing = [s for s in wanted if s not in seeds]
+            if missing:
+                raise SeedStudyError(f"--seeds {args.seeds}: no checkpoint for {missing} in {args.seeds_dir} "
+                                     f"(it has {', '.join(seeds)})")
+            seeds = {s: seeds[s] for s in wanted}
+    except SeedStudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    record = {name: run_seed(name, ckpt, args.out / f"gpu_seed{name}", args.logs, steps, force=args.force,
+                             plan=args.plan, cache_version=CACHE_VERSION) for name, ckpt in seeds.items()}
+    failed = [f"seed{n}/{s}" for n, r in record.items() for s, v in r.items() if v.get("rc") not in (None, 0)]
+    summary = summary_command(find_seeds(args.seeds_dir), args.out, args.shipped)
+    if summary is None or failed:
+        outcome = "not pooled: " + ("failed steps " + ", ".join(failed) if failed else
+                                    "a seed lacks table.json or eval_val2.json")
+    elif args.plan:
+        outcome = "would pool: " + " ".join(summary[1:])
+    else:
+        rc = subprocess.run(summary, cwd=ROOT, capture_output=True, text=True).returncode
+        outcome = f"pooled into {args.out / 'summary.md'}" if rc == 0 else f"seed_summary.py failed (rc {rc})"
+    print(json.dumps({"seeds": record, "summary": outcome}, indent=1))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""scripts/seed_study.py: every step runs once per checkpoint and calibration code, a rerun resumes where
+a stopped one stood, a failed step is tried again, and the pooled summary waits for every seed."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+import seed_study
+
+
+def _seeds(root, names=("0", "1")):
+    for n in names:
+        d = root / f"seed{n}"
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+        (d / seed_study.WEIGHTS).write_bytes(f"weights of seed {n}".encode())
+    return seed_study.find_seeds(root)
+
+
+@pytest.fixture()
+def fake_steps(monkeypatch):
+    """Each step writes its file with a one-line python command; ``fail`` names steps that exit 1."""
+    fail: set[str] = set()
+    real = seed_study.step_command
+
+    def command(step, checkpoint, out):
+        _, output = real(step, checkpoint, out)
+        code = "import sys; sys.exit(1)" if step in fail else f"open({str(output)!r}, 'w').write('{{}}')"
+        return [sys.executable, "-c", code], output
+
+    monkeypatch.setattr(seed_study, "step_command", command)
+    return fail
+
+
+def _run(seeds, tmp_path, **kw):
+    kw = dict(force=False, plan=False, cache_version=11, report=lambda m: None) | kw
+    return {n: seed_study.run_seed(n, ck, tmp_path / "out" / f"gpu_seed{n}", tmp_path / "logs", list(seed_study.STEPS),
+                                   **kw) for n, ck in seeds.items()}
+
+
+def test_a_rerun_skips_what_is_done_for_these_weights_and_this_calibration(tmp_path, fake_steps):
+    seeds = _seeds(tmp_path / "seeds")
+    first = _run(seeds, tmp_path)
+    assert all(r["rc"] == 0 and not r.get("skipped") for s in first.values() for r in s.values())
+    stamp = json.loads((tmp_path / "out" / "gpu_seed0" / seed_study.STAMP).read_text())
+    assert set(stamp["steps"]) == set(seed_study.STEPS) and stamp["weights_sha256"] == seed_study.weights_sha256(seeds["0"])
+    assert all(r.get("skipped") for s in _run(seeds, tmp_path).values() for r in s.values())
+    # a newer calibration code: every result is of the old one, so every step runs again
+    assert not any(r.get("skipped") for r in _run(seeds, tmp_path, cache_version=12)["0"].values())
+    # another checkpoint in seed1's folder (a new device call): its old results do not count
+    (seeds["1"] / seed_study.WEIGHTS).write_bytes(b"retrained")
+    again = _run(seeds, tmp_path, cache_version=12)
+    assert all(r.get("skipped") for r in again["0"].values()) and not any(r.get("skipped") for r in again["1"].values())
+    # a result file removed by hand is measured again, the rest is not
+    (tmp_path / "out" / "gpu_seed0" / "risk_gate.json").unlink()
+    rerun = _run(seeds, tmp_path, cache_version=12)["0"]
+    assert [s for s, r in rerun.items() if not r.get("skipped")] == ["risk_gate"]
+    # --force runs everything; --plan nothing
+    assert not any(r.get("skipped") for r in _run(seeds, tmp_path, cache_version=12, force=True)["0"].values())
+    (tmp_path / "out" / "gpu_seed0" / "table.json").unlink()
+    planned = _run(seeds, tmp_path, cache_version=13, plan=True)["0"]
+    assert all("would_run" in r for r in planned.values())
+    assert not (tmp_path / "out" / "gpu_seed0" / "table.json").exists()
+    stamp = json.loads((tmp_path / "out" / "gpu_seed0" / seed_study.STAMP).read_text())
+    assert {r["cache_version"] for r in stamp["steps"].values()} == {12}
+
+
+def test_a_failed_step_is_tried_again_and_blocks_the_summary(tmp_path, fake_steps):
+    seeds = _seeds(tmp_path / "seeds")
+    fake_steps.add("eval_val2")
+    first = _run(seeds, tmp_path)
+    assert first["0"]["eval_val2"]["rc"] == 1 and first["0"]["table"]["rc"] == 0
+    assert seed_study.summary_command(seeds, tmp_path / "out", tmp_path / "shipped") is None
+    fake_steps.clear()
+    second = _run(seeds, tmp_path)
+    assert [s for s, r in second["0"].items() if not r.get("skipped")] == ["eval_val2"]
+    command = seed_study.summary_command(seeds, tmp_path / "out", tmp_path / "shipped")
+    assert command[1] == "scripts/seed_summary.py"
+    assert command[command.index("--mean") + 1] == "0 (GPU),1 (GPU)"
+    assert f"1 (GPU)={tmp_path / 'out' / 'gpu_seed1'}" in command
+
+
+def test_the_real_commands_and_the_errors(tmp_path, capsys):
+    cmd, out = seed_study.step_command("eval_val2", tmp_path / "seed0", tmp_path / "gpu_seed0")
+    assert cmd[1:5] == ["scripts/eval_splits.py", "--model", str(tmp_path / "seed0"), "--splits"]
+    assert out == tmp_path / "gpu_seed0" / "eval_val2.json" and str(out) in cmd
+    for step in seed_study.STEPS:  # every script the steps name exists
+        assert (seed_study.ROOT / seed_study.step_command(step, tmp_path, tmp_path)[0][1]).is_file()
+    assert seed_study.main(["--seeds-dir", str(tmp_path / "none")]) == 2
+    assert "seed_checkpoints.py --from" in capsys.readouterr().err
+    _seeds(tmp_path / "seeds", ("0",))
+    assert seed_study.main(["--seeds-dir", str(tmp_path / "seeds"), "--seeds", "0,5"]) == 2
+    assert "['5']" in capsys.readouterr().err
+    assert seed_study.main(["--seeds-dir", str(tmp_path / "seeds"), "--steps", "table,tables"]) == 2
+    assert "['tables']" in capsys.readouterr().err
