@@ -87,8 +87,12 @@ def test_every_input_of_the_result_is_part_of_the_key(setup):
     assert _key(ckpt, files, levels=(0.5, 0.2, 0.4, 0.3)) == base
 
 
-def test_the_export_cli_has_the_switch():
-    from aapp_export.cli.export import build_parser
+@pytest.mark.parametrize("flag, use_cache", [([], True), (["--no-calibration-cache"], False)])
+def test_the_export_cli_passes_the_switch(flag, use_cache, monkeypatch, tmp_path):
+    from aapp_export import export as export_module
+    from aapp_export.cli.export import main
 
-    args = build_parser().parse_args(["--model", "demo", "--out", "x/model.onnx", "--no-calibration-cache"])
-    assert args.no_calibration_cache
+    seen = []
+    monkeypatch.setattr(export_module, "export_model", lambda model, out, opts, log: seen.append(opts))
+    assert main(["--model", "demo", "--out", str(tmp_path / "m" / "model.onnx"), *flag]) == 0
+    assert seen[0].calibration.use_cache is use_cache
