@@ -236,6 +236,18 @@ def _store_in_cache(cache: Path, stats: list[LayerStats], circuits, summary: dic
         shutil.rmtree(partial, ignore_errors=True)
 
 
+def _calibrate_and_summarise(model, tokenizer, *, harmful: Path, harmless: Path, text: Path, check: Path | None,
+                             check_harmless: Path | None, budget: float | None, scorer: str | None,
+                             check_prompts: int, levels: Sequence[float], log):
+    """``calibrate`` with the activation range recorded, and the summary ``calibration.json`` holds."""
+    ranges: dict = {}
+    stats, circuits = calibrate(model, tokenizer, harmful=harmful, harmless=harmless, text=text, budget=budget,
+                                scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges, check=check,
+                                levels=levels, check_harmless=check_harmless)
+    return stats, circuits, calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text, ranges=ranges,
+                                                check=check, check_harmless=check_harmless)
+
+
 def _model_device_kind(model) -> str:
     return "cuda" if any(p.is_cuda for p in model.parameters()) else "cpu"
 
@@ -247,20 +259,16 @@ def cached_calibration(checkpoint: Path, model, tokenizer, *, harmful: Path, har
     """``calibrate`` of a loaded model, once per ``calibration_cache_dir`` key: the same entry that
     ``aapp-export`` writes for the same checkpoint, files, dtype and device, so an evaluation after an
     export (or the reverse) does not calibrate again."""
-    cache = calibration_cache_dir(checkpoint, harmful=harmful, harmless=harmless, text=text, check=check,
-                                  check_harmless=check_harmless, budget=budget, scorer=scorer,
-                                  dtype=TORCH_DTYPE_NAMES.get(next(model.parameters()).dtype, "other"),
-                                  device=_model_device_kind(model), check_prompts=check_prompts, levels=levels)
+    inputs = dict(harmful=harmful, harmless=harmless, text=text, check=check, check_harmless=check_harmless,
+                  budget=budget, scorer=scorer, check_prompts=check_prompts, levels=levels)
+    cache = calibration_cache_dir(checkpoint, **inputs, device=_model_device_kind(model),
+                                  dtype=TORCH_DTYPE_NAMES.get(next(model.parameters()).dtype, "other"))
     n_layers = len(decoder_layers(model))
     if (cache / "calibration.json").is_file():
         log(f"calibration: cached in {cache}")
         return load_calibration(cache, n_layers)
-    ranges: dict = {}
-    stats, circuits = calibrate(model, tokenizer, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges, check=check,
-                                levels=levels, check_harmless=check_harmless)
-    _store_in_cache(cache, stats, circuits, calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text,
-                                                                ranges=ranges, check=check, check_harmless=check_harmless))
+    stats, circuits, summary = _calibrate_and_summarise(model, tokenizer, **inputs, log=log)
+    _store_in_cache(cache, stats, circuits, summary)
     return stats, circuits
 
 
@@ -273,29 +281,25 @@ def calibrate_checkpoint(checkpoint: Path, out_dir: Path, *, harmful: Path, harm
     ``out_dir`` (``calibration.safetensors`` + ``calibration.json``); returns the manifest's section.
     With ``use_cache`` the result is looked up in, and stored to, ``calibration_cache_dir``'s entry, which
     ``aapp-eval`` shares: a second export of the same inputs copies it instead of calibrating again."""
-    cache = calibration_cache_dir(checkpoint, harmful=harmful, harmless=harmless, text=text, check=check,
-                                  check_harmless=check_harmless, budget=budget, scorer=scorer, dtype=dtype,
-                                  device=torch.device(device).type, check_prompts=check_prompts, levels=levels)
+    inputs = dict(harmful=harmful, harmless=harmless, text=text, check=check, check_harmless=check_harmless,
+                  budget=budget, scorer=scorer, check_prompts=check_prompts, levels=levels)
+    kind = torch.device(device).type
+    cache = calibration_cache_dir(checkpoint, **inputs, dtype=dtype, device=kind)
     if use_cache and (cache / "calibration.json").is_file():
-        log(f"calibration: reusing {cache} (same checkpoint, prompt files, choices, {dtype} on "
-            f"{torch.device(device).type}; delete it, or pass --no-calibration-cache, to calibrate again)")
+        log(f"calibration: reusing {cache} (same checkpoint, prompt files, choices, {dtype} on {kind}; delete it, "
+            "or pass --no-calibration-cache, to calibrate again)")
         for name in (CALIBRATION_FILE, "calibration.json"):
             shutil.copyfile(cache / name, Path(out_dir) / name)
         return json.loads((cache / "calibration.json").read_text())
     model, tok = load_model(checkpoint, dtype, device, max_memory)
-    ranges: dict = {}
     try:
-        stats, circuits = calibrate(model, tok, harmful=harmful, harmless=harmless, text=text, budget=budget,
-                                    scorer=scorer, check_prompts=check_prompts, log=log, ranges=ranges, check=check,
-                                    levels=levels, check_harmless=check_harmless)
+        stats, circuits, summary = _calibrate_and_summarise(model, tok, **inputs, log=log)
     finally:
         # the graph build comes next in the same process: give the model's memory back first (transformers
         # models hold reference cycles, and malloc keeps what it served from its heap)
         del model
         gc.collect()
         trim_heap()
-    summary = calibration_summary(circuits, harmful=harmful, harmless=harmless, text=text, ranges=ranges, check=check,
-                                  check_harmless=check_harmless)
     save_calibration(out_dir, stats, circuits, summary)
     if use_cache:
         _store_in_cache(cache, stats, circuits, summary)

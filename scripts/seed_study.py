@@ -27,12 +27,13 @@ Prints one JSON line per step and, at the end, the whole record.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from aapp_runtime.manifest import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 STAMP = "seed_study.json"
@@ -71,11 +72,7 @@ def find_seeds(seeds_dir: Path) -> dict[str, Path]:
 
 
 def weights_sha256(checkpoint: Path) -> str:
-    h = hashlib.sha256()
-    with (checkpoint / WEIGHTS).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(checkpoint / WEIGHTS)
 
 
 def is_done(stamp: dict, step: str, output: Path, sha: str, cache_version: int) -> bool:
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [s for s in steps if s not in STEPS]
         if unknown:
             raise SeedStudyError(f"--steps {args.steps}: {unknown} are not steps; pass some of {', '.join(STEPS)}")
-        seeds = find_seeds(args.seeds_dir)
+        seeds = every_seed = find_seeds(args.seeds_dir)
         if args.seeds is not None:
             wanted = [s.strip() for s in args.seeds.split(",") if s.strip()]
             missing = [s for s in wanted if s not in seeds]
@@ -162,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {name: run_seed(name, ckpt, args.out / f"gpu_seed{name}", args.logs, steps, force=args.force,
                              plan=args.plan, cache_version=CACHE_VERSION) for name, ckpt in seeds.items()}
     failed = [f"seed{n}/{s}" for n, r in record.items() for s, v in r.items() if v.get("rc") not in (None, 0)]
-    summary = summary_command(find_seeds(args.seeds_dir), args.out, args.shipped)
+    summary = summary_command(every_seed, args.out, args.shipped)  # pooled over all, not only --seeds
     if summary is None or failed:
         outcome = "not pooled: " + ("failed steps " + ", ".join(failed) if failed else
                                     "a seed lacks table.json or eval_val2.json")
