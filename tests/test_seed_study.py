@@ -96,3 +96,65 @@ def test_the_real_commands_and_the_errors(tmp_path, capsys):
     assert "['5']" in capsys.readouterr().err
     assert seed_study.main(["--seeds-dir", str(tmp_path / "seeds"), "--steps", "table,tables"]) == 2
     assert "['tables']" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def fake_training(monkeypatch):
+    """``train_command`` replaced by one that writes a checkpoint into the partial folder, or exits 1."""
+    fail: set[str] = set()
+    real = seed_study.train_command
+
+    def command(seed, seeds_dir):
+        _, partial = real(seed, seeds_dir)
+        code = ("import sys; sys.exit(1)" if seed in fail else
+                f"import pathlib; p = pathlib.Path({str(partial)!r}); p.mkdir(parents=True); "
+                f"(p / 'config.json').write_text('{{}}'); (p / {seed_study.WEIGHTS!r}).write_text('seed {seed}')")
+        return [sys.executable, "-c", code], partial
+
+    monkeypatch.setattr(seed_study, "train_command", command)
+    return fail
+
+
+def _final(printed: str) -> dict:
+    """The whole record ``main`` prints last (indented), after the one-line records."""
+    return json.loads(printed[printed.index('{\n "seeds"'):])
+
+
+def test_fp32_seeds_are_trained_here_once_then_studied(tmp_path, fake_steps, fake_training, capsys):
+    seeds_dir, out = tmp_path / "fp32", tmp_path / "out"
+    argv = ["--kind", "fp32", "--seeds-dir", str(seeds_dir), "--out", str(out), "--logs", str(tmp_path / "logs"),
+            "--shipped", str(tmp_path / "shipped"), "--train", "0,1"]
+    fake_training.add("1")
+    assert seed_study.main(argv) == 1  # seed 1's training failed
+    first = _final(capsys.readouterr().out)
+    assert first["seeds"]["0"]["train"]["rc"] == 0 and first["seeds"]["1"]["train"]["rc"] == 1
+    assert set(first["seeds"]["1"]) == {"train"} and first["summary"] == "not pooled: failed steps seed1/train"
+    assert set(seed_study.find_seeds(seeds_dir)) == {"0"}  # a failed training leaves no checkpoint behind
+    assert (out / "fp32_seed0" / "table.json").is_file() and not (out / "fp32_seed1").exists()
+    fake_training.clear()
+    assert seed_study.main(argv + ["--plan"]) == 0
+    plan = _final(capsys.readouterr().out)
+    assert plan["seeds"]["0"]["train"]["skipped"] and all(r["skipped"] for s, r in plan["seeds"]["0"].items())
+    assert "seed1.partial" in plan["seeds"]["1"]["train"]["would_run"] and not (seeds_dir / "seed1.partial").exists()
+    assert set(plan["seeds"]["1"]) == {"train"}  # nothing to study before it is trained
+    assert seed_study.main(argv) == 0
+    second = _final(capsys.readouterr().out)
+    assert second["seeds"]["0"]["train"]["skipped"] and second["seeds"]["1"]["train"]["rc"] == 0
+    assert all(second["seeds"]["1"][s]["rc"] == 0 for s in seed_study.STEPS)
+    assert second["summary"].startswith(("pooled into", "seed_summary.py failed"))  # pooling was tried: all have tables
+    assert set(seed_study.find_seeds(seeds_dir)) == {"0", "1"}
+    command = seed_study.summary_command(dict.fromkeys(["0", "1"]), out, tmp_path / "shipped", seed_study.KINDS["fp32"])
+    assert command[command.index("--mean") + 1] == "0 (CPU fp32),1 (CPU fp32)"
+    assert command[-1] == str(out / "fp32_summary") and f"1 (CPU fp32)={out / 'fp32_seed1'}" in command
+
+
+def test_the_training_command_is_the_recipe_in_fp32(tmp_path, capsys):
+    cmd, partial = seed_study.train_command("2", tmp_path)
+    assert cmd[1:3] == ["scripts/train_demo_model.py", "--no-bf16"] and partial == tmp_path / "seed2.partial"
+    assert cmd[cmd.index("--train-seed") + 1] == "2" and cmd[cmd.index("--stage1-cache") + 1] == str(tmp_path / "stage1_cache")
+    assert seed_study.main(["--seeds-dir", str(tmp_path), "--train", "0"]) == 2
+    assert "pass --kind fp32" in capsys.readouterr().err
+    assert seed_study.main(["--kind", "fp32", "--seeds-dir", str(tmp_path), "--train", "0,x"]) == 2
+    assert "not a comma list of seed numbers" in capsys.readouterr().err
+    (tmp_path / "seed0.partial").mkdir()  # a stopped training's folder is no checkpoint
+    assert seed_study.find_seeds(tmp_path, required=False) == {}
