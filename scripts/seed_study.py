@@ -12,7 +12,8 @@ autocast, about 1.5 hours without). Each seed is trained right before its study;
 resumes from its stage 1 (``--stage1-cache``), a finished one is never trained again.
 
 For each checkpoint folder ``seedN`` it runs these steps, in this order, each writing one file into
-``--out/<kind>_seedN/``:
+``--out/<kind>_seedN/`` (beside the checkpoint's ``training.json``, copied with the weights' sha256, since
+the checkpoints themselves are not committed):
 
 - ``table``: ``reproduce_table.py`` (the test files, every method and sparsity) -> ``table.json``;
 - ``eval_val2``: ``eval_splits.py --splits val2`` -> ``eval_val2.json`` (what issue 21's targets read);
@@ -137,6 +138,15 @@ def is_done(stamp: dict, step: str, output: Path, sha: str, cache_version: int) 
             and record.get("rc") == 0 and output.is_file())
 
 
+def keep_training_record(checkpoint: Path, out: Path, sha: str) -> None:
+    """Copy the checkpoint's ``training.json`` beside its results with the weights' sha256: the checkpoints
+    are not committed, their record is."""
+    source = checkpoint / "training.json"
+    if source.is_file():
+        record = json.loads(source.read_text())
+        (out / "training.json").write_text(json.dumps(dict(record, weights_sha256=sha), indent=1) + "\n")
+
+
 def run_seed(name: str, checkpoint: Path, out: Path, logs: Path, steps: list[str], *, force: bool, plan: bool,
              cache_version: int, report=print) -> dict[str, dict]:
     """Run ``steps`` for one checkpoint; ``{step: record}`` (``skipped`` where the stamp says it is done)."""
@@ -146,6 +156,8 @@ def run_seed(name: str, checkpoint: Path, out: Path, logs: Path, steps: list[str
     sha = weights_sha256(checkpoint)
     if stamp.get("weights_sha256") != sha:  # another checkpoint (or none yet): nothing recorded counts
         stamp = {"checkpoint": str(checkpoint), "weights_sha256": sha, "steps": {}}
+    if not plan:
+        keep_training_record(checkpoint, out, sha)
     done = {}
     for step in steps:
         command, output = step_command(step, checkpoint, out)

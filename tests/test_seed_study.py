@@ -108,7 +108,8 @@ def fake_training(monkeypatch):
         _, partial = real(seed, seeds_dir)
         code = ("import sys; sys.exit(1)" if seed in fail else
                 f"import pathlib; p = pathlib.Path({str(partial)!r}); p.mkdir(parents=True); "
-                f"(p / 'config.json').write_text('{{}}'); (p / {seed_study.WEIGHTS!r}).write_text('seed {seed}')")
+                f"(p / 'config.json').write_text('{{}}'); (p / {seed_study.WEIGHTS!r}).write_text('seed {seed}'); "
+                f"(p / 'training.json').write_text('{{\"train_seed\": {seed}}}')")
         return [sys.executable, "-c", code], partial
 
     monkeypatch.setattr(seed_study, "train_command", command)
@@ -131,6 +132,8 @@ def test_fp32_seeds_are_trained_here_once_then_studied(tmp_path, fake_steps, fak
     assert set(first["seeds"]["1"]) == {"train"} and first["summary"] == "not pooled: failed steps seed1/train"
     assert set(seed_study.find_seeds(seeds_dir)) == {"0"}  # a failed training leaves no checkpoint behind
     assert (out / "fp32_seed0" / "table.json").is_file() and not (out / "fp32_seed1").exists()
+    kept = json.loads((out / "fp32_seed0" / "training.json").read_text())  # the record is kept, the weights not
+    assert kept == {"train_seed": 0, "weights_sha256": seed_study.weights_sha256(seeds_dir / "seed0")}
     fake_training.clear()
     assert seed_study.main(argv + ["--plan"]) == 0
     plan = _final(capsys.readouterr().out)
