@@ -8,7 +8,7 @@
 the recipe's bf16 autocast and ``seed_checkpoints.py`` unpacked them into ``models/seeds/seedN``.
 ``fp32``: ``--train`` trains them here, ``train_demo_model.py --no-bf16`` into ``models/seeds/fp32/seedN``,
 the recipe with fp32 instead of bf16 autocast (this CPU has no bf16 units: about 16 hours a seed with
-autocast, about 1.5 hours without). Each seed is trained right before its study; a stopped training
+autocast, about 1.6 hours without: seed 0 took 96 minutes). Each seed is trained right before its study; a stopped training
 resumes from its stage 1 (``--stage1-cache``), a finished one is never trained again.
 
 For each checkpoint folder ``seedN`` it runs these steps, in this order, each writing one file into
@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 from aapp_runtime.manifest import sha256_file
@@ -181,8 +182,8 @@ def run_seed(name: str, checkpoint: Path, out: Path, logs: Path, steps: list[str
     return done
 
 
-def summary_command(seeds: dict[str, Path], out: Path, shipped: Path, kind: Kind = KINDS["gpu"]) -> list[str] | None:
-    """``seed_summary.py`` over the shipped model and every seed, once each seed has its test and val2 rows."""
+def summary_command(seeds: Iterable[str], out: Path, shipped: Path, kind: Kind = KINDS["gpu"]) -> list[str] | None:
+    """``seed_summary.py`` over the shipped model and the seeds named, once each has its test and val2 rows."""
     folders = {n: out / f"{kind.prefix}{n}" for n in seeds}
     if not all((f / "table.json").is_file() and (f / "eval_val2.json").is_file() for f in folders.values()):
         return None
@@ -191,7 +192,7 @@ def summary_command(seeds: dict[str, Path], out: Path, shipped: Path, kind: Kind
             "--mean", ",".join(f"{n} ({kind.label})" for n in folders), "--out", str(out / kind.summary_dir)]
 
 
-def _numbers(text: str | None) -> list[str]:
+def _comma_list(text: str | None) -> list[str]:
     return [] if text is None else [s.strip() for s in text.split(",") if s.strip()]
 
 
@@ -218,18 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     kind = KINDS[args.kind]
     seeds_dir = args.seeds_dir or kind.seeds_dir
     try:
-        steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+        steps = _comma_list(args.steps)
         unknown = [s for s in steps if s not in STEPS]
         if unknown:
             raise SeedStudyError(f"--steps {args.steps}: {unknown} are not steps; pass some of {', '.join(STEPS)}")
-        train = _numbers(args.train)
+        train = _comma_list(args.train)
         if train and args.kind != "fp32":
             raise SeedStudyError(f"--train {args.train} with --kind {args.kind}: only --kind fp32 trains here "
                                  "(gpu checkpoints come from a device call); pass --kind fp32")
         if any(not t.isdigit() for t in train):
             raise SeedStudyError(f"--train {args.train}: not a comma list of seed numbers; pass e.g. --train 0,1,2")
         found = find_seeds(seeds_dir, required=not train)
-        wanted = _numbers(args.seeds) if args.seeds is not None else sorted(set(found) | set(train), key=int)
+        wanted = _comma_list(args.seeds) if args.seeds is not None else sorted(set(found) | set(train), key=int)
         missing = [s for s in wanted if s not in found and s not in train]
         if missing:
             raise SeedStudyError(f"--seeds {args.seeds}: no checkpoint for {missing} in {seeds_dir} "
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                                      steps, force=args.force, plan=args.plan, cache_version=CACHE_VERSION))
     failed = [f"seed{n}/{s}" for n, r in record.items() for s, v in r.items() if v.get("rc") not in (None, 0)]
     every_seed = sorted(set(find_seeds(seeds_dir, required=False)) | set(train), key=int)
-    summary = summary_command(dict.fromkeys(every_seed), args.out, args.shipped, kind)  # all, not only --seeds
+    summary = summary_command(every_seed, args.out, args.shipped, kind)  # all, not only --seeds
     if summary is None or failed:
         outcome = "not pooled: " + ("failed steps " + ", ".join(failed) if failed else
                                     "a seed lacks table.json or eval_val2.json")

@@ -146,7 +146,7 @@ def test_fp32_seeds_are_trained_here_once_then_studied(tmp_path, fake_steps, fak
     assert all(second["seeds"]["1"][s]["rc"] == 0 for s in seed_study.STEPS)
     assert second["summary"].startswith(("pooled into", "seed_summary.py failed"))  # pooling was tried: all have tables
     assert set(seed_study.find_seeds(seeds_dir)) == {"0", "1"}
-    command = seed_study.summary_command(dict.fromkeys(["0", "1"]), out, tmp_path / "shipped", seed_study.KINDS["fp32"])
+    command = seed_study.summary_command(["0", "1"], out, tmp_path / "shipped", seed_study.KINDS["fp32"])
     assert command[command.index("--mean") + 1] == "0 (CPU fp32),1 (CPU fp32)"
     assert command[-1] == str(out / "fp32_summary") and f"1 (CPU fp32)={out / 'fp32_seed1'}" in command
 
