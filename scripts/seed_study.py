@@ -182,6 +182,13 @@ def run_seed(name: str, checkpoint: Path, out: Path, logs: Path, steps: list[str
     return done
 
 
+def studied_seeds(out: Path, kind: Kind) -> list[str]:
+    """Seed numbers with a results folder ``OUT/<prefix>N`` (a seed studied in an earlier session counts
+    in the pooled summary even when its checkpoint, which is not committed, is no longer on this machine)."""
+    return sorted((p.name.removeprefix(kind.prefix) for p in Path(out).glob(f"{kind.prefix}*")
+                   if p.is_dir() and p.name.removeprefix(kind.prefix).isdigit()), key=int)
+
+
 def summary_command(seeds: Iterable[str], out: Path, shipped: Path, kind: Kind = KINDS["gpu"]) -> list[str] | None:
     """``seed_summary.py`` over the shipped model and the seeds named, once each has its test and val2 rows."""
     folders = {n: out / f"{kind.prefix}{n}" for n in seeds}
@@ -248,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         record[name].update(run_seed(name, seeds_dir / f"seed{name}", args.out / f"{kind.prefix}{name}", args.logs,
                                      steps, force=args.force, plan=args.plan, cache_version=CACHE_VERSION))
     failed = [f"seed{n}/{s}" for n, r in record.items() for s, v in r.items() if v.get("rc") not in (None, 0)]
-    every_seed = sorted(set(find_seeds(seeds_dir, required=False)) | set(train), key=int)
+    every_seed = sorted(set(find_seeds(seeds_dir, required=False)) | set(train) | set(studied_seeds(args.out, kind)),
+                        key=int)
     summary = summary_command(every_seed, args.out, args.shipped, kind)  # all, not only --seeds
     if summary is None or failed:
         outcome = "not pooled: " + ("failed steps " + ", ".join(failed) if failed else

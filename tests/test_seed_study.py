@@ -161,3 +161,27 @@ def test_the_training_command_is_the_recipe_in_fp32(tmp_path, capsys):
     assert "not a comma list of seed numbers" in capsys.readouterr().err
     (tmp_path / "seed0.partial").mkdir()  # a stopped training's folder is no checkpoint
     assert seed_study.find_seeds(tmp_path, required=False) == {}
+
+
+def test_a_seed_studied_earlier_is_pooled_without_its_checkpoint(tmp_path, fake_steps, fake_training, capsys,
+                                                                  monkeypatch):
+    """The checkpoints are not committed: a later session holds seed 0's results but not its weights."""
+    seeds_dir, out = tmp_path / "fp32", tmp_path / "out"
+    argv = ["--kind", "fp32", "--seeds-dir", str(seeds_dir), "--out", str(out), "--logs", str(tmp_path / "logs"),
+            "--shipped", str(tmp_path / "shipped")]
+    assert seed_study.main(argv + ["--train", "0"]) == 0
+    capsys.readouterr()
+    (out / "fp32_seed7").mkdir()  # a folder without results keeps the summary waiting, as a seed without a table
+    (out / "fp32_seedx").mkdir()  # not a seed folder: ignored
+    assert seed_study.studied_seeds(out, seed_study.KINDS["fp32"]) == ["0", "7"]
+    (out / "fp32_seed7").rmdir()
+    for f in (seeds_dir / "seed0").iterdir():
+        f.unlink()
+    (seeds_dir / "seed0").rmdir()
+    pooled = []
+    real = seed_study.summary_command
+    monkeypatch.setattr(seed_study, "summary_command", lambda seeds, *a: pooled.append(list(seeds)) or real(seeds, *a))
+    assert seed_study.main(argv + ["--train", "1", "--seeds", "1"]) == 0
+    record = _final(capsys.readouterr().out)
+    assert set(record["seeds"]) == {"1"} and record["summary"].startswith(("pooled into", "seed_summary.py failed"))
+    assert pooled == [["0", "1"]]  # seed 0 from its results, seed 1 from its new checkpoint
