@@ -508,6 +508,15 @@ def _sufficiency_rank(check: dict[str, float]) -> tuple[float, float, float, flo
     return _net(check), check["strict_refusal"], check["refusal"], check["refusal_token_prob"]
 
 
+def choose_budget(by_budget: dict[str, dict[str, float]], first: float = BUDGETS[0]) -> float:
+    """The protected fraction one scorer keeps, from its sufficiency checks per fraction (``{str(fraction):
+    check}``): ``first`` stays unless another fraction keeps more by the criterion (``_net``), and among
+    those that do the best by ``_sufficiency_rank`` (the first in ``BUDGETS`` order on a full tie)."""
+    better = [b for b in BUDGETS if str(b) in by_budget and b != first
+              and _net(by_budget[str(b)]) > _net(by_budget[str(first)])]
+    return max(better, key=lambda b: _sufficiency_rank(by_budget[str(b)])) if better else first
+
+
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
                       budget: float | None = None, scorer: str | None = None, check_prompts: int = 48,
                       skip_first: int = SKIP_FIRST, check: list[str] | None = None,
@@ -603,9 +612,7 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
                 for b, u in units[name].items() if b != budget}
             # leaving the first budget takes more refusal (strict, net of over-refusal where harmless prompts
             # were checked), not a first-token probability tie-break
-            better = [b for b in BUDGETS[1:] if _net(by_budget[str(b)]) > _net(by_budget[str(budget)])]
-            checks[name]["budget"] = max(better, key=lambda b: _sufficiency_rank(by_budget[str(b)])) if better \
-                else budget
+            checks[name]["budget"] = choose_budget(by_budget, budget)
             log(f"budget ({name}): aapp at {pp_ref['sparsity']} keeps refusal "
                 + ", ".join(f"{float(b):.0%} {v['refusal']:.2f} / strict {v['strict_refusal']:.2f}"
                             + (f" (over-refusal {v['over_refusal']:.2f})" if "over_refusal" in v else "")
@@ -649,4 +656,4 @@ def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, A
                     summary.get("causal_check", {}), scores=scores, confirm=confirm)
 
 
-__all__ = ["SCORERS", "identify_circuits", "causal_check", "sufficiency_check", "protected_units", "Circuits"]
+__all__ = ["SCORERS", "identify_circuits", "choose_budget", "causal_check", "sufficiency_check", "protected_units", "Circuits"]

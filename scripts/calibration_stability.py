@@ -92,6 +92,9 @@ def main() -> None:
                                    for name, c in runs.items()},
               "by_budget_over_refusal": {name: {b: v.get("over_refusal") for b, v in c.check.get("by_budget", {}).items()}
                                          for name, c in runs.items()},
+              "by_budget_refusal_token_prob": {name: {b: v.get("refusal_token_prob")
+                                                      for b, v in c.check.get("by_budget", {}).items()}
+                                               for name, c in runs.items()},
               "prompts": {"harmful": len(files["calibration", "harmful"].read_text().split("\n")) - 1},
               "chosen_scorer": {name: c.scorer for name, c in runs.items()},
               "criterion": {name: c.check.get("criterion") for name, c in runs.items()},
