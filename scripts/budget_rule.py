@@ -173,7 +173,7 @@ def default_reports() -> list[Path]:
 
 
 def _name(path: Path) -> str:
-    return "shipped" if path.parent == ROOT / "docs" / "results" else path.parent.name
+    return "shipped" if path.resolve().parent == ROOT / "docs" / "results" else path.parent.name
 
 
 def main(argv: list[str] | None = None) -> int:
