@@ -92,7 +92,7 @@ def choose(rule: str, checks: dict[str, dict[str, float]], n: int) -> float:
 def tied_record(checks: dict[str, dict], recomputed: float, recorded: float | None) -> float:
     """The recorded choice where it ties with the recomputed one on every key the report keeps (the
     first-token probability, absent from older reports, broke the tie), else the recomputed one."""
-    if recorded is None or math.isclose(recomputed, recorded):
+    if recorded is None or math.isclose(recomputed, recorded) or not _has(checks, recorded):
         return recomputed
     same = _rank_known(checks[_key(checks, recomputed)]) == _rank_known(checks[_key(checks, recorded)])
     return recorded if same else recomputed
@@ -113,7 +113,8 @@ def study(reports: dict[str, dict]) -> dict:
     for name, report in reports.items():
         runs = {r: checks_of(report, r) for r in ("all", "A", "B")}
         if any(c is None for c in runs.values()):
-            skipped[name] = "no strict refusal and over-refusal per budget (an older calibration)"
+            skipped[name] = ("no strict refusal and over-refusal per budget (an older calibration, or one "
+                             "pinned with --budget)")
             continue
         n = report["check_prompts"]
         rows = {}

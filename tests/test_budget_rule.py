@@ -65,6 +65,9 @@ def test_a_recorded_choice_breaks_a_tie_the_report_cannot_and_stands_only_then()
     report = _report(tie, tie, tie, chosen={"all": 0.05, "A": 0.05, "B": 0.05}, prob=False)
     rows = budget_rule.study({"x": report})["reports"]["x"]  # 5% does not tie with 10%: recomputed, flagged
     assert rows["rules"]["best"]["chosen"]["A"] == 0.1 and not rows["best_reproduces_recorded"]
+    report = _report(tie, tie, tie, chosen={"all": 0.3, "A": 0.3, "B": 0.3}, prob=False)
+    rows = budget_rule.study({"x": report})["reports"]["x"]  # a recorded budget the report never checked
+    assert rows["rules"]["best"]["chosen"]["A"] == 0.1 and not rows["best_reproduces_recorded"]
 
 
 def test_the_command_writes_its_files_and_names_a_bad_input(tmp_path, capsys):
