@@ -502,7 +502,7 @@ def _net(check: dict[str, float]) -> float:
     return check.get("net", check["strict_refusal"])
 
 
-def _sufficiency_rank(check: dict[str, float]) -> tuple[float, float, float, float]:
+def sufficiency_rank(check: dict[str, float]) -> tuple[float, float, float, float]:
     """How sufficiency checks compare: the criterion, then strict and marker refusal, then the first-token
     probability."""
     return _net(check), check["strict_refusal"], check["refusal"], check["refusal_token_prob"]
@@ -511,10 +511,10 @@ def _sufficiency_rank(check: dict[str, float]) -> tuple[float, float, float, flo
 def choose_budget(by_budget: dict[str, dict[str, float]], first: float = BUDGETS[0]) -> float:
     """The protected fraction one scorer keeps, from its sufficiency checks per fraction (``{str(fraction):
     check}``): ``first`` stays unless another fraction keeps more by the criterion (``_net``), and among
-    those that do the best by ``_sufficiency_rank`` (the first in ``BUDGETS`` order on a full tie)."""
+    those that do the best by ``sufficiency_rank`` (the first in ``BUDGETS`` order on a full tie)."""
     better = [b for b in BUDGETS if str(b) in by_budget and b != first
               and _net(by_budget[str(b)]) > _net(by_budget[str(first)])]
-    return max(better, key=lambda b: _sufficiency_rank(by_budget[str(b)])) if better else first
+    return max(better, key=lambda b: sufficiency_rank(by_budget[str(b)])) if better else first
 
 
 def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str], stats: list[LayerStats] | None = None,
@@ -623,7 +623,7 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     else:
         criterion = "sufficiency"
         best = lambda k: checks[k].get("by_budget", {}).get(str(checks[k].get("budget")), checks[k]["sufficiency"])  # noqa: E731
-        rank = lambda k: (*_sufficiency_rank(best(k)), checks[k]["gap"], checks[k]["prob_gap"])  # noqa: E731
+        rank = lambda k: (*sufficiency_rank(best(k)), checks[k]["gap"], checks[k]["prob_gap"])  # noqa: E731
     chosen = scorer or max(checks, key=rank)
     budget = checks[chosen].get("budget", budget)
     heads, channels = units[chosen][budget]
@@ -656,4 +656,4 @@ def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, A
                     summary.get("causal_check", {}), scores=scores, confirm=confirm)
 
 
-__all__ = ["SCORERS", "identify_circuits", "choose_budget", "causal_check", "sufficiency_check", "protected_units", "Circuits"]
+__all__ = ["SCORERS", "identify_circuits", "choose_budget", "sufficiency_rank", "causal_check", "sufficiency_check", "protected_units", "Circuits"]

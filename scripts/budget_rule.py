@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 
 from aapp_export.choices import BUDGETS
-from aapp_export.circuits import choose_budget
+from aapp_export.circuits import choose_budget, sufficiency_rank
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,19 +53,14 @@ class BudgetRuleError(Exception):
 
 def checks_of(report: dict, run: str) -> dict[str, dict[str, float]] | None:
     """``{str(budget): check}`` of one calibration run (``all``, ``A`` or ``B``) of a stability report, or
-    None if the report predates strict refusal and over-refusal per budget."""
+    None if the report predates strict refusal and over-refusal per budget. Reports before 2026-12-07 lack
+    the first-token probability: it reads 0.0 there, so it breaks no tie (``tied_record``)."""
     strict, over = report.get("by_budget_strict", {}).get(run), report.get("by_budget_over_refusal", {}).get(run)
     if not strict or not over or any(over.get(b) is None for b in strict):
         return None
     prob = report.get("by_budget_refusal_token_prob", {}).get(run) or {}
     return {b: {"refusal": report["by_budget"][run][b], "strict_refusal": strict[b], "over_refusal": over[b],
-                "net": round(strict[b] - over[b], 4), "refusal_token_prob": prob.get(b)} for b in strict}
-
-
-def _rank_known(check: dict[str, float]) -> tuple:
-    """``circuits._sufficiency_rank`` as far as a report records it (older ones lack the probability)."""
-    known = (check["net"], check["strict_refusal"], check["refusal"], check["refusal_token_prob"])
-    return known if known[-1] is not None else known[:-1]
+                "net": round(strict[b] - over[b], 4), "refusal_token_prob": prob.get(b, 0.0)} for b in strict}
 
 
 def standard_error(check: dict[str, float], n: int) -> float:
@@ -77,8 +72,6 @@ def standard_error(check: dict[str, float], n: int) -> float:
 def choose(rule: str, checks: dict[str, dict[str, float]], n: int) -> float:
     """The budget ``rule`` keeps from one run's checks (``n`` check prompts)."""
     if rule == "best":
-        if any(c["refusal_token_prob"] is None for c in checks.values()):
-            checks = {b: dict(c, refusal_token_prob=0.0) for b, c in checks.items()}
         return choose_budget(checks)
     if rule == "one-se":
         top = max(checks.values(), key=lambda c: c["net"])
@@ -91,19 +84,12 @@ def choose(rule: str, checks: dict[str, dict[str, float]], n: int) -> float:
 
 def tied_record(checks: dict[str, dict], recomputed: float, recorded: float | None) -> float:
     """The recorded choice where it ties with the recomputed one on every key the report keeps (the
-    first-token probability, absent from older reports, broke the tie), else the recomputed one."""
-    if recorded is None or math.isclose(recomputed, recorded) or not _has(checks, recorded):
+    first-token probability, absent from older reports, broke the tie), else the recomputed one. Budgets key
+    the checks as ``str(budget)``, as the calibration writes them."""
+    if recorded is None or recorded == recomputed or str(recorded) not in checks:
         return recomputed
-    same = _rank_known(checks[_key(checks, recomputed)]) == _rank_known(checks[_key(checks, recorded)])
+    same = sufficiency_rank(checks[str(recomputed)]) == sufficiency_rank(checks[str(recorded)])
     return recorded if same else recomputed
-
-
-def _has(checks: dict[str, dict], budget: float) -> bool:
-    return any(math.isclose(float(b), budget) for b in checks)
-
-
-def _key(checks: dict[str, dict], budget: float) -> str:
-    return next(b for b in checks if math.isclose(float(b), budget))
 
 
 def study(reports: dict[str, dict]) -> dict:
@@ -119,23 +105,22 @@ def study(reports: dict[str, dict]) -> dict:
         n = report["check_prompts"]
         rows = {}
         for rule in RULES:
-            if rule.startswith("fixed-") and not all(_has(c, choose(rule, c, 1)) for c in runs.values()):
+            if rule.startswith("fixed-") and not all(str(choose(rule, c, 1)) in c for c in runs.values()):
                 continue  # a budget this report's check did not try
             chosen = {r: choose(rule, runs[r], n[r]) for r in runs}
             if rule == "best":  # a tie on what the report keeps: the calibration's recorded choice broke it
                 chosen = {r: tied_record(runs[r], b, report.get("chosen_budget", {}).get(r)) for r, b in chosen.items()}
             held_out = []
             for seen, unseen in (("A", "B"), ("B", "A")):
-                got = runs[unseen][_key(runs[unseen], chosen[seen])]["net"]
+                got = runs[unseen][str(chosen[seen])]["net"]
                 best = max(c["net"] for c in runs[unseen].values())
                 held_out.append({"chosen_on": seen, "read_on": unseen, "budget": chosen[seen], "net": got,
                                  "regret": round(best - got, 4)})
-            rows[rule] = {"chosen": chosen, "halves_agree": math.isclose(chosen["A"], chosen["B"]),
-                          "net_all": runs["all"][_key(runs["all"], chosen["all"])]["net"], "held_out": held_out}
+            rows[rule] = {"chosen": chosen, "halves_agree": chosen["A"] == chosen["B"], "held_out": held_out}
         recorded = report.get("chosen_budget", {})
         per_report[name] = {"rules": rows, "check_prompts": n,
                             "recorded_best": recorded,
-                            "best_reproduces_recorded": all(math.isclose(rows["best"]["chosen"][r], recorded[r])
+                            "best_reproduces_recorded": all(rows["best"]["chosen"][r] == recorded[r]
                                                             for r in runs if r in recorded)}
     means = {}
     for rule in RULES:

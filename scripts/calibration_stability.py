@@ -87,14 +87,10 @@ def main() -> None:
     kept_sets = {name: protected_sets(c, kept) for name, c in runs.items()}
     report = {"model": str(ckpt.source), "budget": args.budget, "overlap_budget": compared,
               "chosen_budget": {name: c.budget for name, c in runs.items()},
-              "by_budget": {name: {b: v["refusal"] for b, v in c.check.get("by_budget", {}).items()} for name, c in runs.items()},
-              "by_budget_strict": {name: {b: v.get("strict_refusal") for b, v in c.check.get("by_budget", {}).items()}
-                                   for name, c in runs.items()},
-              "by_budget_over_refusal": {name: {b: v.get("over_refusal") for b, v in c.check.get("by_budget", {}).items()}
-                                         for name, c in runs.items()},
-              "by_budget_refusal_token_prob": {name: {b: v.get("refusal_token_prob")
-                                                      for b, v in c.check.get("by_budget", {}).items()}
-                                               for name, c in runs.items()},
+              **{f"by_budget{suffix}": {name: {b: v.get(key) for b, v in c.check.get("by_budget", {}).items()}
+                                        for name, c in runs.items()}
+                 for suffix, key in (("", "refusal"), ("_strict", "strict_refusal"), ("_over_refusal", "over_refusal"),
+                                     ("_refusal_token_prob", "refusal_token_prob"))},
               "prompts": {"harmful": len(files["calibration", "harmful"].read_text().split("\n")) - 1},
               "chosen_scorer": {name: c.scorer for name, c in runs.items()},
               "criterion": {name: c.check.get("criterion") for name, c in runs.items()},
