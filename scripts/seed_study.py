@@ -30,8 +30,9 @@ part-way resumes at the step it stood at, and results of an older calibration or
 are measured again (``--force`` reruns everything asked for). Each step's output goes to
 ``--logs/seedN/STEP.log``. When every seed has its table and val2 rows, ``seed_summary.py`` pools
 them with the shipped model's (``docs/results``) into ``summary.md`` and ``summary.json`` (``--out``
-for ``gpu``, ``--out/fp32_summary`` for ``fp32``), and ``budget_rule.py`` compares budget rules on their
-calibration-stability reports into ``budget_rule.md`` / ``.json`` beside them.
+for ``gpu``, ``--out/fp32_summary`` for ``fp32``); beside them ``budget_rule.py`` compares budget rules on
+their calibration-stability reports (``budget_rule.md`` / ``.json``) and ``gate_center.py`` reads their
+routing reports with the risk gate centred on the check split (``gate_center.md`` / ``.json``).
 Prints one JSON line per step and, at the end, the whole record.
 """
 
@@ -200,15 +201,21 @@ def summary_command(seeds: Iterable[str], out: Path, shipped: Path, kind: Kind =
             "--mean", ",".join(f"{n} ({kind.label})" for n in folders), "--out", str(out / kind.summary_dir)]
 
 
-def budget_rule_command(seeds: Iterable[str], out: Path, shipped: Path, kind: Kind = KINDS["gpu"]) -> list[str] | None:
-    """``budget_rule.py`` over the stability reports of the shipped model and the seeds named (those that
-    have one), into the summary's folder; None without any seed's report."""
-    reports = [out / f"{kind.prefix}{n}" / "calibration_stability.json" for n in seeds]
-    reports = [r for r in reports if r.is_file()]
+# the comparisons run over the seeds' reports when they are pooled: script -> (its flag, the report it reads)
+POOLED_STUDIES = {"budget_rule.py": ("--stability", "calibration_stability.json"),
+                  "gate_center.py": ("--routing", "routing.json")}
+
+
+def pooled_study_command(script: str, seeds: Iterable[str], out: Path, shipped: Path,
+                         kind: Kind = KINDS["gpu"]) -> list[str] | None:
+    """``script`` (a key of ``POOLED_STUDIES``) over its reports of the shipped model and the seeds named (those
+    that have one), into the summary's folder; None without any seed's report."""
+    flag, name = POOLED_STUDIES[script]
+    reports = [r for r in (out / f"{kind.prefix}{n}" / name for n in seeds) if r.is_file()]
     if not reports:
         return None
-    shipped_report = [shipped / "calibration_stability.json"] if (shipped / "calibration_stability.json").is_file() else []
-    return [sys.executable, "scripts/budget_rule.py", "--stability", *map(str, shipped_report + reports),
+    shipped_report = [shipped / name] if (shipped / name).is_file() else []
+    return [sys.executable, f"scripts/{script}", flag, *map(str, shipped_report + reports),
             "--out", str(out / kind.summary_dir)]
 
 
@@ -280,10 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         rc = subprocess.run(summary, cwd=ROOT, capture_output=True, text=True).returncode
         where = args.out / kind.summary_dir / "summary.md"
         outcome = f"pooled into {where}" if rc == 0 else f"seed_summary.py failed (rc {rc})"
-        rule = budget_rule_command(every_seed, args.out, args.shipped, kind)
-        if rc == 0 and rule is not None:
-            rc = subprocess.run(rule, cwd=ROOT, capture_output=True, text=True).returncode
-            outcome += ", budget rules in budget_rule.md" if rc == 0 else f"; budget_rule.py failed (rc {rc})"
+        for script in POOLED_STUDIES if rc == 0 else ():
+            command = pooled_study_command(script, every_seed, args.out, args.shipped, kind)
+            if command is not None:
+                done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True).returncode
+                stem = script.removesuffix(".py")
+                outcome += f", {stem}.md" if done == 0 else f"; {script} failed (rc {done})"
     print(json.dumps({"seeds": record, "summary": outcome}, indent=1))
     return 1 if failed else 0
 

@@ -187,16 +187,18 @@ def test_a_seed_studied_earlier_is_pooled_without_its_checkpoint(tmp_path, fake_
     assert pooled == [["0", "1"]]  # seed 0 from its results, seed 1 from its new checkpoint
 
 
-def test_the_budget_rules_are_compared_over_the_seeds_with_a_stability_report(tmp_path):
+@pytest.mark.parametrize("script", sorted(seed_study.POOLED_STUDIES))
+def test_the_pooled_comparisons_run_over_the_seeds_with_a_report(tmp_path, script):
     out, shipped, fp32 = tmp_path / "out", tmp_path / "shipped", seed_study.KINDS["fp32"]
-    assert seed_study.budget_rule_command(["0", "1"], out, shipped, fp32) is None  # no report yet
+    flag, name = seed_study.POOLED_STUDIES[script]
+    assert seed_study.pooled_study_command(script, ["0", "1"], out, shipped, fp32) is None  # no report yet
     (out / "fp32_seed1").mkdir(parents=True)
-    (out / "fp32_seed1" / "calibration_stability.json").write_text("{}")
-    command = seed_study.budget_rule_command(["0", "1"], out, shipped, fp32)
-    assert command[1] == "scripts/budget_rule.py" and command[-1] == str(out / "fp32_summary")
-    assert command[command.index("--stability") + 1:-2] == [str(out / "fp32_seed1" / "calibration_stability.json")]
+    (out / "fp32_seed1" / name).write_text("{}")
+    command = seed_study.pooled_study_command(script, ["0", "1"], out, shipped, fp32)
+    assert command[1] == f"scripts/{script}" and command[-1] == str(out / "fp32_summary")
+    assert command[command.index(flag) + 1:-2] == [str(out / "fp32_seed1" / name)]
     shipped.mkdir()
-    (shipped / "calibration_stability.json").write_text("{}")
-    command = seed_study.budget_rule_command(["0", "1"], out, shipped, fp32)
-    assert command[command.index("--stability") + 1] == str(shipped / "calibration_stability.json")
+    (shipped / name).write_text("{}")
+    command = seed_study.pooled_study_command(script, ["0", "1"], out, shipped, fp32)
+    assert command[command.index(flag) + 1] == str(shipped / name)
     assert (seed_study.ROOT / command[1]).is_file()

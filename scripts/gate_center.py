@@ -1,0 +1,171 @@
+"""Where should the risk gate's centre sit? The calibration centres the gate, ``sigmoid((p - c) / T)``, at the
+midpoint ``c`` of the class means of the projections of its own scored prompts, which it separates better
+than prompts it never saw. This script asks what centring it on the held-out check split instead
+(``harmful_val`` / ``harmless_val``, the calibration's causal-check prompts; never val2 or test) would do
+to aapp-adaptive's dense-prefill path. Issue 21.
+
+    python scripts/gate_center.py [--routing FILE ...] [--out DIR]
+
+Each ``--routing`` file is ``scripts/measure_routing.py``'s report for one checkpoint (default: the
+shipped model's ``docs/results/routing.json`` and every ``docs/results/seeds/*/routing.json``). It holds
+every prompt's risk gate and the dense-prefill path's outcome at the recorded threshold 0.5. The gate is
+monotone in the projection, so a centre ``c'`` is the present gate read at the threshold
+``t' = sigmoid((c' - c) / T)``; with ``c'`` the midpoint of the check split's class means, ``(c' - c) / T`` is
+the midpoint of the two classes' mean gate logits, computed from the recorded gates (rounded to four
+decimals: a gate of exactly 0 or 1 is clipped, and the report counts them). A higher threshold only sends
+flagged rows back to AAPP, whose answers the report holds, so ``measure_routing.dense_prefill_outcome``
+gives the path at ``t'`` exactly; a ``t'`` below 0.5 is not measurable from the report and reads null.
+
+Per report and split: harmful strict refusal, the harmless requests' share that prefilled dense, their
+FLOPs relative to dense against PP's (the path's AAPP cost), and over-refusal, at 0.5 and at ``t'``; then
+the mean over the seeds' reports (``seeds/*``). Prints markdown; ``--out DIR`` writes ``gate_center.json``
+and ``gate_center.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from measure_routing import dense_prefill_outcome
+
+from aapp_export.choices import ADAPTIVE_THRESHOLD
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIP = 1e-4  # half the recorded gates' last decimal: 0.0 and 1.0 read as 1e-4 and 1 - 1e-4
+SPLITS = ("val", "val2", "test")
+
+
+class GateCenterError(Exception):
+    """A routing report that cannot be read."""
+
+
+def gate_logit(gate: float) -> float:
+    """``(p - c) / T`` of a recorded gate value, clipped to ``[CLIP, 1 - CLIP]``."""
+    g = min(max(gate, CLIP), 1.0 - CLIP)
+    return math.log(g / (1.0 - g))
+
+
+def check_threshold(harmful: list[dict], harmless: list[dict]) -> tuple[float, int]:
+    """The threshold on the present gate equal to a gate centred at the midpoint of the check split's class
+    means, and how many of the check rows were clipped."""
+    if not harmful or not harmless:
+        raise GateCenterError("the report has no harmful_val or harmless_val rows; run measure_routing.py with "
+                              "--splits including val")
+    mid = (statistics.fmean(gate_logit(r["risk_gate"]) for r in harmful)
+           + statistics.fmean(gate_logit(r["risk_gate"]) for r in harmless)) / 2
+    clipped = sum(not CLIP <= r["risk_gate"] <= 1.0 - CLIP for r in harmful + harmless)
+    return 1.0 / (1.0 + math.exp(-mid)), clipped
+
+
+def outcome(report: dict, split: str, t: float) -> dict | None:
+    """The dense-prefill path on ``split`` (harmful and harmless files) at threshold ``t``, or None below 0.5."""
+    if t < ADAPTIVE_THRESHOLD:
+        return None
+    out = {}
+    for cls in ("harmful", "harmless"):
+        key = f"{cls}_{split}"
+        costs = tuple(report["path_costs"][key])  # target (PP's and AAPP's), restart, dense prefill, dense
+        out[cls] = dense_prefill_outcome(report["per_prompt"][key], costs, t)
+        out[cls]["pp_flops_ratio"] = round(costs[0], 4)
+    return {"harmful_strict": out["harmful"]["refusal_strict"],
+            "harmless_prefill_dense": out["harmless"]["dense_prefill_share"],
+            "harmless_flops": out["harmless"]["flops_ratio"], "pp_harmless_flops": out["harmless"]["pp_flops_ratio"],
+            "over_refusal_marker": out["harmless"]["refusal_marker"],
+            "over_refusal_strict": out["harmless"]["refusal_strict"]}
+
+
+def splits_of(report: dict) -> list[str]:
+    """The splits of ``SPLITS`` whose harmful and harmless files the report measured."""
+    have = set(report["per_prompt"]) & set(report["path_costs"])
+    return [s for s in SPLITS if {f"harmful_{s}", f"harmless_{s}"} <= have]
+
+
+def study(reports: dict[str, dict]) -> dict:
+    """Per report the check-split threshold and the path at 0.5 and there; the mean over the seeds' (on the
+    splits every seed measured)."""
+    per = {}
+    for name, report in reports.items():
+        if "per_prompt" not in report or "path_costs" not in report:
+            raise GateCenterError(f"{name}: no per_prompt / path_costs (a routing report before 2026-12-07?); "
+                                  "run scripts/measure_routing.py again")
+        t, clipped = check_threshold(report["per_prompt"].get("harmful_val", []),
+                                     report["per_prompt"].get("harmless_val", []))
+        splits = splits_of(report)
+        per[name] = {"threshold": round(t, 4), "clipped_check_rows": clipped,
+                     "at_0.5": {s: outcome(report, s, ADAPTIVE_THRESHOLD) for s in splits},
+                     "at_check_center": {s: outcome(report, s, t) for s in splits}}
+    seeds = [n for n in per if n != "shipped"]
+    common = [s for s in SPLITS if seeds and all(s in per[n]["at_0.5"] for n in seeds)]
+    mean = {}
+    for at in ("at_0.5", "at_check_center"):
+        rows = {s: [per[n][at][s] for n in seeds] for s in common}
+        mean[at] = {s: None if None in r else {k: round(statistics.fmean(x[k] for x in r), 4) for k in r[0]}
+                    for s, r in rows.items()}
+    return {"reports": per, "seeds": seeds, "mean_of_seeds": mean}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| report | threshold | split | harmful strict (0.5 -> t') | harmless prefill dense | harmless FLOPs (PP) "
+             "| over-refusal marker / strict |", "|---|---|---|---|---|---|---|"]
+    rows = [(n, r["threshold"], r["at_0.5"], r["at_check_center"]) for n, r in result["reports"].items()]
+    if len(result["seeds"]) > 1:
+        rows.append((f"mean of {len(result['seeds'])} seeds", None, *result["mean_of_seeds"].values()))
+    for name, t, at5, at in rows:
+        for s in at5:
+            a, b = at5[s], at[s]
+            if a is None:
+                continue
+            if b is None:
+                b = {k: float("nan") for k in a}
+            lines.append(
+                f"| {name} | {'' if t is None else f'{t:.3f}'} | {s} | {a['harmful_strict']:.1%} -> {b['harmful_strict']:.1%} "
+                f"| {a['harmless_prefill_dense']:.1%} -> {b['harmless_prefill_dense']:.1%} "
+                f"| {a['harmless_flops']:.3f} -> {b['harmless_flops']:.3f} ({a['pp_harmless_flops']:.3f}) "
+                f"| {a['over_refusal_marker']:.1%} / {a['over_refusal_strict']:.1%} -> "
+                f"{b['over_refusal_marker']:.1%} / {b['over_refusal_strict']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def default_reports() -> list[Path]:
+    return [ROOT / "docs" / "results" / "routing.json",
+            *sorted((ROOT / "docs" / "results" / "seeds").glob("*/routing.json"))]
+
+
+def report_name(path: Path) -> str:
+    return "shipped" if path.resolve().parent == ROOT / "docs" / "results" else path.parent.name
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--routing", type=Path, nargs="*", default=None,
+                    help="measure_routing.py reports (default: the shipped model's and every seed's)")
+    ap.add_argument("--out", type=Path, default=None, help="write gate_center.json and gate_center.md here")
+    args = ap.parse_args(argv)
+    try:
+        reports = {}
+        for p in args.routing or default_reports():
+            try:
+                reports[report_name(p) if report_name(p) not in reports else str(p)] = json.loads(p.read_text())
+            except (OSError, ValueError) as e:
+                raise GateCenterError(f"{p}: not a readable routing report ({e}); run scripts/measure_routing.py "
+                                      "--out FILE first") from None
+        result = study(reports)
+    except GateCenterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = markdown(result)
+    print(text, end="")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gate_center.json").write_text(json.dumps(result, indent=1) + "\n")
+        (args.out / "gate_center.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
