@@ -33,16 +33,15 @@ the net it got). Prints markdown; ``--out DIR`` writes ``budget_rule.json`` and 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
 from pathlib import Path
 
+from pooled_reports import default_reports, read_reports, write_outputs
+
 from aapp_export.choices import BUDGETS
 from aapp_export.circuits import choose_budget, sufficiency_rank
-
-ROOT = Path(__file__).resolve().parents[1]
 
 RULES = ("best", "one-se", *(f"fixed-{b:g}" for b in sorted(BUDGETS)))
 
@@ -153,41 +152,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def default_reports() -> list[Path]:
-    return [ROOT / "docs" / "results" / "calibration_stability.json",
-            *sorted((ROOT / "docs" / "results" / "seeds").glob("*/calibration_stability.json"))]
-
-
-def _name(path: Path) -> str:
-    return "shipped" if path.resolve().parent == ROOT / "docs" / "results" else path.parent.name
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stability", type=Path, nargs="*", default=None,
                     help="calibration_stability.py reports (default: the shipped model's and every seed's)")
     ap.add_argument("--out", type=Path, default=None, help="write budget_rule.json and budget_rule.md here")
     args = ap.parse_args(argv)
-    paths = args.stability or default_reports()
     try:
-        reports = {}
-        for p in paths:
-            name = _name(p) if _name(p) not in reports else str(p)
-            try:
-                reports[name] = json.loads(p.read_text())
-            except (OSError, ValueError) as e:
-                raise BudgetRuleError(f"{p}: not a readable stability report ({e}); run scripts/calibration_stability.py "
-                                      "--out FILE first") from None
+        reports = read_reports(args.stability or default_reports("calibration_stability.json"),
+                               "calibration_stability.py", BudgetRuleError)
         result = study(reports)
     except BudgetRuleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = markdown(result)
-    print(text, end="")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "budget_rule.json").write_text(json.dumps(result, indent=1) + "\n")
-        (args.out / "budget_rule.md").write_text(text)
+    write_outputs(result, markdown(result), args.out, "budget_rule")
     return 0
 
 

@@ -25,17 +25,15 @@ and ``gate_center.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
 from pathlib import Path
 
 from measure_routing import dense_prefill_outcome
+from pooled_reports import default_reports, read_reports, write_outputs
 
 from aapp_export.choices import ADAPTIVE_THRESHOLD
-
-ROOT = Path(__file__).resolve().parents[1]
 CLIP = 1e-4  # half the recorded gates' last decimal: 0.0 and 1.0 read as 1e-4 and 1 - 1e-4
 SPLITS = ("val", "val2", "test")
 
@@ -131,15 +129,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def default_reports() -> list[Path]:
-    return [ROOT / "docs" / "results" / "routing.json",
-            *sorted((ROOT / "docs" / "results" / "seeds").glob("*/routing.json"))]
-
-
-def report_name(path: Path) -> str:
-    return "shipped" if path.resolve().parent == ROOT / "docs" / "results" else path.parent.name
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--routing", type=Path, nargs="*", default=None,
@@ -147,23 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write gate_center.json and gate_center.md here")
     args = ap.parse_args(argv)
     try:
-        reports = {}
-        for p in args.routing or default_reports():
-            try:
-                reports[report_name(p) if report_name(p) not in reports else str(p)] = json.loads(p.read_text())
-            except (OSError, ValueError) as e:
-                raise GateCenterError(f"{p}: not a readable routing report ({e}); run scripts/measure_routing.py "
-                                      "--out FILE first") from None
-        result = study(reports)
+        result = study(read_reports(args.routing or default_reports("routing.json"), "measure_routing.py",
+                                    GateCenterError))
     except GateCenterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = markdown(result)
-    print(text, end="")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gate_center.json").write_text(json.dumps(result, indent=1) + "\n")
-        (args.out / "gate_center.md").write_text(text)
+    write_outputs(result, markdown(result), args.out, "gate_center")
     return 0
 
 

@@ -75,7 +75,7 @@ def test_cli_writes_its_files_and_names_an_unreadable_report(tmp_path, capsys):
     assert "| fp32_seed9 | 0.667 | val2 | 100.0% -> 50.0% |" in (tmp_path / "out" / "gate_center.md").read_text()
     bad = tmp_path / "missing.json"
     assert gate_center.main(["--routing", str(bad)]) == 2
-    assert "missing.json: not a readable routing report" in capsys.readouterr().err
+    assert "missing.json: not a readable report" in capsys.readouterr().err
     old = tmp_path / "old" / "routing.json"
     old.parent.mkdir()
     old.write_text(json.dumps({"rules": []}))
