@@ -34,6 +34,7 @@ from measure_routing import dense_prefill_outcome
 from pooled_reports import default_reports, read_reports, write_outputs
 
 from aapp_export.choices import ADAPTIVE_THRESHOLD
+
 CLIP = 1e-4  # half the recorded gates' last decimal: 0.0 and 1.0 read as 1e-4 and 1 - 1e-4
 SPLITS = ("val", "val2", "test")
 
@@ -64,17 +65,12 @@ def outcome(report: dict, split: str, t: float) -> dict | None:
     """The dense-prefill path on ``split`` (harmful and harmless files) at threshold ``t``, or None below 0.5."""
     if t < ADAPTIVE_THRESHOLD:
         return None
-    out = {}
-    for cls in ("harmful", "harmless"):
-        key = f"{cls}_{split}"
-        costs = tuple(report["path_costs"][key])  # target (PP's and AAPP's), restart, dense prefill, dense
-        out[cls] = dense_prefill_outcome(report["per_prompt"][key], costs, t)
-        out[cls]["pp_flops_ratio"] = round(costs[0], 4)
-    return {"harmful_strict": out["harmful"]["refusal_strict"],
-            "harmless_prefill_dense": out["harmless"]["dense_prefill_share"],
-            "harmless_flops": out["harmless"]["flops_ratio"], "pp_harmless_flops": out["harmless"]["pp_flops_ratio"],
-            "over_refusal_marker": out["harmless"]["refusal_marker"],
-            "over_refusal_strict": out["harmless"]["refusal_strict"]}
+    rows, costs = report["per_prompt"], report["path_costs"]  # costs: target (PP's), restart, dense prefill, dense
+    harmful = dense_prefill_outcome(rows[f"harmful_{split}"], tuple(costs[f"harmful_{split}"]), t)
+    harmless = dense_prefill_outcome(rows[f"harmless_{split}"], tuple(costs[f"harmless_{split}"]), t)
+    return {"harmful_strict": harmful["refusal_strict"], "harmless_prefill_dense": harmless["dense_prefill_share"],
+            "harmless_flops": harmless["flops_ratio"], "pp_harmless_flops": round(costs[f"harmless_{split}"][0], 4),
+            "over_refusal_marker": harmless["refusal_marker"], "over_refusal_strict": harmless["refusal_strict"]}
 
 
 def splits_of(report: dict) -> list[str]:

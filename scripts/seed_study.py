@@ -287,12 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         rc = subprocess.run(summary, cwd=ROOT, capture_output=True, text=True).returncode
         where = args.out / kind.summary_dir / "summary.md"
         outcome = f"pooled into {where}" if rc == 0 else f"seed_summary.py failed (rc {rc})"
-        for script in POOLED_STUDIES if rc == 0 else ():
+        for script in POOLED_STUDIES:
             command = pooled_study_command(script, every_seed, args.out, args.shipped, kind)
-            if command is not None:
+            if rc == 0 and command is not None:
                 done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True).returncode
-                stem = script.removesuffix(".py")
-                outcome += f", {stem}.md" if done == 0 else f"; {script} failed (rc {done})"
+                outcome += f", {script.removesuffix('.py')}.md" if done == 0 else f"; {script} failed (rc {done})"
     print(json.dumps({"seeds": record, "summary": outcome}, indent=1))
     return 1 if failed else 0
 
