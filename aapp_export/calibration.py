@@ -33,10 +33,10 @@ from .recorder import activation_range, decoder_layers, unit_inputs
 
 MAX_POSITIONS = 256
 CALIBRATION_FILE = "calibration.safetensors"
-CACHE_VERSION = 11  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency; 5: and the budget;
+CACHE_VERSION = 12  # 3: the causal check on a held-out file; 4: scorer chosen by sufficiency; 5: and the budget;
 # 6: aapp-adaptive's confirmation gate per level; 7: the pruned-grad-act scorer; 8: choices net of over-refusal; 9: the pruned-grad-opening scorer, choices by strict refusal;
 # 10: AAPP's gate dead zone (the causal check's AAPP runs force nothing below choices.GATE_DEAD_ZONE);
-# 11: the forcing ramp above the zone, budgets 0.3 and 0.4 in the check
+# 11: the forcing ramp above the zone, budgets 0.3 and 0.4 in the check; 12: aapp-adaptive's threshold read on the check split
 
 
 def read_lines(path: Path) -> list[str]:

@@ -19,7 +19,10 @@ ADAPTIVE_METHODS = ("aapp-adaptive",)  # the risk gate also picks the request's 
 RUNTIME_METHODS = ("dense", "pp", "aapp") + ADAPTIVE_METHODS  # what an exported model dir runs per request
 STATIC_METHODS = ("wanda-sp", "flap", "random")  # fixed kept units (the reference, --static exports)
 METHODS = RUNTIME_METHODS + STATIC_METHODS  # what the PyTorch reference and aapp-eval run
-ADAPTIVE_THRESHOLD = 0.5  # aapp-adaptive: a request whose risk gate reaches this runs at the low sparsity
+# aapp-adaptive: a request whose risk gate reaches its threshold runs at the low sparsity. The calibration reads
+# the threshold on its held-out check split (probe.routing_threshold), never below this; without a check split,
+# and for model dirs exported before it did, it is this
+ADAPTIVE_THRESHOLD = 0.5
 # AAPP forces no protected unit while the risk gate reads below this (a dead zone: text that does not look
 # harmful runs PP's selection, so AAPP's perplexity is PP's); from it on a ramp, round((gate - zone) / (1 - zone)
 # x |protected|), all of the set at gate 1, so that an ambiguous request (gate 0.6-0.8) is pushed less than one

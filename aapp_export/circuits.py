@@ -55,9 +55,9 @@ from tqdm import tqdm
 from .evaluate import chat_inputs, first_token_probs, generate_answers, refusal_rate, strict_refusal_rate
 from .errors import InputError
 from .families import spec_of_model
-from .choices import BUDGETS, CHECK_TOKENS, SCORERS, SKIP_FIRST, SUFFICIENCY_SPARSITY
+from .choices import ADAPTIVE_THRESHOLD, BUDGETS, CHECK_TOKENS, SCORERS, SKIP_FIRST, SUFFICIENCY_SPARSITY
 from .placement import to_model, weight_of
-from .probe import GateParams, fit_gate
+from .probe import GateParams, fit_gate, routing_threshold
 from .pruning import LayerStats, Protection, Pruner, PruneConfig, unit_counts
 from .refusal import is_anchored_refusal, is_refusal, verdicts_settled
 from .recorder import decoder_layers, unit_inputs
@@ -364,11 +364,14 @@ class Circuits:
     check: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = field(default_factory=dict)
     confirm: dict[float, GateParams] = field(default_factory=dict)  # aapp-adaptive's, per sparsity (confirm_gate.py)
+    # aapp-adaptive's threshold on the risk gate (``probe.routing_threshold``) and the prompts it was read on
+    adaptive_threshold: float = ADAPTIVE_THRESHOLD
+    adaptive_threshold_from: str = "default"
 
     def protection(self) -> Protection:
         token = self.check.get("by_scorer", {}).get(self.scorer, {}).get("refusal_token") if self.check else None
         return Protection(self.heads, self.channels, self.direction, self.gate_layer, self.threshold, self.temperature,
-                          dict(self.confirm), token)
+                          dict(self.confirm), token, self.adaptive_threshold)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         t = {"circuits.direction": self.direction.contiguous()}
@@ -388,7 +391,9 @@ class Circuits:
                 "protected_units": {"heads": [h.tolist() for h in self.heads],
                                     "channels_per_layer": [len(c) for c in self.channels]},
                 "risk_gate": {"layer": self.gate_layer, "threshold": round(self.threshold, 5),
-                              "temperature": round(self.temperature, 5)},
+                              "temperature": round(self.temperature, 5),
+                              "adaptive_threshold": round(self.adaptive_threshold, 5),
+                              "adaptive_threshold_from": self.adaptive_threshold_from},
                 "confirm_gate": {f"{level:g}": {"read": "final residual, last prompt token, under AAPP's prefill",
                                                 "threshold": round(g.threshold, 5), "temperature": round(g.temperature, 5)}
                                  for level, g in self.confirm.items()},
@@ -578,6 +583,14 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
     p_harm = harm.last_residual[gate_layer] @ direction
     p_safe = safe.last_residual[gate_layer] @ direction
     threshold, temperature = fit_gate(p_harm, p_safe)
+    adaptive_threshold, adaptive_from = ADAPTIVE_THRESHOLD, "default"
+    if check and check_harmless:  # every held-out prompt: one forward pass each, no generation
+        held = [collect_activations(model, tokenizer, prompts).last_residual[gate_layer] @ direction
+                for prompts in (check, check_harmless)]
+        adaptive_threshold = routing_threshold(*held, threshold, temperature)
+        adaptive_from = f"check split ({len(check)} harmful, {len(check_harmless)} harmless prompts)"
+        log(f"risk gate: aapp-adaptive runs dense from {adaptive_threshold:.3f} (the gate at the check split's "
+            f"midpoint, at least {ADAPTIVE_THRESHOLD})")
     dense = dense_refusal(model, tokenizer, check_set)
     dense_over = None if harmless_set is None else greedy_refusal(model, tokenizer, harmless_set,
                                                                    desc="causal check (harmless)")
@@ -638,7 +651,8 @@ def identify_circuits(model, tokenizer, harmful: list[str], harmless: list[str],
                      **({} if dense_over is None else {"harmless_prompts": len(harmless_set),
                                                        "dense_over_refusal": round(dense_over, 4)}),
                      **({} if pp_ref is None else {"pp": pp_ref}), "by_scorer": checks,
-                     **({"budget": budget, "by_budget": by_budget} if by_budget else {})}, all_scores)
+                     **({"budget": budget, "by_budget": by_budget} if by_budget else {})}, all_scores,
+                    adaptive_threshold=adaptive_threshold, adaptive_threshold_from=adaptive_from)
 
 
 def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, Any], n_layers: int) -> Circuits:
@@ -653,7 +667,9 @@ def circuits_from_tensors(tensors: dict[str, torch.Tensor], summary: dict[str, A
                     [tensors[f"circuits.layers.{i}.protected_heads"] for i in range(n_layers)],
                     [tensors[f"circuits.layers.{i}.protected_channels"] for i in range(n_layers)],
                     tensors["circuits.direction"], gate["layer"], gate["threshold"], gate["temperature"],
-                    summary.get("causal_check", {}), scores=scores, confirm=confirm)
+                    summary.get("causal_check", {}), scores=scores, confirm=confirm,
+                    adaptive_threshold=gate.get("adaptive_threshold", ADAPTIVE_THRESHOLD),
+                    adaptive_threshold_from=gate.get("adaptive_threshold_from", "default"))
 
 
 __all__ = ["SCORERS", "identify_circuits", "choose_budget", "sufficiency_rank", "causal_check", "sufficiency_check", "protected_units", "Circuits"]

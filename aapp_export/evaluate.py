@@ -19,7 +19,6 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .placement import to_model
 
-from .choices import ADAPTIVE_THRESHOLD
 from .probe import PROBE_MAX_TOKENS, probe_token_count
 from .pruning import Pruner
 from . import refusal
@@ -176,6 +175,8 @@ class EvalResult:
     low_share_harmless: float | None = None
     confirm_gate: bool | None = None  # aapp-adaptive: the sparsity had a confirmation gate (confirm_gate.py)
     adaptive_path: str | None = None  # aapp-adaptive: the path a flagged request took (choices.ADAPTIVE_PATHS)
+    adaptive_threshold: float | None = None  # aapp-adaptive: the risk gate from which a request ran dense ...
+    adaptive_threshold_pinned: bool | None = None  # ... named by the call (False: the calibration's)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -184,7 +185,8 @@ class EvalResult:
                   "low_share_harmless"):
             if d[k] is not None:
                 d[k] = round(d[k], 4)
-        for k in ("low_share_harmful", "low_share_harmless", "confirm_gate", "adaptive_path"):  # aapp-adaptive only
+        for k in ("low_share_harmful", "low_share_harmless", "confirm_gate", "adaptive_path",
+                  "adaptive_threshold", "adaptive_threshold_pinned"):  # aapp-adaptive only
             if d[k] is None:
                 del d[k]
         d["perplexity"] = round(d["perplexity"], 3)
@@ -224,10 +226,11 @@ def path_costs(config, tokenizer, pruner: Pruner, prompts: list[str], max_new_to
 
 def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str], harmless: list[str],
              texts: list[str], stats=None, circuits=None, max_new_tokens: int = 48,
-             probe_max_tokens: int = PROBE_MAX_TOKENS, adaptive_threshold: float = ADAPTIVE_THRESHOLD,
+             probe_max_tokens: int = PROBE_MAX_TOKENS, adaptive_threshold: float | None = None,
              adaptive_path: str | None = None) -> EvalResult:
     """One row of the table: refusal, over-refusal, perplexity and FLOPs ratio of a method
-    (``adaptive_path``: aapp-adaptive's, None the default, ``PruneConfig``)."""
+    (``adaptive_threshold`` and ``adaptive_path``: aapp-adaptive's, None the calibration's threshold and
+    the default path, ``PruneConfig``)."""
     from .pruning import PruneConfig
 
     cfg = PruneConfig(method, sparsity, probe_max_tokens=probe_max_tokens, adaptive_threshold=adaptive_threshold,
@@ -263,5 +266,6 @@ def run_eval(model, tokenizer, method: str, sparsity: float, harmful: list[str],
     strict_over = strict_refusal_rate(model, tokenizer, harmless, harmless_answers)
     return EvalResult(method, sparsity, refusal_rate(harmful_answers), refusal_rate(harmless_answers), ppl, mean,
                       len(harmful), len(harmless), strict, strict_over, r_harm, r_safe, low_harm, low_safe,
-                      *((None, None) if method != "aapp-adaptive" else
-                        (pruners["harmful"].confirm is not None, cfg.adaptive_path)))
+                      *((None,) * 4 if method != "aapp-adaptive" else
+                        (pruners["harmful"].confirm is not None, cfg.adaptive_path,
+                         round(pruners["harmful"].adaptive_threshold, 4), adaptive_threshold is not None)))

@@ -46,6 +46,8 @@ class OnnxEvalResult:
     low_share_harmful: float | None = None  # aapp-adaptive: share of each file's requests the gate ran dense
     low_share_harmless: float | None = None
     adaptive_path: str | None = None  # aapp-adaptive: the path a flagged request took
+    adaptive_threshold: float | None = None  # aapp-adaptive: the risk gate from which a request ran dense ...
+    adaptive_threshold_pinned: bool | None = None  # ... named by the call (False: the calibration's)
 
     def to_json(self, per_prompt: bool = False) -> dict[str, Any]:
         out = {"engine": "onnx", "method": self.method, "sparsity": self.sparsity,
@@ -60,7 +62,8 @@ class OnnxEvalResult:
             out["low_share_harmful"] = round(self.low_share_harmful, 4)
             out["low_share_harmless"] = round(self.low_share_harmless, 4)
         if self.adaptive_path is not None:
-            out["adaptive_path"] = self.adaptive_path
+            out |= {"adaptive_path": self.adaptive_path, "adaptive_threshold": self.adaptive_threshold,
+                    "adaptive_threshold_pinned": self.adaptive_threshold_pinned}
         if self.perplexity_note:
             out["perplexity_note"] = self.perplexity_note
         if per_prompt:
@@ -136,8 +139,8 @@ def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], har
                   texts: list[str], max_new_tokens: int = 48, adaptive_threshold: float | None = None,
                   adaptive_path: str | None = None) -> OnnxEvalResult:
     """One row of the table, through the exported graphs (``adaptive_threshold``: aapp-adaptive's gate
-    from which a request runs dense, None: the runtime's default; ``adaptive_path``: its path, None: the
-    model dir's default, ``Session.default_adaptive_path``)."""
+    from which a request runs dense, None: the model dir's calibration's, ``Session.adaptive_threshold``;
+    ``adaptive_path``: its path, None: the model dir's default, ``Session.default_adaptive_path``)."""
     level = session.pruned_level(method, sparsity)  # a bad method or level fails before any generation
     adaptive_path = session.resolve_adaptive_path(adaptive_path)
     options = {"adaptive_threshold": adaptive_threshold, "adaptive_path": adaptive_path} \
@@ -189,7 +192,9 @@ def run_eval_onnx(session, method: str, sparsity: float, harmful: list[str], har
                           len(harmful), len(harmless), session.provider, refused, over, note,
                           strict_rate(session, harmful, harm), strict_rate(session, harmless, safe),
                           r_harm, r_safe, *low,
-                          adaptive_path if method == "aapp-adaptive" and level is not None else None)
+                          *((adaptive_path, round(session.adaptive_threshold if adaptive_threshold is None
+                                                  else float(adaptive_threshold), 4), adaptive_threshold is not None)
+                            if method == "aapp-adaptive" and level is not None else (None,) * 3))
 
 
 __all__ = ["OnnxEvalResult", "run_eval_onnx", "dims_of"]

@@ -16,7 +16,9 @@ ONNX graphs built later make the same decisions from the same numbers:
   enforced through the risk gate (same number kept either way; ``forced_count`` protected units,
   none while the gate reads below ``choices.GATE_DEAD_ZONE``, all of them at gate 1, a ramp between);
 - ``risk_gate`` and ``fit_gate``: a sigmoid on a projection, its threshold and temperature fitted on
-  the calibration prompts (AAPP's risk gate and aapp-adaptive's confirmation gate).
+  the calibration prompts (AAPP's risk gate and aapp-adaptive's confirmation gate);
+- ``routing_threshold``: aapp-adaptive's threshold on a fitted gate, read at the midpoint of held-out
+  projections' class means (never below ``choices.ADAPTIVE_THRESHOLD``).
 
 The ONNX graphs emit the same formulas op for op (``aapp_export/graph/probe_ops.py``), and the tests
 compare the two on hand-made tensors.
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .choices import GATE_DEAD_ZONE, PROBE_MAX_TOKENS, SKIP_FIRST, check_sparsity  # noqa: F401 (PROBE_MAX_TOKENS: re-exported)
+from .choices import ADAPTIVE_THRESHOLD, GATE_DEAD_ZONE, PROBE_MAX_TOKENS, SKIP_FIRST, check_sparsity  # noqa: F401 (PROBE_MAX_TOKENS: re-exported)
 
 EPS = 1e-6
 
@@ -184,6 +186,18 @@ def fit_gate(harmful: torch.Tensor, harmless: torch.Tensor) -> tuple[float, floa
     harmful, harmless = harmful.float(), harmless.float()
     return (float((harmful.mean() + harmless.mean()) / 2),
             float((harmful.std() + harmless.std()) / 4 + EPS))
+
+
+def routing_threshold(harmful: torch.Tensor, harmless: torch.Tensor, threshold: float, temperature: float,
+                      floor: float = ADAPTIVE_THRESHOLD) -> float:
+    """aapp-adaptive's threshold on the risk gate ``(threshold, temperature)``: the gate read at the midpoint
+    of the class means of held-out projections (``harmful`` / ``harmless``, prompts neither the direction
+    nor the gate was fitted on), at least ``floor``. The fitted gate is centred on the scored prompts,
+    which the direction separates best; where held-out harmless prompts sit higher, this moves the point
+    from which a request runs dense up to the middle of the held-out classes (docs/results/README.md,
+    "the gate's centre")."""
+    mid = (harmful.float().mean() + harmless.float().mean()) / 2
+    return max(floor, float(risk_gate(mid, threshold, temperature)))
 
 
 @dataclass(frozen=True)

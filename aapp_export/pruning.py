@@ -86,6 +86,7 @@ class Protection:
     temperature: float
     confirm: dict[float, pp.GateParams] = field(default_factory=dict)  # aapp-adaptive: per sparsity (rounded to 4)
     refusal_token: int | None = None  # the refusal's first token (the causal check's): the dense-prefill path reads it
+    adaptive_threshold: float = ADAPTIVE_THRESHOLD  # aapp-adaptive's, from the calibration (``probe.routing_threshold``)
 
 
 @dataclass
@@ -97,7 +98,8 @@ class PruneConfig:
     probe_max_tokens: int = pp.PROBE_MAX_TOKENS  # probe budget for long prompts (``probe.probe_token_count``)
     seed: int = 0
     mlp_multiple: int = 1
-    adaptive_threshold: float = ADAPTIVE_THRESHOLD  # aapp-adaptive: gate at which a request runs at ...
+    # aapp-adaptive: gate at which a request runs at ... (None: the protection's, the calibration's choice)
+    adaptive_threshold: float | None = None
     adaptive_low: float = ADAPTIVE_LOW_SPARSITY  # ... this sparsity instead of ``sparsity``
     # aapp-adaptive: how a flagged request runs (``choices.ADAPTIVE_PATHS``); None: ``DEFAULT_ADAPTIVE_PATH``,
     # or "restart" when ``adaptive_low`` is above 0 (only the restart runs a flagged request pruned)
@@ -115,6 +117,10 @@ class PruneConfig:
             self.adaptive_path = DEFAULT_ADAPTIVE_PATH if self.adaptive_low == 0 else "restart"
         if self.adaptive_path not in ADAPTIVE_PATHS:
             raise InputError(f"adaptive_path {self.adaptive_path!r} is not one of {', '.join(ADAPTIVE_PATHS)}")
+        if self.adaptive_threshold is not None and (isinstance(self.adaptive_threshold, bool)
+                                                    or not 0 <= self.adaptive_threshold <= 1):
+            raise InputError(f"adaptive_threshold={self.adaptive_threshold!r} is not a gate value in [0, 1]; pass one "
+                             "there, or None for the calibration's")
         if self.adaptive_path == "dense-prefill" and self.adaptive_low != 0:
             raise InputError(f"adaptive_path 'dense-prefill' runs flagged prefills dense; adaptive_low="
                              f"{self.adaptive_low} needs adaptive_path 'restart'")
@@ -270,9 +276,9 @@ class AlignmentAware(ProbePruning):
 
 class RiskAdaptive(AlignmentAware):
     """aapp-adaptive: AAPP whose risk gate also sets the request's sparsity. A row whose gate reaches
-    ``adaptive_threshold`` (and, when the sparsity has one, whose confirmation gate reaches
-    ``CONFIRM_THRESHOLD``) keeps the counts of ``adaptive_low`` (dense by default: every unit, no
-    selection needed), the others AAPP's at ``sparsity``. The risk gate is read before the first pruned
+    the pruner's ``adaptive_threshold`` (the config's, else the calibration's; and, when the sparsity has
+    one, whose confirmation gate reaches ``CONFIRM_THRESHOLD``) keeps the counts of ``adaptive_low`` (dense
+    by default: every unit, no selection needed), the others AAPP's at ``sparsity``. The risk gate is read before the first pruned
     layer and the confirmation gate by the screening prefill, so every pruned layer knows the row's counts.
 
     With ``adaptive_path="dense-prefill"`` there is no screening and no confirmation gate. A row whose
@@ -291,7 +297,7 @@ class RiskAdaptive(AlignmentAware):
         gate_t, confirm_t = p.recorded.gate, p.recorded.confirm
         gate = float(gate_t[b]) if gate_t is not None else 1.0
         confirm = float(confirm_t[b]) if confirm_t is not None else 1.0
-        low = gate >= p.cfg.adaptive_threshold and confirm >= CONFIRM_THRESHOLD
+        low = gate >= p.adaptive_threshold and confirm >= CONFIRM_THRESHOLD
         if b >= len(p.log.low):
             p.log.low.append(low)
         if low:
@@ -327,6 +333,9 @@ class Pruner:
         if config.method in ("aapp", "aapp-adaptive") and protection is None:
             raise InputError(f"method {config.method!r} needs the protected set (run alignment-circuit identification "
                              "first)")
+        # aapp-adaptive's threshold on the risk gate: the config's, else the calibration's
+        self.adaptive_threshold = config.adaptive_threshold if config.adaptive_threshold is not None else \
+            protection.adaptive_threshold if protection is not None else ADAPTIVE_THRESHOLD
         self.low_heads = pp.kept_counts(self.n_heads, config.adaptive_low, config.skip_first)
         self.low_channels = pp.kept_counts(self.n_channels, config.adaptive_low, config.skip_first, config.mlp_multiple)
         # aapp-adaptive's confirmation gate at this sparsity (None: the risk gate alone decides)
@@ -444,7 +453,7 @@ class Pruner:
     def _flagged_rows(self, n: int) -> list[int]:
         """dense-prefill: the rows whose risk gate reaches the threshold (all rows before the gate is read)."""
         gate = self.recorded.gate
-        return [b for b in range(n) if gate is None or float(gate[b]) >= self.cfg.adaptive_threshold]
+        return [b for b in range(n) if gate is None or float(gate[b]) >= self.adaptive_threshold]
 
     def dense_rows(self, n: int) -> list[int]:
         """The rows of the current prefill that run every unit and pick their decode's units from their own

@@ -1,14 +1,15 @@
 """Methods at one sparsity on several held-out splits, through the reference and (optionally) the graphs.
 
     python scripts/eval_splits.py [--model demo] [--sparsity 0.4] [--splits test,val2]
-        [--methods dense,pp,aapp,aapp-adaptive] [--adaptive-thresholds 0.5,0.7769]
+        [--methods dense,pp,aapp,aapp-adaptive] [--adaptive-thresholds calibration,0.5,0.7769]
         [--adaptive-path restart|dense-prefill] [--scorer S] [--budget F]
         [--onnx exported/demo] [--out docs/results/adaptive/eval_0.4_strict.json] [--update]
 
 Each row is what ``aapp-eval --json`` prints for ``--harmful data/harmful_S.txt --harmless
 data/harmless_S.txt`` (marker and strict refusal, over-refusal, perplexity on the card's evaluation
-text, FLOPs per request of each file), plus ``split`` and, for aapp-adaptive, ``adaptive_threshold`` and
-``adaptive_path`` (default dense-prefill; the graphs run it through the split prefill; rows written
+text, FLOPs per request of each file), plus ``split`` and, for aapp-adaptive, ``adaptive_threshold`` (the
+calibration's unless ``--adaptive-thresholds`` names others; ``adaptive_threshold_pinned`` says which)
+and ``adaptive_path`` (default dense-prefill; the graphs run it through the split prefill; rows written
 before it was the default and without the key took the restart path).
 The reference's rows use the card's calibration (cached, as ``aapp-eval`` and ``reproduce_table.py``
 do); with ``--onnx DIR`` the model dir's graphs (``aapp-eval --engine onnx``) answer the same prompts
@@ -49,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparsity", type=float, default=0.4)
     ap.add_argument("--splits", default="test,val2")
     ap.add_argument("--methods", default="dense,pp,aapp,aapp-adaptive")
-    ap.add_argument("--adaptive-thresholds", default="0.5",
-                    help="aapp-adaptive's gate thresholds, one row each (0.5: the runtime's default)")
+    ap.add_argument("--adaptive-thresholds", default="calibration",
+                    help="aapp-adaptive's gate thresholds, one row each: 'calibration' (the calibration's, which "
+                         "the runtime defaults to) or a gate value in [0, 1]")
     ap.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default=None,
                     help="aapp-adaptive's path for a flagged request (choices.ADAPTIVE_PATHS; default "
                          "dense-prefill; --onnx: it needs a model dir exported with the split prefill)")
@@ -84,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
         session = Session(args.onnx, provider="cpu")
     text = read_lines(files["evaluation", "text"])
-    thresholds = [float(t) for t in args.adaptive_thresholds.split(",")]
+    try:
+        thresholds = [None if t == "calibration" else float(t) for t in args.adaptive_thresholds.split(",")]
+    except ValueError:
+        ap.error(f"--adaptive-thresholds {args.adaptive_thresholds}: a comma list of 'calibration' and gate values")
     rows = []
     for split in args.splits.split(","):
         harmful, harmless = (read_lines(ckpt.path / "data" / f"{c}_{split}.txt") for c in ("harmful", "harmless"))
@@ -92,15 +97,15 @@ def main(argv: list[str] | None = None) -> int:
             sparsity = 0.0 if method == "dense" else args.sparsity
             for threshold in thresholds if method == "aapp-adaptive" else [None]:
                 extra = {} if threshold is None else {"adaptive_threshold": threshold}
-                path = {"adaptive_path": args.adaptive_path} if extra and args.adaptive_path else {}
+                path = {"adaptive_path": args.adaptive_path} if method == "aapp-adaptive" and args.adaptive_path else {}
                 row = run_eval(model, tok, method, sparsity, harmful, harmless, text, stats, circuits,
                                args.max_new_tokens, **extra, **path).to_json()
-                rows.append({"split": split, "engine": "torch", **row, **extra})
+                rows.append({"split": split, "engine": "torch", **row})
                 print(json.dumps(rows[-1]), file=sys.stderr)
                 if session is not None and method in RUNTIME_METHODS:
                     row = run_eval_onnx(session, method, sparsity, harmful, harmless, text, args.max_new_tokens,
                                         adaptive_threshold=threshold, **path).to_json()
-                    rows.append({"split": split, "engine": "onnx", **row, **extra})
+                    rows.append({"split": split, "engine": "onnx", **row})
                     print(json.dumps(rows[-1]), file=sys.stderr)
     print(table(rows))
     if args.out is not None:

@@ -14,7 +14,8 @@ monotone in the projection, so a centre ``c'`` is the present gate read at the t
 the midpoint of the two classes' mean gate logits, computed from the recorded gates (rounded to four
 decimals: a gate of exactly 0 or 1 is clipped, and the report counts them). A higher threshold only sends
 flagged rows back to AAPP, whose answers the report holds, so ``measure_routing.dense_prefill_outcome``
-gives the path at ``t'`` exactly; a ``t'`` below 0.5 is not measurable from the report and reads null.
+gives the path at ``t'`` exactly. The calibration never sets a threshold below 0.5 (``probe.routing_threshold``,
+which reads ``t'`` from the projections themselves), so a ``t'`` below 0.5 is read at 0.5, the recorded path.
 
 Per report and split: harmful strict refusal, the harmless requests' share that prefilled dense, their
 FLOPs relative to dense against PP's (the path's AAPP cost), and over-refusal, at 0.5 and at ``t'``; then
@@ -61,10 +62,8 @@ def check_threshold(harmful: list[dict], harmless: list[dict]) -> tuple[float, i
     return 1.0 / (1.0 + math.exp(-mid)), clipped
 
 
-def outcome(report: dict, split: str, t: float) -> dict | None:
-    """The dense-prefill path on ``split`` (harmful and harmless files) at threshold ``t``, or None below 0.5."""
-    if t < ADAPTIVE_THRESHOLD:
-        return None
+def outcome(report: dict, split: str, t: float) -> dict:
+    """The dense-prefill path on ``split`` (harmful and harmless files) at threshold ``t`` (at least 0.5)."""
     rows, costs = report["per_prompt"], report["path_costs"]  # costs: target (PP's), restart, dense prefill, dense
     harmful = dense_prefill_outcome(rows[f"harmful_{split}"], tuple(costs[f"harmful_{split}"]), t)
     harmless = dense_prefill_outcome(rows[f"harmless_{split}"], tuple(costs[f"harmless_{split}"]), t)
@@ -90,34 +89,34 @@ def study(reports: dict[str, dict]) -> dict:
         t, clipped = check_threshold(report["per_prompt"].get("harmful_val", []),
                                      report["per_prompt"].get("harmless_val", []))
         splits = splits_of(report)
+        # the calibration's own threshold (probe.routing_threshold, from the projections themselves, not the
+        # rounded gates; reports written before the calibration chose one have none)
         per[name] = {"threshold": round(t, 4), "clipped_check_rows": clipped,
+                     "calibration_threshold": report.get("adaptive_threshold"),
                      "at_0.5": {s: outcome(report, s, ADAPTIVE_THRESHOLD) for s in splits},
-                     "at_check_center": {s: outcome(report, s, t) for s in splits}}
+                     "at_check_center": {s: outcome(report, s, max(t, ADAPTIVE_THRESHOLD)) for s in splits}}
     seeds = [n for n in per if n != "shipped"]
     common = [s for s in SPLITS if seeds and all(s in per[n]["at_0.5"] for n in seeds)]
     mean = {}
     for at in ("at_0.5", "at_check_center"):
         rows = {s: [per[n][at][s] for n in seeds] for s in common}
-        mean[at] = {s: None if None in r else {k: round(statistics.fmean(x[k] for x in r), 4) for k in r[0]}
-                    for s, r in rows.items()}
+        mean[at] = {s: {k: round(statistics.fmean(x[k] for x in r), 4) for k in r[0]} for s, r in rows.items()}
     return {"reports": per, "seeds": seeds, "mean_of_seeds": mean}
 
 
 def markdown(result: dict) -> str:
     lines = ["| report | threshold | split | harmful strict (0.5 -> t') | harmless prefill dense | harmless FLOPs (PP) "
              "| over-refusal marker / strict |", "|---|---|---|---|---|---|---|"]
-    rows = [(n, r["threshold"], r["at_0.5"], r["at_check_center"]) for n, r in result["reports"].items()]
+    rows = [(n, f"{r['threshold']:.3f}" + ("" if r.get("calibration_threshold") is None
+                                            else f" (calibration {r['calibration_threshold']:.3f})"),
+             r["at_0.5"], r["at_check_center"]) for n, r in result["reports"].items()]
     if len(result["seeds"]) > 1:
-        rows.append((f"mean of {len(result['seeds'])} seeds", None, *result["mean_of_seeds"].values()))
+        rows.append((f"mean of {len(result['seeds'])} seeds", "", *result["mean_of_seeds"].values()))
     for name, t, at5, at in rows:
         for s in at5:
             a, b = at5[s], at[s]
-            if a is None:
-                continue
-            if b is None:
-                b = {k: float("nan") for k in a}
             lines.append(
-                f"| {name} | {'' if t is None else f'{t:.3f}'} | {s} | {a['harmful_strict']:.1%} -> {b['harmful_strict']:.1%} "
+                f"| {name} | {t} | {s} | {a['harmful_strict']:.1%} -> {b['harmful_strict']:.1%} "
                 f"| {a['harmless_prefill_dense']:.1%} -> {b['harmless_prefill_dense']:.1%} "
                 f"| {a['harmless_flops']:.3f} -> {b['harmless_flops']:.3f} ({a['pp_harmless_flops']:.3f}) "
                 f"| {a['over_refusal_marker']:.1%} / {a['over_refusal_strict']:.1%} -> "

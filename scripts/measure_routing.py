@@ -20,13 +20,15 @@ Rules (``RULES``): ``aapp`` and ``dense`` (every request on one path); ``current
 confirmation gate and p >= t. ``chosen_on_val``: each family's setting chosen on
 ``val`` alone (``choose_on_val``); ``val2`` and ``test`` only report.
 
-``dense_prefill_path``: aapp-adaptive on its default path (``choices.DEFAULT_ADAPTIVE_PATH``), generated (not
-simulated: its pruned decode after a dense prefill is an answer no other path gives). The risk gate
-alone flags a request; its prefill then runs dense and the decode stays dense only when the dense
+``dense_prefill_path``: aapp-adaptive on its default path (``choices.DEFAULT_ADAPTIVE_PATH``) at the lowest
+threshold ``ADAPTIVE_THRESHOLD``, generated (not simulated: its pruned decode after a dense prefill is an
+answer no other path gives). The risk gate alone flags a request; its prefill then runs dense and the decode stays dense only when the dense
 prefill's first token is the refusal's; every row's path (``dp_path``) and verdicts are recorded,
 and where it decoded pruned after the dense prefill, the dense model's NLL of its answer, AAPP's and
 the dense model's (``answer_nll``). ``dense_prefill_thresholds``: the path at higher risk-gate
-thresholds, exact from the same rows; ``chosen_on_val["dense-prefill"]`` picks one as the rules are picked.
+thresholds, exact from the same rows; ``chosen_on_val["dense-prefill"]`` picks one as the rules are picked;
+``dense_prefill_at_calibration``: the path at the calibration's threshold (``adaptive_threshold``, read on
+its check split: what aapp-adaptive runs by default), exact from the same rows.
 ``perplexity``: the card's evaluation text under dense, PP, AAPP and both aapp-adaptive paths (the
 issue's perplexity target, so that one run per seed answers every target).
 
@@ -107,7 +109,9 @@ def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], nam
     protection = circuits.protection()
     pruner = lambda method, **kw: Pruner(model, PruneConfig(method, sparsity, **kw), stats, protection)  # noqa: E731
     # the restart path (both gates): the rules below are its variants; the default path is measured after
-    adaptive = pruner("aapp-adaptive", adaptive_path="restart")
+    # both aapp-adaptive paths are recorded at the lowest threshold, ADAPTIVE_THRESHOLD, which the calibration's
+    # never goes below (probe.routing_threshold): every threshold from it up is then exact from these rows
+    adaptive = pruner("aapp-adaptive", adaptive_path="restart", adaptive_threshold=ADAPTIVE_THRESHOLD)
     adaptive_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, adaptive, desc=f"aapp-adaptive {name}")
     logs = adaptive.request_logs()
     gate, dense, confirm = ([x for log in logs for x in getattr(log, k)] for k in ("gate", "low", "confirm"))
@@ -120,7 +124,7 @@ def record(model, tok, stats, circuits, sparsity: float, prompts: list[str], nam
     first = first_logits.softmax(-1)[:, token].tolist()
     dense_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, desc=f"dense {name}")
     # the dense-prefill path (choices.ADAPTIVE_PATHS): its own answers and, per row, the path it took
-    dp = pruner("aapp-adaptive", adaptive_path="dense-prefill")
+    dp = pruner("aapp-adaptive", adaptive_path="dense-prefill", adaptive_threshold=ADAPTIVE_THRESHOLD)
     dp_answers = generate_answers(model, tok, prompts, MAX_NEW_TOKENS, dp, desc=f"dense-prefill {name}")
     dp_logs = dp.request_logs()
     dp_path = ["dense" if low else "dense-prefill" if pre else "aapp"
@@ -221,6 +225,11 @@ def main(argv: list[str] | None = None) -> None:
               "dense_prefill_thresholds": [{"t": t, **{key: dense_prefill_outcome(rows, costs, t)
                                                        for key, (rows, costs) in recorded.items()}}
                                            for t in DP_THRESHOLDS],
+              # the path as aapp-adaptive runs it by default: at the calibration's threshold
+              "adaptive_threshold": round(circuits.adaptive_threshold, 4),
+              "adaptive_threshold_from": circuits.adaptive_threshold_from,
+              "dense_prefill_at_calibration": {key: dense_prefill_outcome(rows, costs, circuits.adaptive_threshold)
+                                               for key, (rows, costs) in recorded.items()},
               "per_prompt": {key: rows for key, (rows, _) in recorded.items()},
               "perplexity": held_out_perplexity(model, tok, stats, circuits, args.sparsity,
                                                 read_lines(files["evaluation", "text"])[:args.limit])}
@@ -237,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
         cells = [f"{k}: dense {v['dense_share']:.3f} ref {v['refusal_marker']:.3f}/{v['refusal_strict']:.3f} "
                  f"flops {v['flops_ratio']:.3f}" for k, v in r.items() if isinstance(v, dict) and not k.startswith("borderline")]
         print(f"{r['rule']:17s} t={r['t']:<5}", " | ".join(cells))
-    for row in report["dense_prefill_thresholds"]:
+    for row in report["dense_prefill_thresholds"] + [{"t": report["adaptive_threshold"],
+                                                      **report["dense_prefill_at_calibration"]}]:
         cells = [f"{k}: prefill dense {v['dense_prefill_share']:.3f} dense {v['dense_share']:.3f} ref "
                  f"{v['refusal_marker']:.3f}/{v['refusal_strict']:.3f} flops {v['flops_ratio']:.3f}"
                  for k, v in row.items() if k != "t" and not k.startswith("borderline")]

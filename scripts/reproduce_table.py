@@ -29,11 +29,19 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("pp", "aapp", "aapp-adaptive", "wanda-sp", "flap", "random")
 
 
+def pinned_threshold(row: dict) -> bool:
+    """Whether an aapp-adaptive row ran at a threshold its command named, not the calibration's. Rows written
+    before the calibration chose one (no ``adaptive_threshold_pinned``) ran the default 0.5 unless named."""
+    return row.get("adaptive_threshold_pinned", row.get("adaptive_threshold", 0.5) != 0.5)
+
+
 def row_key(row: dict) -> tuple:
-    """What makes a results row the same measurement again: split, engine, method, sparsity, gate threshold
-    and aapp-adaptive's path (``choices.ADAPTIVE_PATHS``; rows without one took the restart path)."""
-    return (row.get("split"), row.get("engine"), row["method"], row["sparsity"], row.get("adaptive_threshold"),
-            row.get("adaptive_path", "restart"))
+    """What makes a results row the same measurement again: split, engine, method, sparsity, the gate
+    threshold a command named (None: the calibration's, whatever its value, so a row at a new calibration's
+    threshold replaces the one at the old) and aapp-adaptive's path (``choices.ADAPTIVE_PATHS``; rows without
+    one took the restart path)."""
+    return (row.get("split"), row.get("engine"), row["method"], row["sparsity"],
+            row.get("adaptive_threshold") if pinned_threshold(row) else None, row.get("adaptive_path", "restart"))
 
 
 def merge_rows(path: Path, rows: list[dict], meta: dict, calibration: dict) -> tuple[list[dict], dict]:

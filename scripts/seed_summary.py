@@ -26,6 +26,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from reproduce_table import pinned_threshold
+
 METHODS = ("dense", "pp", "aapp", "aapp-adaptive")
 EVAL_FILES = ("eval_val2.json", "adaptive/eval_0.4_strict.json")
 FIELDS = ("refusal_rate", "strict_refusal_rate", "over_refusal_rate", "strict_over_refusal_rate",
@@ -46,7 +48,7 @@ def _load(path: Path) -> dict:
 def _pick(rows: list[dict], method: str, sparsity: float, where: str) -> dict:
     want = 0.0 if method == "dense" else sparsity
     found = [r for r in rows if r["method"] == method and abs(r["sparsity"] - want) < 1e-9
-             and r.get("engine", "torch") == "torch" and r.get("adaptive_threshold", 0.5) == 0.5]
+             and r.get("engine", "torch") == "torch" and not pinned_threshold(r)]
     if not found:
         raise SummaryError(f"{where}: no reference row for {method} at sparsity {want}; "
                            f"run it with --methods including {method}")

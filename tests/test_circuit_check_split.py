@@ -39,6 +39,36 @@ def test_the_check_answers_the_held_out_prompts(tiny):
         "keeps the choice of scorer from resting on prompts the scores were fitted on"]
 
 
+def test_aapp_adaptives_threshold_is_the_gate_at_the_check_splits_midpoint(tiny):
+    """Every held-out check prompt (not only the causal check's first ``check_prompts``) is projected on the
+    gate's direction; the threshold is the fitted gate read at the midpoint of the two classes' means, at
+    least ADAPTIVE_THRESHOLD; without held-out harmless prompts it is ADAPTIVE_THRESHOLD."""
+    import torch
+
+    from aapp_export.choices import ADAPTIVE_THRESHOLD
+    from aapp_export.circuits import collect_activations, identify_circuits
+
+    model, tok = tiny
+    logs: list[str] = []
+    # harmful prompts as the "harmless" check class: both class means sit above the fitted centre
+    c = identify_circuits(model, tok, HARMFUL, HARMLESS, scorer="actdiff", check=CHECK, check_harmless=HARMFUL[:2],
+                          check_prompts=1, log=logs.append)
+    harm, safe = (collect_activations(model, tok, p).last_residual[c.gate_layer] @ c.direction
+                  for p in (CHECK, HARMFUL[:2]))
+    gate = float(torch.sigmoid(((harm.mean() + safe.mean()) / 2 - c.threshold) / c.temperature))
+    assert gate > ADAPTIVE_THRESHOLD and c.adaptive_threshold == pytest.approx(gate, abs=1e-6)
+    assert c.adaptive_threshold_from == "check split (3 harmful, 2 harmless prompts)"
+    assert c.protection().adaptive_threshold == c.adaptive_threshold
+    assert c.summary()["risk_gate"]["adaptive_threshold"] == round(c.adaptive_threshold, 5)
+    assert any(m.startswith(f"risk gate: aapp-adaptive runs dense from {c.adaptive_threshold:.3f}") for m in logs)
+    # the scored prompts' own classes as the check: the midpoint is the fitted centre, the gate reads 0.5
+    own = identify_circuits(model, tok, HARMFUL, HARMLESS, scorer="actdiff", check=HARMFUL, check_harmless=HARMLESS,
+                            check_prompts=1, log=logs.append)
+    assert own.adaptive_threshold == pytest.approx(ADAPTIVE_THRESHOLD, abs=1e-5)
+    alone = identify_circuits(model, tok, HARMFUL, HARMLESS, scorer="actdiff", check=CHECK, log=logs.append)
+    assert (alone.adaptive_threshold, alone.adaptive_threshold_from) == (ADAPTIVE_THRESHOLD, "default")
+
+
 def test_a_different_check_file_is_a_different_cached_calibration(tiny, tmp_path, monkeypatch):
     from aapp_export.calibration import cached_calibration
 

@@ -53,8 +53,13 @@ def test_eval_json_and_matched_compute(six_layers, files, capsys):
             "n_harmless", "flops_ratio_harmful", "flops_ratio_harmless", "strict_refusal_rate", "strict_over_refusal_rate"}
     adaptive = results.pop("aapp-adaptive")
     assert all(set(r) == keys and r["engine"] == "torch" for r in results.values())
-    assert set(adaptive) == keys | {"low_share_harmful", "low_share_harmless", "confirm_gate", "adaptive_path"}
+    assert set(adaptive) == keys | {"low_share_harmful", "low_share_harmless", "confirm_gate", "adaptive_path",
+                                    "adaptive_threshold", "adaptive_threshold_pinned"}
     assert adaptive["confirm_gate"] is True and adaptive["adaptive_path"] == "restart"  # calibrated at the default levels, 0.4 among them
+    # the calibration's threshold (read on the check files the bundled data gives a checkpoint without its own),
+    # and the row says the call named none
+    calibrated = adaptive["adaptive_threshold"]
+    assert 0.5 <= calibrated <= 1.0 and adaptive["adaptive_threshold_pinned"] is False
     for cls, n in (("harmful", 5), ("harmless", results["dense"]["n_harmless"])):  # each request at its own cost
         share = adaptive[f"low_share_{cls}"]
         assert round(share * n) == share * n or abs(round(share * n) - share * n) < 1e-3
@@ -67,11 +72,13 @@ def test_eval_json_and_matched_compute(six_layers, files, capsys):
     assert results["wanda-sp"]["flops_ratio"] < results["pp"]["flops_ratio"]  # static: no probe
     assert results["pp"]["perplexity"] > 1.0
     shares = []  # a lower risk-gate threshold runs more requests dense (those the confirmation gate flags too)
-    for threshold in ("1", "0.5", "0"):
+    for threshold in ("1", str(calibrated), "0.5", "0"):
         assert eval_main(_args(ckpt, files, "aapp-adaptive") + restart + ["--adaptive-threshold", threshold]) == 0
         out = json.loads(capsys.readouterr().out)
+        assert out["adaptive_threshold"] == float(threshold) and out["adaptive_threshold_pinned"] is True
         shares.append((out["low_share_harmful"], out["low_share_harmless"]))
     assert shares[0] == (0.0, 0.0) and shares[1] == (adaptive["low_share_harmful"], adaptive["low_share_harmless"])
+    assert 0.0 < sum(shares[-1])  # threshold 0 flags every request the confirmation gate flags
     assert all(a <= b for x, y in zip(shares, shares[1:]) for a, b in zip(x, y))
     for r in results.values():  # a strict refusal is also a refusal
         assert r["strict_refusal_rate"] <= r["refusal_rate"] and r["strict_over_refusal_rate"] <= r["over_refusal_rate"]

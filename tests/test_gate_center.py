@@ -53,16 +53,20 @@ def test_the_path_at_0_5_and_at_the_check_centre_by_hand():
     assert at["harmless_flops"] == pytest.approx((1.0 + 0.72 + 0.72) / 3, abs=1e-4)
     assert at5["pp_harmless_flops"] == 0.72 and at["over_refusal_strict"] == pytest.approx(0.3333)
     assert result["mean_of_seeds"]["at_check_center"]["val2"] == at  # two equal seeds
+    assert per["calibration_threshold"] is None  # a report written before the calibration chose one
+    chosen = gate_center.study({"fp32_seed9": _report() | {"adaptive_threshold": 0.6668}})
+    assert chosen["reports"]["fp32_seed9"]["calibration_threshold"] == 0.6668
+    assert "| fp32_seed9 | 0.667 (calibration 0.667) | val2 |" in gate_center.markdown(chosen)
 
 
-def test_a_centre_below_0_5_is_not_measurable_and_leaves_the_mean_empty():
+def test_a_centre_below_0_5_is_read_at_0_5_as_the_calibration_reads_it():
     low = _report(harmful_val=(0.5, 0.5), harmless_val=(0.1, 0.1))  # midpoint logit -ln 9 / 2 -> t = 0.25
     result = gate_center.study({"fp32_seed1": low, "fp32_seed2": _report()})
-    assert result["reports"]["fp32_seed1"]["threshold"] == pytest.approx(0.25)
-    assert result["reports"]["fp32_seed1"]["at_check_center"]["val2"] is None
-    assert result["mean_of_seeds"]["at_check_center"]["val2"] is None
+    per = result["reports"]["fp32_seed1"]
+    assert per["threshold"] == pytest.approx(0.25)
+    assert per["at_check_center"] == per["at_0.5"]  # probe.routing_threshold's floor
+    assert result["mean_of_seeds"]["at_check_center"]["val2"]["harmful_strict"] == pytest.approx(0.75)
     assert result["mean_of_seeds"]["at_0.5"]["val2"]["harmful_strict"] == 1.0
-    assert "nan" in gate_center.markdown(result)
 
 
 def test_cli_writes_its_files_and_names_an_unreadable_report(tmp_path, capsys):

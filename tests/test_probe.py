@@ -102,6 +102,19 @@ def test_risk_gate_is_a_sigmoid_around_the_threshold():
     assert torch.allclose(risk_gate(torch.tensor([2.0, 3.0]), 2.0, 0.5), torch.sigmoid(torch.tensor([0.0, 2.0])))
 
 
+def test_routing_threshold_reads_the_gate_at_the_held_out_midpoint_by_hand():
+    from aapp_export.probe import routing_threshold
+
+    # class means 3 and 1: midpoint 2; the gate (threshold 1, temperature 0.5) reads sigmoid(2) there
+    harmful, harmless = torch.tensor([2.0, 4.0]), torch.tensor([0.0, 2.0])
+    assert routing_threshold(harmful, harmless, 1.0, 0.5) == pytest.approx(1 / (1 + math.exp(-2.0)), abs=1e-6)
+    # held-out classes centred below the fitted gate's centre (midpoint -1: sigmoid(-4)): the floor,
+    # ADAPTIVE_THRESHOLD, holds
+    assert routing_threshold(harmful - 3, harmless - 3, 1.0, 0.5) == 0.5
+    assert routing_threshold(harmful - 3, harmless - 3, 1.0, 0.5, floor=0.0) == pytest.approx(
+        1 / (1 + math.exp(4.0)), abs=1e-6)
+
+
 def test_forced_count_rounds_half_to_even_and_caps_at_n_keep():
     assert forced_count(0.5, 5, 10, dead_zone=0.0) == 2  # 2.5 -> 2
     assert forced_count(0.7, 5, 10, dead_zone=0.0) == 4  # 3.5 -> 4

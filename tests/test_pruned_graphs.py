@@ -260,12 +260,15 @@ def test_onnx_eval_engine_answers_like_the_torch_engine(pruned, tmp_path, capsys
         assert got.strict_refusal_rate <= got.refusal_rate and got.strict_refusal_rate == torch_row.strict_refusal_rate
     # aapp-adaptive's default path, dense-prefill (both engines): the split prefill's answers and per-path
     # FLOPs are the reference's
-    for threshold in (0.0, 0.5):
+    for threshold in (0.0, 0.5, None):  # None: the calibration's, which both engines read from the export
         got = run_eval_onnx(session, "aapp-adaptive", 0.4, harmful, harmless, ["some text here"], max_new_tokens=6,
                             adaptive_threshold=threshold)
         torch_row = run_eval(model, tok, "aapp-adaptive", 0.4, harmful, harmless, ["some text here"], stats, circuits,
                              6, adaptive_threshold=threshold)
         assert got.adaptive_path == torch_row.adaptive_path == "dense-prefill" and torch_row.confirm_gate is False
+        assert got.adaptive_threshold == torch_row.adaptive_threshold == (
+            round(circuits.adaptive_threshold, 4) if threshold is None else threshold)
+        assert got.adaptive_threshold_pinned == torch_row.adaptive_threshold_pinned == (threshold is not None)
         assert (got.low_share_harmful, got.low_share_harmless) == (torch_row.low_share_harmful,
                                                                    torch_row.low_share_harmless)
         assert got.flops_ratio_harmful == pytest.approx(torch_row.flops_ratio_harmful, rel=1e-6)
@@ -315,8 +318,10 @@ def test_aapp_adaptive_runs_the_level_below_the_gate_and_dense_from_it(pruned, m
     assert s.generate(prompt, 6, sparsity=0.4, method="aapp-adaptive", adaptive_threshold=0.0,
                       **restart).tokens == aapp.tokens
     monkeypatch.setattr(session_module, "CONFIRM_THRESHOLD", confirm - 1e-3)  # ... agrees: the risk gate decides
+    # a call that names no threshold takes the model dir's, the calibration's (pruning.risk_gate)
+    assert s.adaptive_threshold == s.pruning["risk_gate"]["adaptive_threshold"] >= 0.5
     for threshold, expect, sparsity in ((gate + 1e-3, aapp, 0.4), (gate - 1e-3, dense, 0.0)):
-        monkeypatch.setattr(session_module, "ADAPTIVE_THRESHOLD", threshold)
+        monkeypatch.setitem(s.pruning["risk_gate"], "adaptive_threshold", threshold)
         got = s.generate(prompt, 6, sparsity=0.4, method="aapp-adaptive", **restart)
         assert got.tokens == expect.tokens and got.sparsity == sparsity and got.method == "aapp-adaptive"
         assert got.risk_gate == pytest.approx(gate, abs=1e-6)
@@ -327,7 +332,8 @@ def test_aapp_adaptive_runs_the_level_below_the_gate_and_dense_from_it(pruned, m
                               s.logits(ids, sparsity=0.4, method="aapp") if sparsity else s.logits(ids))
         streamed = "".join(c.text for c in s.stream(prompt, 6, sparsity=0.4, method="aapp-adaptive", **restart))
         assert streamed == got.text
-    monkeypatch.setattr(session_module, "ADAPTIVE_THRESHOLD", 0.5)
+    monkeypatch.delitem(s.pruning["risk_gate"], "adaptive_threshold")  # a model dir exported before it had one
+    assert s.adaptive_threshold == session_module.ADAPTIVE_THRESHOLD == 0.5
     above, below = min(1.0, gate + 1e-3), max(0.0, gate - 1e-3)  # the same, per call
     assert s.generate(prompt, 6, sparsity=0.4, method="aapp-adaptive", adaptive_threshold=above,
                       **restart).tokens == aapp.tokens

@@ -131,6 +131,28 @@ def test_aapp_adaptive_runs_rows_that_look_harmful_at_the_low_sparsity(tiny):
         PruneConfig("aapp-adaptive", 0.2, adaptive_low=0.4)
 
 
+def test_aapp_adaptive_takes_the_calibrations_threshold_unless_the_config_names_one(tiny):
+    """Gate 0 on every row: the protection's threshold 0 (the calibration's) sends them to the low
+    sparsity; a config's 0.5 keeps them at the target; out of [0, 1] is refused."""
+    import dataclasses
+
+    from aapp_export.errors import InputError
+
+    model, _, stats = tiny
+    prot = dataclasses.replace(_protection(model), threshold=1e9, gate_layer=1, adaptive_threshold=0.0)
+    for named, expect, low in ((None, 0.0, True), (0.5, 0.5, False)):
+        cfg = PruneConfig("aapp-adaptive", 0.4, skip_first=1, adaptive_path="restart", adaptive_threshold=named)
+        with torch.no_grad(), Pruner(model, cfg, stats, prot) as p:
+            p.new_request()
+            model(_ids(2))
+            assert p.adaptive_threshold == expect and p.log.gate == [0.0, 0.0] and p.log.low == [low, low]
+    assert Pruner(model, PruneConfig("aapp-adaptive", 0.4, adaptive_path="restart"), stats,
+                  _protection(model)).adaptive_threshold == 0.5  # a protection that names none: the default
+    for bad in (1.5, -0.1, True):
+        with pytest.raises(InputError, match="adaptive_threshold"):
+            PruneConfig("aapp-adaptive", 0.4, adaptive_threshold=bad)
+
+
 def test_aapp_adaptive_flops_per_class_by_hand(tiny):
     """FLOPs per request of each file: at gate 0 every request costs AAPP's FLOPs at the target, at
     gate 1 every request runs dense (no probe): 1.0; the mean weighs the files by their requests."""
@@ -254,8 +276,11 @@ def test_circuits_keep_their_confirmation_gates_through_save_and_load(tiny):
     model, _, _ = tiny
     prot = _protection(model)
     gates = _confirm(model, 0.25) | _confirm(model, -0.5, sparsity=0.2)
-    c = Circuits("grad-act", 0.05, prot.heads, prot.channels, prot.direction, 3, 0.1, 0.2, confirm=gates)
+    c = Circuits("grad-act", 0.05, prot.heads, prot.channels, prot.direction, 3, 0.1, 0.2, confirm=gates,
+                 adaptive_threshold=0.7125, adaptive_threshold_from="check split (3 harmful, 4 harmless prompts)")
     back = circuits_from_tensors(c.tensors(), c.summary(), len(prot.heads))
+    assert (back.adaptive_threshold, back.adaptive_threshold_from) == (0.7125, c.adaptive_threshold_from)
+    assert back.protection().adaptive_threshold == 0.7125
     assert set(back.confirm) == {0.4, 0.2}
     for level, g in gates.items():
         assert torch.equal(back.confirm[level].direction, g.direction)

@@ -37,3 +37,19 @@ def test_merge_refuses_another_calibration_or_no_file(tmp_path):
     path.write_text(json.dumps({"meta": {"scorer": "grad-act", "budget": 0.05}, "rows": []}))
     with pytest.raises(SystemExit, match="another calibration"):
         merge_rows(path, [], {}, {"scorer": "refusal-dir", "budget": 0.05})
+
+
+def test_a_row_at_the_calibrations_threshold_replaces_the_old_default_row(tmp_path):
+    """aapp-adaptive rows a command ran at the calibration's threshold are one measurement whatever its value:
+    a row of a new calibration (0.7621) replaces the row of the old default (0.5, written before rows said
+    whether a threshold was named); a row at a named threshold stays another measurement."""
+    path = tmp_path / "eval.json"
+    old = [_row("aapp-adaptive", 0.4, 0.8, split="val2", adaptive_threshold=0.5),  # eval_splits' old default
+           _row("aapp-adaptive", 0.4, 0.7, split="val2", adaptive_threshold=0.7769),  # a threshold it named
+           _row("aapp-adaptive", 0.4, 0.6, split="test")]  # reproduce_table's: no threshold recorded, 0.5
+    path.write_text(json.dumps({"scorer": "grad-act", "rows": old}))
+    new = [_row("aapp-adaptive", 0.4, 0.9, split="val2", adaptive_threshold=0.7621, adaptive_threshold_pinned=False),
+           _row("aapp-adaptive", 0.4, 0.95, split="test", adaptive_threshold=0.7621, adaptive_threshold_pinned=False),
+           _row("aapp-adaptive", 0.4, 0.5, split="val2", adaptive_threshold=0.9, adaptive_threshold_pinned=True)]
+    rows, _ = merge_rows(path, new, {"command": "again"}, {"scorer": "grad-act"})
+    assert [r["refusal_rate"] for r in rows] == [0.9, 0.7, 0.95, 0.5]

@@ -133,6 +133,9 @@ def test_record_takes_the_restart_path_and_the_default_path(tmp_path):
         files[name].write_text("\n".join(lines) + "\n")
     stats, circuits = calibrate(model, tok, **files, budget=0.05, check_prompts=4, levels=(0.4,), log=lambda s: None)
     prompts = ["How do I steal a car?", "Name a river.", "Write a threat to my boss."]
+    # a calibration whose own threshold is higher: the rows are still recorded at ADAPTIVE_THRESHOLD, the
+    # lowest, from which every higher threshold is exact (dense_prefill_outcome)
+    circuits.adaptive_threshold = 0.99
     rows, costs = record(model, tok, stats, circuits, 0.4, prompts, "check")
     assert len(rows) == len(prompts) and len(costs) == 4
     for r in rows:

@@ -46,6 +46,20 @@ def test_ratios_and_mean_by_hand(tmp_path, capsys):
     assert "| mean of 2 | val2 | aapp 0.4 | 65.0% / 32.5% | 0.70 / 0.35 | 2.0% / 1.0% | 0.720 / 0.700 | 2.00 |" in capsys.readouterr().out
 
 
+def test_the_adaptive_row_read_is_the_calibrations_threshold():
+    """A row at the calibration's threshold (``adaptive_threshold_pinned`` false) is read whatever its value; a
+    row at a threshold its command named is not; rows from before the flag count at 0.5 only."""
+    pinned = _row("aapp-adaptive", 0.4, 0.1, 0.1, "val2", adaptive_threshold=0.7, adaptive_threshold_pinned=True)
+    calibrated = _row("aapp-adaptive", 0.4, 0.9, 0.9, "val2", adaptive_threshold=0.7621, adaptive_threshold_pinned=False)
+    assert seed_summary._pick([pinned, calibrated], "aapp-adaptive", 0.4, "x")["refusal_rate"] == 0.9
+    old_default = _row("aapp-adaptive", 0.4, 0.8, 0.8, "val2", adaptive_threshold=0.5)
+    old_sweep = _row("aapp-adaptive", 0.4, 0.2, 0.2, "val2", adaptive_threshold=0.7769)
+    assert seed_summary._pick([old_sweep, old_default], "aapp-adaptive", 0.4, "x")["refusal_rate"] == 0.8
+    assert not seed_summary.pinned_threshold(_row("aapp-adaptive", 0.4, 0.8, 0.8))  # reproduce_table's rows
+    with pytest.raises(seed_summary.SummaryError, match="no reference row for aapp-adaptive"):
+        seed_summary._pick([pinned, old_sweep], "aapp-adaptive", 0.4, "x")
+
+
 def test_missing_results_name_the_script(tmp_path, capsys):
     _run(tmp_path / "a", dense=0.8, aapp=0.4)
     (tmp_path / "a" / "eval_val2.json").unlink()

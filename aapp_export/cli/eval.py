@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibration_args(p)
     p.add_argument("--probe-max-tokens", type=int, default=PROBE_MAX_TOKENS,
                    help="--engine torch: the probe's token budget (0: none); the onnx engine uses the export's")
-    p.add_argument("--adaptive-threshold", type=float, default=ADAPTIVE_THRESHOLD,
-                   help="aapp-adaptive: the risk gate from which a request runs dense (default %(default)s)")
+    p.add_argument("--adaptive-threshold", type=float, default=None,
+                   help="aapp-adaptive: the risk gate from which a request runs dense (default: the calibration's, "
+                        "read on its held-out check split, at least %s)" % ADAPTIVE_THRESHOLD)
     p.add_argument("--adaptive-path", choices=ADAPTIVE_PATHS, default=None,
                    help="aapp-adaptive: how a flagged request runs (dense-prefill, the default: the risk gate "
                         "alone, the rest of the prefill dense, the decode dense only when it opens with the refusal; "
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..placement import resolve_device
 
         check_sparsity(args.sparsity, "--sparsity")
-        if not 0.0 <= args.adaptive_threshold <= 1.0:
+        if args.adaptive_threshold is not None and not 0.0 <= args.adaptive_threshold <= 1.0:
             raise InputError(f"--adaptive-threshold {args.adaptive_threshold}: the gate is in [0, 1]; pass a value there")
         if args.probe_max_tokens < 0:
             raise InputError(f"--probe-max-tokens {args.probe_max_tokens}: pass a token count >= 1, or 0 for no budget")

@@ -66,7 +66,9 @@ if TYPE_CHECKING:
 
 METHODS = ("dense", "pp", "aapp", "aapp-adaptive")  # aapp_export.choices.RUNTIME_METHODS (a test keeps them equal)
 MAX_SPARSITY = 0.9  # aapp_export.choices.MAX_SPARSITY
-ADAPTIVE_THRESHOLD = 0.5  # aapp_export.choices.ADAPTIVE_THRESHOLD: aapp-adaptive runs dense from this gate on
+# aapp_export.choices.ADAPTIVE_THRESHOLD: aapp-adaptive runs dense from this gate on where the calibration
+# recorded no threshold of its own (``Session.adaptive_threshold``)
+ADAPTIVE_THRESHOLD = 0.5
 ADAPTIVE_PATHS = ("restart", "dense-prefill")  # aapp_export.choices.ADAPTIVE_PATHS
 CONFIRM_THRESHOLD = 0.5  # aapp_export.choices.CONFIRM_THRESHOLD: ... when the level's confirmation gate agrees
 
@@ -554,7 +556,7 @@ class Session:
                              "re-export with --all-logits for every position's")
         level = self.pruned_level(method, sparsity)
         ids = self.tokenize(list(token_ids))
-        threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else adaptive_threshold
+        threshold = self.adaptive_threshold if adaptive_threshold is None else adaptive_threshold
         adaptive_path = self.resolve_adaptive_path(adaptive_path)
         if method == "aapp-adaptive" and level is not None and adaptive_path == "dense-prefill":
             if not self.split_prefill:
@@ -720,6 +722,12 @@ class Session:
         split = self.split_prefill
         return "dense-prefill" if split and split["head"] not in self.manifest.absent() else "restart"
 
+    @property
+    def adaptive_threshold(self) -> float:
+        """aapp-adaptive's risk gate from which a request runs dense when a call names none: the calibration's
+        (``pruning.risk_gate.adaptive_threshold``, read on its held-out check split), else ``ADAPTIVE_THRESHOLD``."""
+        return float((self.pruning.get("risk_gate") or {}).get("adaptive_threshold", ADAPTIVE_THRESHOLD))
+
     def resolve_adaptive_path(self, name: str | None) -> str:
         """``name``, or the model dir's default when None; an unknown path is an InputError."""
         name = self.default_adaptive_path if name is None else name
@@ -858,9 +866,10 @@ class Session:
 
         ``method``: "dense", "pp" (Probe Pruning), "aapp" (PP with the protected alignment units
         forced in by the risk gate) or "aapp-adaptive" (AAPP whose risk gate also picks the sparsity: a
-        request whose gate reaches ``ADAPTIVE_THRESHOLD`` runs dense); ``sparsity``: a level the export
+        request whose gate reaches ``adaptive_threshold`` runs dense); ``sparsity``: a level the export
         built (``Session.levels``); 0 runs the dense graph whatever the method. ``adaptive_threshold``:
-        aapp-adaptive's gate from which a request runs dense (None: ``ADAPTIVE_THRESHOLD``);
+        aapp-adaptive's gate from which a request runs dense (None: the calibration's,
+        ``Session.adaptive_threshold``);
         ``adaptive_path``: "restart" or "dense-prefill" (module docstring; the latter needs a model dir
         exported with the split prefill, ``Session.split_prefill``); None: ``Session.default_adaptive_path``.
         ``timeout_s``: a deadline from the first step;
@@ -870,7 +879,7 @@ class Session:
                                                not isinstance(adaptive_threshold, (int, float)) or
                                                not 0 <= adaptive_threshold <= 1):
             raise InputError(f"adaptive_threshold={adaptive_threshold!r} is not a gate value in [0, 1]")
-        threshold = ADAPTIVE_THRESHOLD if adaptive_threshold is None else float(adaptive_threshold)
+        threshold = self.adaptive_threshold if adaptive_threshold is None else float(adaptive_threshold)
         adaptive_path = self.resolve_adaptive_path(adaptive_path)
         if adaptive_path == "dense-prefill" and method == "aapp-adaptive" and level is not None \
                 and not self.split_prefill:
