@@ -192,10 +192,10 @@ def routing_threshold(harmful: torch.Tensor, harmless: torch.Tensor, threshold: 
                       floor: float = ADAPTIVE_THRESHOLD) -> float:
     """aapp-adaptive's threshold on the risk gate ``(threshold, temperature)``: the gate read at the midpoint
     of the class means of held-out projections (``harmful`` / ``harmless``, prompts neither the direction
-    nor the gate was fitted on), at least ``floor``. The fitted gate is centred on the scored prompts,
-    which the direction separates best; where held-out harmless prompts sit higher, this moves the point
-    from which a request runs dense up to the middle of the held-out classes (docs/results/README.md,
-    "the gate's centre")."""
+    nor the gate was fitted on), at least ``floor``. The fitted gate is centred on the scored prompts, the
+    ones its direction was fitted on; where held-out harmless prompts sit above that centre (48-63% of
+    ``harmless_val`` on two of three seeds), this moves the point from which a request runs dense up to the
+    middle of the held-out classes (docs/results/README.md, "the gate's centre")."""
     mid = (harmful.float().mean() + harmless.float().mean()) / 2
     return max(floor, float(risk_gate(mid, threshold, temperature)))
 
